@@ -1,0 +1,206 @@
+import { setMaxListeners } from 'node:events';
+import { DomainError } from '../domain/errors';
+import type { Rocket } from '../domain/rocket';
+import type { EventStore, StoredEvent } from '../store/types';
+
+/** A subscriber did not keep up: its bounded buffer filled, so its feed ended instead of growing. */
+export class FellBehindError extends DomainError {
+  constructor(readonly capacity: number) {
+    super('FELL_BEHIND', `the subscriber fell more than ${capacity} items behind and was dropped; resubscribe`);
+  }
+}
+export const isFellBehindError = (e: unknown): e is FellBehindError => e instanceof FellBehindError;
+
+/**
+ * One subscriber's feed: an async iterator over a bounded buffer. `keyOf` makes it conflating: a new
+ * item with the same key replaces the one still waiting (used for rocket states, where only the
+ * latest matters). When `capacity` items wait, the feed ends with FellBehindError.
+ */
+export class Feed<T> implements AsyncIterableIterator<T> {
+  private readonly items = new Map<unknown, T>();
+  private seq = 0;
+  private waiter: ((r: IteratorResult<T>) => void) | undefined;
+  private failWaiter: ((e: unknown) => void) | undefined;
+  private failure: unknown;
+  private done = false;
+
+  constructor(
+    private readonly capacity: number,
+    private readonly onClose: () => void,
+    private readonly keyOf?: (item: T) => unknown,
+  ) {}
+
+  /** Called by the hub; never blocks the publisher. */
+  push(item: T): void {
+    if (this.done) return;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.clearWaiters();
+      w({ value: item, done: false });
+      return;
+    }
+    const key = this.keyOf ? this.keyOf(item) : this.seq++;
+    if (this.keyOf && this.items.has(key)) this.items.delete(key);
+    if (this.items.size >= this.capacity) {
+      this.failure = new FellBehindError(this.capacity);
+      this.items.clear();
+      this.finish();
+      return;
+    }
+    this.items.set(key, item);
+  }
+
+  /** Items waiting to be read. */
+  get pending(): number {
+    return this.items.size;
+  }
+
+  next(): Promise<IteratorResult<T>> {
+    const first = this.items.entries().next();
+    if (!first.done) {
+      this.items.delete(first.value[0]);
+      return Promise.resolve({ value: first.value[1], done: false });
+    }
+    if (this.failure !== undefined) {
+      const f = this.failure;
+      this.failure = undefined;
+      return Promise.reject(f instanceof Error ? f : new Error(String(f)));
+    }
+    if (this.done) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => {
+      this.waiter = resolve;
+      this.failWaiter = reject;
+    });
+  }
+
+  return(): Promise<IteratorResult<T>> {
+    this.items.clear();
+    this.failure = undefined;
+    this.finish();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  throw(e?: unknown): Promise<IteratorResult<T>> {
+    void this.return();
+    return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  /** Ends the feed: a pending next() settles, and the hub forgets the subscriber. */
+  finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.onClose();
+    const resolve = this.waiter;
+    const reject = this.failWaiter;
+    this.clearWaiters();
+    if (this.failure !== undefined && reject) {
+      const f = this.failure;
+      this.failure = undefined;
+      reject(f);
+    } else {
+      resolve?.({ value: undefined, done: true });
+    }
+  }
+
+  private clearWaiters(): void {
+    this.waiter = undefined;
+    this.failWaiter = undefined;
+  }
+}
+
+class Topic<T extends { readonly channel: string }> {
+  private readonly all = new Set<Feed<T>>();
+  private readonly byChannel = new Map<string, Set<Feed<T>>>();
+
+  constructor(private readonly keyOf?: (item: T) => unknown) {}
+
+  subscribe(channel: string | undefined, capacity: number): Feed<T> {
+    const feed: Feed<T> = new Feed<T>(capacity, () => this.remove(channel, feed), this.keyOf);
+    if (channel === undefined) {
+      this.all.add(feed);
+    } else {
+      let set = this.byChannel.get(channel);
+      if (!set) this.byChannel.set(channel, (set = new Set()));
+      set.add(feed);
+    }
+    return feed;
+  }
+
+  publish(item: T): void {
+    for (const f of this.all) f.push(item);
+    const set = this.byChannel.get(item.channel);
+    if (set) for (const f of set) f.push(item);
+  }
+
+  get size(): number {
+    let n = this.all.size;
+    for (const s of this.byChannel.values()) n += s.size;
+    return n;
+  }
+
+  closeAll(): void {
+    for (const f of [...this.all]) f.finish();
+    for (const s of [...this.byChannel.values()]) for (const f of [...s]) f.finish();
+  }
+
+  private remove(channel: string | undefined, feed: Feed<T>): void {
+    if (channel === undefined) {
+      this.all.delete(feed);
+      return;
+    }
+    const set = this.byChannel.get(channel);
+    set?.delete(feed);
+    if (set?.size === 0) this.byChannel.delete(channel);
+  }
+}
+
+/**
+ * Fans out what the store appends to live subscribers, each with its own bounded buffer, so one slow
+ * subscriber never stalls the others or the writers. The store's append feed is the only source: in
+ * PostgreSQL mode that includes other instances' commits.
+ */
+export class Hub {
+  private readonly eventTopic = new Topic<StoredEvent>();
+  private readonly rocketTopic = new Topic<Rocket>((r) => r.channel);
+  private readonly unlisten: () => void;
+  /** Aborted when the hub closes, so long-lived waits end too. */
+  readonly closing = new AbortController();
+
+  constructor(
+    store: EventStore,
+    /** Items one subscriber may have waiting before it is dropped. */
+    readonly capacity: number,
+  ) {
+    setMaxListeners(0, this.closing.signal);
+    this.unlisten = store.onAppend((events, rockets) => {
+      for (const e of events) this.eventTopic.publish(e);
+      for (const r of rockets) this.rocketTopic.publish(r);
+    });
+  }
+
+  /** Live events, in position order, of one channel or of all. */
+  events(channel?: string): Feed<StoredEvent> {
+    return this.eventTopic.subscribe(channel, this.capacity);
+  }
+
+  /** Live rocket states; a slow reader gets only the latest state of each rocket. */
+  rockets(channel?: string): Feed<Rocket> {
+    return this.rocketTopic.subscribe(channel, this.capacity);
+  }
+
+  /** Open subscriptions, for health and for tests that check listeners are released. */
+  get subscribers(): number {
+    return this.eventTopic.size + this.rocketTopic.size;
+  }
+
+  close(): void {
+    this.unlisten();
+    this.closing.abort();
+    this.eventTopic.closeAll();
+    this.rocketTopic.closeAll();
+  }
+}

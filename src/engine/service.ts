@@ -1,0 +1,262 @@
+import { ConflictError, NotFoundError, ValidationError, isDomainError, type DomainError, type Issue } from '../domain/errors';
+import { validateEnvelope } from '../domain/message';
+import { ROCKET_STATUSES, type Rocket, type RocketStatus } from '../domain/rocket';
+import {
+  ROCKET_SORT_FIELDS,
+  sortKey,
+  type EventStore,
+  type RocketSortField,
+  type RocketView,
+  type SortKey,
+  type StoredEvent,
+  type SubmitOutcome,
+} from '../store/types';
+import { isFellBehindError, type Feed, type Hub } from './hub';
+import type { LanePool } from './lanes';
+
+/** Largest page of rockets or events one call returns. */
+export const MAX_PAGE = 10_000;
+const CATCH_UP_PAGE = 500;
+
+/** Arguments as transports receive them; the service checks every one. */
+export interface RocketListArgs {
+  readonly sort?: string | undefined;
+  readonly order?: string | undefined;
+  readonly status?: string | undefined;
+  /** At most this many; every rocket when undefined. */
+  readonly limit?: number | undefined;
+  /** A cursor from an earlier page, for the same sort. */
+  readonly after?: string | undefined;
+}
+
+export interface RocketPage {
+  readonly rockets: ReadonlyArray<RocketView & { readonly cursor: string }>;
+  /** Cursor to pass as `after` for the next page; null on the last page. */
+  readonly nextCursor: string | null;
+}
+
+export interface EventListArgs {
+  readonly channel?: string | undefined;
+  readonly afterPosition?: number | undefined;
+  readonly afterMessageNumber?: number | undefined;
+  readonly limit?: number | undefined;
+}
+
+export interface Health {
+  readonly status: 'ok';
+  readonly store: string;
+  readonly lanes: { readonly count: number; readonly depths: number[] };
+  readonly rockets: number;
+  readonly events: number;
+  readonly buffered: number;
+  readonly subscribers: number;
+}
+
+export type SubmitResult = SubmitOutcome & { readonly status: 'applied' | 'buffered' | 'duplicate' };
+
+const checkCount = (field: string, v: number | undefined, min: number, max: number, issues: Issue[]): void => {
+  if (v !== undefined && (!Number.isSafeInteger(v) || v < min || v > max))
+    issues.push({ field, problem: `must be an integer from ${min} to ${max}` });
+};
+
+export function encodeCursor(sort: RocketSortField, key: SortKey, channel: string): string {
+  return Buffer.from(JSON.stringify([sort, key, channel])).toString('base64url');
+}
+
+function decodeCursor(cursor: string, sort: RocketSortField): { key: SortKey; channel: string } | undefined {
+  try {
+    const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (Array.isArray(v) && v.length === 3 && v[0] === sort && typeof v[2] === 'string') {
+      const key: unknown = v[1];
+      if (typeof key === 'string' || typeof key === 'number') return { key, channel: v[2] };
+    }
+  } catch {
+    // Falls through to undefined: a cursor the caller made up is a bad input, not a server error.
+  }
+  return undefined;
+}
+
+/**
+ * The one application service behind REST and GraphQL: validation, sequencing, reads and live feeds
+ * all go through here, so both transports give the same answers.
+ */
+export class RocketService {
+  constructor(
+    readonly store: EventStore,
+    readonly lanes: LanePool,
+    readonly hub: Hub,
+  ) {}
+
+  /**
+   * Validates and durably records one envelope. Resolves once it is applied or buffered (or known to
+   * be a duplicate). Throws ValidationError (nothing stored), ConflictError (the first message stands),
+   * or a store failure (nothing acknowledged: the sender should retry).
+   */
+  async submit(envelope: unknown): Promise<SubmitResult> {
+    const v = validateEnvelope(envelope);
+    if (!v.ok) throw new ValidationError(v.issues);
+    const outcome = await this.lanes.submit(v.message);
+    if (outcome.status === 'conflict') throw new ConflictError(outcome.channel, outcome.messageNumber);
+    return outcome as SubmitResult;
+  }
+
+  /** Records a batch; one result per envelope, in order. An invalid envelope does not stop the others. */
+  submitMany(envelopes: readonly unknown[]): Promise<Array<SubmitResult | DomainError>> {
+    return Promise.all(
+      envelopes.map((e) =>
+        this.submit(e).catch((err: unknown) => {
+          if (isDomainError(err)) return err;
+          throw err;
+        }),
+      ),
+    );
+  }
+
+  async rocket(channel: string): Promise<RocketView> {
+    const r = await this.store.getRocket(channel);
+    if (!r) throw new NotFoundError(`rocket "${channel}"`);
+    return r;
+  }
+
+  async rockets(args: RocketListArgs = {}): Promise<RocketPage> {
+    const issues: Issue[] = [];
+    const sort = (args.sort ?? 'channel') as RocketSortField;
+    if (!ROCKET_SORT_FIELDS.includes(sort))
+      issues.push({ field: 'sort', problem: `must be one of ${ROCKET_SORT_FIELDS.join(', ')}` });
+    const order = (args.order ?? 'asc') as 'asc' | 'desc';
+    if (order !== 'asc' && order !== 'desc') issues.push({ field: 'order', problem: 'must be asc or desc' });
+    const status = args.status as RocketStatus | undefined;
+    if (status !== undefined && !ROCKET_STATUSES.includes(status))
+      issues.push({ field: 'status', problem: `must be one of ${ROCKET_STATUSES.join(', ')}` });
+    checkCount('limit', args.limit, 1, MAX_PAGE, issues);
+    const after = args.after === undefined ? undefined : decodeCursor(args.after, sort);
+    if (args.after !== undefined && !after)
+      issues.push({ field: 'after', problem: 'is not a cursor of this listing and sort' });
+    if (issues.length > 0) throw new ValidationError(issues);
+
+    const limit = args.limit;
+    const list = await this.store.listRockets({
+      sort,
+      order,
+      status,
+      after,
+      limit: limit === undefined ? undefined : limit + 1,
+    });
+    const more = limit !== undefined && list.length > limit;
+    const page = (more ? list.slice(0, limit) : list).map((r) => ({
+      ...r,
+      cursor: encodeCursor(sort, sortKey(r, sort), r.channel),
+    }));
+    return { rockets: page, nextCursor: more ? (page[page.length - 1]?.cursor ?? null) : null };
+  }
+
+  /** Applied events in position order (for one channel, that is number order). */
+  events(args: EventListArgs = {}): Promise<StoredEvent[]> {
+    const issues: Issue[] = [];
+    checkCount('after', args.afterPosition, 0, Number.MAX_SAFE_INTEGER, issues);
+    checkCount('afterMessageNumber', args.afterMessageNumber, 0, Number.MAX_SAFE_INTEGER, issues);
+    checkCount('limit', args.limit, 1, MAX_PAGE, issues);
+    if (issues.length > 0) return Promise.reject(new ValidationError(issues));
+    return this.store.readEvents({
+      channel: args.channel,
+      afterPosition: args.afterPosition,
+      afterMessageNumber: args.afterMessageNumber,
+      limit: args.limit ?? MAX_PAGE,
+    });
+  }
+
+  /**
+   * Catch-up, then live: every event after the given position (or message number of `channel`), from
+   * the store first and then as it is appended, with no gap and no duplicate at the switch. A reader
+   * that falls behind the live buffer is moved back to reading the store, so it never misses an event
+   * and its memory stays bounded.
+   */
+  eventsSince(args: EventListArgs = {}): AsyncIterableIterator<StoredEvent> {
+    const issues: Issue[] = [];
+    checkCount('after', args.afterPosition, 0, Number.MAX_SAFE_INTEGER, issues);
+    checkCount('afterMessageNumber', args.afterMessageNumber, 0, Number.MAX_SAFE_INTEGER, issues);
+    if (issues.length > 0) throw new ValidationError(issues);
+    return new CatchUp(this.store, this.hub, args.channel, args.afterPosition ?? 0, args.afterMessageNumber);
+  }
+
+  /** Live rocket states after each commit that changed them; a slow reader gets the latest of each. */
+  rocketUpdates(channel?: string): Feed<Rocket> {
+    return this.hub.rockets(channel);
+  }
+
+  async health(): Promise<Health> {
+    const s = await this.store.stats();
+    return {
+      status: 'ok',
+      store: this.store.kind,
+      lanes: { count: this.lanes.count, depths: this.lanes.depths() },
+      rockets: s.rockets,
+      events: s.events,
+      buffered: s.buffered,
+      subscribers: this.hub.subscribers,
+    };
+  }
+}
+
+/** The catch-up-then-live reader (KurrentDB's pattern): listen first, read history, then switch. */
+class CatchUp implements AsyncIterableIterator<StoredEvent> {
+  private live: Feed<StoredEvent>;
+  private backlog: StoredEvent[] = [];
+  private catchingUp = true;
+  private closed = false;
+
+  constructor(
+    private readonly store: EventStore,
+    private readonly hub: Hub,
+    private readonly channel: string | undefined,
+    private lastPosition: number,
+    private afterMessageNumber: number | undefined,
+  ) {
+    this.live = hub.events(channel);
+  }
+
+  async next(): Promise<IteratorResult<StoredEvent>> {
+    for (;;) {
+      if (this.closed) return { value: undefined, done: true };
+      const queued = this.backlog.shift();
+      if (queued) return this.emit(queued);
+      if (this.catchingUp) {
+        const page = await this.store.readEvents({
+          channel: this.channel,
+          afterPosition: this.lastPosition,
+          afterMessageNumber: this.afterMessageNumber,
+          limit: CATCH_UP_PAGE,
+        });
+        if (page.length < CATCH_UP_PAGE) this.catchingUp = false;
+        this.backlog = page;
+        continue;
+      }
+      try {
+        const r = await this.live.next();
+        if (r.done === true) return this.return();
+        if (r.value.position > this.lastPosition) return this.emit(r.value);
+      } catch (e) {
+        if (!isFellBehindError(e)) throw e;
+        this.live = this.hub.events(this.channel);
+        this.catchingUp = true;
+      }
+    }
+  }
+
+  return(): Promise<IteratorResult<StoredEvent>> {
+    this.closed = true;
+    this.backlog = [];
+    void this.live.return();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  private emit(e: StoredEvent): IteratorResult<StoredEvent> {
+    this.lastPosition = e.position;
+    this.afterMessageNumber = undefined;
+    return { value: e, done: false };
+  }
+}
