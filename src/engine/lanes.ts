@@ -33,6 +33,9 @@ export function laneOf(channel: string, lanes: number): number {
 export class LanePool {
   private readonly lanes: Lane[];
   private closed = false;
+  /** Messages accepted and not yet settled, across lanes. */
+  private inFlight = 0;
+  private drained: (() => void) | undefined;
 
   constructor(
     private readonly store: EventStore,
@@ -49,6 +52,7 @@ export class LanePool {
     return new Promise((resolve, reject) => {
       lane.queue.push({ message, resolve, reject });
       lane.depth++;
+      this.inFlight++;
       if (!lane.busy && lane.queue.length === 1) setImmediate(() => void this.drain(lane));
     });
   }
@@ -59,9 +63,10 @@ export class LanePool {
   }
 
   /** Stops taking messages and resolves once every accepted message is settled. */
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.closed = true;
-    while (this.lanes.some((l) => l.depth > 0)) await new Promise((r) => setImmediate(r));
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.drained = resolve));
   }
 
   private async drain(lane: Lane): Promise<void> {
@@ -77,6 +82,8 @@ export class LanePool {
         for (const j of batch) j.reject(e);
       }
       lane.depth -= batch.length;
+      this.inFlight -= batch.length;
+      if (this.inFlight === 0) this.drained?.();
     }
     lane.busy = false;
   }

@@ -1,0 +1,145 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ValidationError } from '../domain/errors';
+import type { RocketService } from '../engine/service';
+import type { RocketView, StoredEvent } from '../store/types';
+import { readBody, sendError, sendJson } from './io';
+
+/** A rocket as REST answers it: the seed's fields plus what the reorder buffer holds for it. */
+export const rocketJson = (r: RocketView) => ({
+  channel: r.channel,
+  type: r.type,
+  mission: r.mission,
+  speed: r.speed,
+  status: r.status,
+  explodedReason: r.explodedReason,
+  launchedAt: r.launchedAt,
+  updatedAt: r.updatedAt,
+  lastMessageNumber: r.lastMessageNumber,
+  buffer: r.buffer,
+});
+
+export const eventJson = (e: StoredEvent) => ({
+  position: e.position,
+  channel: e.channel,
+  messageNumber: e.messageNumber,
+  messageType: e.messageType,
+  messageTime: e.messageTime,
+  payload: e.payload,
+  recordedAt: e.recordedAt,
+});
+
+/** A query-string count: absent stays undefined; anything but digits becomes NaN, which the service refuses. */
+function count(q: URLSearchParams, name: string): number | undefined {
+  const v = q.get(name);
+  if (v === null) return undefined;
+  return /^\d{1,16}$/.test(v) ? Number(v) : NaN;
+}
+
+const param = (q: URLSearchParams, name: string): string | undefined => q.get(name) ?? undefined;
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new ValidationError([{ field: 'channel', problem: 'is not a valid percent-encoded path segment' }]);
+  }
+}
+
+/**
+ * The seed's REST routes, as a thin shim over the same application service GraphQL uses. Answers and
+ * returns true when it owns the path; false lets the caller answer 404.
+ */
+export function createRestRoutes(service: RocketService, maxBodyBytes: number) {
+  async function postMessage(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const raw = await readBody(req, maxBodyBytes);
+    let body: unknown;
+    try {
+      // Whatever the Content-Type says: some senders mislabel JSON, and refusing it would lose data.
+      body = JSON.parse(raw.toString('utf8'));
+    } catch (e) {
+      throw new ValidationError([
+        { field: '', problem: `the body is not valid JSON (${e instanceof Error ? e.message : 'parse error'})` },
+      ]);
+    }
+    const outcome = await service.submit(body);
+    sendJson(res, 202, outcome);
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> {
+    const path = url.pathname;
+    const q = url.searchParams;
+    const method = req.method ?? 'GET';
+    const allow = (methods: string): boolean => {
+      if (methods.split(', ').includes(method)) return true;
+      sendJson(res, 405, { error: { code: 'METHOD_NOT_ALLOWED', message: `use ${methods}` } }, { allow: methods });
+      return false;
+    };
+
+    if (path === '/messages') {
+      if (allow('POST')) await postMessage(req, res);
+      return true;
+    }
+    if (path === '/health') {
+      if (allow('GET, HEAD')) sendJson(res, 200, await service.health());
+      return true;
+    }
+    if (path === '/events') {
+      if (allow('GET, HEAD'))
+        sendJson(
+          res,
+          200,
+          (await service.events({ afterPosition: count(q, 'after'), limit: count(q, 'limit') })).map(eventJson),
+        );
+      return true;
+    }
+    if (path === '/rockets') {
+      if (!allow('GET, HEAD')) return true;
+      const page = await service.rockets({
+        sort: param(q, 'sort'),
+        order: param(q, 'order'),
+        status: param(q, 'status'),
+        limit: count(q, 'limit'),
+        after: param(q, 'after'),
+      });
+      const headers: Record<string, string> = {};
+      if (page.nextCursor !== null) {
+        const next = new URLSearchParams(q);
+        next.set('after', page.nextCursor);
+        headers.link = `</rockets?${next.toString()}>; rel="next"`;
+        headers['x-next-cursor'] = page.nextCursor;
+      }
+      sendJson(res, 200, page.rockets.map(rocketJson), headers);
+      return true;
+    }
+    const m = /^\/rockets\/([^/]+)(\/events)?$/.exec(path);
+    if (m) {
+      if (!allow('GET, HEAD')) return true;
+      const channel = decodeSegment(m[1] as string);
+      const rocket = await service.rocket(channel);
+      if (m[2] === undefined) {
+        sendJson(res, 200, rocketJson(rocket));
+      } else {
+        const events = await service.events({
+          channel,
+          afterMessageNumber: count(q, 'after'),
+          limit: count(q, 'limit'),
+        });
+        sendJson(res, 200, events.map(eventJson));
+      }
+      return true;
+    }
+    return false;
+  }
+
+  return {
+    /** Answers the request if the path is a REST route; resolves to false otherwise. Never rejects. */
+    async handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> {
+      try {
+        return await route(req, res, url);
+      } catch (e) {
+        sendError(res, e);
+        return true;
+      }
+    },
+  };
+}

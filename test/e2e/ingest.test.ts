@@ -1,0 +1,162 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { delivery, expected, fleet, type Envelope, type ModelRocket } from '../support/model';
+import { getJson, pool, postJson, startServer, type ServerProcess } from '../support/process';
+
+interface RocketJson extends ModelRocket {
+  buffer: { waitingFor: number; count: number; oldestSince: string | null };
+}
+interface EventJson {
+  channel: string;
+  messageNumber: number;
+  position: number;
+}
+
+const pickModel = (r: RocketJson): ModelRocket => ({
+  channel: r.channel,
+  type: r.type,
+  mission: r.mission,
+  speed: r.speed,
+  status: r.status,
+  explodedReason: r.explodedReason,
+  lastMessageNumber: r.lastMessageNumber,
+});
+
+const key = (m: Envelope): string => `${m.metadata.channel}#${m.metadata.messageNumber}`;
+
+/** Posts until a 2xx, as the test program does; resolves with the 2xx status. */
+async function deliver(server: ServerProcess, m: Envelope): Promise<number> {
+  for (;;) {
+    const r = await postJson(`${server.url}/messages`, m);
+    if (r.status >= 200 && r.status < 300) return r.status;
+    if (r.status !== 503) throw new Error(`unexpected ${r.status}: ${JSON.stringify(r.body)}`);
+  }
+}
+
+async function rockets(server: ServerProcess): Promise<Map<string, RocketJson>> {
+  const r = await getJson(`${server.url}/rockets`);
+  expect(r.status).toBe(200);
+  return new Map((r.body as RocketJson[]).map((x) => [x.channel, x]));
+}
+
+/** Every rocket matches the model, and its log holds numbers 1..n once each, in order. */
+async function expectFleet(server: ServerProcess, histories: Envelope[][]): Promise<void> {
+  const live = await rockets(server);
+  for (const h of histories) {
+    const want = expected(h);
+    const got = live.get(want.channel);
+    expect(got && pickModel(got)).toEqual(want);
+    expect(got?.buffer.count).toBe(0);
+  }
+  await pool(histories, 8, async (h) => {
+    const channel = h[0]?.metadata.channel ?? '';
+    const r = await getJson(`${server.url}/rockets/${encodeURIComponent(channel)}/events`);
+    const numbers = (r.body as EventJson[]).map((e) => e.messageNumber);
+    expect(numbers).toEqual(h.map((m) => m.metadata.messageNumber));
+  });
+}
+
+describe('the built server as a process, on a SQLite file', () => {
+  let dir: string;
+  let server: ServerProcess | undefined;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'rockets-e2e-'));
+  });
+  afterEach(async () => {
+    await server?.stop('SIGKILL');
+    server = undefined;
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const start = async (): Promise<ServerProcess> =>
+    (server = await startServer({ DATABASE_URL: `sqlite:${join(dir, 'rockets.db')}` }));
+
+  it('ends every one of 200 rockets in the model state after a shuffled, duplicated stream at concurrency 16', async () => {
+    const histories = fleet(200, 12, 1);
+    const s = await start();
+    const statuses = new Map<string, number>();
+    await pool(delivery(histories, 0.25, 2), 16, async (m) => {
+      const r = await postJson(`${s.url}/messages`, m);
+      statuses.set(String(r.status), (statuses.get(String(r.status)) ?? 0) + 1);
+      expect(r.status).toBe(202);
+      expect((r.body as { status: string }).status).toMatch(/^(applied|buffered|duplicate)$/);
+    });
+    expect([...statuses.keys()]).toEqual(['202']);
+    await expectFleet(s, histories);
+  });
+
+  it('keeps state, events and buffered messages across a restart, and resumes the buffer', async () => {
+    const histories = fleet(20, 8, 3);
+    const held = (m: Envelope): boolean => m.metadata.messageNumber === 4;
+    let s = await start();
+    await pool(delivery(histories, 0.1, 4).filter((m) => !held(m)), 8, async (m) => {
+      await deliver(s, m);
+    });
+    const before = await rockets(s);
+    for (const h of histories) {
+      const r = before.get(h[0]?.metadata.channel ?? '');
+      expect(r?.lastMessageNumber).toBe(3);
+      expect(r?.buffer).toMatchObject({ waitingFor: 4, count: 4 });
+    }
+    expect(await s.stop('SIGTERM')).toBe(0);
+
+    s = await start();
+    expect(await rockets(s)).toEqual(before);
+    for (const h of histories) await deliver(s, h[3] as Envelope);
+    await expectFleet(s, histories);
+  });
+
+  it('after kill -9 under load, every acknowledged message is present exactly once', async () => {
+    const histories = fleet(50, 40, 5);
+    const stream = delivery(histories, 0.1, 6);
+    let s = await start();
+    const acked = new Set<string>();
+    let killed = false;
+    await pool(stream, 16, async (m) => {
+      if (killed) return;
+      try {
+        const r = await postJson(`${s.url}/messages`, m);
+        if (r.status === 202) acked.add(key(m));
+        if (acked.size >= 800 && !killed) {
+          killed = true;
+          await s.stop('SIGKILL');
+        }
+      } catch {
+        // The connection died with the server: not acknowledged, so not counted.
+      }
+    });
+    expect(killed).toBe(true);
+
+    s = await start();
+    const after = await rockets(s);
+    const numbersOf = new Map<string, Set<number>>();
+    await pool(histories, 8, async (h) => {
+      const channel = h[0]?.metadata.channel ?? '';
+      const r = await getJson(`${s.url}/rockets/${encodeURIComponent(channel)}/events`);
+      const numbers = (r.body as EventJson[]).map((e) => e.messageNumber);
+      expect(new Set(numbers).size).toBe(numbers.length);
+      numbersOf.set(channel, new Set(numbers));
+    });
+    const bufferedAbove = new Map<string, number>();
+    for (const k of acked) {
+      const [channel, n] = k.split('#') as [string, string];
+      const last = after.get(channel)?.lastMessageNumber ?? 0;
+      if (Number(n) <= last) expect(numbersOf.get(channel)?.has(Number(n))).toBe(true);
+      else bufferedAbove.set(channel, (bufferedAbove.get(channel) ?? 0) + 1);
+    }
+    const health = (await getJson(`${s.url}/health`)).body as { buffered: number };
+    let ackedBuffered = 0;
+    for (const [channel, count] of bufferedAbove) {
+      ackedBuffered += count;
+      expect(after.get(channel)?.buffer.count ?? health.buffered).toBeGreaterThanOrEqual(count);
+    }
+    expect(health.buffered).toBeGreaterThanOrEqual(ackedBuffered);
+
+    // The sender retries what was never acknowledged (and some of what was): the end state is exact.
+    await pool(stream, 16, async (m) => {
+      await deliver(s, m);
+    });
+    await expectFleet(s, histories);
+  });
+});

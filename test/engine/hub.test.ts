@@ -1,0 +1,122 @@
+import { validateEnvelope, type RocketMessage } from '../../src/domain/message';
+import { FellBehindError, Hub } from '../../src/engine/hub';
+import { LanePool } from '../../src/engine/lanes';
+import { RocketService } from '../../src/engine/service';
+import { MemoryStore } from '../../src/store/memory';
+import type { StoredEvent } from '../../src/store/types';
+
+const envelope = (channel: string, n: number) => ({
+  metadata: {
+    channel,
+    messageNumber: n,
+    messageTime: '2022-02-02T19:39:05Z',
+    messageType: n === 1 ? 'RocketLaunched' : 'RocketSpeedIncreased',
+  },
+  message: n === 1 ? { type: 'Falcon-9', launchSpeed: 1, mission: 'M' } : { by: 1 },
+});
+const msg = (channel: string, n: number): RocketMessage => {
+  const v = validateEnvelope(envelope(channel, n));
+  if (!v.ok) throw new Error('bad fixture');
+  return v.message;
+};
+
+async function take<T>(it: AsyncIterator<T>, n: number): Promise<T[]> {
+  const out: T[] = [];
+  while (out.length < n) {
+    const r = await it.next();
+    if (r.done === true) break;
+    out.push(r.value);
+  }
+  return out;
+}
+
+describe('Hub', () => {
+  let store: MemoryStore;
+  let hub: Hub;
+  beforeEach(() => {
+    store = new MemoryStore();
+    hub = new Hub(store, 5);
+  });
+  afterEach(() => hub.close());
+
+  it('delivers appended events of the subscribed channel, in position order', async () => {
+    const feed = hub.events('a');
+    await store.commit([msg('a', 1), msg('b', 1), msg('a', 2)]);
+    expect((await take(feed, 2)).map((e) => `${e.channel}#${e.messageNumber}`)).toEqual(['a#1', 'a#2']);
+    await feed.return();
+  });
+
+  it('drops a subscriber whose buffer fills with FellBehindError and forgets it', async () => {
+    const slow = hub.events();
+    const fast = hub.events();
+    const fastGot = take(fast, 6);
+    for (let n = 1; n <= 6; n++) await store.commit([msg('a', n)]);
+    expect(await fastGot).toHaveLength(6);
+    await expect(slow.next()).rejects.toBeInstanceOf(FellBehindError);
+    expect(hub.subscribers).toBe(1);
+    await fast.return();
+    expect(hub.subscribers).toBe(0);
+  });
+
+  it('keeps only the latest state of each rocket for a slow rocket subscriber', async () => {
+    const feed = hub.rockets();
+    for (let n = 1; n <= 20; n++) await store.commit([msg('a', n)]);
+    await store.commit([msg('b', 1)]);
+    const got = await take(feed, 2);
+    expect(got.map((r) => [r.channel, r.lastMessageNumber])).toEqual([
+      ['a', 20],
+      ['b', 1],
+    ]);
+    await feed.return();
+  });
+
+  it('releases a subscriber at once when it unsubscribes while waiting', async () => {
+    const feed = hub.events('a');
+    const waiting = feed.next();
+    expect(hub.subscribers).toBe(1);
+    await feed.return();
+    await expect(waiting).resolves.toEqual({ value: undefined, done: true });
+    expect(hub.subscribers).toBe(0);
+  });
+
+  it('ends every feed when it closes', async () => {
+    const feed = hub.rockets('a');
+    const waiting = feed.next();
+    hub.close();
+    await expect(waiting).resolves.toMatchObject({ done: true });
+    expect(hub.subscribers).toBe(0);
+  });
+});
+
+describe('RocketService.eventsSince (catch-up, then live)', () => {
+  it('replays history and switches to live with no gap and no duplicate while writes go on', async () => {
+    const store = new MemoryStore();
+    const hub = new Hub(store, 1000);
+    const service = new RocketService(store, new LanePool(store, 3), hub);
+    for (let n = 1; n <= 50; n++) await service.submit(envelope('a', n));
+    const feed = service.eventsSince({ channel: 'a', afterMessageNumber: 10 });
+    const writes = (async () => {
+      for (let n = 51; n <= 120; n++) await service.submit(envelope('a', n));
+    })();
+    const got = await take(feed, 110);
+    await writes;
+    expect(got.map((e) => e.messageNumber)).toEqual(Array.from({ length: 110 }, (_, i) => i + 11));
+    await feed.return();
+    expect(hub.subscribers).toBe(0);
+    hub.close();
+  });
+
+  it('never loses events for a slow reader even when its live buffer overflows', async () => {
+    const store = new MemoryStore();
+    const hub = new Hub(store, 3);
+    const service = new RocketService(store, new LanePool(store, 1), hub);
+    await service.submit(envelope('a', 1));
+    const feed = service.eventsSince({});
+    const got: StoredEvent[] = await take(feed, 1);
+    for (let n = 2; n <= 40; n++) await service.submit(envelope('a', n));
+    got.push(...(await take(feed, 39)));
+    expect(got.map((e) => e.position)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
+    await feed.return();
+    hub.close();
+  });
+});

@@ -1,0 +1,130 @@
+import { validateEnvelope, type RocketMessage } from '../../src/domain/message';
+import { LanePool, laneOf } from '../../src/engine/lanes';
+import { MemoryStore } from '../../src/store/memory';
+import type { CommitResult, EventStore } from '../../src/store/types';
+
+const msg = (channel: string, n: number): RocketMessage => {
+  const v = validateEnvelope({
+    metadata: { channel, messageNumber: n, messageTime: '2022-02-02T19:39:05Z', messageType: 'RocketSpeedIncreased' },
+    message: { by: 1 },
+  });
+  if (!v.ok) throw new Error('bad fixture');
+  return v.message;
+};
+
+/** A real MemoryStore whose commits wait at a gate the test opens, and which records every batch. */
+class GatedStore extends MemoryStore {
+  readonly batches: string[][] = [];
+  readonly gates: Array<() => void> = [];
+  failNext = false;
+  private arrived: (() => void) | undefined;
+
+  /** Resolves once `n` commits are waiting at the gate. */
+  waiting(n: number): Promise<void> {
+    if (this.gates.length >= n) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.arrived = () => {
+        if (this.gates.length >= n) resolve();
+      };
+    });
+  }
+
+  override async commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
+    this.batches.push(messages.map((m) => `${m.channel}#${m.messageNumber}`));
+    await new Promise<void>((open) => {
+      this.gates.push(open);
+      this.arrived?.();
+    });
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('disk full');
+    }
+    return super.commit(messages);
+  }
+}
+
+describe('LanePool', () => {
+  it('maps a channel to the same lane every time', () => {
+    for (const c of ['a', 'rocket-1', '193270a9-c9cf-404a-8f83-838e71d9ae67']) {
+      expect(laneOf(c, 3)).toBe(laneOf(c, 3));
+      expect(laneOf(c, 3)).toBeGreaterThanOrEqual(0);
+      expect(laneOf(c, 3)).toBeLessThan(3);
+    }
+  });
+
+  it('commits whatever reached a lane in one tick as one batch', async () => {
+    const store = new GatedStore();
+    const pool = new LanePool(store, 1);
+    const done = Promise.all([pool.submit(msg('a', 1)), pool.submit(msg('b', 1)), pool.submit(msg('a', 2))]);
+    await store.waiting(1);
+    store.gates.forEach((open) => open());
+    expect((await done).map((o) => o.status)).toEqual(['applied', 'applied', 'applied']);
+    expect(store.batches).toEqual([['a#1', 'b#1', 'a#2']]);
+  });
+
+  it('runs lanes concurrently: a stalled lane does not hold back another', async () => {
+    const store = new GatedStore();
+    const pool = new LanePool(store, 2);
+    const [x, y] = ['a', 'b', 'c', 'd', 'e'].reduce<[string, string] | [string]>(
+      (acc, c) => (acc.length === 2 || laneOf(c, 2) === laneOf(acc[0], 2) ? acc : [acc[0], c]),
+      ['a'],
+    ) as [string, string];
+    const first = pool.submit(msg(x, 1));
+    const second = pool.submit(msg(y, 1));
+    await store.waiting(2);
+    (store.gates[1] as () => void)();
+    await expect(second).resolves.toMatchObject({ channel: y, status: 'applied' });
+    (store.gates[0] as () => void)();
+    await expect(first).resolves.toMatchObject({ channel: x, status: 'applied' });
+  });
+
+  it('keeps a channel to one batch at a time, in arrival order', async () => {
+    const store = new GatedStore();
+    const pool = new LanePool(store, 3);
+    const one = pool.submit(msg('a', 2));
+    await store.waiting(1);
+    const two = pool.submit(msg('a', 1));
+    (store.gates[0] as () => void)();
+    await expect(one).resolves.toMatchObject({ status: 'buffered' });
+    await store.waiting(2);
+    expect(store.batches).toEqual([['a#2'], ['a#1']]);
+    (store.gates[1] as () => void)();
+    await expect(two).resolves.toMatchObject({ status: 'applied' });
+    expect((await store.getRocket('a'))?.lastMessageNumber).toBe(2);
+  });
+
+  it('rejects every message of a failed batch, records none of them, and carries on', async () => {
+    const store = new GatedStore();
+    store.failNext = true;
+    const pool = new LanePool(store, 1);
+    const failed = Promise.allSettled([pool.submit(msg('a', 1)), pool.submit(msg('b', 1))]);
+    await store.waiting(1);
+    (store.gates[0] as () => void)();
+    expect((await failed).map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    expect((await store.stats()).events).toBe(0);
+    const retry = pool.submit(msg('a', 1));
+    await store.waiting(2);
+    (store.gates[1] as () => void)();
+    await expect(retry).resolves.toMatchObject({ status: 'applied' });
+  });
+
+  it('closes only after every accepted message is settled, and refuses new ones', async () => {
+    const store = new GatedStore();
+    const pool = new LanePool(store, 1);
+    const accepted = pool.submit(msg('a', 1));
+    await store.waiting(1);
+    let closed = false;
+    const closing = pool.close().then(() => (closed = true));
+    await expect(pool.submit(msg('a', 2))).rejects.toThrow(/closed/);
+    expect(closed).toBe(false);
+    (store.gates[0] as () => void)();
+    await accepted;
+    await closing;
+    expect(closed).toBe(true);
+  });
+
+  it('refuses a lane count that is not a positive integer', () => {
+    const store: EventStore = new MemoryStore();
+    expect(() => new LanePool(store, 0)).toThrow(RangeError);
+  });
+});

@@ -1,0 +1,219 @@
+import { buildApp, type App } from '../../src/app';
+import { loadConfig } from '../../src/config';
+import { getJson, postJson, send, type Reply } from '../support/process';
+
+const launch = (channel: string, n = 1, extra: Record<string, unknown> = {}) => ({
+  metadata: { channel, messageNumber: n, messageTime: '2022-02-02T19:39:05.86337+01:00', messageType: 'RocketLaunched' },
+  message: { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS', ...extra },
+});
+const speedUp = (channel: string, n: number, by: number) => ({
+  metadata: { channel, messageNumber: n, messageTime: '2022-02-02T19:40:05Z', messageType: 'RocketSpeedIncreased' },
+  message: { by },
+});
+
+describe('REST API', () => {
+  let app: App;
+  let base: string;
+  const post = (body: unknown, headers?: Record<string, string>): Promise<Reply> =>
+    postJson(`${base}/messages`, body, headers);
+  const counts = async (): Promise<unknown> => {
+    const h = (await getJson(`${base}/health`)).body as Record<string, unknown>;
+    return { rockets: h.rockets, events: h.events, buffered: h.buffered };
+  };
+
+  beforeEach(async () => {
+    app = await buildApp({ ...loadConfig({}), databaseUrl: 'memory:', maxBodyBytes: 64 * 1024 });
+    base = `http://127.0.0.1:${await app.start(0, '127.0.0.1')}`;
+  });
+  afterEach(() => app.stop());
+
+  describe('POST /messages', () => {
+    it('answers 202 applied with the channel and number once the message is recorded', async () => {
+      const r = await post(launch('a'));
+      expect(r.status).toBe(202);
+      expect(r.body).toEqual({ status: 'applied', channel: 'a', messageNumber: 1 });
+    });
+
+    it('buffers a message from the future and applies it once the gap fills', async () => {
+      expect((await post(speedUp('a', 2, 100))).body).toMatchObject({ status: 'buffered' });
+      expect((await getJson(`${base}/rockets/a`)).status).toBe(404);
+      expect((await post(launch('a'))).body).toMatchObject({ status: 'applied' });
+      expect((await getJson(`${base}/rockets/a`)).body).toMatchObject({ speed: 600, lastMessageNumber: 2 });
+    });
+
+    it('acknowledges a redelivery as a duplicate and changes nothing', async () => {
+      await post(launch('a'));
+      const before = await counts();
+      const r = await post(launch('a'));
+      expect(r.status).toBe(202);
+      expect(r.body).toMatchObject({ status: 'duplicate' });
+      expect(await counts()).toEqual(before);
+    });
+
+    it('answers 409 to the same number with a different body, and the first one stands', async () => {
+      await post(launch('a'));
+      const r = await post(launch('a', 1, { mission: 'OTHER' }));
+      expect(r.status).toBe(409);
+      expect(r.body).toMatchObject({ error: { code: 'CONFLICT' } });
+      expect((await getJson(`${base}/rockets/a`)).body).toMatchObject({ mission: 'ARTEMIS' });
+    });
+
+    it('parses the body as JSON whatever the Content-Type says', async () => {
+      const r = await send(`${base}/messages`, 'POST', JSON.stringify(launch('a')), { 'content-type': 'text/plain' });
+      expect(r.status).toBe(202);
+      const none = await send(`${base}/messages`, 'POST', JSON.stringify(launch('b')));
+      expect(none.status).toBe(202);
+    });
+
+    it('ignores unknown extra fields', async () => {
+      const body = { ...launch('a', 1, { colour: 'red' }), extra: true };
+      expect((await post(body)).status).toBe(202);
+    });
+
+    const bad: Array<[string, unknown, string]> = [
+      ['an array body', [], ''],
+      ['a missing metadata', { message: {} }, 'metadata'],
+      ['a missing channel', { ...launch('a'), metadata: { ...launch('a').metadata, channel: undefined } }, 'metadata.channel'],
+      ['an empty channel', launch(''), 'metadata.channel'],
+      ['a zero messageNumber', launch('a', 0), 'metadata.messageNumber'],
+      ['a fractional messageNumber', launch('a', 1.5), 'metadata.messageNumber'],
+      ['a 2^63 messageNumber', launch('a', 2 ** 63), 'metadata.messageNumber'],
+      ['an unknown messageType', { ...launch('a'), metadata: { ...launch('a').metadata, messageType: 'RocketLanded' } }, 'metadata.messageType'],
+      ['a bad messageTime', { ...launch('a'), metadata: { ...launch('a').metadata, messageTime: 'yesterday' } }, 'metadata.messageTime'],
+      ['a string launchSpeed', launch('a', 1, { launchSpeed: '500' }), 'message.launchSpeed'],
+      ['a negative amount', speedUp('a', 1, -5), 'message.by'],
+      ['a missing payload field', { ...launch('a'), message: { type: 'x', launchSpeed: 1 } }, 'message.mission'],
+    ];
+    it.each(bad)('refuses %s with a 400 naming the field, and stores nothing', async (_name, body, field) => {
+      const before = await counts();
+      const r = await post(body);
+      expect(r.status).toBe(400);
+      const error = (r.body as { error: { code: string; issues: Array<{ field: string; problem: string }> } }).error;
+      expect(error.code).toBe('BAD_USER_INPUT');
+      expect(error.issues.map((i) => i.field)).toContain(field);
+      expect(error.issues.every((i) => i.problem.length > 0)).toBe(true);
+      expect(await counts()).toEqual(before);
+    });
+
+    it('refuses invalid JSON with a 400 that says so', async () => {
+      const r = await send(`${base}/messages`, 'POST', '{"metadata": ', { 'content-type': 'application/json' });
+      expect(r.status).toBe(400);
+      expect(JSON.stringify(r.body)).toMatch(/not valid JSON/);
+    });
+
+    it('refuses a body over the size limit with a 413', async () => {
+      const r = await post({ ...launch('a'), padding: 'x'.repeat(70 * 1024) });
+      expect(r.status).toBe(413);
+      expect(await counts()).toEqual({ rockets: 0, events: 0, buffered: 0 });
+    });
+
+    it('answers 405 with Allow to another method', async () => {
+      const r = await send(`${base}/messages`, 'GET');
+      expect(r.status).toBe(405);
+      expect(r.headers.allow).toBe('POST');
+    });
+  });
+
+  describe('reads', () => {
+    beforeEach(async () => {
+      for (const [channel, by] of [
+        ['c', 300],
+        ['a', 100],
+        ['b', 200],
+        ['d', 0],
+      ] as const) {
+        await post(launch(channel));
+        await post(speedUp(channel, 2, by));
+      }
+      await post({
+        metadata: { channel: 'd', messageNumber: 3, messageTime: '2022-02-02T19:41:00Z', messageType: 'RocketExploded' },
+        message: { reason: 'PRESSURE_VESSEL_FAILURE' },
+      });
+    });
+
+    const channels = async (query: string): Promise<string[]> => {
+      const r = await getJson(`${base}/rockets${query}`);
+      expect(r.status).toBe(200);
+      return (r.body as Array<{ channel: string }>).map((x) => x.channel);
+    };
+
+    it('lists every rocket with the seed fields, sorted by channel by default', async () => {
+      const r = await getJson(`${base}/rockets`);
+      expect((r.body as unknown[]).length).toBe(4);
+      expect((r.body as unknown[])[0]).toEqual({
+        channel: 'a',
+        type: 'Falcon-9',
+        mission: 'ARTEMIS',
+        speed: 600,
+        status: 'flying',
+        explodedReason: null,
+        launchedAt: '2022-02-02T18:39:05.863Z',
+        updatedAt: '2022-02-02T19:40:05.000Z',
+        lastMessageNumber: 2,
+        buffer: { waitingFor: 3, count: 0, oldestSince: null },
+      });
+    });
+
+    it('sorts by speed in either order and filters by status', async () => {
+      expect(await channels('?sort=speed&order=desc')).toEqual(['c', 'b', 'a', 'd']);
+      expect(await channels('?sort=speed&order=asc')).toEqual(['d', 'a', 'b', 'c']);
+      expect(await channels('?status=exploded')).toEqual(['d']);
+      expect(await channels('?status=flying&sort=speed&order=desc')).toEqual(['c', 'b', 'a']);
+    });
+
+    it('pages with limit and the cursor in the Link header, with no repeat or skip', async () => {
+      const seen: string[] = [];
+      let url: string | undefined = `${base}/rockets?sort=speed&order=desc&limit=3`;
+      while (url) {
+        const r = await getJson(url);
+        seen.push(...(r.body as Array<{ channel: string }>).map((x) => x.channel));
+        const link = r.headers.link as string | undefined;
+        url = link ? `${base}${/<([^>]+)>/.exec(link)?.[1] ?? ''}` : undefined;
+      }
+      expect(seen).toEqual(['c', 'b', 'a', 'd']);
+    });
+
+    it('refuses an unknown sort field, order, status, limit or cursor with a 400', async () => {
+      for (const q of ['?sort=colour', '?order=up', '?status=landed', '?limit=0', '?limit=abc', '?after=nope']) {
+        const r = await getJson(`${base}/rockets${q}`);
+        expect(r.status).toBe(400);
+      }
+    });
+
+    it('answers one rocket, or 404 with a JSON error', async () => {
+      expect((await getJson(`${base}/rockets/d`)).body).toMatchObject({
+        status: 'exploded',
+        explodedReason: 'PRESSURE_VESSEL_FAILURE',
+      });
+      const missing = await getJson(`${base}/rockets/nope`);
+      expect(missing.status).toBe(404);
+      expect(missing.body).toMatchObject({ error: { code: 'NOT_FOUND' } });
+    });
+
+    it('lists a rocket’s events in number order, after a number and limited', async () => {
+      const all = (await getJson(`${base}/rockets/d/events`)).body as Array<{ messageNumber: number }>;
+      expect(all.map((e) => e.messageNumber)).toEqual([1, 2, 3]);
+      const some = (await getJson(`${base}/rockets/d/events?after=1&limit=1`)).body as Array<{ messageNumber: number }>;
+      expect(some.map((e) => e.messageNumber)).toEqual([2]);
+      expect((await getJson(`${base}/rockets/nope/events`)).status).toBe(404);
+    });
+
+    it('reports the store, the lanes and the buffered count on /health', async () => {
+      await post(speedUp('a', 9, 1));
+      expect((await getJson(`${base}/health`)).body).toMatchObject({
+        status: 'ok',
+        store: 'memory',
+        lanes: { count: 3 },
+        rockets: 4,
+        events: 9,
+        buffered: 1,
+      });
+    });
+
+    it('answers 404 with a JSON error to an unknown route', async () => {
+      const r = await getJson(`${base}/nowhere`);
+      expect(r.status).toBe(404);
+      expect(r.body).toMatchObject({ error: { code: 'NOT_FOUND' } });
+    });
+  });
+});

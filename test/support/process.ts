@@ -1,0 +1,102 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+const MAIN = join(__dirname, '..', '..', 'dist', 'src', 'main.js');
+
+export interface ServerProcess {
+  readonly port: number;
+  readonly url: string;
+  readonly child: ChildProcess;
+  /** Lines the process printed on stdout and stderr. */
+  readonly output: string[];
+  /** Sends a signal and resolves with the exit code (or signal name) once the process is gone. */
+  stop(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+/**
+ * Starts the built server (`npm run build` output, as `npm start` runs it) as a child process on a free
+ * port, resolving once it logs that it listens. Rejects with its output if it exits first.
+ */
+export function startServer(env: Record<string, string>): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [MAIN], {
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+  );
+  createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (l) => output.push(l));
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      output.push(line);
+      let msg: { msg?: string; port?: number } = {};
+      try {
+        msg = JSON.parse(line) as typeof msg;
+      } catch {
+        return;
+      }
+      if (msg.msg === 'listening' && typeof msg.port === 'number') {
+        const port = msg.port;
+        resolve({
+          port,
+          url: `http://127.0.0.1:${port}`,
+          child,
+          output,
+          stop: (signal = 'SIGTERM') => {
+            if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+            return exited;
+          },
+        });
+      }
+    });
+    void exited.then((code) => reject(new Error(`server exited (${code}) before listening:\n${output.join('\n')}`)));
+  });
+}
+
+export interface Reply {
+  readonly status: number;
+  readonly body: unknown;
+  readonly headers: Record<string, string | string[] | undefined>;
+}
+
+/**
+ * One HTTP request on a new TCP connection (no keep-alive), as the challenge's test program sends them.
+ */
+export function send(url: string, method: string, body?: string, headers: Record<string, string> = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, agent: false, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let parsed: unknown = text;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          // Not JSON: keep the text.
+        }
+        resolve({ status: res.statusCode ?? 0, body: parsed, headers: res.headers });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+export const postJson = (url: string, value: unknown, headers: Record<string, string> = {}): Promise<Reply> =>
+  send(url, 'POST', JSON.stringify(value), { 'content-type': 'application/json', ...headers });
+
+export const getJson = (url: string): Promise<Reply> => send(url, 'GET');
+
+/** Runs `work` over `items` with at most `concurrency` in flight; resolves when all are done. */
+export async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await work(items[next++] as T);
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
