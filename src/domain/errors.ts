@@ -4,13 +4,7 @@
  * DomainError is unexpected and stays masked.
  */
 export type DomainErrorCode =
-  | 'BAD_USER_INPUT'
-  | 'CONFLICT'
-  | 'NOT_FOUND'
-  | 'UNAUTHENTICATED'
-  | 'OVERLOADED'
-  | 'UNAVAILABLE'
-  | 'FELL_BEHIND';
+  'BAD_USER_INPUT' | 'CONFLICT' | 'NOT_FOUND' | 'UNAUTHENTICATED' | 'OVERLOADED' | 'UNAVAILABLE' | 'FELL_BEHIND';
 
 export class DomainError extends Error {
   constructor(

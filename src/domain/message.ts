@@ -53,8 +53,7 @@ export const PAYLOAD_FIELDS: { readonly [K in MessageType]: Readonly<Record<keyo
 
 export type Validation = { ok: true; message: RocketMessage } | { ok: false; issues: Issue[] };
 
-const isRecord = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const own = (o: Record<string, unknown>, key: string): unknown =>
   Object.prototype.hasOwnProperty.call(o, key) ? o[key] : undefined;
@@ -65,6 +64,14 @@ export const isMessageType = (v: unknown): v is MessageType =>
   typeof v === 'string' && (MESSAGE_TYPES as readonly string[]).includes(v);
 
 const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|([+-])(\d{2}):(\d{2}))$/;
+
+/** `Date.UTC`, except that years 0..99 stay themselves: `Date.UTC` reads them as 1900..1999. */
+function utc(year: number, monthIndex: number, day: number, hour = 0, minute = 0, second = 0): number {
+  const d = new Date(0);
+  d.setUTCFullYear(year, monthIndex, day);
+  d.setUTCHours(hour, minute, second);
+  return d.getTime();
+}
 
 /** Epoch milliseconds of an RFC 3339 timestamp, or undefined when the text is not one. */
 export function parseRfc3339(text: string): number | undefined {
@@ -78,7 +85,7 @@ export function parseRfc3339(text: string): number | undefined {
     number,
     number,
   ];
-  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  const daysInMonth = new Date(utc(year, month, 0)).getUTCDate();
   if (month < 1 || month > 12 || day < 1 || day > daysInMonth) return undefined;
   if (hour > 23 || minute > 59 || second > 60) return undefined;
   let offsetMinutes = 0;
@@ -89,8 +96,8 @@ export function parseRfc3339(text: string): number | undefined {
     offsetMinutes = (m[9] === '-' ? -1 : 1) * (oh * 60 + om);
   }
   const fraction = m[7] ? Number(`0${m[7]}`) : 0;
-  const utc = Date.UTC(year, month - 1, day, hour, minute, Math.min(second, 59));
-  return utc + Math.floor(fraction * 1000) - offsetMinutes * 60_000;
+  const instant = utc(year, month - 1, day, hour, minute, Math.min(second, 59));
+  return instant + Math.floor(fraction * 1000) - offsetMinutes * 60_000;
 }
 
 /** The instant of a message time, as ISO 8601 in UTC with milliseconds. */
@@ -107,6 +114,9 @@ function checkField(field: Field, value: unknown, path: string, issues: Issue[])
     issues.push({ field: path, problem: `must be a number, got ${describe(value)}` });
   } else if (value < 0) {
     issues.push({ field: path, problem: 'must not be negative' });
+  } else if (value > Number.MAX_SAFE_INTEGER) {
+    // Keeps every speed finite: sums of such amounts can never reach Infinity (which JSON cannot carry).
+    issues.push({ field: path, problem: `must be at most ${Number.MAX_SAFE_INTEGER}` });
   }
 }
 
@@ -169,7 +179,7 @@ export function validateEnvelope(input: unknown): Validation {
 
   const payload: Record<string, unknown> = {};
   if (isMessageType(messageType) && isRecord(body)) {
-    for (const [name, field] of Object.entries(PAYLOAD_FIELDS[messageType]) as [string, Field][]) {
+    for (const [name, field] of Object.entries<Field>(PAYLOAD_FIELDS[messageType])) {
       const value = own(body, name);
       checkField(field, value, `message.${name}`, issues);
       payload[name] = value;

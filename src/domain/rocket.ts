@@ -62,7 +62,7 @@ export function evolve(state: Rocket | undefined, m: RocketMessage): Rocket {
       return { ...next, status: 'exploded', explodedReason: m.payload.reason };
     default: {
       const unreachable: never = m;
-      throw new Error(`unknown message type ${String((unreachable as RocketMessage).messageType)}`);
+      throw new Error(`unknown message type ${(unreachable as RocketMessage).messageType}`);
     }
   }
 }

@@ -21,7 +21,7 @@ export class Feed<T> implements AsyncIterableIterator<T> {
   private seq = 0;
   private waiter: ((r: IteratorResult<T>) => void) | undefined;
   private failWaiter: ((e: unknown) => void) | undefined;
-  private failure: unknown;
+  private failure: Error | undefined;
   private done = false;
 
   constructor(
@@ -64,7 +64,7 @@ export class Feed<T> implements AsyncIterableIterator<T> {
     if (this.failure !== undefined) {
       const f = this.failure;
       this.failure = undefined;
-      return Promise.reject(f instanceof Error ? f : new Error(String(f)));
+      return Promise.reject(f);
     }
     if (this.done) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => {

@@ -1,4 +1,11 @@
-import { ConflictError, NotFoundError, ValidationError, isDomainError, type DomainError, type Issue } from '../domain/errors';
+import {
+  ConflictError,
+  NotFoundError,
+  ValidationError,
+  isDomainError,
+  type DomainError,
+  type Issue,
+} from '../domain/errors';
 import { validateEnvelope } from '../domain/message';
 import { ROCKET_STATUSES, type Rocket, type RocketStatus } from '../domain/rocket';
 import {
@@ -123,7 +130,7 @@ export class RocketService {
     const sort = (args.sort ?? 'channel') as RocketSortField;
     if (!ROCKET_SORT_FIELDS.includes(sort))
       issues.push({ field: 'sort', problem: `must be one of ${ROCKET_SORT_FIELDS.join(', ')}` });
-    const order = (args.order ?? 'asc') as 'asc' | 'desc';
+    const order = args.order ?? 'asc';
     if (order !== 'asc' && order !== 'desc') issues.push({ field: 'order', problem: 'must be asc or desc' });
     const status = args.status as RocketStatus | undefined;
     if (status !== undefined && !ROCKET_STATUSES.includes(status))
@@ -137,7 +144,7 @@ export class RocketService {
     const limit = args.limit;
     const list = await this.store.listRockets({
       sort,
-      order,
+      order: order as 'asc' | 'desc',
       status,
       after,
       limit: limit === undefined ? undefined : limit + 1,
@@ -171,7 +178,7 @@ export class RocketService {
    * that falls behind the live buffer is moved back to reading the store, so it never misses an event
    * and its memory stays bounded.
    */
-  eventsSince(args: EventListArgs = {}): AsyncIterableIterator<StoredEvent> {
+  eventsSince(args: EventListArgs = {}): CatchUp {
     const issues: Issue[] = [];
     checkCount('after', args.afterPosition, 0, Number.MAX_SAFE_INTEGER, issues);
     checkCount('afterMessageNumber', args.afterMessageNumber, 0, Number.MAX_SAFE_INTEGER, issues);
@@ -199,7 +206,7 @@ export class RocketService {
 }
 
 /** The catch-up-then-live reader (KurrentDB's pattern): listen first, read history, then switch. */
-class CatchUp implements AsyncIterableIterator<StoredEvent> {
+export class CatchUp implements AsyncIterableIterator<StoredEvent> {
   private live: Feed<StoredEvent>;
   private backlog: StoredEvent[] = [];
   private catchingUp = true;
@@ -233,7 +240,7 @@ class CatchUp implements AsyncIterableIterator<StoredEvent> {
       }
       try {
         const r = await this.live.next();
-        if (r.done === true) return this.return();
+        if (r.done === true) return await this.return();
         if (r.value.position > this.lastPosition) return this.emit(r.value);
       } catch (e) {
         if (!isFellBehindError(e)) throw e;

@@ -1,8 +1,10 @@
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { delivery, expected, fleet, type Envelope, type ModelRocket } from '../support/model';
-import { getJson, pool, postJson, startServer, type ServerProcess } from '../support/process';
+import { getJson, MAIN, pool, postJson, startServer, type ServerProcess } from '../support/process';
 
 interface RocketJson extends ModelRocket {
   buffer: { waitingFor: number; count: number; oldestSince: string | null };
@@ -90,9 +92,13 @@ describe('the built server as a process, on a SQLite file', () => {
     const histories = fleet(20, 8, 3);
     const held = (m: Envelope): boolean => m.metadata.messageNumber === 4;
     let s = await start();
-    await pool(delivery(histories, 0.1, 4).filter((m) => !held(m)), 8, async (m) => {
-      await deliver(s, m);
-    });
+    await pool(
+      delivery(histories, 0.1, 4).filter((m) => !held(m)),
+      8,
+      async (m) => {
+        await deliver(s, m);
+      },
+    );
     const before = await rockets(s);
     for (const h of histories) {
       const r = before.get(h[0]?.metadata.channel ?? '');
@@ -107,18 +113,36 @@ describe('the built server as a process, on a SQLite file', () => {
     await expectFleet(s, histories);
   });
 
+  it('rebuilds, with `--rebuild`, exactly the projection the live server had', async () => {
+    const histories = fleet(30, 15, 7);
+    let s = await start();
+    await pool(delivery(histories, 0.2, 8), 8, async (m) => {
+      await deliver(s, m);
+    });
+    const live = await rockets(s);
+    expect(await s.stop('SIGTERM')).toBe(0);
+
+    const { stdout: out } = await promisify(execFile)(process.execPath, [MAIN, '--rebuild'], {
+      env: { ...process.env, DATABASE_URL: `sqlite:${join(dir, 'rockets.db')}` },
+    });
+    expect(JSON.parse(out)).toMatchObject({ msg: 'projection rebuilt', events: 450, rockets: 30 });
+    s = await start();
+    expect(await rockets(s)).toEqual(live);
+  });
+
   it('after kill -9 under load, every acknowledged message is present exactly once', async () => {
     const histories = fleet(50, 40, 5);
     const stream = delivery(histories, 0.1, 6);
     let s = await start();
     const acked = new Set<string>();
     let killed = false;
+    const isKilled = (): boolean => killed;
     await pool(stream, 16, async (m) => {
       if (killed) return;
       try {
         const r = await postJson(`${s.url}/messages`, m);
         if (r.status === 202) acked.add(key(m));
-        if (acked.size >= 800 && !killed) {
+        if (acked.size >= 800 && !isKilled()) {
           killed = true;
           await s.stop('SIGKILL');
         }

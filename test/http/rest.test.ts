@@ -3,7 +3,12 @@ import { loadConfig } from '../../src/config';
 import { getJson, postJson, send, type Reply } from '../support/process';
 
 const launch = (channel: string, n = 1, extra: Record<string, unknown> = {}) => ({
-  metadata: { channel, messageNumber: n, messageTime: '2022-02-02T19:39:05.86337+01:00', messageType: 'RocketLaunched' },
+  metadata: {
+    channel,
+    messageNumber: n,
+    messageTime: '2022-02-02T19:39:05.86337+01:00',
+    messageType: 'RocketLaunched',
+  },
   message: { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS', ...extra },
 });
 const speedUp = (channel: string, n: number, by: number) => ({
@@ -73,13 +78,25 @@ describe('REST API', () => {
     const bad: Array<[string, unknown, string]> = [
       ['an array body', [], ''],
       ['a missing metadata', { message: {} }, 'metadata'],
-      ['a missing channel', { ...launch('a'), metadata: { ...launch('a').metadata, channel: undefined } }, 'metadata.channel'],
+      [
+        'a missing channel',
+        { ...launch('a'), metadata: { ...launch('a').metadata, channel: undefined } },
+        'metadata.channel',
+      ],
       ['an empty channel', launch(''), 'metadata.channel'],
       ['a zero messageNumber', launch('a', 0), 'metadata.messageNumber'],
       ['a fractional messageNumber', launch('a', 1.5), 'metadata.messageNumber'],
       ['a 2^63 messageNumber', launch('a', 2 ** 63), 'metadata.messageNumber'],
-      ['an unknown messageType', { ...launch('a'), metadata: { ...launch('a').metadata, messageType: 'RocketLanded' } }, 'metadata.messageType'],
-      ['a bad messageTime', { ...launch('a'), metadata: { ...launch('a').metadata, messageTime: 'yesterday' } }, 'metadata.messageTime'],
+      [
+        'an unknown messageType',
+        { ...launch('a'), metadata: { ...launch('a').metadata, messageType: 'RocketLanded' } },
+        'metadata.messageType',
+      ],
+      [
+        'a bad messageTime',
+        { ...launch('a'), metadata: { ...launch('a').metadata, messageTime: 'yesterday' } },
+        'metadata.messageTime',
+      ],
       ['a string launchSpeed', launch('a', 1, { launchSpeed: '500' }), 'message.launchSpeed'],
       ['a negative amount', speedUp('a', 1, -5), 'message.by'],
       ['a missing payload field', { ...launch('a'), message: { type: 'x', launchSpeed: 1 } }, 'message.mission'],
@@ -126,7 +143,12 @@ describe('REST API', () => {
         await post(speedUp(channel, 2, by));
       }
       await post({
-        metadata: { channel: 'd', messageNumber: 3, messageTime: '2022-02-02T19:41:00Z', messageType: 'RocketExploded' },
+        metadata: {
+          channel: 'd',
+          messageNumber: 3,
+          messageTime: '2022-02-02T19:41:00Z',
+          messageType: 'RocketExploded',
+        },
         message: { reason: 'PRESSURE_VESSEL_FAILURE' },
       });
     });

@@ -3,7 +3,8 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
-const MAIN = join(__dirname, '..', '..', 'dist', 'src', 'main.js');
+/** The built entry point, as `npm start` runs it. */
+export const MAIN = join(__dirname, '..', '..', 'dist', 'src', 'main.js');
 
 export interface ServerProcess {
   readonly port: number;
@@ -93,7 +94,11 @@ export const postJson = (url: string, value: unknown, headers: Record<string, st
 export const getJson = (url: string): Promise<Reply> => send(url, 'GET');
 
 /** Runs `work` over `items` with at most `concurrency` in flight; resolves when all are done. */
-export async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+export async function pool<T>(
+  items: readonly T[],
+  concurrency: number,
+  work: (item: T) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < items.length) await work(items[next++] as T);
