@@ -75,7 +75,8 @@ function decodeCursor(cursor: string, sort: RocketSortField): { key: SortKey; ch
     const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
     if (Array.isArray(v) && v.length === 3 && v[0] === sort && typeof v[2] === 'string') {
       const key: unknown = v[1];
-      if (typeof key === 'string' || typeof key === 'number') return { key, channel: v[2] };
+      // The key's type must be the sort field's, or stores would compare text with numbers.
+      if (typeof key === (sort === 'speed' ? 'number' : 'string')) return { key: key as SortKey, channel: v[2] };
     }
   } catch {
     // Falls through to undefined: a cursor the caller made up is a bad input, not a server error.

@@ -57,7 +57,9 @@ export class MemoryStore implements EventStore {
     const plan = planBatch(messages, {
       channel: (channel) => ({
         rocket: this.rockets.get(channel),
-        pending: new Map([...(this.pending.get(channel) ?? new Map<number, Buffered>())].map(([n, b]) => [n, b.message])),
+        pending: new Map(
+          [...(this.pending.get(channel) ?? new Map<number, Buffered>())].map(([n, b]) => [n, b.message]),
+        ),
       }),
       appliedMessage: (channel, n) => {
         const e = this.byChannel.get(channel)?.[n - 1];
@@ -65,8 +67,8 @@ export class MemoryStore implements EventStore {
       },
     });
     const at = this.now().toISOString();
-    const appended: StoredEvent[] = plan.applied.map((m) => ({
-      position: this.events.length + 1,
+    const appended: StoredEvent[] = plan.applied.map((m, i) => ({
+      position: this.events.length + i + 1,
       channel: m.channel,
       messageNumber: m.messageNumber,
       messageType: m.messageType,
@@ -84,7 +86,7 @@ export class MemoryStore implements EventStore {
     for (const m of plan.released) this.pending.get(m.channel)?.delete(m.messageNumber);
     for (const m of plan.buffered) {
       let map = this.pending.get(m.channel);
-      if (!map) this.pending.set(m.channel, (map = new Map()));
+      if (!map) this.pending.set(m.channel, (map = new Map<number, Buffered>()));
       map.set(m.messageNumber, { message: m, receivedAt: at });
     }
     for (const [channel, map] of this.pending) if (map.size === 0) this.pending.delete(channel);
@@ -151,7 +153,8 @@ export class MemoryStore implements EventStore {
   private view(r: Rocket): RocketView {
     const map = this.pending.get(r.channel);
     let oldestSince: string | null = null;
-    for (const b of map?.values() ?? []) if (oldestSince === null || b.receivedAt < oldestSince) oldestSince = b.receivedAt;
+    for (const b of map?.values() ?? [])
+      if (oldestSince === null || b.receivedAt < oldestSince) oldestSince = b.receivedAt;
     return { ...r, buffer: { waitingFor: r.lastMessageNumber + 1, count: map?.size ?? 0, oldestSince } };
   }
 }

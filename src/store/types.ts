@@ -44,15 +44,7 @@ export interface CommitResult {
   readonly rockets: readonly Rocket[];
 }
 
-export const ROCKET_SORT_FIELDS = [
-  'channel',
-  'type',
-  'mission',
-  'speed',
-  'status',
-  'launchedAt',
-  'updatedAt',
-] as const;
+export const ROCKET_SORT_FIELDS = ['channel', 'type', 'mission', 'speed', 'status', 'launchedAt', 'updatedAt'] as const;
 export type RocketSortField = (typeof ROCKET_SORT_FIELDS)[number];
 
 /**
@@ -144,7 +136,11 @@ export function toMessage(e: StoredEvent): RocketMessage {
 }
 
 /** Calls every listener; one that throws does not stop the others or the commit that fed them. */
-export function notify(listeners: Iterable<AppendListener>, events: readonly StoredEvent[], rockets: readonly Rocket[]): void {
+export function notify(
+  listeners: Iterable<AppendListener>,
+  events: readonly StoredEvent[],
+  rockets: readonly Rocket[],
+): void {
   for (const l of listeners) {
     try {
       l(events, rockets);

@@ -191,6 +191,22 @@ describe('validateEnvelope', () => {
     ])('that is %s', (_, channel, problem) => {
       expect(issuesOf(withMetadata({ channel }))).toEqual([{ field: 'metadata.channel', problem }]);
     });
+
+    it('that holds a lone surrogate, which no database can store as text', () => {
+      expectOneIssue(
+        withMetadata({ channel: JSON.parse('"a\\ud800"') as string }),
+        'metadata.channel',
+        /lone surrogate/,
+      );
+    });
+  });
+
+  it('refuses lone surrogates in payload text too', () => {
+    expectOneIssue(
+      withPayload('RocketMissionChanged', { newMission: JSON.parse('"x\\udc00"') as string }),
+      'message.newMission',
+      /lone surrogate/,
+    );
   });
 
   describe('refuses a message number', () => {

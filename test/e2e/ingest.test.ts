@@ -158,7 +158,8 @@ describe('the built server as a process, on a SQLite file', () => {
     await pool(histories, 8, async (h) => {
       const channel = h[0]?.metadata.channel ?? '';
       const r = await getJson(`${s.url}/rockets/${encodeURIComponent(channel)}/events`);
-      const numbers = (r.body as EventJson[]).map((e) => e.messageNumber);
+      // 404: nothing of this rocket is applied yet (its acknowledged messages are all buffered).
+      const numbers = r.status === 404 ? [] : (r.body as EventJson[]).map((e) => e.messageNumber);
       expect(new Set(numbers).size).toBe(numbers.length);
       numbersOf.set(channel, new Set(numbers));
     });

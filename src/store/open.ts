@@ -1,0 +1,51 @@
+import { MemoryStore } from './memory';
+import { PostgresStore } from './postgres';
+import { SqliteStore } from './sqlite';
+import type { EventStore } from './types';
+
+export interface OpenStoreOptions {
+  /** Server clock for the store's own timestamps; tests inject one. */
+  readonly now?: () => Date;
+  /** SQLite only: FULL (default) survives power loss, NORMAL only a crash of the process. */
+  readonly sqliteSynchronous?: 'FULL' | 'NORMAL';
+}
+
+export const DEFAULT_SQLITE_PATH = './data/rockets.db';
+
+const ACCEPTED = `leave it unset for SQLite at ${DEFAULT_SQLITE_PATH}, or use sqlite:<path>, memory: or postgres://…`;
+
+/**
+ * Opens the store a database URL names:
+ * - undefined or '': SQLite at `./data/rockets.db` (relative to the working directory);
+ * - `sqlite:<path>`: SQLite at that file, created with its directory when missing (`sqlite:///abs/x.db`
+ *   and `sqlite://rel/x.db` are read as `/abs/x.db` and `rel/x.db`);
+ * - `memory:`: everything in RAM, lost when the process ends;
+ * - `postgres://…` or `postgresql://…`: PostgreSQL.
+ *
+ * Rejects with an Error naming the accepted forms for anything else, and with the store's own error
+ * when it cannot be opened. The error never repeats the URL, which may carry a password.
+ */
+export function openStore(databaseUrl: string | undefined, options: OpenStoreOptions = {}): Promise<EventStore> {
+  return new Promise((resolve) => {
+    resolve(open(databaseUrl ?? '', options));
+  });
+}
+
+function open(url: string, options: OpenStoreOptions): EventStore | Promise<EventStore> {
+  const sqlite = (file: string): EventStore =>
+    new SqliteStore(file, { now: options.now, synchronous: options.sqliteSynchronous });
+  if (url === '') return sqlite(DEFAULT_SQLITE_PATH);
+  if (url.startsWith('sqlite:')) {
+    let file = url.slice('sqlite:'.length);
+    if (file.startsWith('//')) file = file.slice(2);
+    if (file === '') throw new Error(`the SQLite database URL names no file; ${ACCEPTED}`);
+    return sqlite(file);
+  }
+  if (url === 'memory:') return new MemoryStore(options.now);
+  if (/^postgres(ql)?:\/\//i.test(url)) {
+    // postgres: schema from the URL's `schema=` parameter (default public); migrations run on open.
+    return PostgresStore.open(url, { now: options.now });
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
+  throw new Error(`unsupported database URL${scheme === undefined ? '' : ` (scheme "${scheme}")`}; ${ACCEPTED}`);
+}

@@ -1,0 +1,546 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { MESSAGE_TYPES, PAYLOAD_FIELDS, type MessageType, type RocketMessage } from '../domain/message';
+import { evolve, ROCKET_STATUSES, type Rocket, type RocketStatus } from '../domain/rocket';
+import { planBatch, type PlanSource } from './plan';
+import {
+  notify,
+  type AppendListener,
+  type BufferInfo,
+  type CommitResult,
+  type EventQuery,
+  type EventStore,
+  type RocketListQuery,
+  type RocketSortField,
+  type RocketView,
+  type StoredEvent,
+  type StoreStats,
+} from './types';
+
+export interface SqliteStoreOptions {
+  /** Server clock for `recordedAt` and buffer `receivedAt`; tests inject their own. */
+  readonly now?: () => Date;
+  /**
+   * FULL (default): a resolved commit survives power loss. NORMAL: it survives a crash of the process
+   * but the last commits may be lost on power loss; several times faster per commit.
+   */
+  readonly synchronous?: 'FULL' | 'NORMAL';
+}
+
+const SYNCHRONOUS_MODES: readonly string[] = ['FULL', 'NORMAL'];
+
+/** Bumped by each migration; a file written by a newer build is refused rather than misread. */
+const SCHEMA_VERSION = 1;
+
+const quoted = (values: readonly string[]): string => values.map((v) => `'${v}'`).join(', ');
+
+const SCHEMA_V1 = `
+  CREATE TABLE IF NOT EXISTS events (
+    -- AUTOINCREMENT so that a position is never handed out twice, even after the newest row is gone.
+    position       INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel        TEXT    NOT NULL,
+    message_number INTEGER NOT NULL CHECK (message_number >= 1),
+    message_type   TEXT    NOT NULL CHECK (message_type IN (${quoted(MESSAGE_TYPES)})),
+    message_time   TEXT    NOT NULL,
+    payload        TEXT    NOT NULL,
+    recorded_at    TEXT    NOT NULL,
+    UNIQUE (channel, message_number)
+  ) STRICT;
+  -- Catch-up readers page through one channel by position.
+  CREATE INDEX IF NOT EXISTS events_by_channel ON events (channel, position);
+
+  CREATE TABLE IF NOT EXISTS rockets (
+    channel             TEXT    PRIMARY KEY,
+    type                TEXT,
+    mission             TEXT,
+    speed               REAL    NOT NULL,
+    status              TEXT    NOT NULL CHECK (status IN (${quoted(ROCKET_STATUSES)})),
+    exploded_reason     TEXT,
+    launched_at         TEXT,
+    updated_at          TEXT    NOT NULL,
+    last_message_number INTEGER NOT NULL,
+    -- Sort keys of the nullable text fields (null sorts as ''). Computed, never stored; as columns
+    -- rather than expressions so that a cursor's row-value comparison can seek their indexes.
+    type_key            TEXT    GENERATED ALWAYS AS (COALESCE(type, '')) VIRTUAL,
+    mission_key         TEXT    GENERATED ALWAYS AS (COALESCE(mission, '')) VIRTUAL,
+    launched_at_key     TEXT    GENERATED ALWAYS AS (COALESCE(launched_at, '')) VIRTUAL
+  ) STRICT;
+  -- Every sort key with channel as the tie-breaker, with and without a leading status: a page,
+  -- filtered or not, after a cursor or not, is one index range scan in either direction. The primary
+  -- key serves the channel order.
+  CREATE INDEX IF NOT EXISTS rockets_by_status ON rockets (status, channel);
+  CREATE INDEX IF NOT EXISTS rockets_by_type ON rockets (type_key, channel);
+  CREATE INDEX IF NOT EXISTS rockets_by_status_type ON rockets (status, type_key, channel);
+  CREATE INDEX IF NOT EXISTS rockets_by_mission ON rockets (mission_key, channel);
+  CREATE INDEX IF NOT EXISTS rockets_by_status_mission ON rockets (status, mission_key, channel);
+  CREATE INDEX IF NOT EXISTS rockets_by_speed ON rockets (speed, channel);
+  CREATE INDEX IF NOT EXISTS rockets_by_status_speed ON rockets (status, speed, channel);
+  CREATE INDEX IF NOT EXISTS rockets_by_launched_at ON rockets (launched_at_key, channel);
+  CREATE INDEX IF NOT EXISTS rockets_by_status_launched_at ON rockets (status, launched_at_key, channel);
+  CREATE INDEX IF NOT EXISTS rockets_by_updated_at ON rockets (updated_at, channel);
+  CREATE INDEX IF NOT EXISTS rockets_by_status_updated_at ON rockets (status, updated_at, channel);
+
+  CREATE TABLE IF NOT EXISTS pending (
+    channel        TEXT    NOT NULL,
+    message_number INTEGER NOT NULL,
+    message_type   TEXT    NOT NULL CHECK (message_type IN (${quoted(MESSAGE_TYPES)})),
+    message_time   TEXT    NOT NULL,
+    payload        TEXT    NOT NULL,
+    received_at    TEXT    NOT NULL,
+    PRIMARY KEY (channel, message_number)
+  ) STRICT, WITHOUT ROWID;
+`;
+
+/** The column each sort field orders by; each has its indexes above. */
+const SORT_COLUMN: { readonly [F in RocketSortField]: string } = {
+  channel: 'channel',
+  type: 'type_key',
+  mission: 'mission_key',
+  speed: 'speed',
+  status: 'status',
+  launchedAt: 'launched_at_key',
+  updatedAt: 'updated_at',
+};
+
+const ROCKET_COLUMNS =
+  'channel, type, mission, speed, status, exploded_reason, launched_at, updated_at, last_message_number';
+
+interface EventRow {
+  readonly position: number;
+  readonly channel: string;
+  readonly message_number: number;
+  readonly message_type: MessageType;
+  readonly message_time: string;
+  readonly payload: string;
+  readonly recorded_at: string;
+}
+
+type MessageRow = Pick<EventRow, 'channel' | 'message_number' | 'message_type' | 'message_time' | 'payload'>;
+
+interface RocketRow {
+  readonly channel: string;
+  readonly type: string | null;
+  readonly mission: string | null;
+  readonly speed: number;
+  readonly status: RocketStatus;
+  readonly exploded_reason: string | null;
+  readonly launched_at: string | null;
+  readonly updated_at: string;
+  readonly last_message_number: number;
+}
+
+interface BufferRow {
+  readonly count: number;
+  readonly oldest: string | null;
+}
+
+interface Call {
+  readonly messages: readonly RocketMessage[];
+  readonly resolve: (r: CommitResult) => void;
+  readonly reject: (e: unknown) => void;
+}
+
+/** The payload as stored: the contract's fields only, in their canonical order. */
+const payloadJson = (m: RocketMessage): string => JSON.stringify(m.payload, Object.keys(PAYLOAD_FIELDS[m.messageType]));
+
+const rowToMessage = (row: MessageRow): RocketMessage =>
+  ({
+    channel: row.channel,
+    messageNumber: row.message_number,
+    messageTime: row.message_time,
+    messageType: row.message_type,
+    payload: JSON.parse(row.payload) as unknown,
+  }) as RocketMessage;
+
+const toEvent = (row: EventRow): StoredEvent => ({
+  position: row.position,
+  channel: row.channel,
+  messageNumber: row.message_number,
+  messageType: row.message_type,
+  messageTime: row.message_time,
+  payload: JSON.parse(row.payload) as StoredEvent['payload'],
+  recordedAt: row.recorded_at,
+});
+
+const toRocket = (row: RocketRow): Rocket => ({
+  channel: row.channel,
+  type: row.type,
+  mission: row.mission,
+  speed: row.speed,
+  status: row.status,
+  explodedReason: row.exploded_reason,
+  launchedAt: row.launched_at,
+  updatedAt: row.updated_at,
+  lastMessageNumber: row.last_message_number,
+});
+
+const toRow = (r: Rocket): RocketRow => ({
+  channel: r.channel,
+  type: r.type,
+  mission: r.mission,
+  speed: r.speed,
+  status: r.status,
+  exploded_reason: r.explodedReason,
+  launched_at: r.launchedAt,
+  updated_at: r.updatedAt,
+  last_message_number: r.lastMessageNumber,
+});
+
+const bufferInfo = (r: Rocket, b: BufferRow | undefined): BufferInfo => ({
+  waitingFor: r.lastMessageNumber + 1,
+  count: b?.count ?? 0,
+  oldestSince: b?.oldest ?? null,
+});
+
+/** Runs synchronous work as a promise, so a thrown error (a closed database) becomes a rejection. */
+const attempt = <T>(work: () => T): Promise<T> =>
+  new Promise((resolve) => {
+    resolve(work());
+  });
+
+/**
+ * The event store in one SQLite file (better-sqlite3, WAL).
+ *
+ * Only one process may write a given file: sequencing reads the committed state and then writes, and
+ * nothing but this process's single connection serialises those steps. Other processes may read it.
+ *
+ * Commits are grouped: every `commit` call made in the same tick is recorded by one transaction (one
+ * fsync), in call order, each call seeing the effects of the calls before it. Each call still gets its
+ * own CommitResult: its outcomes, the events it appended and the rockets it changed (as of the end of
+ * that call). Listeners hear once per group: all its events in position order, with the final state of
+ * every rocket the group changed. If the transaction fails, every call of the group rejects and nothing
+ * of any of them is recorded.
+ */
+export class SqliteStore implements EventStore {
+  readonly kind = 'sqlite';
+  private readonly db: Database.Database;
+  private readonly now: () => Date;
+  private readonly listeners = new Set<AppendListener>();
+  private queue: Call[] = [];
+  /** Settles once the scheduled flush has run; undefined when none is scheduled. */
+  private scheduled: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+
+  private readonly sql: ReturnType<typeof prepare>;
+  private readonly listings = new Map<string, Database.Statement<Record<string, unknown>, RocketRow>>();
+  private readonly source: PlanSource;
+  private readonly flushTransaction: (calls: readonly Call[], at: string) => CommitResult[];
+  private readonly rebuildTransaction: () => number;
+
+  /**
+   * Opens (creating the file, its parent directory and the schema when missing) the database at `file`.
+   * Throws if the file cannot be opened or was written by a newer schema version.
+   */
+  constructor(
+    readonly file: string,
+    options: SqliteStoreOptions = {},
+  ) {
+    const synchronous = options.synchronous ?? 'FULL';
+    // Checked at run time too: it is spliced into a PRAGMA, and JavaScript callers exist.
+    if (!SYNCHRONOUS_MODES.includes(synchronous)) throw new Error('synchronous must be FULL or NORMAL');
+    this.now = options.now ?? (() => new Date());
+    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+    this.db = new Database(file, { timeout: 5000 });
+    try {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma(`synchronous = ${synchronous}`);
+      migrate(this.db);
+      this.sql = prepare(this.db);
+    } catch (e) {
+      this.db.close();
+      throw e;
+    }
+
+    const sql = this.sql;
+    this.source = {
+      channel: (channel) => {
+        const row = sql.rocket.get(channel);
+        const pending = sql.pendingOf.all(channel).map((m) => [m.message_number, rowToMessage(m)] as const);
+        return { rocket: row && toRocket(row), pending: new Map(pending) };
+      },
+      appliedMessage: (channel, n) => {
+        const row = sql.eventAt.get(channel, n);
+        return row && rowToMessage(row);
+      },
+    };
+
+    const flush = this.db.transaction((calls: readonly Call[], at: string) =>
+      calls.map((call) => this.record(call.messages, at)),
+    );
+    this.flushTransaction = (calls, at) => flush.immediate(calls, at);
+
+    const rebuild = this.db.transaction(() => {
+      const rockets = new Map<string, Rocket>();
+      let replayed = 0;
+      // Streamed in position order: memory grows with the number of rockets, never with the log.
+      for (const row of sql.allEvents.iterate()) {
+        rockets.set(row.channel, evolve(rockets.get(row.channel), rowToMessage(row)));
+        replayed++;
+      }
+      sql.deleteRockets.run();
+      for (const r of rockets.values()) sql.upsertRocket.run(toRow(r));
+      return replayed;
+    });
+    this.rebuildTransaction = () => rebuild.immediate();
+  }
+
+  commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
+    if (this.closing) return Promise.reject(new Error('the SQLite store is closed'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ messages, resolve, reject });
+      this.scheduled ??= new Promise((done) =>
+        setImmediate(() => {
+          this.scheduled = undefined;
+          this.flush();
+          done();
+        }),
+      );
+    });
+  }
+
+  onAppend(listener: AppendListener): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+
+  getRocket(channel: string): Promise<RocketView | undefined> {
+    return attempt(() => {
+      const row = this.sql.rocket.get(channel);
+      if (!row) return undefined;
+      const r = toRocket(row);
+      return { ...r, buffer: bufferInfo(r, this.sql.bufferOf.get(channel)) };
+    });
+  }
+
+  listRockets(q: RocketListQuery): Promise<RocketView[]> {
+    return attempt(() => {
+      if (q.limit !== undefined && q.limit <= 0) return [];
+      let after = q.after;
+      if (q.sort === 'status' && q.status !== undefined && after !== undefined) {
+        // Every row has the key q.status: the cursor is before all of them, among them, or past them all.
+        const c = after.key === q.status ? 0 : String(after.key) < q.status === (q.order === 'asc') ? -1 : 1;
+        if (c > 0) return [];
+        if (c < 0) after = undefined;
+      }
+      const params: Record<string, unknown> = { limit: q.limit ?? -1 };
+      if (q.status !== undefined) params.status = q.status;
+      if (after) {
+        params.key = after.key;
+        params.channel = after.channel;
+      }
+      const rockets = this.listing(q.sort, q.order, q.status !== undefined, after !== undefined)
+        .all(params)
+        .map(toRocket);
+      if (rockets.length === 0) return [];
+      const buffers = new Map(
+        this.sql.buffersOf.all(JSON.stringify(rockets.map((r) => r.channel))).map((b) => [b.channel, b]),
+      );
+      return rockets.map((r) => ({ ...r, buffer: bufferInfo(r, buffers.get(r.channel)) }));
+    });
+  }
+
+  readEvents(q: EventQuery): Promise<StoredEvent[]> {
+    return attempt(() => {
+      if (q.limit <= 0) return [];
+      const params = {
+        channel: q.channel,
+        afterPosition: q.afterPosition ?? 0,
+        afterNumber: q.afterMessageNumber ?? 0,
+        limit: q.limit,
+      };
+      const statement =
+        q.channel === undefined
+          ? this.sql.events
+          : q.afterMessageNumber === undefined
+            ? this.sql.eventsOfChannel
+            : this.sql.eventsOfChannelAfterNumber;
+      return statement.all(params).map(toEvent);
+    });
+  }
+
+  headPosition(): Promise<number> {
+    return attempt(() => this.sql.head.get()?.head ?? 0);
+  }
+
+  stats(): Promise<StoreStats> {
+    return attempt(() => this.sql.stats.get() ?? { rockets: 0, events: 0, buffered: 0 });
+  }
+
+  /** Replays the whole log in one transaction; commits wait for it, readers see the old or the new rows. */
+  rebuildProjection(): Promise<number> {
+    return attempt(() => this.rebuildTransaction());
+  }
+
+  /** Stops taking commits, lets an already scheduled group commit finish, then closes the database. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      while (this.scheduled) await this.scheduled;
+      this.db.close();
+    })();
+    return this.closing;
+  }
+
+  /** One group commit: everything queued since the last one, in one transaction. */
+  private flush(): void {
+    const calls = this.queue;
+    this.queue = [];
+    let results: CommitResult[];
+    try {
+      results = this.flushTransaction(calls, this.now().toISOString());
+    } catch (e) {
+      for (const call of calls) call.reject(e);
+      return;
+    }
+    const events = results.flatMap((r) => r.events);
+    if (events.length > 0) {
+      const rockets = new Map<string, Rocket>();
+      for (const r of results) for (const rocket of r.rockets) rockets.set(rocket.channel, rocket);
+      notify(this.listeners, events, [...rockets.values()]);
+    }
+    calls.forEach((call, i) => {
+      call.resolve(results[i] as CommitResult);
+    });
+  }
+
+  /** Plans and writes one call inside the group's transaction; reads see the earlier calls' writes. */
+  private record(messages: readonly RocketMessage[], at: string): CommitResult {
+    const plan = planBatch(messages, this.source);
+    const sql = this.sql;
+    const events = plan.applied.map((m): StoredEvent => {
+      const { lastInsertRowid } = sql.insertEvent.run(
+        m.channel,
+        m.messageNumber,
+        m.messageType,
+        m.messageTime,
+        payloadJson(m),
+        at,
+      );
+      return {
+        position: Number(lastInsertRowid),
+        channel: m.channel,
+        messageNumber: m.messageNumber,
+        messageType: m.messageType,
+        messageTime: m.messageTime,
+        payload: m.payload,
+        recordedAt: at,
+      };
+    });
+    for (const r of plan.rockets.values()) sql.upsertRocket.run(toRow(r));
+    for (const m of plan.released) {
+      if (sql.deletePending.run(m.channel, m.messageNumber).changes !== 1)
+        throw new Error(`buffered message ${m.messageNumber} of "${m.channel}" vanished during the commit`);
+    }
+    for (const m of plan.buffered)
+      sql.insertPending.run(m.channel, m.messageNumber, m.messageType, m.messageTime, payloadJson(m), at);
+    return { outcomes: plan.outcomes, events, rockets: [...plan.rockets.values()] };
+  }
+
+  private listing(
+    sort: RocketSortField,
+    order: 'asc' | 'desc',
+    filtered: boolean,
+    paged: boolean,
+  ): Database.Statement<Record<string, unknown>, RocketRow> {
+    const cacheKey = `${sort} ${order} ${filtered} ${paged}`;
+    let statement = this.listings.get(cacheKey);
+    if (!statement) {
+      const key = SORT_COLUMN[sort];
+      const [dir, beyond] = order === 'desc' ? ['DESC', '<'] : ['ASC', '>'];
+      const where: string[] = [];
+      if (filtered) where.push('status = @status');
+      // Strictly after (key, channel) in the chosen direction; a row value, so the index seeks to it.
+      // Sorted and filtered by status, every key is the same and the cursor reduces to its channel.
+      if (paged)
+        where.push(
+          filtered && sort === 'status' ? `channel ${beyond} @channel` : `(${key}, channel) ${beyond} (@key, @channel)`,
+        );
+      const orderBy = sort === 'channel' ? `channel ${dir}` : `${key} ${dir}, channel ${dir}`;
+      statement = this.db.prepare<Record<string, unknown>, RocketRow>(
+        `SELECT ${ROCKET_COLUMNS} FROM rockets ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+         ORDER BY ${orderBy} LIMIT @limit`,
+      );
+      this.listings.set(cacheKey, statement);
+    }
+    return statement;
+  }
+}
+
+function migrate(db: Database.Database): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version > SCHEMA_VERSION)
+    throw new Error(`the database has schema version ${version}; this build knows up to ${SCHEMA_VERSION}`);
+  if (version < 1) {
+    db.transaction(() => {
+      db.exec(SCHEMA_V1);
+      db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    }).immediate();
+  }
+}
+
+/** Every fixed statement, prepared once per connection. */
+function prepare(db: Database.Database) {
+  return {
+    rocket: db.prepare<[string], RocketRow>(`SELECT ${ROCKET_COLUMNS} FROM rockets WHERE channel = ?`),
+    pendingOf: db.prepare<[string], MessageRow>(
+      `SELECT channel, message_number, message_type, message_time, payload FROM pending WHERE channel = ?`,
+    ),
+    eventAt: db.prepare<[string, number], MessageRow>(
+      `SELECT channel, message_number, message_type, message_time, payload
+       FROM events WHERE channel = ? AND message_number = ?`,
+    ),
+    insertEvent: db.prepare<[string, number, string, string, string, string], never>(
+      `INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ),
+    upsertRocket: db.prepare<[RocketRow], never>(
+      `INSERT INTO rockets (channel, type, mission, speed, status, exploded_reason, launched_at, updated_at,
+                            last_message_number)
+       VALUES (@channel, @type, @mission, @speed, @status, @exploded_reason, @launched_at, @updated_at,
+               @last_message_number)
+       ON CONFLICT (channel) DO UPDATE SET
+         type = excluded.type, mission = excluded.mission, speed = excluded.speed, status = excluded.status,
+         exploded_reason = excluded.exploded_reason, launched_at = excluded.launched_at,
+         updated_at = excluded.updated_at, last_message_number = excluded.last_message_number`,
+    ),
+    deleteRockets: db.prepare<[], never>('DELETE FROM rockets'),
+    insertPending: db.prepare<[string, number, string, string, string, string], never>(
+      `INSERT INTO pending (channel, message_number, message_type, message_time, payload, received_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ),
+    deletePending: db.prepare<[string, number], never>('DELETE FROM pending WHERE channel = ? AND message_number = ?'),
+    bufferOf: db.prepare<[string], BufferRow>(
+      'SELECT channel, COUNT(*) AS count, MIN(received_at) AS oldest FROM pending WHERE channel = ?',
+    ),
+    /** Buffer info of a page of rockets in one grouped query; the channels come as a JSON array. */
+    buffersOf: db.prepare<[string], BufferRow & { readonly channel: string }>(
+      `SELECT channel, COUNT(*) AS count, MIN(received_at) AS oldest FROM pending
+       WHERE channel IN (SELECT value FROM json_each(?)) GROUP BY channel`,
+    ),
+    events: db.prepare<Record<string, unknown>, EventRow>(
+      `SELECT * FROM events WHERE position > @afterPosition AND message_number > @afterNumber
+       ORDER BY position LIMIT @limit`,
+    ),
+    eventsOfChannel: db.prepare<Record<string, unknown>, EventRow>(
+      `SELECT * FROM events WHERE channel = @channel AND position > @afterPosition
+       ORDER BY position LIMIT @limit`,
+    ),
+    // Within a channel, number order is position order (a channel's events are appended 1, 2, 3, …),
+    // so this walks the unique index instead of sorting.
+    eventsOfChannelAfterNumber: db.prepare<Record<string, unknown>, EventRow>(
+      `SELECT * FROM events WHERE channel = @channel AND message_number > @afterNumber AND position > @afterPosition
+       ORDER BY message_number LIMIT @limit`,
+    ),
+    allEvents: db.prepare<[], EventRow>('SELECT * FROM events ORDER BY position'),
+    head: db.prepare<[], { head: number }>('SELECT COALESCE(MAX(position), 0) AS head FROM events'),
+    // The log is append-only and AUTOINCREMENT positions of a rolled-back transaction are rolled back
+    // with it, so the highest position is the number of events, without counting millions of rows.
+    stats: db.prepare<[], StoreStats>(
+      `SELECT (SELECT COUNT(*) FROM rockets) AS rockets,
+              (SELECT COALESCE(MAX(position), 0) FROM events) AS events,
+              (SELECT COUNT(*) FROM pending) AS buffered`,
+    ),
+  };
+}
