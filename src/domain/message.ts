@@ -54,11 +54,13 @@ export const PAYLOAD_FIELDS: { readonly [K in MessageType]: Readonly<Record<keyo
 export type Validation = { ok: true; message: RocketMessage } | { ok: false; issues: Issue[] };
 
 /**
- * A lone surrogate (JSON allows `"\ud800"`) has no UTF-8 form: SQLite and PostgreSQL would store some
- * other text, so the channel or field read back would differ from the one received.
+ * Text every store keeps exactly. A lone surrogate (JSON allows `"\ud800"`) has no UTF-8 form, so SQLite
+ * and PostgreSQL would store some other text; PostgreSQL refuses U+0000 in text outright, so such a
+ * message could never commit and its sender would retry forever.
  */
-const LONE_SURROGATE = /\p{Cs}/u;
-const NOT_UNICODE = 'must be valid Unicode text (it contains a lone surrogate)';
+// eslint-disable-next-line no-control-regex -- NUL is exactly what this must find.
+const UNSTORABLE = /[\p{Cs}\u0000]/u;
+const NOT_UNICODE = 'must be valid Unicode text without NUL characters or lone surrogates';
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -117,7 +119,7 @@ function checkField(field: Field, value: unknown, path: string, issues: Issue[])
     if (typeof value !== 'string') issues.push({ field: path, problem: `must be a string, got ${describe(value)}` });
     else if (value.length > MAX_TEXT_LENGTH)
       issues.push({ field: path, problem: `must be at most ${MAX_TEXT_LENGTH} characters` });
-    else if (LONE_SURROGATE.test(value)) issues.push({ field: path, problem: NOT_UNICODE });
+    else if (UNSTORABLE.test(value)) issues.push({ field: path, problem: NOT_UNICODE });
   } else if (typeof value !== 'number' || !Number.isFinite(value)) {
     issues.push({ field: path, problem: `must be a number, got ${describe(value)}` });
   } else if (value < 0) {
@@ -161,7 +163,7 @@ export function validateEnvelope(input: unknown): Validation {
   else if (channel.trim() === '') issues.push({ field: 'metadata.channel', problem: 'must not be empty' });
   else if (channel.length > MAX_CHANNEL_LENGTH)
     issues.push({ field: 'metadata.channel', problem: `must be at most ${MAX_CHANNEL_LENGTH} characters` });
-  else if (LONE_SURROGATE.test(channel)) issues.push({ field: 'metadata.channel', problem: NOT_UNICODE });
+  else if (UNSTORABLE.test(channel)) issues.push({ field: 'metadata.channel', problem: NOT_UNICODE });
 
   const messageNumber = own(metadata, 'messageNumber');
   if (messageNumber === undefined) issues.push({ field: 'metadata.messageNumber', problem: 'is required' });

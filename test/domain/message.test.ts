@@ -201,6 +201,11 @@ describe('validateEnvelope', () => {
     });
   });
 
+  it('refuses NUL characters, which PostgreSQL cannot store as text', () => {
+    expectOneIssue(withMetadata({ channel: 'a\u0000b' }), 'metadata.channel', /NUL/);
+    expectOneIssue(withPayload('RocketExploded', { reason: 'x\u0000' }), 'message.reason', /NUL/);
+  });
+
   it('refuses lone surrogates in payload text too', () => {
     expectOneIssue(
       withPayload('RocketMissionChanged', { newMission: JSON.parse('"x\\udc00"') as string }),
