@@ -1,4 +1,6 @@
-import { createServer, type Server } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { pino, type Logger } from 'pino';
 import type { AddressInfo } from 'node:net';
 import type { Config } from './config';
 import { Hub } from './engine/hub';
@@ -6,6 +8,7 @@ import { LanePool } from './engine/lanes';
 import { RocketService } from './engine/service';
 import { createGraphQLTransport } from './http/graphql';
 import { sendError, sendJson } from './http/io';
+import { Metrics } from './http/metrics';
 import { createRestRoutes } from './http/rest';
 import { openStore } from './store/open';
 import type { EventStore } from './store/types';
@@ -17,6 +20,7 @@ export interface App {
   readonly service: RocketService;
   readonly store: EventStore;
   readonly server: Server;
+  readonly log: Logger;
   /** Listens; resolves to the bound port (pass 0 for a free one). */
   start(port?: number, host?: string): Promise<number>;
   /**
@@ -27,15 +31,21 @@ export interface App {
 }
 
 /** Wires store, lanes, hub and service behind one HTTP server: REST, GraphQL and graphql-ws on one port. */
-export async function buildApp(config: Config): Promise<App> {
+export async function buildApp(config: Config, log: Logger = createLogger(config.logLevel)): Promise<App> {
   const store = await openStore(config.databaseUrl, { sqliteSynchronous: config.sqliteSynchronous });
-  const lanes = new LanePool(store, config.workerCount);
-  const hub = new Hub(store, config.subscriberBuffer);
-  const service = new RocketService(store, lanes, hub);
-  const rest = createRestRoutes(service, config.maxBodyBytes);
+  const metrics = config.metrics ? new Metrics() : undefined;
+  const lanes = new LanePool(store, config.workerCount, metrics);
+  const hub = new Hub(store, config.subscriberBuffer, metrics);
+  const service = new RocketService(store, lanes, hub, metrics);
+  metrics?.observe(lanes, store, hub);
+  const rest = createRestRoutes(service, config.maxBodyBytes, log);
   const graphql = createGraphQLTransport(service, config);
+  const nextRequestId = requestIds();
+  const debug = log.isLevelEnabled('debug');
 
   const server = createServer((req, res) => {
+    res.setHeader('x-request-id', requestIdOf(req) ?? nextRequestId());
+    if (debug) logRequest(log, req, res);
     let url: URL;
     try {
       url = new URL(req.url ?? '/', 'http://localhost');
@@ -45,7 +55,13 @@ export async function buildApp(config: Config): Promise<App> {
     }
     if (url.pathname === '/graphql') {
       graphql.handle(req, res, url).catch((e: unknown) => {
-        sendError(res, e);
+        sendError(res, e, log);
+      });
+      return;
+    }
+    if (url.pathname === '/metrics' && metrics) {
+      metrics.respond(res).catch((e: unknown) => {
+        sendError(res, e, log);
       });
       return;
     }
@@ -70,6 +86,7 @@ export async function buildApp(config: Config): Promise<App> {
     service,
     store,
     server,
+    log,
     start: (port = config.port, host = config.host) =>
       new Promise((resolve, reject) => {
         server.once('error', reject);
@@ -92,4 +109,45 @@ export async function buildApp(config: Config): Promise<App> {
         await store.close();
       })()),
   };
+}
+
+/** JSON logs on stdout; credentials never reach them. */
+export function createLogger(level: string): Logger {
+  return pino({
+    level,
+    base: undefined,
+    redact: {
+      paths: ['authorization', 'token', 'password', 'headers.authorization', 'headers.cookie', '*.token'],
+      censor: '[redacted]',
+    },
+  });
+}
+
+/** A caller's own request id, if it is a sane one; it is echoed in logs and error bodies. */
+function requestIdOf(req: IncomingMessage): string | undefined {
+  const id = req.headers['x-request-id'];
+  return typeof id === 'string' && /^[\w.:-]{1,64}$/.test(id) ? id : undefined;
+}
+
+function requestIds(): () => string {
+  const prefix = randomBytes(4).toString('hex');
+  let n = 0;
+  return () => `${prefix}-${(++n).toString(36)}`;
+}
+
+/** One debug line per request, when it finishes. Never at info: a line per message would flood. */
+function logRequest(log: Logger, req: IncomingMessage, res: ServerResponse): void {
+  const started = performance.now();
+  res.once('finish', () => {
+    log.debug(
+      {
+        requestId: res.getHeader('x-request-id'),
+        method: req.method,
+        path: req.url?.split('?')[0],
+        status: res.statusCode,
+        ms: Math.round((performance.now() - started) * 100) / 100,
+      },
+      'request',
+    );
+  });
 }

@@ -18,6 +18,10 @@ export interface Config {
   readonly allowedOrigins: readonly string[] | undefined;
   readonly wsMaxPayload: number;
   readonly keepAliveMs: number;
+  /** Serve Prometheus metrics at GET /metrics. */
+  readonly metrics: boolean;
+  /** pino level: fatal, error, warn, info, debug, trace or silent. */
+  readonly logLevel: string;
 }
 
 export class ConfigError extends Error {}
@@ -39,6 +43,13 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
   if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
   if (['0', 'false', 'no', 'off'].includes(raw)) return false;
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+function level(raw: string | undefined): string {
+  const l = (raw ?? 'info').toLowerCase();
+  if (!LEVELS.includes(l)) throw new ConfigError(`LOG_LEVEL must be one of ${LEVELS.join(', ')}`);
+  return l;
 }
 
 /** Reads the configuration; throws ConfigError naming the variable when a value is not acceptable. */
@@ -63,5 +74,7 @@ export function loadConfig(env: Env = process.env): Config {
     allowedOrigins: origins === undefined || origins.length === 0 || origins.includes('*') ? undefined : origins,
     wsMaxPayload: int(env, 'WS_MAX_PAYLOAD', 1024 * 1024, 1024, 64 * 1024 * 1024),
     keepAliveMs: int(env, 'WS_KEEPALIVE_MS', 12_000, 0, 600_000),
+    metrics: bool(env, 'METRICS', true),
+    logLevel: level(env.LOG_LEVEL),
   };
 }

@@ -1,39 +1,37 @@
-import { buildApp } from './app';
-import { ConfigError, loadConfig } from './config';
+import { buildApp, createLogger } from './app';
+import { ConfigError, loadConfig, type Config } from './config';
 import { openStore } from './store/open';
+import type { Logger } from 'pino';
 
 /** `--rebuild`: replay the event log into a fresh projection, then exit. The server must be stopped. */
-async function rebuild(): Promise<void> {
-  const config = loadConfig();
+async function rebuild(config: Config, log: Logger): Promise<void> {
   const store = await openStore(config.databaseUrl, { sqliteSynchronous: config.sqliteSynchronous });
   try {
     const started = performance.now();
     const replayed = await store.rebuildProjection();
     const stats = await store.stats();
-    console.log(
-      JSON.stringify({
-        msg: 'projection rebuilt',
-        events: replayed,
-        rockets: stats.rockets,
-        ms: Math.round(performance.now() - started),
-      }),
+    log.info(
+      { events: replayed, rockets: stats.rockets, ms: Math.round(performance.now() - started) },
+      'projection rebuilt',
     );
   } finally {
     await store.close();
   }
 }
 
-async function serve(): Promise<void> {
-  const config = loadConfig();
-  const app = await buildApp(config);
+async function serve(config: Config, log: Logger): Promise<void> {
+  const app = await buildApp(config, log);
   const port = await app.start();
-  console.log(JSON.stringify({ msg: 'listening', port, store: app.store.kind, lanes: config.workerCount }));
+  log.info({ port, store: app.store.kind, lanes: config.workerCount }, 'listening');
   const shutdown = (signal: string): void => {
-    console.log(JSON.stringify({ msg: 'stopping', signal }));
+    log.info({ signal }, 'stopping');
     app.stop().then(
-      () => process.exit(0),
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
       (e: unknown) => {
-        console.error(JSON.stringify({ msg: 'stop failed', error: String(e) }));
+        log.error({ err: e }, 'stop failed');
         process.exit(1);
       },
     );
@@ -43,10 +41,14 @@ async function serve(): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  let log = createLogger('info');
   try {
-    await (process.argv.includes('--rebuild') ? rebuild() : serve());
+    const config = loadConfig();
+    log = createLogger(config.logLevel);
+    await (process.argv.includes('--rebuild') ? rebuild(config, log) : serve(config, log));
   } catch (e) {
-    console.error(JSON.stringify({ msg: 'fatal', error: e instanceof ConfigError ? e.message : String(e) }));
+    // A configuration or store error names what is wrong; it never carries DATABASE_URL.
+    log.fatal({ error: e instanceof ConfigError ? e.message : String(e) }, 'cannot start');
     process.exit(1);
   }
 }

@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { DomainError } from '../domain/errors';
 import type { Rocket } from '../domain/rocket';
 import type { EventStore, StoredEvent } from '../store/types';
+import { noTelemetry, type Telemetry } from './telemetry';
 
 /** A subscriber did not keep up: its bounded buffer filled, so its feed ended instead of growing. */
 export class FellBehindError extends DomainError {
@@ -130,10 +131,12 @@ class Topic<T extends { readonly channel: string }> {
     return feed;
   }
 
-  publish(item: T): void {
+  /** Resolves to the number of subscribers the item was handed to. */
+  publish(item: T): number {
     for (const f of this.all) f.push(item);
     const set = this.byChannel.get(item.channel);
     if (set) for (const f of set) f.push(item);
+    return this.all.size + (set?.size ?? 0);
   }
 
   get size(): number {
@@ -174,11 +177,14 @@ export class Hub {
     store: EventStore,
     /** Items one subscriber may have waiting before it is dropped. */
     readonly capacity: number,
+    telemetry: Telemetry = noTelemetry,
   ) {
     setMaxListeners(0, this.closing.signal);
     this.unlisten = store.onAppend((events, rockets) => {
-      for (const e of events) this.eventTopic.publish(e);
-      for (const r of rockets) this.rocketTopic.publish(r);
+      let handed = 0;
+      for (const e of events) handed += this.eventTopic.publish(e);
+      for (const r of rockets) handed += this.rocketTopic.publish(r);
+      if (handed > 0) telemetry.delivered(handed);
     });
   }
 

@@ -1,5 +1,6 @@
 import type { RocketMessage } from '../domain/message';
 import type { EventStore, SubmitOutcome } from '../store/types';
+import { noTelemetry, type Telemetry } from './telemetry';
 
 interface Job {
   readonly message: RocketMessage;
@@ -40,6 +41,7 @@ export class LanePool {
   constructor(
     private readonly store: EventStore,
     readonly count: number,
+    private readonly telemetry: Telemetry = noTelemetry,
   ) {
     if (!Number.isInteger(count) || count < 1) throw new RangeError('the lane count must be a positive integer');
     this.lanes = Array.from({ length: count }, () => ({ queue: [], busy: false, depth: 0 }));
@@ -75,10 +77,17 @@ export class LanePool {
     while (lane.queue.length > 0) {
       const batch = lane.queue;
       lane.queue = [];
+      const started = performance.now();
       try {
         const result = await this.store.commit(batch.map((j) => j.message));
-        batch.forEach((j, i) => j.resolve(result.outcomes[i] as SubmitOutcome));
+        this.telemetry.committed((performance.now() - started) / 1000, batch.length);
+        batch.forEach((j, i) => {
+          const outcome = result.outcomes[i] as SubmitOutcome;
+          this.telemetry.decided(outcome.status, j.message.messageType);
+          j.resolve(outcome);
+        });
       } catch (e) {
+        this.telemetry.storeFailed();
         for (const j of batch) j.reject(e);
       }
       lane.depth -= batch.length;

@@ -20,6 +20,7 @@ import {
 } from '../store/types';
 import { isFellBehindError, type Feed, type Hub } from './hub';
 import type { LanePool } from './lanes';
+import { noTelemetry, type Telemetry } from './telemetry';
 
 /** Largest page of rockets or events one call returns. */
 export const MAX_PAGE = 10_000;
@@ -93,6 +94,7 @@ export class RocketService {
     readonly store: EventStore,
     readonly lanes: LanePool,
     readonly hub: Hub,
+    private readonly telemetry: Telemetry = noTelemetry,
   ) {}
 
   /**
@@ -102,7 +104,11 @@ export class RocketService {
    */
   async submit(envelope: unknown): Promise<SubmitResult> {
     const v = validateEnvelope(envelope);
-    if (!v.ok) throw new ValidationError(v.issues);
+    if (!v.ok) {
+      this.telemetry.rejected();
+      throw new ValidationError(v.issues);
+    }
+    this.telemetry.received(v.message.messageType);
     const outcome = await this.lanes.submit(v.message);
     if (outcome.status === 'conflict') throw new ConflictError(outcome.channel, outcome.messageNumber);
     return outcome as SubmitResult;

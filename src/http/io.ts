@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
 import { isDomainError, isOverloadedError, type DomainErrorCode, isValidationError } from '../domain/errors';
 
 /** The request body exceeded the configured limit. */
@@ -62,10 +63,12 @@ const STATUS: Record<DomainErrorCode, number> = {
 export const httpStatusOf = (code: DomainErrorCode): number => STATUS[code];
 
 /**
- * Answers an error as `{error: {code, message, issues?}}`. Domain errors say what was wrong; anything
- * else is unexpected: a 503 that says only "Unexpected error." (the sender may retry), never the cause.
+ * Answers an error as `{error: {code, message, issues?, requestId?}}`. Domain errors say what was wrong;
+ * anything else is unexpected: logged with the request id, and answered with a 503 that says only
+ * "Unexpected error." (the sender may retry), never the cause.
  */
-export function sendError(res: ServerResponse, err: unknown): void {
+export function sendError(res: ServerResponse, err: unknown, log?: Logger): void {
+  const requestId = res.getHeader('x-request-id');
   if (res.headersSent) {
     res.destroy();
     return;
@@ -79,8 +82,15 @@ export function sendError(res: ServerResponse, err: unknown): void {
     if (isOverloadedError(err)) headers['retry-after'] = String(err.retryAfterSeconds);
     const body: Record<string, unknown> = { code: err.code, message: err.message };
     if (isValidationError(err)) body.issues = err.issues;
+    if (requestId !== undefined) body.requestId = requestId;
     sendJson(res, httpStatusOf(err.code), { error: body }, headers);
     return;
   }
-  sendJson(res, 503, { error: { code: 'UNAVAILABLE', message: 'Unexpected error.' } }, { 'retry-after': '1' });
+  log?.error({ err, requestId }, 'unexpected error');
+  sendJson(
+    res,
+    503,
+    { error: { code: 'UNAVAILABLE', message: 'Unexpected error.', requestId } },
+    { 'retry-after': '1' },
+  );
 }

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
 import { ValidationError } from '../domain/errors';
 import type { RocketService } from '../engine/service';
 import type { RocketView, StoredEvent } from '../store/types';
@@ -49,7 +50,7 @@ function decodeSegment(segment: string): string {
  * The seed's REST routes, as a thin shim over the same application service GraphQL uses. Answers and
  * returns true when it owns the path; false lets the caller answer 404.
  */
-export function createRestRoutes(service: RocketService, maxBodyBytes: number) {
+export function createRestRoutes(service: RocketService, maxBodyBytes: number, log?: Logger) {
   async function postMessage(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const raw = await readBody(req, maxBodyBytes);
     let body: unknown;
@@ -137,7 +138,7 @@ export function createRestRoutes(service: RocketService, maxBodyBytes: number) {
       try {
         return await route(req, res, url);
       } catch (e) {
-        sendError(res, e);
+        sendError(res, e, log);
         return true;
       }
     },

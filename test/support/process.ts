@@ -26,8 +26,9 @@ export function startServer(env: Record<string, string>): Promise<ServerProcess>
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output: string[] = [];
+  // 'close', not 'exit': it comes after the process's output is fully read.
   const exited = new Promise<number | string>((resolve) =>
-    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+    child.once('close', (code, signal) => resolve(code ?? signal ?? 'unknown')),
   );
   createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (l) => output.push(l));
   return new Promise((resolve, reject) => {

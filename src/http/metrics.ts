@@ -1,0 +1,96 @@
+import type { ServerResponse } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Hub } from '../engine/hub';
+import type { LanePool } from '../engine/lanes';
+import type { Telemetry } from '../engine/telemetry';
+import type { EventStore } from '../store/types';
+
+/**
+ * Prometheus metrics (`GET /metrics`). Counters are fed by the engine through `Telemetry`; gauges are
+ * read from the lanes, the store and the hub when scraped. Default Node metrics include event-loop lag.
+ */
+export class Metrics implements Telemetry {
+  readonly registry = new Registry();
+  private readonly messages: Counter<'outcome' | 'type'>;
+  private readonly commitSeconds: Histogram;
+  private readonly storeErrors: Counter;
+  private readonly deliveries: Counter;
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'rockets_', eventLoopMonitoringPrecision: 20 });
+    this.messages = new Counter({
+      name: 'rockets_messages_total',
+      help: 'Messages by outcome (received, rejected, applied, buffered, duplicate, conflict) and messageType',
+      labelNames: ['outcome', 'type'],
+      registers,
+    });
+    this.commitSeconds = new Histogram({
+      name: 'rockets_commit_seconds',
+      help: 'Duration of one store commit (a batch of messages)',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    });
+    this.storeErrors = new Counter({ name: 'rockets_store_errors_total', help: 'Failed store commits', registers });
+    this.deliveries = new Counter({
+      name: 'rockets_subscription_deliveries_total',
+      help: 'Items handed to live subscribers',
+      registers,
+    });
+  }
+
+  /** Adds the gauges read at scrape time. */
+  observe(lanes: LanePool, store: EventStore, hub: Hub): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'rockets_lane_queue_depth',
+      help: 'Messages waiting in or being committed by each lane',
+      labelNames: ['lane'],
+      registers,
+      collect() {
+        lanes.depths().forEach((d, i) => this.set({ lane: String(i) }, d));
+      },
+    });
+    new Gauge({
+      name: 'rockets_buffered_messages',
+      help: 'Messages held in the reorder buffer, waiting for a gap to fill',
+      registers,
+      async collect() {
+        this.set((await store.stats()).buffered);
+      },
+    });
+    new Gauge({
+      name: 'rockets_subscriptions_open',
+      help: 'Open live subscriptions',
+      registers,
+      collect() {
+        this.set(hub.subscribers);
+      },
+    });
+  }
+
+  received(messageType: string): void {
+    this.messages.inc({ outcome: 'received', type: messageType });
+  }
+  rejected(): void {
+    this.messages.inc({ outcome: 'rejected', type: 'invalid' });
+  }
+  decided(status: string, messageType: string): void {
+    this.messages.inc({ outcome: status, type: messageType });
+  }
+  committed(seconds: number): void {
+    this.commitSeconds.observe(seconds);
+  }
+  storeFailed(): void {
+    this.storeErrors.inc();
+  }
+  delivered(count: number): void {
+    this.deliveries.inc(count);
+  }
+
+  async respond(res: ServerResponse): Promise<void> {
+    const text = await this.registry.metrics();
+    res.writeHead(200, { 'content-type': this.registry.contentType });
+    res.end(text);
+  }
+}

@@ -1,0 +1,89 @@
+import { buildApp, type App } from '../../src/app';
+import { loadConfig } from '../../src/config';
+import { getJson, postJson, send, startServer } from '../support/process';
+
+const launch = (channel: string, n = 1) => ({
+  metadata: { channel, messageNumber: n, messageTime: '2022-02-02T19:39:05Z', messageType: 'RocketLaunched' },
+  message: { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS' },
+});
+
+describe('metrics', () => {
+  let app: App;
+  let base: string;
+  afterEach(() => app.stop());
+
+  const boot = async (env: Record<string, string> = {}): Promise<void> => {
+    app = await buildApp({ ...loadConfig({ LOG_LEVEL: 'silent', ...env }), databaseUrl: 'memory:' });
+    base = `http://127.0.0.1:${await app.start(0, '127.0.0.1')}`;
+  };
+
+  it('counts messages by outcome and type, and reports lanes, buffer, commits and event-loop lag', async () => {
+    await boot();
+    await postJson(`${base}/messages`, launch('a'));
+    await postJson(`${base}/messages`, launch('a'));
+    await postJson(`${base}/messages`, launch('b', 3));
+    await postJson(`${base}/messages`, { nonsense: true });
+    const r = await send(`${base}/metrics`, 'GET');
+    expect(r.status).toBe(200);
+    const text = String(r.body);
+    for (const line of [
+      'rockets_messages_total{outcome="received",type="RocketLaunched"} 3',
+      'rockets_messages_total{outcome="applied",type="RocketLaunched"} 1',
+      'rockets_messages_total{outcome="duplicate",type="RocketLaunched"} 1',
+      'rockets_messages_total{outcome="buffered",type="RocketLaunched"} 1',
+      'rockets_messages_total{outcome="rejected",type="invalid"} 1',
+      'rockets_buffered_messages 1',
+      'rockets_subscriptions_open 0',
+      'rockets_store_errors_total 0',
+    ])
+      expect(text).toContain(line);
+    expect(text).toMatch(/rockets_lane_queue_depth\{lane="0"\} 0/);
+    expect(text).toMatch(/rockets_commit_seconds_count \d+/);
+    expect(text).toMatch(/rockets_nodejs_eventloop_lag_seconds \d/);
+  });
+
+  it('is not served when disabled', async () => {
+    await boot({ METRICS: 'false' });
+    expect((await getJson(`${base}/metrics`)).status).toBe(404);
+  });
+
+  it('echoes a request id, and puts it in error bodies', async () => {
+    await boot();
+    const mine = await send(`${base}/rockets/nope`, 'GET', undefined, { 'x-request-id': 'trace-42' });
+    expect(mine.headers['x-request-id']).toBe('trace-42');
+    expect(mine.body).toMatchObject({ error: { code: 'NOT_FOUND', requestId: 'trace-42' } });
+    const generated = await getJson(`${base}/rockets/nope`);
+    expect(generated.headers['x-request-id']).toMatch(/^[0-9a-f]{8}-\w+$/);
+  });
+});
+
+describe('logs', () => {
+  it('writes one JSON line per request at debug level, with the request id and no credentials', async () => {
+    const s = await startServer({ DATABASE_URL: 'memory:', LOG_LEVEL: 'debug' });
+    try {
+      await send(`${s.url}/messages`, 'POST', JSON.stringify(launch('a')), {
+        authorization: 'Bearer sekret-token',
+        'x-request-id': 'req-1',
+      });
+      await getJson(`${s.url}/rockets`);
+    } finally {
+      await s.stop('SIGTERM');
+    }
+    const lines = s.output.map((l) => JSON.parse(l) as Record<string, unknown>);
+    const requests = lines.filter((l) => l.msg === 'request');
+    expect(requests).toHaveLength(2);
+    expect(requests[0]).toMatchObject({ requestId: 'req-1', method: 'POST', path: '/messages', status: 202 });
+    expect(s.output.join('\n')).not.toContain('sekret-token');
+  });
+
+  it('writes no line per request at the default info level', async () => {
+    const s = await startServer({ DATABASE_URL: 'memory:' });
+    try {
+      await postJson(`${s.url}/messages`, launch('a'));
+    } finally {
+      await s.stop('SIGTERM');
+    }
+    const msgs = s.output.map((l) => (JSON.parse(l) as { msg: string }).msg);
+    expect(msgs).toEqual(['listening', 'stopping', 'stopped']);
+  });
+});
