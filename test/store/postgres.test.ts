@@ -1,5 +1,3 @@
-import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { Client } from 'pg';
 import type { RocketMessage } from '../../src/domain/message';
 import type { Rocket } from '../../src/domain/rocket';
@@ -7,68 +5,11 @@ import { LanePool } from '../../src/engine/lanes';
 import { PostgresStore, type ListenerEvent, type PostgresStoreOptions } from '../../src/store/postgres';
 import type { AppendListener, StoredEvent, SubmitOutcome } from '../../src/store/types';
 import { delivery, expected, fleet } from '../support/model';
+import { admin, DATABASE_URL, describePg, dropSchema, freshSchema, unreachable } from '../support/postgres';
 import { parse } from '../support/telemetry';
 import { createTestClock, describeStoreContract, increased, launched } from './contract';
 
-const DATABASE_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 const ALL = Number.MAX_SAFE_INTEGER;
-
-/**
- * Checked once, synchronously, while Jest collects the tests: it cannot decide to skip later. A child
- * process does the asynchronous connect.
- */
-function probe(url: string): string | undefined {
-  const script = `
-    const { Client } = require('pg');
-    const c = new Client({ connectionString: process.argv[1], connectionTimeoutMillis: 5000 });
-    c.connect().then(() => c.end()).then(() => process.exit(0), (e) => { console.error(e.message); process.exit(1); });`;
-  const r = spawnSync(process.execPath, ['-e', script, url], {
-    cwd: join(__dirname, '..', '..'),
-    encoding: 'utf8',
-    timeout: 20_000,
-  });
-  return r.status === 0 ? undefined : ((r.stderr.trim() || r.error?.message) ?? 'no answer');
-}
-
-const unreachable = probe(DATABASE_URL);
-const describePg = unreachable === undefined ? describe : describe.skip;
-
-if (unreachable !== undefined) {
-  const shown = new URL(DATABASE_URL);
-  if (shown.password !== '') shown.password = '***';
-  const why = `PostgreSQL is not reachable at TEST_DATABASE_URL (${shown.toString()}): ${unreachable}`;
-  if (process.env.CI === 'true') {
-    describe('PostgreSQL', () => {
-      it('is reachable (required under CI=true)', () => {
-        throw new Error(why);
-      });
-    });
-  } else {
-    console.warn(`\n*** SKIPPING every PostgreSQL store test. ${why}\n*** Set CI=true to make this a failure.\n`);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Schemas: each test gets its own, so runs and parallel files never share tables.
-
-const RUN = `${process.pid.toString(36)}${Date.now().toString(36)}`;
-let schemas = 0;
-const freshSchema = (): string => `rockets_t_${RUN}_${++schemas}`;
-
-async function admin<T>(fn: (c: Client) => Promise<T>): Promise<T> {
-  const c = new Client({ connectionString: DATABASE_URL });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
-
-const dropSchema = (schema: string): Promise<void> =>
-  admin(async (c) => {
-    await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  });
 
 if (unreachable === undefined) {
   describeStoreContract('PostgresStore', async () => {

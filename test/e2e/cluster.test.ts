@@ -1,0 +1,127 @@
+import { delivery, expected, fleet, rng, type Envelope, type ModelRocket } from '../support/model';
+import { describePg, dropSchema, freshSchema, urlWithSchema } from '../support/postgres';
+import { getJson, pool, postJson, startServer, type ServerProcess } from '../support/process';
+
+interface RocketJson extends ModelRocket {
+  buffer: { count: number };
+}
+
+const model = (r: RocketJson): ModelRocket => ({
+  channel: r.channel,
+  type: r.type,
+  mission: r.mission,
+  speed: r.speed,
+  status: r.status,
+  explodedReason: r.explodedReason,
+  lastMessageNumber: r.lastMessageNumber,
+});
+
+/** Posts to one instance until it answers 2xx, as the test program retries. */
+async function deliver(instance: ServerProcess, m: Envelope): Promise<void> {
+  for (;;) {
+    const r = await postJson(`${instance.url}/messages`, m);
+    if (r.status === 202) return;
+    if (r.status !== 503) throw new Error(`unexpected ${r.status}: ${JSON.stringify(r.body)}`);
+  }
+}
+
+async function channelNumbers(instance: ServerProcess, channel: string): Promise<number[]> {
+  const r = await getJson(`${instance.url}/rockets/${encodeURIComponent(channel)}/events`);
+  if (r.status === 404) return [];
+  return (r.body as Array<{ messageNumber: number }>).map((e) => e.messageNumber);
+}
+
+/** Every instance answers the model for every rocket, and every log holds 1..n once each. */
+async function expectEveryInstanceAgrees(instances: ServerProcess[], histories: Envelope[][]): Promise<void> {
+  const want = histories.map(expected).sort((a, b) => (a.channel < b.channel ? -1 : 1));
+  for (const instance of instances) {
+    const r = await getJson(`${instance.url}/rockets`);
+    expect((r.body as RocketJson[]).map(model)).toEqual(want);
+  }
+  await pool(histories, 8, async (h) => {
+    const channel = h[0]?.metadata.channel ?? '';
+    for (const instance of instances)
+      expect(await channelNumbers(instance, channel)).toEqual(h.map((m) => m.metadata.messageNumber));
+  });
+}
+
+describePg('several instances on one PostgreSQL', () => {
+  let schema: string;
+  let instances: ServerProcess[] = [];
+  const startAll = async (n: number): Promise<ServerProcess[]> => {
+    const url = urlWithSchema(schema);
+    // Started together: migrations must be safe when instances race at start.
+    instances = await Promise.all(Array.from({ length: n }, () => startServer({ DATABASE_URL: url })));
+    return instances;
+  };
+
+  beforeEach(() => {
+    schema = freshSchema();
+  });
+  afterEach(async () => {
+    await Promise.all(instances.map((i) => i.stop('SIGKILL')));
+    instances = [];
+    await dropSchema(schema);
+  });
+
+  it('applies a shuffled, duplicated stream spread over three instances exactly as the model says', async () => {
+    const histories = fleet(200, 10, 21, 'pg');
+    const all = await startAll(3);
+    const pickInstance = rng(22);
+    await pool(delivery(histories, 0.25, 23), 16, async (m) => {
+      const r = await postJson(`${(all[Math.floor(pickInstance() * all.length)] as ServerProcess).url}/messages`, m);
+      expect(r.status).toBe(202);
+    });
+    await expectEveryInstanceAgrees(all, histories);
+  });
+
+  it('after kill -9 of one instance under load, the others carry on and nothing acknowledged is lost', async () => {
+    const histories = fleet(60, 25, 31, 'pg');
+    const stream = delivery(histories, 0.1, 32);
+    const [victim, ...survivors] = await startAll(3);
+    if (!victim) throw new Error('no instances');
+    const acked = new Set<string>();
+    const pickSurvivor = rng(33);
+    let killed = false;
+    await pool(stream, 16, async (m) => {
+      const target =
+        !killed && pickSurvivor() < 0.5 ? victim : (survivors[Math.floor(pickSurvivor() * 2)] as ServerProcess);
+      try {
+        const r = await postJson(`${target.url}/messages`, m);
+        if (r.status === 202) acked.add(`${m.metadata.channel}#${m.metadata.messageNumber}`);
+      } catch {
+        // The victim died mid-request: not acknowledged. The survivors must keep answering.
+        expect(target).toBe(victim);
+      }
+      if (!killed && acked.size >= 400) {
+        killed = true;
+        await victim.stop('SIGKILL');
+      }
+    });
+    expect(killed).toBe(true);
+
+    // Every acknowledged message is in the log (or the buffer) exactly once, on every survivor.
+    const last = new Map(
+      ((await getJson(`${survivors[0]?.url ?? ''}/rockets`)).body as RocketJson[]).map((r) => [r.channel, r]),
+    );
+    const logs = new Map<string, number[]>();
+    await pool(histories, 8, async (h) => {
+      const channel = h[0]?.metadata.channel ?? '';
+      const numbers = await channelNumbers(survivors[0] as ServerProcess, channel);
+      expect(new Set(numbers).size).toBe(numbers.length);
+      logs.set(channel, numbers);
+    });
+    for (const k of acked) {
+      const [channel, n] = k.split('#') as [string, string];
+      const r = last.get(channel);
+      if (Number(n) <= (r?.lastMessageNumber ?? 0)) expect(logs.get(channel)).toContain(Number(n));
+      else expect(r?.buffer.count ?? 1).toBeGreaterThan(0);
+    }
+
+    // The sender retries everything on the survivors: the end state is exact everywhere.
+    await pool(stream, 16, async (m) => {
+      await deliver(survivors[Math.floor(pickSurvivor() * 2)] as ServerProcess, m);
+    });
+    await expectEveryInstanceAgrees(survivors, histories);
+  });
+});
