@@ -1,0 +1,493 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import {
+  channelId,
+  differences,
+  emptyStats,
+  evolveModel,
+  fold,
+  parseArgs,
+  parseDuration,
+  plan,
+  random,
+  shuffleWithin,
+  summary,
+  type Change,
+  type Delivery,
+  type LaunchOptions,
+  type ModelRocket,
+  type ParsedArgs,
+  type PlanOptions,
+  type Telemetry,
+} from '../../src/launch';
+import { getJson, postJson, startServer, type ServerProcess } from '../support/process';
+
+const LAUNCH = join(__dirname, '..', '..', 'dist', 'src', 'launch.js');
+
+const options = (parsed: ParsedArgs): LaunchOptions => {
+  if (parsed.kind !== 'run') throw new Error(`expected options, got ${JSON.stringify(parsed)}`);
+  return parsed.options;
+};
+const invalid = (parsed: ParsedArgs): string => (parsed.kind === 'invalid' ? parsed.message : '');
+
+describe('parseDuration', () => {
+  it('reads Go durations into milliseconds', () => {
+    expect(parseDuration('0')).toBe(0);
+    expect(parseDuration('500ms')).toBe(500);
+    expect(parseDuration('1s')).toBe(1000);
+    expect(parseDuration('1.5s')).toBe(1500);
+    expect(parseDuration('1m30s')).toBe(90_000);
+    expect(parseDuration('2h')).toBe(7_200_000);
+    expect(parseDuration('250us')).toBeCloseTo(0.25);
+    expect(parseDuration('250µs')).toBeCloseTo(0.25);
+    expect(parseDuration('1000000ns')).toBeCloseTo(1);
+    expect(parseDuration('+1s')).toBe(1000);
+    expect(parseDuration('-1s')).toBe(-1000);
+  });
+
+  it('refuses what Go refuses: no unit, unknown units, empty text, a unit alone', () => {
+    for (const text of ['', '5', '1x', '1sec', 'ms', '.s', '1s 2s', '1s-2s', '-', ' 1s'])
+      expect(parseDuration(text)).toBeUndefined();
+  });
+});
+
+describe('parseArgs', () => {
+  it('gives the test program its defaults, and a random seed when none is set', () => {
+    expect(options(parseArgs(['http://localhost:8088/messages'], () => 42))).toEqual({
+      url: 'http://localhost:8088/messages',
+      concurrencyLevel: 3,
+      maxMessages: 100_000,
+      messageDelayMs: 0,
+      seed: 42,
+      rockets: 20,
+      duplicates: 0.05,
+      shuffle: 0,
+      verify: false,
+    });
+  });
+
+  it('takes --name=value, --name value and -name, before or after the URL', () => {
+    const o = options(
+      parseArgs([
+        '--message-delay=500ms',
+        'http://localhost:8088/messages',
+        '--concurrency-level',
+        '1',
+        '-max-messages=20',
+        '--seed',
+        '7',
+        '--rockets=4',
+        '--duplicates',
+        '0.25',
+        '--shuffle=16',
+        '--verify',
+      ]),
+    );
+    expect(o).toMatchObject({
+      concurrencyLevel: 1,
+      maxMessages: 20,
+      messageDelayMs: 500,
+      seed: 7,
+      rockets: 4,
+      duplicates: 0.25,
+      shuffle: 16,
+      verify: true,
+    });
+  });
+
+  it('prints help for -h or --help whatever else is there', () => {
+    expect(parseArgs(['--help'])).toEqual({ kind: 'help' });
+    expect(parseArgs(['http://x', '--rockets=0', '-h'])).toEqual({ kind: 'help' });
+  });
+
+  it('names the flag and what it must be when a value is wrong', () => {
+    const url = 'http://localhost:8088/messages';
+    expect(invalid(parseArgs([url, '--concurrency-level', '0']))).toBe(
+      '--concurrency-level must be from 1 to 10000, got 0',
+    );
+    expect(invalid(parseArgs([url, '--max-messages=1e3']))).toBe('--max-messages must be a whole number, got "1e3"');
+    expect(invalid(parseArgs([url, '--message-delay=5']))).toMatch(/--message-delay must be a Go duration .*"5"/);
+    expect(invalid(parseArgs([url, '--message-delay=-1s']))).toBe('--message-delay must not be negative, got "-1s"');
+    expect(invalid(parseArgs([url, '--duplicates=1']))).toMatch(/--duplicates must be a ratio from 0 to below 1/);
+    expect(invalid(parseArgs([url, '--shuffle=-3']))).toMatch(/--shuffle must be a whole number/);
+    expect(invalid(parseArgs([url, '--seed=abc']))).toMatch(/--seed must be a whole number/);
+    expect(invalid(parseArgs([url, '--rockets']))).toBe('--rockets needs a value');
+    expect(invalid(parseArgs([url, '--verify=maybe']))).toMatch(/--verify takes no value/);
+    expect(invalid(parseArgs([url, '--speed=9']))).toBe('unknown flag --speed');
+  });
+
+  it('wants exactly one http(s) target URL', () => {
+    expect(invalid(parseArgs([]))).toMatch(/expected one target URL .*got none/);
+    expect(invalid(parseArgs(['http://a/messages', 'http://b/messages']))).toMatch(/got "http:\/\/a\/messages", "http/);
+    expect(invalid(parseArgs(['localhost:8088']))).toMatch(/http:\/\/ or https:\/\//);
+    expect(invalid(parseArgs(['not a url']))).toMatch(/must be a URL/);
+    expect(options(parseArgs(['--', 'https://example.com/messages'])).url).toBe('https://example.com/messages');
+  });
+});
+
+const planOf = (o: Partial<PlanOptions> = {}): { deliveries: Delivery[]; model: Map<string, ModelRocket> } => {
+  const model = new Map<string, ModelRocket>();
+  const deliveries = [
+    ...plan({ seed: 1, rockets: 5, maxMessages: 5000, duplicates: 0.1, shuffle: 0, ...o }, (t) => {
+      fold(model, t);
+    }),
+  ];
+  return { deliveries, model };
+};
+const key = (t: Telemetry): string => `${t.channel}#${t.messageNumber}`;
+
+describe('the generator', () => {
+  it('sends exactly --max-messages, numbering each rocket 1..n once, each starting with RocketLaunched', () => {
+    const { deliveries } = planOf();
+    expect(deliveries).toHaveLength(5000);
+    const numbers = new Map<string, number[]>();
+    for (const d of deliveries.filter((x) => !x.duplicate)) {
+      const list = numbers.get(d.telemetry.channel) ?? [];
+      list.push(d.telemetry.messageNumber);
+      numbers.set(d.telemetry.channel, list);
+      if (d.telemetry.messageNumber === 1) expect(d.telemetry.messageType).toBe('RocketLaunched');
+    }
+    expect(numbers.size).toBe(5);
+    for (const list of numbers.values()) expect(list).toEqual(list.map((_, i) => i + 1));
+  });
+
+  it('posts the seed envelope, with times that grow with the numbers', () => {
+    const { deliveries } = planOf({ maxMessages: 200 });
+    const first = deliveries[0];
+    expect(JSON.parse(first?.body ?? '')).toEqual({
+      metadata: {
+        channel: first?.telemetry.channel,
+        messageNumber: 1,
+        messageTime: expect.stringMatching(/^2022-02-02T\d\d:\d\d:\d\d\.\d{3}\+01:00$/) as unknown,
+        messageType: 'RocketLaunched',
+      },
+      message: {
+        type: expect.any(String) as unknown,
+        launchSpeed: expect.any(Number) as unknown,
+        mission: expect.any(String) as unknown,
+      },
+    });
+    const times = deliveries.filter((d) => !d.duplicate).map((d) => Date.parse(d.telemetry.messageTime));
+    expect(times).toEqual([...times].sort((a, b) => a - b));
+  });
+
+  it('makes about --duplicates of the deliveries exact copies of messages it also sends fresh', () => {
+    const { deliveries } = planOf({ duplicates: 0.1 });
+    const fresh = new Map(deliveries.filter((d) => !d.duplicate).map((d) => [key(d.telemetry), d.body]));
+    const duplicates = deliveries.filter((d) => d.duplicate);
+    expect(duplicates.length / deliveries.length).toBeGreaterThan(0.08);
+    expect(duplicates.length / deliveries.length).toBeLessThan(0.12);
+    for (const d of duplicates) expect(d.body).toBe(fresh.get(key(d.telemetry)));
+    expect(planOf({ duplicates: 0 }).deliveries.some((d) => d.duplicate)).toBe(false);
+  });
+
+  it('keeps the generation order without --shuffle', () => {
+    const { deliveries } = planOf({ duplicates: 0 });
+    const last = new Map<string, number>();
+    for (const { telemetry: t } of deliveries) {
+      expect(t.messageNumber).toBe((last.get(t.channel) ?? 0) + 1);
+      last.set(t.channel, t.messageNumber);
+    }
+  });
+
+  it('swaps two items only when they are fewer than --shuffle positions apart', () => {
+    const window = 20;
+    const input = Array.from({ length: 10_000 }, (_, i) => i);
+    const output = [...shuffleWithin(input, window, random(3, 'test'))];
+    expect([...output].sort((a, b) => a - b)).toEqual(input);
+    let highest = -1;
+    let reordered = 0;
+    for (const x of output) {
+      // Everything at least `window` before x already went out.
+      expect(x).toBeGreaterThan(highest - window);
+      if (x < highest) reordered++;
+      highest = Math.max(highest, x);
+    }
+    expect(reordered).toBeGreaterThan(1000);
+    expect([...shuffleWithin(input, 0, random(3, 'test'))]).toEqual(input);
+    expect([...shuffleWithin(input, 1, random(3, 'test'))]).toEqual(input);
+  });
+
+  it('shuffles the same deliveries it would send in order, each within the window', () => {
+    const straight = planOf({ shuffle: 0 }).deliveries.map((d) => d.body);
+    const shuffled = planOf({ shuffle: 20 }).deliveries.map((d) => d.body);
+    expect([...shuffled].sort()).toEqual([...straight].sort());
+    expect(shuffled).not.toEqual(straight);
+    shuffled.forEach((body, i) => expect(straight.slice(Math.max(0, i - 19), i + 20)).toContain(body));
+  });
+
+  it('is deterministic with a seed, and another seed uses other channels', () => {
+    const bodies = (seed: number): string[] => planOf({ seed, shuffle: 8 }).deliveries.map((d) => d.body);
+    expect(bodies(7)).toEqual(bodies(7));
+    const channels = (seed: number): Set<string> =>
+      new Set(planOf({ seed, maxMessages: 500 }).deliveries.map((d) => d.telemetry.channel));
+    const seven = channels(7);
+    expect([...channels(8)].filter((c) => seven.has(c))).toEqual([]);
+  });
+
+  it('sends the same message under the same number whatever --duplicates, --shuffle and --max-messages are', () => {
+    const a = new Map(planOf({ seed: 5 }).deliveries.map((d) => [key(d.telemetry), d.body]));
+    const b = planOf({ seed: 5, duplicates: 0.3, shuffle: 50, maxMessages: 8000 }).deliveries;
+    let shared = 0;
+    for (const d of b) {
+      const body = a.get(key(d.telemetry));
+      if (body === undefined) continue;
+      shared++;
+      expect(d.body).toBe(body);
+    }
+    expect(shared).toBeGreaterThan(4000);
+  });
+
+  it('names channels with version 4 UUIDs that depend on the seed and the number of rockets', () => {
+    const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+    expect(channelId(7, 10, 0)).toMatch(uuid);
+    expect(channelId(7, 10, 0)).toBe(channelId(7, 10, 0));
+    expect(new Set([channelId(7, 10, 0), channelId(7, 10, 1), channelId(8, 10, 0), channelId(7, 11, 0)]).size).toBe(4);
+  });
+
+  it('folds every message it generates into the model, up to each rocket’s last number', () => {
+    const { deliveries, model } = planOf({ shuffle: 30 });
+    const last = new Map<string, number>();
+    for (const { telemetry: t } of deliveries) last.set(t.channel, Math.max(t.messageNumber, last.get(t.channel) ?? 0));
+    expect(new Map([...model.values()].map((r) => [r.channel, r.lastMessageNumber]))).toEqual(last);
+  });
+});
+
+let time = Date.UTC(2022, 1, 2, 18, 39, 5);
+const at = (n: number, change: Change, channel = 'r1'): Telemetry => ({
+  channel,
+  messageNumber: n,
+  messageTime: new Date((time += 1000) + 3_600_000).toISOString().replace('Z', '+01:00'),
+  ...change,
+});
+const launched = (type = 'Falcon-9', launchSpeed = 500, mission = 'ARTEMIS'): Change => ({
+  messageType: 'RocketLaunched',
+  message: { type, launchSpeed, mission },
+});
+const increased = (by: number): Change => ({ messageType: 'RocketSpeedIncreased', message: { by } });
+const decreased = (by: number): Change => ({ messageType: 'RocketSpeedDecreased', message: { by } });
+const missionChanged = (newMission: string): Change => ({
+  messageType: 'RocketMissionChanged',
+  message: { newMission },
+});
+const exploded = (reason: string): Change => ({ messageType: 'RocketExploded', message: { reason } });
+
+const foldAll = (changes: Change[]): ModelRocket =>
+  changes.reduce<ModelRocket | undefined>((s, c, i) => evolveModel(s, at(i + 1, c)), undefined) as ModelRocket;
+
+describe('the model', () => {
+  it('launches a rocket with the launch message’s type, speed, mission and UTC time', () => {
+    const launch = at(1, launched());
+    expect(evolveModel(undefined, launch)).toEqual({
+      channel: 'r1',
+      type: 'Falcon-9',
+      mission: 'ARTEMIS',
+      speed: 500,
+      status: 'flying',
+      explodedReason: null,
+      launchedAt: new Date(Date.parse(launch.messageTime)).toISOString(),
+      updatedAt: new Date(Date.parse(launch.messageTime)).toISOString(),
+      lastMessageNumber: 1,
+    });
+  });
+
+  it('adds and removes speed, stopping at 0 below zero', () => {
+    expect(foldAll([launched(), increased(300), decreased(100)]).speed).toBe(700);
+    expect(foldAll([launched(), decreased(501)]).speed).toBe(0);
+    expect(foldAll([launched(), decreased(501), increased(5)]).speed).toBe(5);
+  });
+
+  it('changes the mission', () => {
+    expect(foldAll([launched(), missionChanged('GEMINI')]).mission).toBe('GEMINI');
+  });
+
+  it('freezes an exploded rocket: the first reason stands, only the number and time move on', () => {
+    const s = foldAll([launched(), exploded('FUEL'), increased(100), missionChanged('X'), exploded('AGAIN')]);
+    expect(s).toMatchObject({ status: 'exploded', explodedReason: 'FUEL', speed: 500, mission: 'ARTEMIS' });
+    expect(s.lastMessageNumber).toBe(5);
+  });
+
+  it('ignores a second launch, but counts it as the latest message', () => {
+    const s = foldAll([launched(), increased(1), launched('Soyuz', 9, 'OTHER')]);
+    expect(s).toMatchObject({ type: 'Falcon-9', speed: 501, mission: 'ARTEMIS', lastMessageNumber: 3 });
+    expect(s.updatedAt).not.toBe(s.launchedAt);
+  });
+
+  it('refuses a message that is not the next number, which would be a generator bug', () => {
+    const s = evolveModel(undefined, at(1, launched()));
+    expect(() => evolveModel(s, at(3, increased(1)))).toThrow('r1 expected message 2, got 3');
+    expect(() => evolveModel(undefined, at(2, increased(1)))).toThrow('expected message 1, got 2');
+  });
+});
+
+describe('differences', () => {
+  const rocket = foldAll([launched(), increased(100)]);
+  const model = new Map([[rocket.channel, rocket]]);
+  const live = (patch: Record<string, unknown> = {}): unknown[] => [
+    { ...rocket, buffer: { waitingFor: 3, count: 0, oldestSince: null }, ...patch },
+    { channel: 'another-run', speed: 1 },
+  ];
+
+  it('finds none when every rocket of the model is there in the same state', () => {
+    expect(differences(model, live())).toEqual([]);
+  });
+
+  it('names the rocket, the field, the expected and the actual value', () => {
+    expect(differences(model, live({ speed: 601, explodedReason: 'X' }))).toEqual([
+      'r1: speed: expected 600, got 601',
+      'r1: explodedReason: expected null, got "X"',
+    ]);
+    expect(differences(model, live({ buffer: { waitingFor: 3, count: 2, oldestSince: null } }))).toEqual([
+      'r1: buffer.count: expected 0, got 2',
+    ]);
+  });
+
+  it('reports a missing rocket and a body that is not an array', () => {
+    expect(differences(model, [])).toEqual(['r1: missing from GET /rockets']);
+    expect(differences(model, { rockets: [] })).toEqual(['GET /rockets: expected a JSON array, got object']);
+  });
+});
+
+describe('summary', () => {
+  it('says what was sent, acknowledged, retried and verified, and how fast', () => {
+    const s = { ...emptyStats(), sent: 10, acknowledged: 9, applied: 7, buffered: 1, duplicate: 1, retried: 2 };
+    expect(summary({ ...s, duplicatesSent: 1 }, 2000, 'no')).toBe(
+      'sent 10, acknowledged 9 (applied 7, buffered 1, duplicate 1), retried 2, duplicates sent 1, 5 msg/s, ' +
+        'elapsed 2.0 s, verified no',
+    );
+  });
+});
+
+interface Exit {
+  readonly code: number | string;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+interface Launched {
+  readonly child: ChildProcess;
+  readonly exit: Promise<Exit>;
+  /** Resolves with the first stderr line that matches. */
+  stderrLine(pattern: RegExp): Promise<string>;
+}
+
+describe('the built CLI', () => {
+  let dir: string;
+  let server: ServerProcess;
+  const children = new Set<ChildProcess>();
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'rockets-launch-'));
+    server = await startServer({ DATABASE_URL: `sqlite:${join(dir, 'rockets.db')}` });
+  });
+  afterEach(() => {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    children.clear();
+  });
+  afterAll(async () => {
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const launch = (args: string[]): Launched => {
+    const child = spawn(process.execPath, [LAUNCH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(child);
+    let stdout = '';
+    let stderr = '';
+    const waiting: { pattern: RegExp; resolve: (line: string) => void }[] = [];
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    createInterface({ input: child.stderr }).on('line', (line) => {
+      stderr += `${line}\n`;
+      for (const w of waiting.filter((x) => x.pattern.test(line))) {
+        waiting.splice(waiting.indexOf(w), 1);
+        w.resolve(line);
+      }
+    });
+    const exit = new Promise<Exit>((resolve) =>
+      child.once('close', (code, signal) => resolve({ code: code ?? signal ?? 'unknown', stdout, stderr })),
+    );
+    return {
+      child,
+      exit,
+      stderrLine: (pattern) =>
+        new Promise((resolve, reject) => {
+          waiting.push({ pattern, resolve });
+          void exit.then((e) => reject(new Error(`exited (${e.code}) before printing ${pattern}:\n${e.stderr}`)));
+        }),
+    };
+  };
+
+  it('sends a shuffled, duplicated stream at concurrency 8, ends by itself and verifies every rocket', async () => {
+    const run = await launch([
+      `${server.url}/messages`,
+      ...['--max-messages', '2000', '--rockets', '10', '--concurrency-level', '8'],
+      ...['--duplicates', '0.1', '--shuffle', '20', '--seed', '7', '--verify'],
+    ]).exit;
+    expect(run.stderr).toMatch(/^rockets-launch: 2000 messages for 10 rockets to .*seed 7$/m);
+    expect(run.stderr).toMatch(/^progress: 100% \(2000\/2000 acknowledged\)/m);
+    expect(run.stdout).toMatch(
+      /^done: sent 2000, acknowledged 2000 \(applied \d+, buffered \d+, duplicate \d+\), retried 0, duplicates sent [1-9]\d+, \d+ msg\/s, elapsed [\d.]+ s, verified yes\n$/,
+    );
+    expect(run.code).toBe(0);
+    const rockets = (await getJson(`${server.url}/rockets`)).body as { channel: string }[];
+    const ours = Array.from({ length: 10 }, (_, i) => channelId(7, 10, i));
+    expect(ours.every((c) => rockets.some((r) => r.channel === c))).toBe(true);
+  });
+
+  it('fails verification, listing the difference, when the server holds a message the generator never sent', async () => {
+    const args = [`${server.url}/messages`, '--max-messages=300', '--rockets=3', '--seed=11', '--verify'];
+    const first = await launch(args).exit;
+    expect(first.stdout).toMatch(/verified yes/);
+    expect(first.code).toBe(0);
+
+    const channel = channelId(11, 3, 0);
+    const before = (await getJson(`${server.url}/rockets/${channel}`)).body as { lastMessageNumber: number };
+    const n = before.lastMessageNumber;
+    const extra = await postJson(`${server.url}/messages`, {
+      metadata: {
+        channel,
+        messageNumber: n + 1,
+        messageTime: '2030-01-01T00:00:00Z',
+        messageType: 'RocketSpeedIncreased',
+      },
+      message: { by: 1 },
+    });
+    expect(extra.body).toMatchObject({ status: 'applied' });
+
+    const second = await launch(args).exit;
+    expect(second.stdout).toMatch(/^verify: \d+ difference\(s\) between the generator's model of 3 rockets and GET /m);
+    expect(second.stdout).toContain(`  ${channel}: lastMessageNumber: expected ${n}, got ${n + 1}\n`);
+    expect(second.stdout).toContain(`  ${channel}: updatedAt: expected `);
+    expect(second.stdout).toMatch(
+      /^done: sent 300, acknowledged 300 \(applied 0, buffered 0, duplicate 300\), .* verified no$/m,
+    );
+    expect(second.code).toBe(1);
+  });
+
+  it('prints the summary so far and exits 130 on Ctrl-C', async () => {
+    const run = launch([`${server.url}/messages`, '--max-messages=1000000', '--message-delay=1s', '--seed=12']);
+    await run.stderrLine(/^rockets-launch: 1000000 messages/);
+    run.child.kill('SIGINT');
+    const exit = await run.exit;
+    expect(exit.stdout).toMatch(/^interrupted: sent \d+, acknowledged \d+ .*, verified skipped\n$/);
+    expect(exit.code).toBe(130);
+  });
+
+  it('says what is wrong with a flag and exits 2', async () => {
+    const run = await launch(['http://localhost:8088/messages', '--concurrency-level=0']).exit;
+    expect(run.stderr).toBe(
+      'rockets-launch: --concurrency-level must be from 1 to 10000, got 0\nRun rockets-launch --help for the flags.\n',
+    );
+    expect(run.code).toBe(2);
+  });
+
+  it('prints its usage on --help', async () => {
+    const run = await launch(['--help']).exit;
+    expect(run.stdout).toMatch(/^Usage: rockets-launch <url> \[flags\]/);
+    expect(run.stdout).toContain('--concurrency-level <n>');
+    expect(run.code).toBe(0);
+  });
+});
