@@ -4,7 +4,15 @@
  * DomainError is unexpected and stays masked.
  */
 export type DomainErrorCode =
-  'BAD_USER_INPUT' | 'CONFLICT' | 'NOT_FOUND' | 'UNAUTHENTICATED' | 'OVERLOADED' | 'UNAVAILABLE' | 'FELL_BEHIND';
+  | 'BAD_USER_INPUT'
+  | 'CONFLICT'
+  | 'NOT_FOUND'
+  | 'UNAUTHENTICATED'
+  | 'OVERLOADED'
+  | 'CHANNEL_BUFFER_FULL'
+  | 'BUFFER_FULL'
+  | 'UNAVAILABLE'
+  | 'FELL_BEHIND';
 
 export class DomainError extends Error {
   constructor(
@@ -29,13 +37,20 @@ export class ValidationError extends DomainError {
 }
 
 export class ConflictError extends DomainError {
+  /**
+   * @param skipped the number was skipped by the gap policy (GAP_TIMEOUT) before this message came: its
+   *   MessageSkipped event stands, and a late message can never be applied.
+   */
   constructor(
     readonly channel: string,
     readonly messageNumber: number,
+    readonly skipped = false,
   ) {
     super(
       'CONFLICT',
-      `message ${messageNumber} of channel "${channel}" was already received with a different body; the first one stands`,
+      skipped
+        ? `message ${messageNumber} of channel "${channel}" came too late: the number was skipped after the gap timeout (GAP_TIMEOUT) and a MessageSkipped event stands in its place`
+        : `message ${messageNumber} of channel "${channel}" was already received with a different body; the first one stands`,
     );
   }
 }
@@ -51,8 +66,43 @@ export class OverloadedError extends DomainError {
   constructor(
     message: string,
     readonly retryAfterSeconds: number,
+    code: 'OVERLOADED' | 'CHANNEL_BUFFER_FULL' | 'BUFFER_FULL' = 'OVERLOADED',
   ) {
-    super('OVERLOADED', message);
+    super(code, message);
+  }
+}
+
+/** The configuration variable behind each cap of the reorder buffer. */
+export const BUFFER_CAP_SETTINGS = {
+  perChannel: 'MAX_BUFFERED_PER_CHANNEL',
+  total: 'MAX_BUFFERED_TOTAL',
+} as const;
+
+/**
+ * The message would have been buffered beyond a cap, so nothing of it was stored: either it is more than
+ * MAX_BUFFERED_PER_CHANNEL numbers ahead of the one its channel waits for (CHANNEL_BUFFER_FULL: that
+ * sender should send the missing message first), or the buffer holds MAX_BUFFERED_TOTAL messages across
+ * channels (BUFFER_FULL: the server is overloaded). Retrying later is safe either way.
+ */
+export class BufferFullError extends OverloadedError {
+  readonly setting: (typeof BUFFER_CAP_SETTINGS)[keyof typeof BUFFER_CAP_SETTINGS];
+
+  constructor(
+    readonly cap: keyof typeof BUFFER_CAP_SETTINGS,
+    readonly limit: number,
+    readonly channel: string,
+    readonly messageNumber: number,
+    readonly waitingFor: number,
+    retryAfterSeconds: number,
+  ) {
+    super(
+      cap === 'perChannel'
+        ? `message ${messageNumber} of channel "${channel}" is more than ${BUFFER_CAP_SETTINGS.perChannel} (${limit}) numbers ahead of message ${waitingFor}, which the channel waits for; nothing was stored: send message ${waitingFor} first, or retry later`
+        : `the reorder buffer is full: ${BUFFER_CAP_SETTINGS.total} (${limit}) messages wait for gaps to fill; message ${messageNumber} of channel "${channel}" was not stored: retry later`,
+      retryAfterSeconds,
+      cap === 'perChannel' ? 'CHANNEL_BUFFER_FULL' : 'BUFFER_FULL',
+    );
+    this.setting = BUFFER_CAP_SETTINGS[cap];
   }
 }
 
@@ -67,3 +117,4 @@ export const isValidationError = (e: unknown): e is ValidationError => e instanc
 export const isConflictError = (e: unknown): e is ConflictError => e instanceof ConflictError;
 export const isNotFoundError = (e: unknown): e is NotFoundError => e instanceof NotFoundError;
 export const isOverloadedError = (e: unknown): e is OverloadedError => e instanceof OverloadedError;
+export const isBufferFullError = (e: unknown): e is BufferFullError => e instanceof BufferFullError;

@@ -11,7 +11,18 @@ export const MESSAGE_TYPES = [
   'RocketMissionChanged',
   'RocketExploded',
 ] as const;
+/** A type a sender may send. */
 export type MessageType = (typeof MESSAGE_TYPES)[number];
+
+/**
+ * Recorded by the server alone, never accepted from a sender: the gap policy gave up waiting for this
+ * number. Its `messageTime` is the server time of the skip, kept in the log so a replay is deterministic.
+ */
+export const MESSAGE_SKIPPED = 'MessageSkipped';
+
+/** Every type the event log holds: the senders' types and the server's own. */
+export const EVENT_TYPES = [...MESSAGE_TYPES, MESSAGE_SKIPPED] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
 
 export interface PayloadByType {
   RocketLaunched: { readonly type: string; readonly launchSpeed: number; readonly mission: string };
@@ -19,18 +30,28 @@ export interface PayloadByType {
   RocketSpeedDecreased: { readonly by: number };
   RocketMissionChanged: { readonly newMission: string };
   RocketExploded: { readonly reason: string };
+  /** Why the number was skipped, naming the gap timeout. */
+  MessageSkipped: { readonly reason: string };
 }
 
-/** A validated message: one per (channel, messageNumber). `messageTime` keeps the sender's RFC 3339 text. */
-export type RocketMessage = {
-  [K in MessageType]: {
-    readonly channel: string;
-    readonly messageNumber: number;
-    readonly messageTime: string;
-    readonly messageType: K;
-    readonly payload: PayloadByType[K];
-  };
-}[MessageType];
+type MessageOf<K extends EventType> = {
+  readonly channel: string;
+  readonly messageNumber: number;
+  readonly messageTime: string;
+  readonly messageType: K;
+  readonly payload: PayloadByType[K];
+};
+
+/**
+ * A message of the log: one per (channel, messageNumber). `messageTime` keeps the sender's RFC 3339 text
+ * (the server's, for a skip).
+ */
+export type RocketMessage = { [K in EventType]: MessageOf<K> }[EventType];
+
+/** A message a sender sent: what validation accepts. Never a MessageSkipped. */
+export type SentMessage = { [K in MessageType]: MessageOf<K> }[MessageType];
+
+export type SkipMessage = MessageOf<typeof MESSAGE_SKIPPED>;
 
 export type Payload = RocketMessage['payload'];
 
@@ -43,15 +64,16 @@ const TEXT: Field = { kind: 'text' };
 const AMOUNT: Field = { kind: 'amount' };
 
 /** Fields of each payload, in the canonical order used for storage and comparison. */
-export const PAYLOAD_FIELDS: { readonly [K in MessageType]: Readonly<Record<keyof PayloadByType[K], Field>> } = {
+export const PAYLOAD_FIELDS: { readonly [K in EventType]: Readonly<Record<keyof PayloadByType[K], Field>> } = {
   RocketLaunched: { type: TEXT, launchSpeed: AMOUNT, mission: TEXT },
   RocketSpeedIncreased: { by: AMOUNT },
   RocketSpeedDecreased: { by: AMOUNT },
   RocketMissionChanged: { newMission: TEXT },
   RocketExploded: { reason: TEXT },
+  MessageSkipped: { reason: TEXT },
 };
 
-export type Validation = { ok: true; message: RocketMessage } | { ok: false; issues: Issue[] };
+export type Validation = { ok: true; message: SentMessage } | { ok: false; issues: Issue[] };
 
 /**
  * Text every store keeps exactly. A lone surrogate (JSON allows `"\ud800"`) has no UTF-8 form, so SQLite
@@ -69,6 +91,7 @@ const own = (o: Record<string, unknown>, key: string): unknown =>
 
 const describe = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`);
 
+/** A type a sender may send; MessageSkipped is not one. */
 export const isMessageType = (v: unknown): v is MessageType =>
   typeof v === 'string' && (MESSAGE_TYPES as readonly string[]).includes(v);
 
@@ -205,7 +228,7 @@ export function validateEnvelope(input: unknown): Validation {
       messageTime: messageTime as string,
       messageType: messageType as MessageType,
       payload,
-    } as RocketMessage,
+    } as SentMessage,
   };
 }
 

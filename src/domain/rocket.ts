@@ -25,7 +25,8 @@ export interface Rocket {
  * Applies one message, in number order, to a rocket's state. The rules:
  * - a decrease below zero stops the rocket at speed 0;
  * - after RocketExploded, later messages are recorded but change nothing (the first reason stands);
- * - a second RocketLaunched is recorded but changes nothing: a rocket launches once.
+ * - a second RocketLaunched is recorded but changes nothing: a rocket launches once;
+ * - MessageSkipped (the gap policy gave up on that number) changes nothing but the number and time.
  */
 export function evolve(state: Rocket | undefined, m: RocketMessage): Rocket {
   const at = toUtcIso(m.messageTime);
@@ -60,6 +61,8 @@ export function evolve(state: Rocket | undefined, m: RocketMessage): Rocket {
       return { ...next, mission: m.payload.newMission };
     case 'RocketExploded':
       return { ...next, status: 'exploded', explodedReason: m.payload.reason };
+    case 'MessageSkipped':
+      return next;
     default: {
       const unreachable: never = m;
       throw new Error(`unknown message type ${(unreachable as RocketMessage).messageType}`);

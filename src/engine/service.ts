@@ -1,4 +1,5 @@
 import {
+  BufferFullError,
   ConflictError,
   NotFoundError,
   ValidationError,
@@ -12,8 +13,10 @@ import {
   ROCKET_SORT_FIELDS,
   sortKey,
   type EventStore,
+  type Gap,
   type RocketSortField,
   type RocketView,
+  type SkippedGap,
   type SortKey,
   type StoredEvent,
   type SubmitOutcome,
@@ -60,7 +63,41 @@ export interface Health {
   readonly subscribers: number;
 }
 
-export type SubmitResult = SubmitOutcome & { readonly status: 'applied' | 'buffered' | 'duplicate' };
+export type SubmitResult = Extract<SubmitOutcome, { readonly status: 'applied' | 'buffered' | 'duplicate' }>;
+
+/** The gap policy. */
+export interface GapPolicy {
+  /** GAP_TIMEOUT: skip a gap whose oldest buffered message waited longer than this; undefined waits forever. */
+  readonly gapTimeoutMs?: number | undefined;
+}
+
+/** What the periodic gap sweep tells its owner. Hooks that throw are ignored. */
+export interface GapSweepReport {
+  /** A sweep skipped these ranges. */
+  readonly skipped?: (gaps: readonly SkippedGap[]) => void;
+  /** A sweep failed (the store did); the next one runs as planned. */
+  readonly failed?: (error: unknown) => void;
+}
+
+/** Retry-After of a refusal at the per-channel cap: the missing message usually follows within moments. */
+const CHANNEL_FULL_RETRY_SECONDS = 1;
+/** Retry-After of a refusal at the total cap: the server as a whole is behind. */
+const BUFFER_FULL_RETRY_SECONDS = 5;
+
+/** `30s`, `500ms`: how GAP_TIMEOUT is written, for the reason a skip records. */
+function formatDuration(ms: number): string {
+  for (const [unit, size] of [
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const)
+    if (ms % size === 0) return `${ms / size}${unit}`;
+  return `${ms}ms`;
+}
+
+/** How often the sweep runs: a quarter of the timeout, so a gap is skipped at most 25% late (≤ 1 min). */
+export const gapSweepInterval = (timeoutMs: number): number =>
+  Math.min(60_000, Math.max(10, Math.floor(timeoutMs / 4)));
 
 const checkCount = (field: string, v: number | undefined, min: number, max: number, issues: Issue[]): void => {
   if (v !== undefined && (!Number.isSafeInteger(v) || v < min || v > max))
@@ -95,12 +132,14 @@ export class RocketService {
     readonly lanes: LanePool,
     readonly hub: Hub,
     private readonly telemetry: Telemetry = noTelemetry,
+    private readonly gapPolicy: GapPolicy = {},
   ) {}
 
   /**
    * Validates and durably records one envelope. Resolves once it is applied or buffered (or known to
-   * be a duplicate). Throws ValidationError (nothing stored), ConflictError (the first message stands),
-   * or a store failure (nothing acknowledged: the sender should retry).
+   * be a duplicate). Throws ValidationError (nothing stored), ConflictError (the first message stands,
+   * or the number was skipped by the gap policy), BufferFullError (a buffer cap: nothing stored, retry
+   * later), or a store failure (nothing acknowledged: the sender should retry).
    */
   async submit(envelope: unknown): Promise<SubmitResult> {
     const v = validateEnvelope(envelope);
@@ -110,8 +149,18 @@ export class RocketService {
     }
     this.telemetry.received(v.message.messageType);
     const outcome = await this.lanes.submit(v.message);
-    if (outcome.status === 'conflict') throw new ConflictError(outcome.channel, outcome.messageNumber);
-    return outcome as SubmitResult;
+    if (outcome.status === 'conflict')
+      throw new ConflictError(outcome.channel, outcome.messageNumber, outcome.skipped === true);
+    if (outcome.status === 'refused')
+      throw new BufferFullError(
+        outcome.cap,
+        outcome.limit,
+        outcome.channel,
+        outcome.messageNumber,
+        outcome.waitingFor,
+        outcome.cap === 'perChannel' ? CHANNEL_FULL_RETRY_SECONDS : BUFFER_FULL_RETRY_SECONDS,
+      );
+    return outcome;
   }
 
   /** Records a batch; one result per envelope, in order. An invalid envelope does not stop the others. */
@@ -126,10 +175,16 @@ export class RocketService {
     );
   }
 
+  /** The rocket, or NotFoundError while none of its messages is applied. */
   async rocket(channel: string): Promise<RocketView> {
     const r = await this.store.getRocket(channel);
     if (!r) throw new NotFoundError(`rocket "${channel}"`);
     return r;
+  }
+
+  /** The rocket, or undefined while none of its messages is applied (say #2 buffered before #1). */
+  findRocket(channel: string): Promise<RocketView | undefined> {
+    return this.store.getRocket(channel);
   }
 
   async rockets(args: RocketListArgs = {}): Promise<RocketPage> {
@@ -196,6 +251,73 @@ export class RocketService {
   /** Live rocket states after each commit that changed them; a slow reader gets the latest of each. */
   rocketUpdates(channel?: string): Feed<Rocket> {
     return this.hub.rockets(channel);
+  }
+
+  /**
+   * Open gaps of the reorder buffer, oldest first: every channel holding buffered messages, including
+   * channels none of whose messages is applied yet (they have no rocket). At most `limit` (1 to 10,000;
+   * 10,000 by default).
+   */
+  gaps(args: { readonly limit?: number | undefined } = {}): Promise<Gap[]> {
+    const issues: Issue[] = [];
+    checkCount('limit', args.limit, 1, MAX_PAGE, issues);
+    if (issues.length > 0) return Promise.reject(new ValidationError(issues));
+    return this.store.listGaps(args.limit ?? MAX_PAGE);
+  }
+
+  /**
+   * Applies the gap policy once: skips every gap whose oldest buffered message waited longer than
+   * GAP_TIMEOUT (by the store's clock), recording a MessageSkipped event per missing number and applying
+   * what that unblocks. Does nothing when no timeout is set. Resolves to the ranges skipped.
+   */
+  skipStaleGaps(): Promise<SkippedGap[]> {
+    const timeout = this.gapPolicy.gapTimeoutMs;
+    if (timeout === undefined) return Promise.resolve([]);
+    return this.store.skipGaps(timeout, `not received within GAP_TIMEOUT (${formatDuration(timeout)})`);
+  }
+
+  /**
+   * Runs `skipStaleGaps` every `gapSweepInterval(GAP_TIMEOUT)`, one sweep at a time, on a timer that
+   * does not keep the process alive. Without a timeout it does nothing. Returns the function that stops
+   * it, which resolves once a sweep in progress has finished.
+   */
+  startGapSweep(report: GapSweepReport = {}): () => Promise<void> {
+    const timeout = this.gapPolicy.gapTimeoutMs;
+    if (timeout === undefined) return () => Promise.resolve();
+    const tell = (hook: () => void): void => {
+      try {
+        hook();
+      } catch {
+        // A report hook's failure must not stop the sweeps.
+      }
+    };
+    let timer: NodeJS.Timeout | undefined;
+    let running: Promise<void> | undefined;
+    let stopped = false;
+    const schedule = (): void => {
+      timer = setTimeout(() => {
+        running = this.skipStaleGaps()
+          .then(
+            (gaps) => {
+              if (gaps.length > 0) tell(() => report.skipped?.(gaps));
+            },
+            (e: unknown) => {
+              tell(() => report.failed?.(e));
+            },
+          )
+          .finally(() => {
+            running = undefined;
+            if (!stopped) schedule();
+          });
+      }, gapSweepInterval(timeout));
+      timer.unref();
+    };
+    schedule();
+    return async () => {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+    };
   }
 
   async health(): Promise<Health> {

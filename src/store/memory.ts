@@ -1,16 +1,20 @@
 import type { RocketMessage } from '../domain/message';
 import type { Rocket } from '../domain/rocket';
 import { evolve } from '../domain/rocket';
-import { planBatch } from './plan';
+import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type PlanSource } from './plan';
 import {
+  DEFAULT_BUFFER_LIMITS,
   notify,
   sortKey,
   type AppendListener,
+  type BufferLimits,
   type CommitResult,
   type EventQuery,
   type EventStore,
+  type Gap,
   type RocketListQuery,
   type RocketView,
+  type SkippedGap,
   type SortKey,
   type StoredEvent,
   type StoreStats,
@@ -50,22 +54,63 @@ export class MemoryStore implements EventStore {
   private readonly rockets = new Map<string, Rocket>();
   private readonly pending = new Map<string, Map<number, Buffered>>();
   private readonly listeners = new Set<AppendListener>();
+  /** Messages buffered across channels: the sum of the `pending` maps' sizes. */
+  private buffered = 0;
+  private readonly source: PlanSource = {
+    channel: (channel) => ({
+      rocket: this.rockets.get(channel),
+      pending: new Map([...(this.pending.get(channel) ?? new Map<number, Buffered>())].map(([n, b]) => [n, b.message])),
+    }),
+    appliedMessage: (channel, n) => {
+      const e = this.byChannel.get(channel)?.[n - 1];
+      return e && toMessage(e);
+    },
+  };
 
-  constructor(private readonly now: () => Date = () => new Date()) {}
+  constructor(
+    private readonly now: () => Date = () => new Date(),
+    private readonly limits: BufferLimits = DEFAULT_BUFFER_LIMITS,
+  ) {}
 
   commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
-    const plan = planBatch(messages, {
-      channel: (channel) => ({
-        rocket: this.rockets.get(channel),
-        pending: new Map(
-          [...(this.pending.get(channel) ?? new Map<number, Buffered>())].map(([n, b]) => [n, b.message]),
-        ),
-      }),
-      appliedMessage: (channel, n) => {
-        const e = this.byChannel.get(channel)?.[n - 1];
-        return e && toMessage(e);
-      },
-    });
+    return Promise.resolve(
+      this.record(planBatch(messages, this.source, { limits: this.limits, buffered: this.buffered })),
+    );
+  }
+
+  listGaps(limit: number): Promise<Gap[]> {
+    const gaps: Gap[] = [];
+    for (const [channel, map] of this.pending) {
+      let oldestSince = '';
+      for (const b of map.values()) if (oldestSince === '' || b.receivedAt < oldestSince) oldestSince = b.receivedAt;
+      const waitingFor = (this.rockets.get(channel)?.lastMessageNumber ?? 0) + 1;
+      gaps.push({ channel, waitingFor, count: map.size, oldestSince });
+    }
+    gaps.sort((a, b) => compareText(a.oldestSince, b.oldestSince) || compareText(a.channel, b.channel));
+    return Promise.resolve(gaps.slice(0, Math.max(0, limit)));
+  }
+
+  skipGaps(olderThanMs: number, reason: string): Promise<SkippedGap[]> {
+    const now = this.now();
+    const cutoff = now.getTime() - olderThanMs;
+    const skipped: SkippedGap[] = [];
+    for (const [channel, map] of [...this.pending]) {
+      const waitingFor = (this.rockets.get(channel)?.lastMessageNumber ?? 0) + 1;
+      const buffered = [...map.values()].map((b) => ({
+        messageNumber: b.message.messageNumber,
+        receivedAt: Date.parse(b.receivedAt),
+      }));
+      const gaps = gapsToSkip(channel, waitingFor, buffered, cutoff);
+      if (gaps.length === 0) continue;
+      const skips = skipMessages(gaps, now.toISOString(), reason);
+      this.record(planBatch(skips, this.source, { limits: this.limits, buffered: this.buffered }));
+      skipped.push(...gaps);
+    }
+    return Promise.resolve(skipped);
+  }
+
+  /** Writes a plan as one commit, and tells the listeners. */
+  private record(plan: BatchPlan): CommitResult {
     const at = this.now().toISOString();
     const appended: StoredEvent[] = plan.applied.map((m, i) => ({
       position: this.events.length + i + 1,
@@ -89,10 +134,11 @@ export class MemoryStore implements EventStore {
       if (!map) this.pending.set(m.channel, (map = new Map<number, Buffered>()));
       map.set(m.messageNumber, { message: m, receivedAt: at });
     }
-    for (const [channel, map] of this.pending) if (map.size === 0) this.pending.delete(channel);
+    this.buffered += plan.buffered.length - plan.released.length;
+    for (const m of plan.released) if (this.pending.get(m.channel)?.size === 0) this.pending.delete(m.channel);
     const result = { outcomes: plan.outcomes, events: appended, rockets: [...plan.rockets.values()] };
     if (appended.length > 0) notify(this.listeners, result.events, result.rockets);
-    return Promise.resolve(result);
+    return result;
   }
 
   onAppend(listener: AppendListener): () => void {
@@ -135,9 +181,7 @@ export class MemoryStore implements EventStore {
   }
 
   stats(): Promise<StoreStats> {
-    let buffered = 0;
-    for (const map of this.pending.values()) buffered += map.size;
-    return Promise.resolve({ rockets: this.rockets.size, events: this.events.length, buffered });
+    return Promise.resolve({ rockets: this.rockets.size, events: this.events.length, buffered: this.buffered });
   }
 
   rebuildProjection(): Promise<number> {

@@ -1,13 +1,15 @@
 import { MemoryStore } from './memory';
 import { PostgresStore } from './postgres';
 import { SqliteStore } from './sqlite';
-import type { EventStore } from './types';
+import type { BufferLimits, EventStore } from './types';
 
 export interface OpenStoreOptions {
   /** Server clock for the store's own timestamps; tests inject one. */
   readonly now?: () => Date;
   /** SQLite only: FULL (default) survives power loss, NORMAL only a crash of the process. */
   readonly sqliteSynchronous?: 'FULL' | 'NORMAL';
+  /** Bounds of the reorder buffer; DEFAULT_BUFFER_LIMITS when not given. */
+  readonly bufferLimits?: BufferLimits;
 }
 
 export const DEFAULT_SQLITE_PATH = './data/rockets.db';
@@ -33,7 +35,11 @@ export function openStore(databaseUrl: string | undefined, options: OpenStoreOpt
 
 function open(url: string, options: OpenStoreOptions): EventStore | Promise<EventStore> {
   const sqlite = (file: string): EventStore =>
-    new SqliteStore(file, { now: options.now, synchronous: options.sqliteSynchronous });
+    new SqliteStore(file, {
+      now: options.now,
+      synchronous: options.sqliteSynchronous,
+      bufferLimits: options.bufferLimits,
+    });
   if (url === '') return sqlite(DEFAULT_SQLITE_PATH);
   if (url.startsWith('sqlite:')) {
     let file = url.slice('sqlite:'.length);
@@ -41,10 +47,10 @@ function open(url: string, options: OpenStoreOptions): EventStore | Promise<Even
     if (file === '') throw new Error(`the SQLite database URL names no file; ${ACCEPTED}`);
     return sqlite(file);
   }
-  if (url === 'memory:') return new MemoryStore(options.now);
+  if (url === 'memory:') return new MemoryStore(options.now, options.bufferLimits);
   if (/^postgres(ql)?:\/\//i.test(url)) {
     // postgres: schema from the URL's `schema=` parameter (default public); migrations run on open.
-    return PostgresStore.open(url, { now: options.now });
+    return PostgresStore.open(url, { now: options.now, bufferLimits: options.bufferLimits });
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
   throw new Error(`unsupported database URL${scheme === undefined ? '' : ` (scheme "${scheme}")`}; ${ACCEPTED}`);

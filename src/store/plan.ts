@@ -1,7 +1,7 @@
-import type { RocketMessage } from '../domain/message';
+import { MESSAGE_SKIPPED, type RocketMessage, type SkipMessage } from '../domain/message';
 import type { Rocket } from '../domain/rocket';
 import { decide, nextExpected, type ChannelState } from '../domain/sequencing';
-import type { SubmitOutcome } from './types';
+import type { BufferLimits, SkippedGap, SubmitOutcome } from './types';
 
 /** What a store can tell the planner, synchronously, about the state before the batch. */
 export interface PlanSource {
@@ -9,6 +9,12 @@ export interface PlanSource {
   channel(channel: string): ChannelState;
   /** An applied message as committed; asked only for numbers below the channel's next expected one. */
   appliedMessage(channel: string, messageNumber: number): RocketMessage | undefined;
+}
+
+/** The buffer's bounds, and how many messages all channels buffer before the batch. */
+export interface BufferBudget {
+  readonly limits: BufferLimits;
+  readonly buffered: number;
 }
 
 /** Everything one commit must write, worked out before any write. */
@@ -36,10 +42,16 @@ interface Working {
 /**
  * Runs `decide` over a batch, message by message, keeping each channel's state in memory so that later
  * messages of the batch see the effect of earlier ones. Pure apart from reading `source`.
+ *
+ * With a `budget`, a message that would be buffered beyond a cap is `refused` instead and nothing is kept
+ * of it: more than `limits.perChannel` numbers ahead of the one its channel waits for, or while all
+ * channels together buffer `limits.total`. The message a channel waits for is never refused (it only ever
+ * drains the buffer), so no cap can deadlock a channel; duplicates and conflicts are told as always.
  */
-export function planBatch(messages: readonly RocketMessage[], source: PlanSource): BatchPlan {
+export function planBatch(messages: readonly RocketMessage[], source: PlanSource, budget?: BufferBudget): BatchPlan {
   const plan: BatchPlan = { outcomes: [], applied: [], rockets: new Map(), buffered: [], released: [] };
   const work = new Map<string, Working>();
+  let total = budget?.buffered ?? 0;
   for (const m of messages) {
     let w = work.get(m.channel);
     if (w === undefined) {
@@ -48,25 +60,112 @@ export function planBatch(messages: readonly RocketMessage[], source: PlanSource
       work.set(m.channel, w);
     }
     const state: ChannelState = w;
+    const expected = nextExpected(state);
     const twin =
-      m.messageNumber < nextExpected(state)
+      m.messageNumber < expected
         ? (w.appliedHere.get(m.messageNumber) ?? source.appliedMessage(m.channel, m.messageNumber))
         : undefined;
     const d = decide(state, m, twin);
-    plan.outcomes.push({ status: d.outcome, channel: m.channel, messageNumber: m.messageNumber });
+    const { channel, messageNumber } = m;
     if (d.outcome === 'buffered') {
-      w.pending.set(m.messageNumber, m);
-      w.added.add(m.messageNumber);
+      const limits = budget?.limits;
+      const cap =
+        limits === undefined
+          ? undefined
+          : messageNumber - expected > limits.perChannel
+            ? 'perChannel'
+            : total >= limits.total
+              ? 'total'
+              : undefined;
+      if (limits !== undefined && cap !== undefined) {
+        plan.outcomes.push({
+          status: 'refused',
+          channel,
+          messageNumber,
+          cap,
+          limit: limits[cap],
+          waitingFor: expected,
+        });
+        continue;
+      }
+      w.pending.set(messageNumber, m);
+      w.added.add(messageNumber);
+      total++;
+      plan.outcomes.push({ status: 'buffered', channel, messageNumber });
     } else if (d.outcome === 'applied') {
       for (const a of d.applied) {
         plan.applied.push(a);
         w.appliedHere.set(a.messageNumber, a);
-        if (w.pending.delete(a.messageNumber) && !w.added.delete(a.messageNumber)) plan.released.push(a);
+        if (w.pending.delete(a.messageNumber)) {
+          total--;
+          if (!w.added.delete(a.messageNumber)) plan.released.push(a);
+        }
       }
       w.rocket = d.rocket;
-      plan.rockets.set(m.channel, d.rocket);
+      plan.rockets.set(channel, d.rocket);
+      plan.outcomes.push({ status: 'applied', channel, messageNumber });
+    } else if (d.outcome === 'conflict' && twin?.messageType === MESSAGE_SKIPPED) {
+      plan.outcomes.push({ status: 'conflict', channel, messageNumber, skipped: true });
+    } else {
+      plan.outcomes.push({ status: d.outcome, channel, messageNumber });
     }
   }
   for (const w of work.values()) for (const n of w.added) plan.buffered.push(w.pending.get(n) as RocketMessage);
   return plan;
+}
+
+/** A buffered message's number and when it was received (epoch milliseconds). */
+export interface BufferedAt {
+  readonly messageNumber: number;
+  readonly receivedAt: number;
+}
+
+/**
+ * The gap policy for one channel, as ranges of numbers to skip: while the oldest message still buffered
+ * was received before `cutoff` (epoch ms), every missing number from the one the channel waits for up to
+ * the lowest buffered one; the run of buffered messages after it then applies and the check repeats.
+ * Every number skipped lies below a buffered one, so a channel never skips more numbers than its buffer
+ * spans. Pure.
+ */
+export function gapsToSkip(
+  channel: string,
+  waitingFor: number,
+  buffered: readonly BufferedAt[],
+  cutoff: number,
+): SkippedGap[] {
+  const sorted = buffered
+    .filter((b) => b.messageNumber >= waitingFor)
+    .sort((a, b) => a.messageNumber - b.messageNumber);
+  // oldest[i]: the earliest arrival among sorted[i..], the messages still buffered once those below i applied.
+  const oldest: number[] = new Array<number>(sorted.length);
+  for (let i = sorted.length - 1, min = Infinity; i >= 0; i--)
+    oldest[i] = min = Math.min(min, sorted[i]?.receivedAt ?? min);
+  const gaps: SkippedGap[] = [];
+  let next = waitingFor;
+  let i = 0;
+  while (i < sorted.length && (oldest[i] ?? Infinity) < cutoff) {
+    const low = (sorted[i] as BufferedAt).messageNumber;
+    if (low > next) gaps.push({ channel, from: next, to: low - 1 });
+    next = low;
+    while (i < sorted.length && sorted[i]?.messageNumber === next) {
+      i++;
+      next++;
+    }
+  }
+  return gaps;
+}
+
+/** The MessageSkipped events of some gaps, in number order: the planner applies them as any message. */
+export function skipMessages(gaps: readonly SkippedGap[], messageTime: string, reason: string): SkipMessage[] {
+  const out: SkipMessage[] = [];
+  for (const g of gaps)
+    for (let n = g.from; n <= g.to; n++)
+      out.push({
+        channel: g.channel,
+        messageNumber: n,
+        messageTime,
+        messageType: MESSAGE_SKIPPED,
+        payload: { reason },
+      });
+  return out;
 }

@@ -1,17 +1,21 @@
 import { Client, Pool, escapeLiteral, type PoolClient } from 'pg';
 import type { MessageType, Payload, RocketMessage } from '../domain/message';
 import { evolve, type Rocket, type RocketStatus } from '../domain/rocket';
-import { planBatch } from './plan';
+import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type BufferedAt, type PlanSource } from './plan';
 import {
+  DEFAULT_BUFFER_LIMITS,
   notify,
   toMessage,
   type AppendListener,
+  type BufferLimits,
   type CommitResult,
   type EventQuery,
   type EventStore,
+  type Gap,
   type RocketListQuery,
   type RocketSortField,
   type RocketView,
+  type SkippedGap,
   type StoredEvent,
   type StoreStats,
 } from './types';
@@ -28,8 +32,13 @@ export interface PostgresStoreOptions {
   readonly schema?: string | undefined;
   /** Connections in the pool (the LISTEN connection is extra). Default 10. */
   readonly poolSize?: number | undefined;
-  /** Clock for `recordedAt` and buffer `receivedAt`. */
+  /**
+   * Clock for `recordedAt`, buffer `receivedAt` and the gap policy's cutoff. Instances sharing a database
+   * should keep their clocks in sync (NTP): a skew shifts the gap timeout by as much.
+   */
   readonly now?: (() => Date) | undefined;
+  /** Bounds of the reorder buffer; DEFAULT_BUFFER_LIMITS when not given. */
+  readonly bufferLimits?: BufferLimits | undefined;
   /** Backoff between reconnection attempts of the LISTEN connection, doubling from `min` to `max`. */
   readonly reconnectDelayMs?: { readonly min: number; readonly max: number } | undefined;
   /** Told when the LISTEN connection is up or lost. A hook that throws is ignored. */
@@ -40,6 +49,11 @@ export interface PostgresStoreOptions {
 const LOCK_MIGRATE = 0x726b0001;
 const LOCK_APPEND = 0x726b0002;
 const LOCK_REBUILD = 0x726b0003;
+/** Held by every commit that buffers, from counting `pending` to COMMIT: the total cap is exact. */
+const LOCK_BUFFER = 0x726b0004;
+
+/** Channels one skip transaction handles: each skips at most its buffer's span, so a transaction stays small. */
+const SKIP_CHANNELS_PER_TRANSACTION = 100;
 
 /**
  * Every connection: TCP keepalive probes from 10 s of silence (the OS sets their interval and count), so
@@ -104,6 +118,8 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (channel, message_number)
   );
   `,
+  // 2: the gap sweep finds the channels whose oldest buffered message is older than the timeout.
+  `CREATE INDEX pending_received_at ON pending (received_at, channel);`,
 ];
 
 /** SQL sort expression per field; the expression indexes above use exactly these. */
@@ -148,6 +164,19 @@ interface MessageRow {
   message_type: string;
   message_time: string;
   payload: unknown;
+}
+
+interface PendingRow extends MessageRow {
+  /** As json_build_object writes a timestamptz: ISO 8601 with an offset. */
+  received_at: string;
+}
+
+/** A commit's view of its locked channels. */
+interface Loaded {
+  readonly rockets: ReadonlyMap<string, Rocket>;
+  /** Arrival times of each channel's buffered messages, for the gap policy. */
+  readonly arrivals: ReadonlyMap<string, readonly BufferedAt[]>;
+  readonly source: PlanSource;
 }
 
 interface EventRow extends MessageRow {
@@ -469,10 +498,16 @@ class AppendFeed {
  * The cost is that appends of all channels serialise for the insert and the commit's WAL flush only;
  * the per-channel work before it runs in parallel. (Emmett's xid/snapshot filter avoids even that, but
  * orders by (xid, position), which would break the monotonic-position contract CatchUp relies on.)
+ *
+ * Buffer caps: the per-channel cap is decided under the channel's lock. A commit that buffers also takes
+ * a buffer lock, global to the schema, after its channel locks and before the append lock, and counts
+ * `pending` under it: the total cap holds exactly across instances, and only buffering commits pay for
+ * the count. The gap policy's skips are commits too: same locks, same planner, same feed.
  */
 export class PostgresStore implements EventStore {
   readonly kind = 'postgres';
   private readonly feed: AppendFeed;
+  private readonly limits: BufferLimits;
   private listener: Client | undefined;
   private reconnect: NodeJS.Timeout | undefined;
   private reconnectDelay: number;
@@ -488,6 +523,7 @@ export class PostgresStore implements EventStore {
     private readonly options: PostgresStoreOptions,
   ) {
     const delays = options.reconnectDelayMs ?? { min: 100, max: 5_000 };
+    this.limits = options.bufferLimits ?? DEFAULT_BUFFER_LIMITS;
     this.reconnectDelay = delays.min;
     this.feed = new AppendFeed(head, (after, limit) => this.readFeed(after, limit), delays);
   }
@@ -550,90 +586,86 @@ export class PostgresStore implements EventStore {
 
   async commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
     if (messages.length === 0) return { outcomes: [], events: [], rockets: [] };
-    const at = this.now();
     const channels = [...new Set(messages.map((m) => m.channel))];
+    return this.record(channels, async (c, at) => {
+      const loaded = await this.load(c, channels, messages);
+      // Counting the buffer costs a scan of `pending`: only a commit that buffers pays it. It then counts
+      // under the buffer lock, which every buffering commit holds to its end, so the count includes every
+      // commit that buffered before and the total cap is exact across instances.
+      let plan = planBatch(messages, loaded.source, { limits: this.limits, buffered: 0 });
+      if (plan.buffered.length > 0) {
+        // Two statements: the count's snapshot must be taken after the lock is granted.
+        await c.query(`SELECT pg_advisory_xact_lock(${LOCK_BUFFER}, ${this.schemaKey})`);
+        const res = await c.query<{ n: string }>('SELECT count(*) AS n FROM pending');
+        plan = planBatch(messages, loaded.source, { limits: this.limits, buffered: Number(res.rows[0]?.n) });
+      }
+      return this.write(c, plan, at);
+    });
+  }
+
+  async listGaps(limit: number): Promise<Gap[]> {
+    if (limit <= 0) return [];
+    const res = await this.pool.query<{ channel: string; waiting_for: string; count: string; oldest: Date }>(GAPS_SQL, [
+      limit,
+    ]);
+    return res.rows.map((g) => ({
+      channel: g.channel,
+      waitingFor: Number(g.waiting_for),
+      count: Number(g.count),
+      oldestSince: toIso(g.oldest),
+    }));
+  }
+
+  /**
+   * Skips in transactions of a bounded number of channels, each under the same channel locks as a commit:
+   * a channel's state is read after its lock is granted, so when several instances sweep at once the later
+   * one finds the gap already skipped and records nothing.
+   */
+  async skipGaps(olderThanMs: number, reason: string): Promise<SkippedGap[]> {
+    const now = this.now();
+    const cutoff = now.getTime() - olderThanMs;
+    const skipped: SkippedGap[] = [];
+    for (;;) {
+      const found = await this.pool.query<{ channel: string }>(
+        'SELECT DISTINCT channel FROM pending WHERE received_at < $1 LIMIT $2',
+        [new Date(cutoff), SKIP_CHANNELS_PER_TRANSACTION],
+      );
+      const channels = found.rows.map((r) => r.channel);
+      if (channels.length === 0) break;
+      let gaps: SkippedGap[] = [];
+      await this.record(channels, async (c, at) => {
+        const loaded = await this.load(c, channels, []);
+        gaps = channels.flatMap((channel) =>
+          gapsToSkip(
+            channel,
+            (loaded.rockets.get(channel)?.lastMessageNumber ?? 0) + 1,
+            loaded.arrivals.get(channel) ?? [],
+            cutoff,
+          ),
+        );
+        return this.write(c, planBatch(skipMessages(gaps, now.toISOString(), reason), loaded.source), at);
+      });
+      skipped.push(...gaps);
+      // Each channel found is now free of stale gaps; none skipped means another instance got there first.
+      if (gaps.length === 0 || channels.length < SKIP_CHANNELS_PER_TRANSACTION) break;
+    }
+    return skipped;
+  }
+
+  /**
+   * One commit: a transaction that takes the channels' locks (in ascending key order, so two commits never
+   * wait on each other in a cycle) and runs `work`, which plans, writes and commits; then hands the
+   * appended events to the feed.
+   */
+  private async record(
+    channels: readonly string[],
+    work: (c: PoolClient, at: Date) => Promise<CommitResult>,
+  ): Promise<CommitResult> {
+    const at = this.now();
     const begin = `BEGIN; SELECT pg_advisory_xact_lock_shared(${LOCK_REBUILD}, ${this.schemaKey})`;
     const result = await this.transaction(begin, async (c) => {
       await c.query({ name: 'rockets-lock-channels', text: LOCK_CHANNELS_SQL, values: [this.schema, channels] });
-      const pre = await c.query<{ rockets: RocketRow[]; pending: MessageRow[]; twins: MessageRow[] }>({
-        name: 'rockets-preload',
-        text: PRELOAD_SQL,
-        values: [channels, messages.map((m) => m.channel), messages.map((m) => m.messageNumber)],
-      });
-      const loaded = pre.rows[0];
-      if (!loaded) throw new Error('the preload query returned no row');
-      const rockets = new Map(loaded.rockets.map((r) => [r.channel, toRocket(r)]));
-      const pending = new Map<string, Map<number, RocketMessage>>();
-      for (const row of loaded.pending) {
-        const m = toRocketMessage(row);
-        let map = pending.get(m.channel);
-        if (!map) pending.set(m.channel, (map = new Map<number, RocketMessage>()));
-        map.set(m.messageNumber, m);
-      }
-      const twins = new Map(loaded.twins.map((row) => [keyOf(row.channel, Number(row.message_number)), row]));
-      const plan = planBatch(messages, {
-        channel: (channel) => ({
-          rocket: rockets.get(channel),
-          pending: pending.get(channel) ?? new Map<number, RocketMessage>(),
-        }),
-        appliedMessage: (channel, n) => {
-          const row = twins.get(keyOf(channel, n));
-          return row && toRocketMessage(row);
-        },
-      });
-
-      const changed = [...plan.rockets.values()];
-      if (changed.length + plan.released.length + plan.buffered.length > 0) {
-        const w = await c.query<{ up: string; del: string; ins: string }>({
-          name: 'rockets-write',
-          text: WRITE_SQL,
-          values: [
-            ...rocketColumns(changed),
-            plan.released.map((m) => m.channel),
-            plan.released.map((m) => m.messageNumber),
-            ...messageColumns(plan.buffered),
-            at,
-          ],
-        });
-        const counts = w.rows[0];
-        if (Number(counts?.del) !== plan.released.length || Number(counts?.ins) !== plan.buffered.length)
-          throw new Error('the reorder buffer changed under the channel lock');
-      }
-
-      let events: StoredEvent[] = [];
-      if (plan.applied.length > 0) {
-        // Last step before COMMIT: positions are taken and become visible in one global order.
-        await c.query(`SELECT pg_advisory_xact_lock(${LOCK_APPEND}, ${this.schemaKey})`);
-        const ins = await c.query<{ position: string; channel: string; message_number: string }>({
-          name: 'rockets-append',
-          text: APPEND_SQL,
-          values: [...messageColumns(plan.applied), at],
-        });
-        const positions = new Map(
-          ins.rows.map((r) => [keyOf(r.channel, Number(r.message_number)), Number(r.position)]),
-        );
-        const recordedAt = at.toISOString();
-        events = plan.applied.map((m) => ({
-          position: positions.get(keyOf(m.channel, m.messageNumber)) ?? NaN,
-          channel: m.channel,
-          messageNumber: m.messageNumber,
-          messageType: m.messageType,
-          messageTime: m.messageTime,
-          payload: m.payload,
-          recordedAt,
-        }));
-        // Positions must follow apply order, or a channel's log would not be in number order.
-        let previous = 0;
-        for (const e of events) {
-          if (!(e.position > previous)) throw new Error('positions were not assigned in apply order');
-          previous = e.position;
-        }
-        const lastPosition = events[events.length - 1]?.position ?? 0;
-        await c.query(`SELECT pg_notify(${escapeLiteral(this.channelName)}, '${lastPosition}'); COMMIT`);
-      } else {
-        await c.query('COMMIT');
-      }
-      return { outcomes: plan.outcomes, events, rockets: changed };
+      return work(c, at);
     });
     const first = result.events[0];
     const last = result.events[result.events.length - 1];
@@ -645,6 +677,98 @@ export class PostgresStore implements EventStore {
         rockets: result.rockets,
       });
     return result;
+  }
+
+  /** What the planner may ask about `channels` (locked), with the applied twins of `messages`' numbers. */
+  private async load(c: PoolClient, channels: readonly string[], messages: readonly RocketMessage[]): Promise<Loaded> {
+    const pre = await c.query<{ rockets: RocketRow[]; pending: PendingRow[]; twins: MessageRow[] }>({
+      name: 'rockets-preload',
+      text: PRELOAD_SQL,
+      values: [channels, messages.map((m) => m.channel), messages.map((m) => m.messageNumber)],
+    });
+    const loaded = pre.rows[0];
+    if (!loaded) throw new Error('the preload query returned no row');
+    const rockets = new Map(loaded.rockets.map((r) => [r.channel, toRocket(r)]));
+    const pending = new Map<string, Map<number, RocketMessage>>();
+    const arrivals = new Map<string, BufferedAt[]>();
+    for (const row of loaded.pending) {
+      const m = toRocketMessage(row);
+      let map = pending.get(m.channel);
+      if (!map) pending.set(m.channel, (map = new Map<number, RocketMessage>()));
+      map.set(m.messageNumber, m);
+      let list = arrivals.get(m.channel);
+      if (!list) arrivals.set(m.channel, (list = []));
+      list.push({ messageNumber: m.messageNumber, receivedAt: Date.parse(row.received_at) });
+    }
+    const twins = new Map(loaded.twins.map((row) => [keyOf(row.channel, Number(row.message_number)), row]));
+    return {
+      rockets,
+      arrivals,
+      source: {
+        channel: (channel) => ({
+          rocket: rockets.get(channel),
+          pending: pending.get(channel) ?? new Map<number, RocketMessage>(),
+        }),
+        appliedMessage: (channel, n) => {
+          const row = twins.get(keyOf(channel, n));
+          return row && toRocketMessage(row);
+        },
+      },
+    };
+  }
+
+  /** Writes a plan (projection, buffer, then the events under the append lock) and commits. */
+  private async write(c: PoolClient, plan: BatchPlan, at: Date): Promise<CommitResult> {
+    const changed = [...plan.rockets.values()];
+    if (changed.length + plan.released.length + plan.buffered.length > 0) {
+      const w = await c.query<{ up: string; del: string; ins: string }>({
+        name: 'rockets-write',
+        text: WRITE_SQL,
+        values: [
+          ...rocketColumns(changed),
+          plan.released.map((m) => m.channel),
+          plan.released.map((m) => m.messageNumber),
+          ...messageColumns(plan.buffered),
+          at,
+        ],
+      });
+      const counts = w.rows[0];
+      if (Number(counts?.del) !== plan.released.length || Number(counts?.ins) !== plan.buffered.length)
+        throw new Error('the reorder buffer changed under the channel lock');
+    }
+
+    let events: StoredEvent[] = [];
+    if (plan.applied.length > 0) {
+      // Last step before COMMIT: positions are taken and become visible in one global order.
+      await c.query(`SELECT pg_advisory_xact_lock(${LOCK_APPEND}, ${this.schemaKey})`);
+      const ins = await c.query<{ position: string; channel: string; message_number: string }>({
+        name: 'rockets-append',
+        text: APPEND_SQL,
+        values: [...messageColumns(plan.applied), at],
+      });
+      const positions = new Map(ins.rows.map((r) => [keyOf(r.channel, Number(r.message_number)), Number(r.position)]));
+      const recordedAt = at.toISOString();
+      events = plan.applied.map((m) => ({
+        position: positions.get(keyOf(m.channel, m.messageNumber)) ?? NaN,
+        channel: m.channel,
+        messageNumber: m.messageNumber,
+        messageType: m.messageType,
+        messageTime: m.messageTime,
+        payload: m.payload,
+        recordedAt,
+      }));
+      // Positions must follow apply order, or a channel's log would not be in number order.
+      let previous = 0;
+      for (const e of events) {
+        if (!(e.position > previous)) throw new Error('positions were not assigned in apply order');
+        previous = e.position;
+      }
+      const lastPosition = events[events.length - 1]?.position ?? 0;
+      await c.query(`SELECT pg_notify(${escapeLiteral(this.channelName)}, '${lastPosition}'); COMMIT`);
+    } else {
+      await c.query('COMMIT');
+    }
+    return { outcomes: plan.outcomes, events, rockets: changed };
   }
 
   onAppend(listener: AppendListener): () => void {
@@ -930,12 +1054,21 @@ const PRELOAD_SQL = `
   SELECT
     (SELECT COALESCE(json_agg(r), '[]') FROM rockets r WHERE r.channel = ANY($1::text[])) AS rockets,
     (SELECT COALESCE(json_agg(json_build_object('channel', p.channel, 'message_number', p.message_number,
-        'message_type', p.message_type, 'message_time', p.message_time, 'payload', p.payload)), '[]')
+        'message_type', p.message_type, 'message_time', p.message_time, 'payload', p.payload,
+        'received_at', p.received_at)), '[]')
       FROM pending p WHERE p.channel = ANY($1::text[])) AS pending,
     (SELECT COALESCE(json_agg(json_build_object('channel', e.channel, 'message_number', e.message_number,
         'message_type', e.message_type, 'message_time', e.message_time, 'payload', e.payload)), '[]')
       FROM events e JOIN (SELECT DISTINCT * FROM unnest($2::text[], $3::bigint[])) AS t(c, n)
         ON e.channel = t.c AND e.message_number = t.n) AS twins`;
+
+/** Open gaps, oldest first: one group per channel of the (capped, so small) buffer. */
+const GAPS_SQL = `
+  SELECT g.channel, g.count, g.oldest, COALESCE(r.last_message_number, 0) + 1 AS waiting_for
+  FROM (SELECT channel, count(*) AS count, min(received_at) AS oldest FROM pending GROUP BY channel) g
+  LEFT JOIN rockets r ON r.channel = g.channel
+  ORDER BY g.oldest, g.channel
+  LIMIT $1`;
 
 /** Projection upserts, buffer releases and buffer additions of one commit, in one statement. */
 const WRITE_SQL = `

@@ -1,19 +1,23 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { MESSAGE_TYPES, PAYLOAD_FIELDS, type MessageType, type RocketMessage } from '../domain/message';
+import { EVENT_TYPES, MESSAGE_TYPES, PAYLOAD_FIELDS, type EventType, type RocketMessage } from '../domain/message';
 import { evolve, ROCKET_STATUSES, type Rocket, type RocketStatus } from '../domain/rocket';
-import { planBatch, type PlanSource } from './plan';
+import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type PlanSource } from './plan';
 import {
+  DEFAULT_BUFFER_LIMITS,
   notify,
   type AppendListener,
   type BufferInfo,
+  type BufferLimits,
   type CommitResult,
   type EventQuery,
   type EventStore,
+  type Gap,
   type RocketListQuery,
   type RocketSortField,
   type RocketView,
+  type SkippedGap,
   type StoredEvent,
   type StoreStats,
 } from './types';
@@ -26,7 +30,12 @@ export interface SqliteStoreOptions {
    * but the last commits may be lost on power loss; several times faster per commit.
    */
   readonly synchronous?: 'FULL' | 'NORMAL';
+  /** Bounds of the reorder buffer; DEFAULT_BUFFER_LIMITS when not given. */
+  readonly bufferLimits?: BufferLimits | undefined;
 }
+
+/** Channels one skip transaction handles: each skips at most its buffer's span, so a transaction stays small. */
+const SKIP_CHANNELS_PER_TRANSACTION = 100;
 
 const SYNCHRONOUS_MODES: readonly string[] = ['FULL', 'NORMAL'];
 
@@ -41,7 +50,8 @@ const SCHEMA_V1 = `
     position       INTEGER PRIMARY KEY AUTOINCREMENT,
     channel        TEXT    NOT NULL,
     message_number INTEGER NOT NULL CHECK (message_number >= 1),
-    message_type   TEXT    NOT NULL CHECK (message_type IN (${quoted(MESSAGE_TYPES)})),
+    -- Senders' types, and MessageSkipped recorded by the gap policy.
+    message_type   TEXT    NOT NULL CHECK (message_type IN (${quoted(EVENT_TYPES)})),
     message_time   TEXT    NOT NULL,
     payload        TEXT    NOT NULL,
     recorded_at    TEXT    NOT NULL,
@@ -90,6 +100,8 @@ const SCHEMA_V1 = `
     received_at    TEXT    NOT NULL,
     PRIMARY KEY (channel, message_number)
   ) STRICT, WITHOUT ROWID;
+  -- The gap sweep finds the channels whose oldest buffered message is older than the timeout.
+  CREATE INDEX IF NOT EXISTS pending_by_received_at ON pending (received_at, channel);
 `;
 
 /** The column each sort field orders by; each has its indexes above. */
@@ -110,7 +122,7 @@ interface EventRow {
   readonly position: number;
   readonly channel: string;
   readonly message_number: number;
-  readonly message_type: MessageType;
+  readonly message_type: EventType;
   readonly message_time: string;
   readonly payload: string;
   readonly recorded_at: string;
@@ -133,6 +145,13 @@ interface RocketRow {
 interface BufferRow {
   readonly count: number;
   readonly oldest: string | null;
+}
+
+interface GapRow {
+  readonly channel: string;
+  readonly waiting_for: number;
+  readonly count: number;
+  readonly oldest: string;
 }
 
 interface Call {
@@ -216,6 +235,12 @@ export class SqliteStore implements EventStore {
   readonly kind = 'sqlite';
   private readonly db: Database.Database;
   private readonly now: () => Date;
+  private readonly limits: BufferLimits;
+  /**
+   * Messages in `pending`, kept here so that a commit need not count them: this connection is the file's
+   * only writer. Read from the table at open; restored when a transaction that changed it rolls back.
+   */
+  private buffered = 0;
   private readonly listeners = new Set<AppendListener>();
   private queue: Call[] = [];
   /** Settles once the scheduled flush has run; undefined when none is scheduled. */
@@ -226,6 +251,12 @@ export class SqliteStore implements EventStore {
   private readonly listings = new Map<string, Database.Statement<Record<string, unknown>, RocketRow>>();
   private readonly source: PlanSource;
   private readonly flushTransaction: (calls: readonly Call[], at: string) => CommitResult[];
+  private readonly skipTransaction: (
+    channels: readonly string[],
+    cutoff: number,
+    at: string,
+    reason: string,
+  ) => { gaps: SkippedGap[]; result: CommitResult };
   private readonly rebuildTransaction: () => number;
 
   /**
@@ -240,6 +271,7 @@ export class SqliteStore implements EventStore {
     // Checked at run time too: it is spliced into a PRAGMA, and JavaScript callers exist.
     if (!SYNCHRONOUS_MODES.includes(synchronous)) throw new Error('synchronous must be FULL or NORMAL');
     this.now = options.now ?? (() => new Date());
+    this.limits = options.bufferLimits ?? DEFAULT_BUFFER_LIMITS;
     if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
     this.db = new Database(file, { timeout: 5000 });
     try {
@@ -247,6 +279,7 @@ export class SqliteStore implements EventStore {
       this.db.pragma(`synchronous = ${synchronous}`);
       migrate(this.db);
       this.sql = prepare(this.db);
+      this.buffered = this.sql.pendingCount.get()?.count ?? 0;
     } catch (e) {
       this.db.close();
       throw e;
@@ -269,6 +302,22 @@ export class SqliteStore implements EventStore {
       calls.map((call) => this.record(call.messages, at)),
     );
     this.flushTransaction = (calls, at) => flush.immediate(calls, at);
+
+    const skip = this.db.transaction((channels: readonly string[], cutoff: number, at: string, reason: string) => {
+      const gaps = channels.flatMap((channel) =>
+        gapsToSkip(
+          channel,
+          (sql.rocket.get(channel)?.last_message_number ?? 0) + 1,
+          sql.arrivalsOf
+            .all(channel)
+            .map((b) => ({ messageNumber: b.message_number, receivedAt: Date.parse(b.received_at) })),
+          cutoff,
+        ),
+      );
+      const plan = planBatch(skipMessages(gaps, at, reason), this.source, this.budget());
+      return { gaps, result: this.write(plan, at) };
+    });
+    this.skipTransaction = (channels, cutoff, at, reason) => skip.immediate(channels, cutoff, at, reason);
 
     const rebuild = this.db.transaction(() => {
       const rockets = new Map<string, Rocket>();
@@ -365,6 +414,50 @@ export class SqliteStore implements EventStore {
     return attempt(() => this.sql.head.get()?.head ?? 0);
   }
 
+  listGaps(limit: number): Promise<Gap[]> {
+    return attempt(() =>
+      limit <= 0
+        ? []
+        : this.sql.gaps
+            .all(limit)
+            .map((g) => ({ channel: g.channel, waitingFor: g.waiting_for, count: g.count, oldestSince: g.oldest })),
+    );
+  }
+
+  /**
+   * In transactions of a bounded number of channels, each run synchronously between group commits, with
+   * the event loop free in between; listeners hear each transaction as one commit. Once the store is
+   * closing it stops after the transaction in hand and resolves to what it skipped.
+   */
+  async skipGaps(olderThanMs: number, reason: string): Promise<SkippedGap[]> {
+    const now = this.now();
+    const cutoff = now.getTime() - olderThanMs;
+    const cutoffIso = new Date(cutoff).toISOString();
+    const skipped: SkippedGap[] = [];
+    for (let round = 0; ; round++) {
+      if (round > 0) await new Promise((resolve) => setImmediate(resolve));
+      if (this.closing) {
+        if (round === 0) throw new Error('the SQLite store is closed');
+        break;
+      }
+      const channels = this.sql.staleChannels.all(cutoffIso, SKIP_CHANNELS_PER_TRANSACTION).map((r) => r.channel);
+      if (channels.length === 0) break;
+      const before = this.buffered;
+      let done: { gaps: SkippedGap[]; result: CommitResult };
+      try {
+        done = this.skipTransaction(channels, cutoff, now.toISOString(), reason);
+      } catch (e) {
+        this.buffered = before;
+        throw e;
+      }
+      if (done.result.events.length > 0) notify(this.listeners, done.result.events, done.result.rockets);
+      skipped.push(...done.gaps);
+      // Each channel it found is now free of stale gaps; none skipped means nothing more to find.
+      if (done.gaps.length === 0 || channels.length < SKIP_CHANNELS_PER_TRANSACTION) break;
+    }
+    return skipped;
+  }
+
   stats(): Promise<StoreStats> {
     return attempt(() => this.sql.stats.get() ?? { rockets: 0, events: 0, buffered: 0 });
   }
@@ -387,10 +480,12 @@ export class SqliteStore implements EventStore {
   private flush(): void {
     const calls = this.queue;
     this.queue = [];
+    const before = this.buffered;
     let results: CommitResult[];
     try {
       results = this.flushTransaction(calls, this.now().toISOString());
     } catch (e) {
+      this.buffered = before;
       for (const call of calls) call.reject(e);
       return;
     }
@@ -407,7 +502,15 @@ export class SqliteStore implements EventStore {
 
   /** Plans and writes one call inside the group's transaction; reads see the earlier calls' writes. */
   private record(messages: readonly RocketMessage[], at: string): CommitResult {
-    const plan = planBatch(messages, this.source);
+    return this.write(planBatch(messages, this.source, this.budget()), at);
+  }
+
+  private budget(): { limits: BufferLimits; buffered: number } {
+    return { limits: this.limits, buffered: this.buffered };
+  }
+
+  /** Writes a plan inside the caller's transaction. */
+  private write(plan: BatchPlan, at: string): CommitResult {
     const sql = this.sql;
     const events = plan.applied.map((m): StoredEvent => {
       const { lastInsertRowid } = sql.insertEvent.run(
@@ -435,6 +538,7 @@ export class SqliteStore implements EventStore {
     }
     for (const m of plan.buffered)
       sql.insertPending.run(m.channel, m.messageNumber, m.messageType, m.messageTime, payloadJson(m), at);
+    this.buffered += plan.buffered.length - plan.released.length;
     return { outcomes: plan.outcomes, events, rockets: [...plan.rockets.values()] };
   }
 
@@ -511,6 +615,20 @@ function prepare(db: Database.Database) {
        VALUES (?, ?, ?, ?, ?, ?)`,
     ),
     deletePending: db.prepare<[string, number], never>('DELETE FROM pending WHERE channel = ? AND message_number = ?'),
+    arrivalsOf: db.prepare<[string], { message_number: number; received_at: string }>(
+      'SELECT message_number, received_at FROM pending WHERE channel = ?',
+    ),
+    pendingCount: db.prepare<[], { count: number }>('SELECT COUNT(*) AS count FROM pending'),
+    /** Channels holding a message received before the cutoff (ISO text, whose order is time order). */
+    staleChannels: db.prepare<[string, number], { channel: string }>(
+      'SELECT DISTINCT channel FROM pending WHERE received_at < ? LIMIT ?',
+    ),
+    gaps: db.prepare<[number], GapRow>(
+      `SELECT g.channel, g.count, g.oldest, COALESCE(r.last_message_number, 0) + 1 AS waiting_for
+       FROM (SELECT channel, COUNT(*) AS count, MIN(received_at) AS oldest FROM pending GROUP BY channel) g
+       LEFT JOIN rockets r ON r.channel = g.channel
+       ORDER BY g.oldest, g.channel LIMIT ?`,
+    ),
     bufferOf: db.prepare<[string], BufferRow>(
       'SELECT channel, COUNT(*) AS count, MIN(received_at) AS oldest FROM pending WHERE channel = ?',
     ),

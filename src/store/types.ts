@@ -1,4 +1,4 @@
-import type { MessageType, Payload, RocketMessage } from '../domain/message';
+import type { EventType, Payload, RocketMessage } from '../domain/message';
 import type { Rocket, RocketStatus } from '../domain/rocket';
 
 /** An applied message as the event log holds it. `position` is global and grows in commit order. */
@@ -6,8 +6,8 @@ export interface StoredEvent {
   readonly position: number;
   readonly channel: string;
   readonly messageNumber: number;
-  readonly messageType: MessageType;
-  /** The sender's RFC 3339 text, as received. */
+  readonly messageType: EventType;
+  /** The sender's RFC 3339 text, as received (for a MessageSkipped, the server time of the skip). */
   readonly messageTime: string;
   readonly payload: Payload;
   /** Server time of the commit that recorded it (UTC ISO). */
@@ -27,13 +27,61 @@ export interface RocketView extends Rocket {
   readonly buffer: BufferInfo;
 }
 
-export type SubmitStatus = 'applied' | 'buffered' | 'duplicate' | 'conflict';
-
-export interface SubmitOutcome {
-  readonly status: SubmitStatus;
+/** Open gaps of the reorder buffer, one per channel that holds buffered messages (with a rocket or not). */
+export interface Gap extends BufferInfo {
   readonly channel: string;
-  readonly messageNumber: number;
+  readonly oldestSince: string;
 }
+
+/** Numbers `from`..`to` of a channel that the gap policy skipped, each recorded as a MessageSkipped event. */
+export interface SkippedGap {
+  readonly channel: string;
+  readonly from: number;
+  readonly to: number;
+}
+
+/** The bounds of the reorder buffer. */
+export interface BufferLimits {
+  /**
+   * How far ahead of the number it waits for a channel buffers: a message numbered above
+   * `waitingFor + perChannel` is refused. So at most this many messages wait per channel, and a skip
+   * never has to record more than this many numbers.
+   */
+  readonly perChannel: number;
+  /** Messages buffered across all channels. */
+  readonly total: number;
+}
+
+/** MAX_BUFFERED_PER_CHANNEL and MAX_BUFFERED_TOTAL when not configured. */
+export const DEFAULT_BUFFER_LIMITS: BufferLimits = { perChannel: 1_000, total: 100_000 };
+
+export type BufferCap = keyof BufferLimits;
+
+export type SubmitStatus = 'applied' | 'buffered' | 'duplicate' | 'conflict' | 'refused';
+
+export type SubmitOutcome =
+  | {
+      readonly status: 'applied' | 'buffered' | 'duplicate';
+      readonly channel: string;
+      readonly messageNumber: number;
+    }
+  | {
+      readonly status: 'conflict';
+      readonly channel: string;
+      readonly messageNumber: number;
+      /** The number was skipped by the gap policy: the MessageSkipped event is the first one that stands. */
+      readonly skipped?: true;
+    }
+  | {
+      /** It would have been buffered beyond a cap: nothing was stored for it. */
+      readonly status: 'refused';
+      readonly channel: string;
+      readonly messageNumber: number;
+      readonly cap: BufferCap;
+      /** The value of that cap. */
+      readonly limit: number;
+      readonly waitingFor: number;
+    };
 
 export interface CommitResult {
   /** One per submitted message, in submission order. */
@@ -113,6 +161,19 @@ export interface EventStore {
    * A listener that throws is a bug: the store logs nothing and carries on.
    */
   onAppend(listener: AppendListener): () => void;
+  /** Open gaps, oldest `oldestSince` first (then by channel), at most `limit` of them. */
+  listGaps(limit: number): Promise<Gap[]>;
+  /**
+   * The gap policy. In each channel whose oldest buffered message was received more than `olderThanMs`
+   * before the store's clock, records a MessageSkipped event (payload `{reason}`, messageTime the store
+   * clock's time) for every missing number below the lowest buffered one, and applies the buffered
+   * messages that unblocks; again while the oldest message still buffered is that old. Each channel's
+   * skip is atomic, serialised with commits of that channel (in PostgreSQL under the same lock, so
+   * concurrent sweeps by several instances skip a number once), and reaches `onAppend` listeners like
+   * any commit. Resolves to the ranges skipped; rejects if the store failed (what was skipped before
+   * the failure stays skipped).
+   */
+  skipGaps(olderThanMs: number, reason: string): Promise<SkippedGap[]>;
   /** Rebuilds the rockets projection from the event log alone; resolves to the number of events replayed. */
   rebuildProjection(): Promise<number>;
   close(): Promise<void>;

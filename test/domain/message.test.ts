@@ -325,6 +325,12 @@ describe('validateEnvelope', () => {
       ]);
     });
 
+    it('that only the server records: MessageSkipped', () => {
+      expect(
+        issuesOf({ metadata: { ...seedEnvelope().metadata, messageType: 'MessageSkipped' }, message: { reason: 'x' } }),
+      ).toEqual([{ field: 'metadata.messageType', problem: expect.stringMatching(/^must be one of /) as unknown }]);
+    });
+
     it('that is missing, and then checks no payload', () => {
       expect(issuesOf({ metadata: { ...seedEnvelope().metadata, messageType: undefined }, message: {} })).toEqual([
         { field: 'metadata.messageType', problem: 'is required' },

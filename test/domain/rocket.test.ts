@@ -171,6 +171,38 @@ describe('evolve', () => {
     });
   });
 
+  describe('MessageSkipped', () => {
+    const skipped = (n: number, time = '2024-05-01T12:00:00.000Z'): RocketMessage => ({
+      channel: 'rocket-1',
+      messageNumber: n,
+      messageTime: time,
+      messageType: 'MessageSkipped',
+      payload: { reason: 'not received within GAP_TIMEOUT (30s)' },
+    });
+
+    it('only records the number and the time of the skip', () => {
+      given(r.launched(1), r.increased(2, 100)).when(skipped(3)).thenOnlyRecords();
+    });
+
+    it('records the number on an exploded rocket and changes nothing else', () => {
+      given(r.launched(1), r.exploded(2, 'BOOM')).when(skipped(3)).thenOnlyRecords();
+    });
+
+    it('starts a rocket with nothing known but its number when it is the first message', () => {
+      given().when(skipped(1)).then({
+        channel: 'rocket-1',
+        type: null,
+        mission: null,
+        speed: 0,
+        status: 'flying',
+        explodedReason: null,
+        launchedAt: null,
+        updatedAt: '2024-05-01T12:00:00.000Z',
+        lastMessageNumber: 1,
+      });
+    });
+  });
+
   describe('every message', () => {
     it('moves updatedAt to its own time, even when that time is earlier than the previous one', () => {
       given(r.launched(1, {}, '2022-02-02T20:00:00Z'))

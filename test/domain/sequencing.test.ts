@@ -1,7 +1,7 @@
 import type { RocketMessage } from '../../src/domain/message';
 import { evolve, type Rocket } from '../../src/domain/rocket';
 import { decide, nextExpected, type ChannelState } from '../../src/domain/sequencing';
-import { planBatch, type PlanSource } from '../../src/store/plan';
+import { gapsToSkip, planBatch, skipMessages, type PlanSource } from '../../src/store/plan';
 import { rocket } from '../support/telemetry';
 
 const fold = (messages: readonly RocketMessage[]): Rocket | undefined =>
@@ -247,5 +247,118 @@ describe('planBatch', () => {
       buffered: [],
       released: [],
     });
+  });
+});
+
+describe('planBatch with buffer caps', () => {
+  const s = rocket('rocket-2');
+  const budget = (buffered: number, perChannel = 2, total = 3) => ({ limits: { perChannel, total }, buffered });
+
+  it('refuses a message more than the per-channel cap ahead of the next expected number, keeping nothing of it', () => {
+    const plan = planBatch(
+      [r.increased(3, 3), r.increased(4, 4), r.increased(5, 5)],
+      committed([r.launched(1)]),
+      budget(0),
+    );
+    expect(plan.outcomes).toStrictEqual([
+      { status: 'buffered', channel: 'rocket-1', messageNumber: 3 },
+      { status: 'buffered', channel: 'rocket-1', messageNumber: 4 },
+      { status: 'refused', channel: 'rocket-1', messageNumber: 5, cap: 'perChannel', limit: 2, waitingFor: 2 },
+    ]);
+    expect(plan.buffered.map(key)).toEqual(['rocket-1#3', 'rocket-1#4']);
+  });
+
+  it('never refuses the next expected message, and measures the cap from the number it moved the channel to', () => {
+    const plan = planBatch(
+      [r.increased(2, 2), r.increased(5, 5)],
+      committed([r.launched(1)], [r.increased(3, 3)]),
+      budget(3),
+    );
+    expect(plan.outcomes.map((o) => o.status)).toEqual(['applied', 'buffered']);
+    expect(plan.applied.map(key)).toEqual(['rocket-1#2', 'rocket-1#3']);
+  });
+
+  it('refuses at the total cap, counting what the batch buffers and drains', () => {
+    const plan = planBatch(
+      [s.increased(3, 3), r.increased(3, 3), s.increased(2, 2), r.increased(4, 4)],
+      committed([r.launched(1), s.launched(1)]),
+      budget(1),
+    );
+    expect(plan.outcomes.map((o) => (o.status === 'refused' ? `refused:${o.cap}` : o.status))).toEqual([
+      'buffered',
+      'buffered',
+      'applied',
+      'buffered',
+    ]);
+    const full = planBatch(
+      [r.increased(3, 3), s.increased(3, 3)],
+      committed([r.launched(1), s.launched(1)]),
+      budget(2),
+    );
+    expect(full.outcomes[1]).toStrictEqual({
+      status: 'refused',
+      channel: 'rocket-2',
+      messageNumber: 3,
+      cap: 'total',
+      limit: 3,
+      waitingFor: 2,
+    });
+  });
+
+  it('tells duplicates and conflicts of buffered messages as always at a cap', () => {
+    const plan = planBatch(
+      [r.increased(3, 3), r.increased(3, 4), r.increased(9, 9)],
+      committed([r.launched(1)], [r.increased(3, 3)]),
+      budget(3),
+    );
+    expect(plan.outcomes.map((o) => o.status)).toEqual(['duplicate', 'conflict', 'refused']);
+  });
+
+  it('marks a conflict with a skipped number as such', () => {
+    const [skip] = skipMessages([{ channel: 'rocket-1', from: 2, to: 2 }], '2024-05-01T12:00:00.000Z', 'timeout');
+    const plan = planBatch(
+      [r.increased(2, 2), r.launched(1, { mission: 'X' })],
+      committed([r.launched(1), skip as RocketMessage]),
+    );
+    expect(plan.outcomes).toStrictEqual([
+      { status: 'conflict', channel: 'rocket-1', messageNumber: 2, skipped: true },
+      { status: 'conflict', channel: 'rocket-1', messageNumber: 1 },
+    ]);
+  });
+});
+
+describe('gapsToSkip', () => {
+  const b = (messageNumber: number, receivedAt: number) => ({ messageNumber, receivedAt });
+
+  it('skips nothing while every buffered message arrived at or after the cutoff', () => {
+    expect(gapsToSkip('c', 2, [b(4, 100), b(5, 50)], 50)).toEqual([]);
+    expect(gapsToSkip('c', 2, [], 1_000)).toEqual([]);
+  });
+
+  it('skips the missing numbers below the lowest buffered one once the oldest is stale', () => {
+    expect(gapsToSkip('c', 2, [b(5, 100), b(4, 10)], 50)).toEqual([{ channel: 'c', from: 2, to: 3 }]);
+  });
+
+  it('goes on to the next gap only while a message behind it is stale too', () => {
+    const buffered = [b(3, 10), b(4, 10), b(7, 60), b(9, 20)];
+    expect(gapsToSkip('c', 2, buffered, 50)).toEqual([
+      { channel: 'c', from: 2, to: 2 },
+      { channel: 'c', from: 5, to: 6 },
+      { channel: 'c', from: 8, to: 8 },
+    ]);
+    expect(gapsToSkip('c', 2, [b(3, 10), b(7, 60)], 50)).toEqual([{ channel: 'c', from: 2, to: 2 }]);
+  });
+
+  it('gives one MessageSkipped per number, which the planner applies with what they unblock', () => {
+    const gaps = gapsToSkip('rocket-1', 2, [b(4, 0)], 1);
+    const skips = skipMessages(gaps, '2024-05-01T12:00:00.000Z', 'timeout');
+    expect(skips.map((m) => [m.messageNumber, m.messageType, m.messageTime, m.payload])).toEqual([
+      [2, 'MessageSkipped', '2024-05-01T12:00:00.000Z', { reason: 'timeout' }],
+      [3, 'MessageSkipped', '2024-05-01T12:00:00.000Z', { reason: 'timeout' }],
+    ]);
+    const plan = planBatch(skips, committed([r.launched(1)], [r.increased(4, 4)]));
+    expect(plan.applied.map(key)).toEqual(['rocket-1#2', 'rocket-1#3', 'rocket-1#4']);
+    expect(plan.released.map(key)).toEqual(['rocket-1#4']);
+    expect(plan.rockets.get('rocket-1')).toMatchObject({ speed: 504, lastMessageNumber: 4 });
   });
 });

@@ -4,6 +4,7 @@ import {
   ROCKET_SORT_FIELDS,
   sortKey,
   type AppendListener,
+  type BufferLimits,
   type CommitResult,
   type EventStore,
   type RocketListQuery,
@@ -38,7 +39,12 @@ export interface StoreUnderTest {
   cleanup(): Promise<void>;
 }
 
-export type StoreFactory = () => Promise<StoreUnderTest>;
+/** How a test wants its store configured; unset options take the store's defaults. */
+export interface StoreOptions {
+  readonly bufferLimits?: BufferLimits | undefined;
+}
+
+export type StoreFactory = (options: StoreOptions) => Promise<StoreUnderTest>;
 
 // ---------------------------------------------------------------------------------------------------
 // Messages
@@ -224,15 +230,18 @@ const sameBody = (a: RocketMessage, b: RocketMessage): boolean =>
 
 /**
  * The contract every EventStore passes. `factory` is called before each test and must return an empty,
- * isolated store reading the returned clock; `cleanup` is called after each test.
+ * isolated store reading the returned clock, configured with the given options; `cleanup` is called after
+ * each test.
  */
 export function describeStoreContract(name: string, factory: StoreFactory): void {
   describe(`${name} store contract`, () => {
     let h: StoreUnderTest;
     let store: EventStore;
+    /** Options of the stores of the tests about to run; a describe block sets its own in beforeAll. */
+    let options: StoreOptions = {};
 
     beforeEach(async () => {
-      h = await factory();
+      h = await factory(options);
       store = h.store;
     });
 
@@ -993,6 +1002,312 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await rocket('a')).toMatchObject({ speed: 501 });
         off();
         rec.off();
+      });
+    });
+
+    describe('buffer caps', () => {
+      // At most 3 numbers ahead of the one a channel waits for, and 5 messages buffered in all.
+      beforeAll(() => {
+        options = { bufferLimits: { perChannel: 3, total: 5 } };
+      });
+      afterAll(() => {
+        options = {};
+      });
+
+      it('refuses a message more than the per-channel cap ahead of the number its channel waits for, storing nothing', async () => {
+        expect(await oneByOne(launched('r1', 1), increased('r1', 3, 3), increased('r1', 5, 5))).toEqual([
+          'applied',
+          'buffered',
+          'buffered',
+        ]);
+        const before = { view: await store.getRocket('r1'), events: await allEvents(), stats: await store.stats() };
+        const result = await store.commit([increased('r1', 6, 6)]);
+        expect(result).toEqual({
+          outcomes: [
+            { status: 'refused', channel: 'r1', messageNumber: 6, cap: 'perChannel', limit: 3, waitingFor: 2 },
+          ],
+          events: [],
+          rockets: [],
+        });
+        expect(await store.getRocket('r1')).toEqual(before.view);
+        expect(await allEvents()).toEqual(before.events);
+        expect(await store.stats()).toEqual(before.stats);
+        expect(before.view?.buffer.count).toBe(2);
+      });
+
+      it('accepts the message a channel waits for at the cap, and then the numbers it brought within reach', async () => {
+        await oneByOne(launched('r1', 1), increased('r1', 3, 3), increased('r1', 4, 4), increased('r1', 5, 5));
+        expect(await submit(increased('r1', 6, 6))).toEqual(['refused']);
+        expect(await submit(increased('r1', 2, 2))).toEqual(['applied']);
+        expect(numbersOf(await allEvents())).toEqual([1, 2, 3, 4, 5]);
+        expect((await store.getRocket('r1'))?.buffer).toEqual({ waitingFor: 6, count: 0, oldestSince: null });
+        expect(await oneByOne(increased('r1', 9, 9), increased('r1', 10, 10))).toEqual(['buffered', 'refused']);
+        expect(await store.stats()).toMatchObject({ buffered: 1 });
+      });
+
+      it('still tells a redelivery at the cap a duplicate, and a different body a conflict', async () => {
+        await oneByOne(launched('r1', 1), increased('r1', 4, 4));
+        await oneByOne(increased('r2', 2, 2), increased('r2', 3, 3), increased('r3', 2, 2));
+        expect(await store.stats()).toMatchObject({ buffered: 4 });
+        expect(await submit(increased('r1', 1, 1))).toEqual(['conflict']);
+        expect(await submit(launched('r1', 1))).toEqual(['duplicate']);
+        expect(await submit(increased('r2', 4, 4))).toEqual(['buffered']);
+        // Total cap reached: redeliveries of buffered messages are still duplicates, other bodies conflicts.
+        expect(await oneByOne(increased('r1', 4, 4), increased('r2', 3, 3), increased('r2', 3, 333))).toEqual([
+          'duplicate',
+          'duplicate',
+          'conflict',
+        ]);
+        expect(await store.stats()).toMatchObject({ buffered: 5 });
+      });
+
+      it('refuses any channel at the total cap, but never the message a channel waits for', async () => {
+        await oneByOne(increased('a', 2, 2), increased('a', 3, 3), increased('a', 4, 4));
+        await oneByOne(increased('b', 2, 2), increased('b', 3, 3));
+        const result = await store.commit([increased('c', 2, 2), increased('b', 4, 4), increased('a', 5, 5)]);
+        expect(result.outcomes).toEqual([
+          { status: 'refused', channel: 'c', messageNumber: 2, cap: 'total', limit: 5, waitingFor: 1 },
+          { status: 'refused', channel: 'b', messageNumber: 4, cap: 'total', limit: 5, waitingFor: 1 },
+          // Beyond both caps: the per-channel one is told, being the one its sender can act on.
+          { status: 'refused', channel: 'a', messageNumber: 5, cap: 'perChannel', limit: 3, waitingFor: 1 },
+        ]);
+        expect(await store.stats()).toEqual({ rockets: 0, events: 0, buffered: 5 });
+        expect(await submit(launched('c', 1))).toEqual(['applied']);
+        expect(await submit(launched('a', 1))).toEqual(['applied']);
+        expect(numbersOf(await store.readEvents({ channel: 'a', limit: ALL }))).toEqual([1, 2, 3, 4]);
+        expect(await store.stats()).toEqual({ rockets: 2, events: 5, buffered: 2 });
+        expect(await submit(increased('c', 3, 3))).toEqual(['buffered']);
+      });
+
+      it('counts what a commit buffers and drains as it goes, message by message', async () => {
+        const result = await store.commit([
+          increased('a', 2, 2),
+          increased('a', 3, 3),
+          increased('a', 4, 4),
+          increased('b', 2, 2),
+          increased('b', 3, 3),
+          increased('c', 2, 2),
+          launched('a', 1),
+          increased('c', 2, 2),
+          increased('c', 3, 3),
+        ]);
+        expect(statuses(result)).toEqual([
+          'buffered',
+          'buffered',
+          'buffered',
+          'buffered',
+          'buffered',
+          'refused',
+          'applied',
+          'buffered',
+          'buffered',
+        ]);
+        expect(numbersOf(result.events)).toEqual([1, 2, 3, 4]);
+        expect(await store.stats()).toEqual({ rockets: 1, events: 4, buffered: 4 });
+        expect(await submit(increased('d', 2, 2))).toEqual(['buffered']);
+        expect(await submit(increased('d', 3, 3))).toEqual(['refused']);
+      });
+    });
+
+    describe('open gaps', () => {
+      it('lists every channel with buffered messages, oldest first, including channels without a rocket', async () => {
+        const t0 = h.clock.now().toISOString();
+        await oneByOne(launched('r1', 1), increased('r1', 3, 3), launched('done', 1));
+        h.clock.advance(1000);
+        const t1 = h.clock.now().toISOString();
+        await submit(increased('ghost', 2, 2));
+        h.clock.advance(1000);
+        const t2 = h.clock.now().toISOString();
+        await submit(increased('r1', 5, 5));
+        expect(await store.listGaps(100)).toEqual([
+          { channel: 'r1', waitingFor: 2, count: 2, oldestSince: t0 },
+          { channel: 'ghost', waitingFor: 1, count: 1, oldestSince: t1 },
+        ]);
+        expect(await store.listGaps(1)).toEqual([{ channel: 'r1', waitingFor: 2, count: 2, oldestSince: t0 }]);
+
+        // #2 fills r1's first gap: #3 applies, #5 still waits (for #4), since t2.
+        await submit(increased('r1', 2, 2));
+        expect(await store.listGaps(100)).toEqual([
+          { channel: 'ghost', waitingFor: 1, count: 1, oldestSince: t1 },
+          { channel: 'r1', waitingFor: 4, count: 1, oldestSince: t2 },
+        ]);
+        expect((await store.getRocket('r1'))?.buffer).toEqual({ waitingFor: 4, count: 1, oldestSince: t2 });
+      });
+
+      it('orders gaps of the same age by channel, and lists nothing once every gap is filled', async () => {
+        await submit(increased('b', 2, 2), increased('a', 2, 2), increased('é', 2, 2), increased('Z', 2, 2));
+        expect((await store.listGaps(100)).map((g) => g.channel)).toEqual(['Z', 'a', 'b', 'é']);
+        await submit(launched('a', 1), launched('b', 1), launched('é', 1), launched('Z', 1));
+        expect(await store.listGaps(100)).toEqual([]);
+      });
+    });
+
+    describe('the gap policy (skipGaps)', () => {
+      const TIMEOUT = 30_000;
+      const REASON = 'not received within GAP_TIMEOUT (30s)';
+
+      it('skips nothing while the oldest buffered message has not waited longer than the timeout', async () => {
+        await oneByOne(launched('r1', 1), increased('r1', 4, 4));
+        h.clock.advance(TIMEOUT);
+        const before = { events: await allEvents(), view: await store.getRocket('r1') };
+        expect(await store.skipGaps(TIMEOUT, REASON)).toEqual([]);
+        expect(await allEvents()).toEqual(before.events);
+        expect(await store.getRocket('r1')).toEqual(before.view);
+      });
+
+      it('then records a MessageSkipped event for each missing number and applies what they unblock', async () => {
+        await oneByOne(launched('r1', 1), increased('r1', 4, 4), increased('r1', 5, 5));
+        h.clock.advance(TIMEOUT + 1);
+        const skippedAt = h.clock.now().toISOString();
+        expect(await store.skipGaps(TIMEOUT, REASON)).toEqual([{ channel: 'r1', from: 2, to: 3 }]);
+        const events = await allEvents();
+        expect(numbersOf(events)).toEqual([1, 2, 3, 4, 5]);
+        expectIncreasing(positionsOf(events));
+        for (const n of [2, 3])
+          expect(events[n - 1]).toMatchObject({
+            channel: 'r1',
+            messageNumber: n,
+            messageType: 'MessageSkipped',
+            messageTime: skippedAt,
+            payload: { reason: REASON },
+            recordedAt: skippedAt,
+          });
+        expect(events[3]).toMatchObject({ messageType: 'RocketSpeedIncreased', payload: { by: 4 } });
+        expect(await store.getRocket('r1')).toEqual({
+          ...fold([launched('r1', 1), increased('r1', 4, 4), increased('r1', 5, 5)]),
+          lastMessageNumber: 5,
+          buffer: { waitingFor: 6, count: 0, oldestSince: null },
+        });
+        expect(await store.listGaps(100)).toEqual([]);
+        expect(await store.stats()).toEqual({ rockets: 1, events: 5, buffered: 0 });
+        // Nothing is left to skip.
+        expect(await store.skipGaps(TIMEOUT, REASON)).toEqual([]);
+        expect(await allEvents()).toEqual(events);
+      });
+
+      it('skips from #1 in a channel that has no rocket yet', async () => {
+        await submit(increased('ghost', 3, 3));
+        h.clock.advance(TIMEOUT + 1);
+        expect(await store.skipGaps(TIMEOUT, REASON)).toEqual([{ channel: 'ghost', from: 1, to: 2 }]);
+        expect((await store.readEvents({ channel: 'ghost', limit: ALL })).map((e) => e.messageType)).toEqual([
+          'MessageSkipped',
+          'MessageSkipped',
+          'RocketSpeedIncreased',
+        ]);
+        expect(await store.getRocket('ghost')).toMatchObject({
+          type: null,
+          mission: null,
+          launchedAt: null,
+          speed: 3,
+          status: 'flying',
+          lastMessageNumber: 3,
+          updatedAt: at(3),
+        });
+      });
+
+      it('skips only the gaps stale messages wait behind, and the next ones once their messages are stale', async () => {
+        await oneByOne(launched('r1', 1), increased('r1', 3, 3));
+        h.clock.advance(20_000);
+        await submit(increased('r1', 6, 6));
+        h.clock.advance(15_000);
+        // #3 waited 35 s, #6 only 15 s: skip #2, apply #3, and wait on for #4 and #5.
+        expect(await store.skipGaps(TIMEOUT, REASON)).toEqual([{ channel: 'r1', from: 2, to: 2 }]);
+        expect(await store.getRocket('r1')).toMatchObject({
+          lastMessageNumber: 3,
+          buffer: { waitingFor: 4, count: 1 },
+        });
+        h.clock.advance(15_001);
+        expect(await store.skipGaps(TIMEOUT, REASON)).toEqual([{ channel: 'r1', from: 4, to: 5 }]);
+        expect(numbersOf(await allEvents())).toEqual([1, 2, 3, 4, 5, 6]);
+      });
+
+      it('skips every gap of a channel in one sweep while the oldest message left is still stale', async () => {
+        await oneByOne(launched('r1', 1), increased('r1', 3, 3), increased('r1', 6, 6), launched('r2', 1));
+        await submit(increased('r2', 3, 3));
+        h.clock.advance(TIMEOUT + 1);
+        await submit(increased('r2', 5, 5));
+        const skipped = await store.skipGaps(TIMEOUT, REASON);
+        expect([...skipped].sort((x, y) => compareCodePoints(x.channel, y.channel) || x.from - y.from)).toEqual([
+          { channel: 'r1', from: 2, to: 2 },
+          { channel: 'r1', from: 4, to: 5 },
+          { channel: 'r2', from: 2, to: 2 },
+        ]);
+        expect(await store.getRocket('r1')).toMatchObject({ lastMessageNumber: 6, buffer: { count: 0 } });
+        // r2's #5 is recent: its gap at #4 waits on.
+        expect(await store.listGaps(100)).toEqual([
+          { channel: 'r2', waitingFor: 4, count: 1, oldestSince: h.clock.now().toISOString() },
+        ]);
+      });
+
+      it('answers a late message for a skipped number with a conflict that says so, and keeps the skip', async () => {
+        await oneByOne(launched('r1', 1), increased('r1', 3, 3));
+        h.clock.advance(TIMEOUT + 1);
+        await store.skipGaps(TIMEOUT, REASON);
+        const events = await allEvents();
+        const late = await store.commit([increased('r1', 2, 2)]);
+        expect(late).toEqual({
+          outcomes: [{ status: 'conflict', channel: 'r1', messageNumber: 2, skipped: true }],
+          events: [],
+          rockets: [],
+        });
+        expect(await allEvents()).toEqual(events);
+        expect(await rocket('r1')).toMatchObject({ speed: 503, lastMessageNumber: 3 });
+        // A conflict with a message that was received is not a skip.
+        const [other] = (await store.commit([increased('r1', 3, 4)])).outcomes;
+        expect(other).toStrictEqual({ status: 'conflict', channel: 'r1', messageNumber: 3 });
+      });
+
+      it('rebuilds the same rockets from a log holding skips', async () => {
+        await oneByOne(launched('r1', 1), increased('r1', 3, 3), exploded('r2', 2, 'late'), increased('r3', 4, 1));
+        h.clock.advance(TIMEOUT + 1);
+        await store.skipGaps(TIMEOUT, REASON);
+        await submit(increased('r1', 4, 4));
+        const live = await store.listRockets({ sort: 'channel', order: 'asc' });
+        expect(live.map((r) => r.channel)).toEqual(['r1', 'r2', 'r3']);
+        expect(await store.rebuildProjection()).toBe((await store.stats()).events);
+        expect(await store.listRockets({ sort: 'channel', order: 'asc' })).toEqual(live);
+        expect(await store.getRocket('r2')).toMatchObject({ status: 'exploded', explodedReason: 'late' });
+      });
+
+      it('hands skip events and the rockets they changed to append listeners, like any commit', async () => {
+        await oneByOne(launched('r1', 1), increased('r1', 3, 3));
+        const rec = record(store);
+        h.clock.advance(TIMEOUT + 1);
+        await store.skipGaps(TIMEOUT, REASON);
+        await rec.until(await store.headPosition());
+        expect(rec.events.map((e) => [e.messageNumber, e.messageType])).toEqual([
+          [2, 'MessageSkipped'],
+          [3, 'RocketSpeedIncreased'],
+        ]);
+        expect(rec.events).toEqual(
+          await store.readEvents({ afterPosition: positionsOf(await allEvents())[0], limit: ALL }),
+        );
+        expect(rec.calls.flatMap((c) => c.rockets)).toEqual([await rocket('r1')]);
+        rec.off();
+      });
+
+      it('skips the stale gaps of any number of channels in one sweep, and only the stale ones', async () => {
+        const stale = Array.from({ length: 250 }, (_, i) => `stale-${String(i).padStart(3, '0')}`);
+        await submit(...stale.map((c) => increased(c, 2, 2)));
+        h.clock.advance(TIMEOUT);
+        await submit(increased('fresh', 2, 2));
+        h.clock.advance(1);
+        const skipped = await store.skipGaps(TIMEOUT, REASON);
+        expect(skipped.map((g) => `${g.channel}:${g.from}-${g.to}`).sort()).toEqual(stale.map((c) => `${c}:1-1`));
+        expect(await store.stats()).toEqual({ rockets: 250, events: 500, buffered: 1 });
+        expect((await store.listGaps(1_000)).map((g) => g.channel)).toEqual(['fresh']);
+      });
+
+      it('frees the buffer it drains: a channel at its cap accepts new messages after a skip', async () => {
+        // The default cap: #3 to #1002 may wait for #2, #1003 may not.
+        await submit(launched('r1', 1));
+        const ahead = Array.from({ length: 1_000 }, (_, i) => increased('r1', i + 3, 1));
+        expect(new Set(await submit(...ahead))).toEqual(new Set(['buffered']));
+        expect(await submit(increased('r1', 1_003, 1))).toEqual(['refused']);
+        h.clock.advance(TIMEOUT + 1);
+        expect(await store.skipGaps(TIMEOUT, REASON)).toEqual([{ channel: 'r1', from: 2, to: 2 }]);
+        expect(await store.stats()).toMatchObject({ buffered: 0, events: 1_002 });
+        expect(await submit(increased('r1', 1_003, 1))).toEqual(['applied']);
       });
     });
 

@@ -1,8 +1,8 @@
 import { MemoryStore } from '../../src/store/memory';
 import { createTestClock, describeStoreContract } from './contract';
 
-describeStoreContract('MemoryStore', () => {
+describeStoreContract('MemoryStore', (options) => {
   const clock = createTestClock();
-  const store = new MemoryStore(clock.now);
+  const store = new MemoryStore(clock.now, options.bufferLimits);
   return Promise.resolve({ store, clock, cleanup: () => store.close() });
 });

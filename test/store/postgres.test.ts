@@ -12,10 +12,15 @@ import { createTestClock, describeStoreContract, increased, launched } from './c
 const ALL = Number.MAX_SAFE_INTEGER;
 
 if (unreachable === undefined) {
-  describeStoreContract('PostgresStore', async () => {
+  describeStoreContract('PostgresStore', async (options) => {
     const clock = createTestClock();
     const schema = freshSchema();
-    const store = await PostgresStore.open(DATABASE_URL, { schema, now: clock.now, poolSize: 4 });
+    const store = await PostgresStore.open(DATABASE_URL, {
+      schema,
+      now: clock.now,
+      poolSize: 4,
+      bufferLimits: options.bufferLimits,
+    });
     return {
       store,
       clock,
@@ -224,7 +229,8 @@ describePg('PostgresStore with several instances', () => {
   });
 
   it('pages a backlog larger than one read, including one commit larger than a page, to B in order', async () => {
-    const [a, b] = [await open(), await open()];
+    // A buffers 1,199 messages of one channel before #1 comes: beyond the default per-channel cap.
+    const [a, b] = [await open({ bufferLimits: { perChannel: 1_200, total: 1_200 } }), await open()];
     const onB = record(b);
     const big = Array.from({ length: 1_200 }, (_, i) => (i === 0 ? launched('big', 1) : increased('big', i + 1, 1)));
     await a.commit(big.slice().reverse());
@@ -419,7 +425,7 @@ describePg('PostgresStore with several instances', () => {
     const versions = await admin((cl) =>
       cl.query<{ version: number }>(`SELECT version FROM "${schema}".schema_migrations ORDER BY version`),
     );
-    expect(versions.rows.map((r) => r.version)).toEqual([1]);
+    expect(versions.rows.map((r) => r.version)).toEqual([1, 2]);
     await a.commit([launched('m', 1)]);
     expect(await b.getRocket('m')).toMatchObject({ lastMessageNumber: 1 });
     expect(await c.stats()).toEqual({ rockets: 1, events: 1, buffered: 0 });
@@ -439,6 +445,60 @@ describePg('PostgresStore with several instances', () => {
   it('refuses URLs that are not PostgreSQL and schema names it would have to quote', async () => {
     await expect(PostgresStore.open('mysql://localhost/x')).rejects.toThrow(/postgres:\/\//);
     await expect(PostgresStore.open(DATABASE_URL, { schema: 'bad"name' })).rejects.toThrow(/schema/);
+  });
+
+  it('skips each number once when two instances sweep the same stale gaps at once, and both feeds hear it', async () => {
+    const clock = createTestClock();
+    const [a, b] = [await open({ now: clock.now }), await open({ now: clock.now })];
+    // More channels than one skip transaction takes, so the sweeps run several rounds against each other.
+    const channels = Array.from({ length: 150 }, (_, i) => `gap-${String(i).padStart(3, '0')}`);
+    const [onA, onB] = [record(a), record(b)];
+    await a.commit(channels.flatMap((c) => [launched(c, 1), increased(c, 4, 4), increased(c, 6, 6)]));
+    const start = await a.headPosition();
+    clock.advance(60_001);
+
+    const [byA, byB] = await Promise.all([a.skipGaps(60_000, 'timeout'), b.skipGaps(60_000, 'timeout')]);
+    const ranges = [...byA, ...byB].map((g) => `${g.channel}:${g.from}-${g.to}`).sort();
+    expect(ranges).toEqual(channels.flatMap((c) => [`${c}:2-3`, `${c}:5-5`]).sort());
+    for (const c of channels)
+      expect((await a.readEvents({ channel: c, limit: ALL })).map((e) => `${e.messageNumber}${e.messageType}`)).toEqual(
+        [
+          '1RocketLaunched',
+          '2MessageSkipped',
+          '3MessageSkipped',
+          '4RocketSpeedIncreased',
+          '5MessageSkipped',
+          '6RocketSpeedIncreased',
+        ],
+      );
+    expect(await b.stats()).toEqual({ rockets: 150, events: 900, buffered: 0 });
+    expect(await b.listGaps(1_000)).toEqual([]);
+
+    const head = await a.headPosition();
+    const appended = await a.readEvents({ afterPosition: start, limit: ALL });
+    expect(appended).toHaveLength(750);
+    for (const r of [onA, onB]) {
+      await r.until(head);
+      expect(r.events.filter((e) => e.position > start)).toEqual(appended);
+      r.off();
+    }
+  });
+
+  it('holds the total buffer cap exactly while several instances buffer at once', async () => {
+    const bufferLimits = { perChannel: 10, total: 20 };
+    const [a, b] = [await open({ bufferLimits }), await open({ bufferLimits })];
+    const results = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => (i % 2 === 0 ? a : b).commit([increased(`c${i}`, 2, 1)])),
+    );
+    const statuses = results.map((r) => r.outcomes[0]?.status);
+    expect(statuses.filter((st) => st === 'buffered')).toHaveLength(20);
+    expect(statuses.filter((st) => st === 'refused')).toHaveLength(40);
+    expect(await a.stats()).toMatchObject({ buffered: 20 });
+    expect(results.flatMap((r) => r.outcomes).find((o) => o.status === 'refused')).toMatchObject({
+      cap: 'total',
+      limit: 20,
+      waitingFor: 1,
+    });
   });
 
   it('closes idempotently', async () => {

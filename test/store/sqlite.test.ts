@@ -24,10 +24,10 @@ function tempDir(): { dir: string; file: string; remove: () => void } {
   return { dir, file: join(dir, 'nested', 'rockets.db'), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-describeStoreContract('SqliteStore', () => {
+describeStoreContract('SqliteStore', (options) => {
   const clock = createTestClock();
   const tmp = tempDir();
-  const store = new SqliteStore(tmp.file, { now: clock.now });
+  const store = new SqliteStore(tmp.file, { now: clock.now, bufferLimits: options.bufferLimits });
   return Promise.resolve({
     store,
     clock,
@@ -221,6 +221,40 @@ describe('SqliteStore on its file', () => {
     expect(await reopened.rebuildProjection()).toBe(7);
     expect(await reopened.listRockets({ sort: 'speed', order: 'desc' })).toEqual(live);
     expect(await reopened.stats()).toEqual({ rockets: 2, events: 7, buffered: 1 });
+  });
+
+  it('counts the buffer from the file when reopened, and holds the total cap across the restart', async () => {
+    const bufferLimits = { perChannel: 10, total: 2 };
+    const first = new SqliteStore(tmp.file, { bufferLimits });
+    opened.push(first);
+    await first.commit([increased('a', 2, 1), increased('b', 2, 1)]);
+    await first.close();
+    const second = new SqliteStore(tmp.file, { bufferLimits });
+    opened.push(second);
+    const statuses = async (...ms: RocketMessage[]) => (await second.commit(ms)).outcomes.map((o) => o.status);
+    expect(await statuses(increased('c', 2, 1))).toEqual(['refused']);
+    expect(await statuses(launched('a', 1), increased('c', 2, 1), increased('d', 2, 1))).toEqual([
+      'applied',
+      'buffered',
+      'refused',
+    ]);
+  });
+
+  it('restores its count of the buffer when a group commit fails', async () => {
+    const store = new SqliteStore(tmp.file, { bufferLimits: { perChannel: 10, total: 2 } });
+    opened.push(store);
+    await store.commit([increased('a', 2, 1)]);
+    sideConnection().exec(`CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.channel = 'boom'
+                           BEGIN SELECT RAISE(ABORT, 'forced failure'); END`);
+    const failed = await Promise.allSettled([
+      store.commit([increased('b', 2, 1)]),
+      store.commit([launched('boom', 1)]),
+    ]);
+    expect(failed.map((f) => f.status)).toEqual(['rejected', 'rejected']);
+    // Had the failed group's buffering been counted, the cap (2) would refuse this one.
+    expect((await store.commit([increased('c', 2, 1)])).outcomes[0]?.status).toBe('buffered');
+    expect((await store.commit([increased('d', 2, 1)])).outcomes[0]?.status).toBe('refused');
+    expect(await store.stats()).toEqual({ rockets: 0, events: 0, buffered: 2 });
   });
 
   it('works with synchronous NORMAL and refuses any other setting', async () => {
