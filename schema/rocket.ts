@@ -1,0 +1,185 @@
+import type { Rocket as RocketState } from '../src/domain/rocket';
+import type { RocketPage } from '../src/engine/service';
+import type { BufferInfo, Gap } from '../src/store/types';
+import { builder, optional } from './builder';
+import { RocketEvent } from './event';
+import { DateTime, SafeInt } from './scalars';
+
+/** A rocket from the store carries its buffer; one from the live feed does not, and it is looked up on demand. */
+type RocketModel = RocketState & { readonly buffer?: BufferInfo };
+
+export const RocketStatusEnum = builder.enumType('RocketStatus', {
+  values: { FLYING: { value: 'flying' }, EXPLODED: { value: 'exploded' } } as const,
+});
+
+const RocketSortField = builder.enumType('RocketSortField', {
+  description: 'Text sorts by code point, and a missing value as the empty string; `channel` breaks ties.',
+  values: {
+    CHANNEL: { value: 'channel' },
+    TYPE: { value: 'type' },
+    MISSION: { value: 'mission' },
+    SPEED: { value: 'speed' },
+    STATUS: { value: 'status' },
+    LAUNCHED_AT: { value: 'launchedAt' },
+    UPDATED_AT: { value: 'updatedAt' },
+  } as const,
+});
+
+const SortOrder = builder.enumType('SortOrder', {
+  values: { ASC: { value: 'asc' }, DESC: { value: 'desc' } } as const,
+});
+
+const ReorderBuffer = builder.objectRef<BufferInfo>('ReorderBuffer').implement({
+  description: 'Messages of one rocket received ahead of their turn, waiting for the gap before them to fill.',
+  fields: (t) => ({
+    waitingFor: t.expose('waitingFor', {
+      type: SafeInt,
+      description: 'The message number the rocket waits for: lastMessageNumber + 1.',
+    }),
+    count: t.exposeInt('count', { description: 'Messages buffered.' }),
+    oldestSince: t.expose('oldestSince', {
+      type: DateTime,
+      nullable: true,
+      description: 'When the oldest buffered message was received; null when nothing is buffered.',
+    }),
+  }),
+});
+
+export const Rocket = builder.objectRef<RocketModel>('Rocket').implement({
+  description: "A rocket's state: a pure function of its applied messages, with times taken from the messages.",
+  fields: (t) => ({
+    channel: t.exposeString('channel', { description: 'The rocket: its channel id.' }),
+    type: t.exposeString('type', { nullable: true, description: 'Null until a RocketLaunched is applied.' }),
+    mission: t.exposeString('mission', { nullable: true }),
+    speed: t.exposeFloat('speed', { description: 'Never negative.' }),
+    status: t.expose('status', { type: RocketStatusEnum }),
+    explodedReason: t.exposeString('explodedReason', { nullable: true }),
+    launchedAt: t.expose('launchedAt', { type: DateTime, nullable: true }),
+    updatedAt: t.expose('updatedAt', {
+      type: DateTime,
+      description: 'Message time of the latest applied message, whether or not it changed a field.',
+    }),
+    lastMessageNumber: t.expose('lastMessageNumber', { type: SafeInt }),
+    buffer: t.field({
+      type: ReorderBuffer,
+      description: 'What the reorder buffer holds for this rocket now.',
+      resolve: async (r, _args, { service }) => r.buffer ?? (await service.rocket(r.channel)).buffer,
+    }),
+    events: t.field({
+      type: [RocketEvent],
+      description: 'Applied events of this rocket, in message number order.',
+      args: {
+        after: t.arg({ type: SafeInt, description: 'Only events with a message number above this.' }),
+        first: t.arg.int({ description: 'At most this many (1 to 10000); 10000 when left out.' }),
+      },
+      resolve: (r, args, { service }) =>
+        service.events({ channel: r.channel, afterMessageNumber: optional(args.after), limit: optional(args.first) }),
+    }),
+  }),
+});
+
+type Edge = RocketPage['rockets'][number];
+
+const RocketEdge = builder.objectRef<Edge>('RocketEdge').implement({
+  fields: (t) => ({
+    cursor: t.exposeString('cursor'),
+    node: t.field({ type: Rocket, resolve: (r) => r }),
+  }),
+});
+
+const PageInfo = builder.objectRef<RocketPage>('PageInfo').implement({
+  description: 'Relay page info. Pagination is forward only (`first`/`after`), so `hasPreviousPage` is always false.',
+  fields: (t) => ({
+    hasNextPage: t.boolean({ resolve: (p) => p.nextCursor !== null }),
+    hasPreviousPage: t.boolean({ resolve: () => false }),
+    startCursor: t.string({ nullable: true, resolve: (p) => p.rockets[0]?.cursor ?? null }),
+    endCursor: t.string({ nullable: true, resolve: (p) => p.rockets[p.rockets.length - 1]?.cursor ?? null }),
+  }),
+});
+
+const RocketConnection = builder.objectRef<RocketPage>('RocketConnection').implement({
+  fields: (t) => ({
+    edges: t.field({ type: [RocketEdge], resolve: (p) => p.rockets }),
+    nodes: t.field({ type: [Rocket], resolve: (p) => p.rockets }),
+    pageInfo: t.field({ type: PageInfo, resolve: (p) => p }),
+  }),
+});
+
+builder.queryField('rocket', (t) =>
+  t.field({
+    type: Rocket,
+    nullable: true,
+    description: 'One rocket; null with a NOT_FOUND error when no message of it has been applied.',
+    args: { channel: t.arg.string({ required: true }) },
+    resolve: (_root, args, { service }) => service.rocket(args.channel),
+  }),
+);
+
+builder.queryField('rockets', (t) =>
+  t.field({
+    type: RocketConnection,
+    description: 'Rockets in the chosen order, a page at a time: pass `pageInfo.endCursor` as `after` for the next.',
+    args: {
+      sort: t.arg({ type: RocketSortField, defaultValue: 'channel' }),
+      order: t.arg({ type: SortOrder, defaultValue: 'asc' }),
+      status: t.arg({ type: RocketStatusEnum, description: 'Only rockets with this status.' }),
+      first: t.arg.int({ description: 'At most this many (1 to 10000); every rocket when left out.' }),
+      after: t.arg.string({ description: 'A cursor from an earlier page of the same sort.' }),
+    },
+    resolve: (_root, args, { service }) =>
+      service.rockets({
+        sort: optional(args.sort),
+        order: optional(args.order),
+        status: optional(args.status),
+        limit: optional(args.first),
+        after: optional(args.after),
+      }),
+  }),
+);
+
+builder.subscriptionField('rocketUpdated', (t) =>
+  t.field({
+    type: Rocket,
+    description: [
+      'The new state of a rocket after each commit that changed it; every rocket when `channel` is left out.',
+      'A slow subscriber gets only the latest state of each rocket; if even that overflows its bounded buffer,',
+      'the subscription ends with a FELL_BEHIND error (the socket and other subscriptions stay open): resubscribe',
+      'and read `rocket` or `rockets` to resynchronise.',
+    ].join('\n'),
+    args: { channel: t.arg.string({ description: 'Only this rocket.' }) },
+    subscribe: (_root, args, { service }) => service.rocketUpdates(optional(args.channel)),
+    resolve: (r) => r,
+  }),
+);
+
+const GapRef = builder.objectRef<Gap>('Gap').implement({
+  description:
+    'An open gap of the reorder buffer: a channel whose messages wait for a missing one. Includes channels none of whose messages is applied yet (no rocket).',
+  fields: (t) => ({
+    channel: t.exposeString('channel'),
+    waitingFor: t.expose('waitingFor', {
+      type: SafeInt,
+      description: 'The missing message number the channel waits for.',
+    }),
+    count: t.exposeInt('count', { description: 'Messages buffered behind the gap.' }),
+    oldestSince: t.expose('oldestSince', {
+      type: DateTime,
+      description: 'When the oldest of them was received (server time); GAP_TIMEOUT counts from here.',
+    }),
+    rocket: t.field({
+      type: Rocket,
+      nullable: true,
+      description: 'The rocket; null while none of its messages is applied.',
+      resolve: async (g, _args, { service }) => (await service.findRocket(g.channel)) ?? null,
+    }),
+  }),
+});
+
+builder.queryField('gaps', (t) =>
+  t.field({
+    type: [GapRef],
+    description: 'Open gaps of the reorder buffer, oldest first (as REST `GET /gaps`).',
+    args: { first: t.arg.int({ description: 'At most this many (1 to 10000); 10000 when left out.' }) },
+    resolve: (_root, args, { service }) => service.gaps({ limit: optional(args.first) }),
+  }),
+);

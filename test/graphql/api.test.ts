@@ -1,0 +1,352 @@
+import { print } from 'graphql';
+import {
+  EventsDocument,
+  RocketDocument,
+  RocketEventsDocument,
+  RocketsDocument,
+  SubmitMessageDocument,
+  SubmitMessagesDocument,
+  SubmitStatusDocument,
+  type MessageEnvelopeInput,
+  type RocketSortField,
+  type RocketsQuery,
+  type RocketsQueryVariables,
+} from '../generated/graphql';
+import { send } from '../support/process';
+import { data, messages, post, postRaw, startServer, type TestServer } from './support';
+
+const a = messages('a');
+
+describe('GraphQL over HTTP', () => {
+  let server: TestServer;
+  const submit = (m: MessageEnvelopeInput) => post(server, SubmitMessageDocument, m);
+  const status = async (m: MessageEnvelopeInput) => (await data(server, SubmitStatusDocument, m)).submitMessage.status;
+
+  beforeEach(async () => {
+    server = await startServer({ maxBodyBytes: 256 * 1024 });
+  });
+  afterEach(() => server.app.stop());
+
+  describe('submitMessage', () => {
+    it('answers APPLIED with the rocket state once the message is recorded', async () => {
+      const r = await submit(a.launched(1, { mission: 'ARTEMIS', launchSpeed: 500 }));
+      expect(r.status).toBe(200);
+      expect(r.body.data?.submitMessage).toEqual({
+        status: 'APPLIED',
+        channel: 'a',
+        messageNumber: 1,
+        rocket: expect.objectContaining({
+          channel: 'a',
+          type: 'Falcon-9',
+          mission: 'ARTEMIS',
+          speed: 500,
+          status: 'FLYING',
+          lastMessageNumber: 1,
+          buffer: { waitingFor: 2, count: 0, oldestSince: null },
+        }) as unknown,
+      });
+    });
+
+    it('buffers a message from the future, with no rocket yet, and applies it once the gap fills', async () => {
+      const early = await data(server, SubmitMessageDocument, a.increased(2, 100));
+      expect(early.submitMessage).toMatchObject({ status: 'BUFFERED', rocket: null });
+      const filled = await data(server, SubmitMessageDocument, a.launched(1));
+      expect(filled.submitMessage).toMatchObject({
+        status: 'APPLIED',
+        rocket: { speed: 600, lastMessageNumber: 2, buffer: { waitingFor: 3, count: 0 } },
+      });
+    });
+
+    it('shows what the reorder buffer holds for a rocket', async () => {
+      await status(a.launched(1));
+      const r = await data(server, SubmitMessageDocument, a.increased(4, 10));
+      expect(r.submitMessage.status).toBe('BUFFERED');
+      expect(r.submitMessage.rocket?.buffer).toEqual({
+        waitingFor: 2,
+        count: 1,
+        oldestSince: expect.any(String) as unknown,
+      });
+    });
+
+    it('acknowledges a redelivery as DUPLICATE and changes nothing', async () => {
+      await status(a.launched(1));
+      expect(await status(a.launched(1))).toBe('DUPLICATE');
+      expect((await data(server, EventsDocument, {})).events).toHaveLength(1);
+    });
+
+    it('answers CONFLICT to the same number with a different body, and the first one stands', async () => {
+      await status(a.launched(1, { mission: 'ARTEMIS' }));
+      const r = await submit(a.launched(1, { mission: 'OTHER' }));
+      expect(r.body.data).toBeNull();
+      expect(r.body.errors).toEqual([
+        expect.objectContaining({
+          path: ['submitMessage'],
+          extensions: { code: 'CONFLICT', channel: 'a', messageNumber: 1 },
+        }),
+      ]);
+      expect((await data(server, RocketDocument, { channel: 'a' })).rocket?.mission).toBe('ARTEMIS');
+    });
+
+    it('answers BAD_USER_INPUT naming every wrong field, and stores nothing', async () => {
+      const bad: MessageEnvelopeInput = {
+        metadata: { channel: 'a', messageNumber: 0, messageTime: 'yesterday', messageType: 'ROCKET_SPEED_INCREASED' },
+        message: { rocketSpeedIncreased: { by: -5 } },
+      };
+      const r = await submit(bad);
+      expect(r.body.errors).toHaveLength(1);
+      const [error] = r.body.errors ?? [];
+      expect(error?.extensions?.code).toBe('BAD_USER_INPUT');
+      expect(error?.extensions?.issues?.map((i) => i.field)).toEqual([
+        'metadata.messageNumber',
+        'metadata.messageTime',
+        'message.rocketSpeedIncreased.by',
+      ]);
+      expect((await data(server, RocketsDocument, {})).rockets.edges).toEqual([]);
+    });
+
+    it('refuses an empty channel as BAD_USER_INPUT on metadata.channel', async () => {
+      const r = await submit(messages('').launched(1));
+      expect(r.body.errors?.[0]?.extensions).toMatchObject({
+        code: 'BAD_USER_INPUT',
+        issues: [{ field: 'metadata.channel' }],
+      });
+    });
+
+    it('refuses a payload that does not match messageType, saying which field to give', async () => {
+      const r = await submit({ ...a.launched(1), message: { rocketExploded: { reason: 'boom' } } });
+      expect(r.body.errors?.[0]?.extensions).toEqual({
+        code: 'BAD_USER_INPUT',
+        issues: [
+          {
+            field: 'message',
+            problem:
+              'must hold the rocketLaunched payload, since metadata.messageType is ROCKET_LAUNCHED; got rocketExploded',
+          },
+        ],
+      });
+      expect((await data(server, EventsDocument, {})).events).toEqual([]);
+    });
+
+    it('refuses a message beyond the per-channel buffer cap with CHANNEL_BUFFER_FULL and when to retry', async () => {
+      await server.app.stop();
+      server = await startServer({ bufferLimits: { perChannel: 2, total: 100 } });
+      await status(a.launched(1));
+      const r = await submit(a.increased(5, 1));
+      expect(r.body.errors?.[0]?.extensions).toEqual({
+        code: 'CHANNEL_BUFFER_FULL',
+        channel: 'a',
+        messageNumber: 5,
+        waitingFor: 2,
+        setting: 'MAX_BUFFERED_PER_CHANNEL',
+        limit: 2,
+        retryAfterSeconds: 1,
+      });
+      expect(await status(a.increased(4, 1))).toBe('BUFFERED');
+    });
+
+    it('refuses two payload fields at once, as the @oneOf input demands', async () => {
+      const r = await postRaw(server, {
+        query: print(SubmitMessageDocument),
+        variables: {
+          ...a.launched(1),
+          message: { rocketLaunched: { type: 'x', launchSpeed: 1, mission: 'm' }, rocketExploded: { reason: 'r' } },
+        },
+      });
+      expect(r.status).toBe(400);
+      expect(r.body.data).toBeUndefined();
+      expect(r.body.errors?.[0]?.message).toMatch(
+        /Exactly one key must be specified for OneOf type "MessagePayloadInput"/,
+      );
+    });
+  });
+
+  describe('submitMessages', () => {
+    it('answers one result per envelope, in order, refusing bad ones without stopping the others', async () => {
+      await status(a.launched(1, { mission: 'ARTEMIS' }));
+      const r = await data(server, SubmitMessagesDocument, {
+        messages: [
+          a.increased(2, 10),
+          messages('').launched(1),
+          { ...messages('b').launched(1), message: { rocketSpeedIncreased: { by: 1 } } },
+          a.launched(1, { mission: 'OTHER' }),
+          a.launched(1, { mission: 'ARTEMIS' }),
+          a.increased(5, 10),
+        ],
+      });
+      expect(r.submitMessages).toEqual([
+        { __typename: 'SubmitMessagePayload', status: 'APPLIED', channel: 'a', messageNumber: 2 },
+        {
+          __typename: 'SubmitMessageError',
+          code: 'BAD_USER_INPUT',
+          message: 'metadata.channel: must not be empty',
+          issues: [{ field: 'metadata.channel', problem: 'must not be empty' }],
+        },
+        expect.objectContaining({
+          __typename: 'SubmitMessageError',
+          code: 'BAD_USER_INPUT',
+          issues: [expect.objectContaining({ field: 'message' })],
+        }),
+        expect.objectContaining({ __typename: 'SubmitMessageError', code: 'CONFLICT', issues: [] }),
+        { __typename: 'SubmitMessagePayload', status: 'DUPLICATE', channel: 'a', messageNumber: 1 },
+        { __typename: 'SubmitMessagePayload', status: 'BUFFERED', channel: 'a', messageNumber: 5 },
+      ]);
+    });
+
+    it('refuses a batch of more than 1000 envelopes as a whole', async () => {
+      const batch = Array.from({ length: 1001 }, (_, i) => messages(`c${i}`).launched(1));
+      const r = await post(server, SubmitMessagesDocument, { messages: batch });
+      expect(r.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', issues: [{ field: 'messages' }] });
+      expect((await data(server, EventsDocument, {})).events).toEqual([]);
+    });
+  });
+
+  describe('rocket and events', () => {
+    beforeEach(async () => {
+      for (const m of [
+        a.launched(1),
+        messages('b').launched(1, { launchSpeed: 100 }),
+        a.increased(2, 50),
+        a.missionChanged(3, 'MARS'),
+        messages('b').exploded(2, 'engine'),
+        a.decreased(4, 20),
+      ])
+        await status(m);
+    });
+
+    it('answers a null rocket with NOT_FOUND for a channel with no applied message', async () => {
+      const r = await post(server, RocketDocument, { channel: 'nope' });
+      expect(r.body.data).toEqual({ rocket: null });
+      expect(r.body.errors).toEqual([expect.objectContaining({ path: ['rocket'], extensions: { code: 'NOT_FOUND' } })]);
+    });
+
+    it('lists every event after a position with its typed payload', async () => {
+      const { events } = await data(server, EventsDocument, { after: 2, first: 3 });
+      expect(events.map((e) => [e.position, e.channel, e.messageNumber, e.messageType])).toEqual([
+        [3, 'a', 2, 'ROCKET_SPEED_INCREASED'],
+        [4, 'a', 3, 'ROCKET_MISSION_CHANGED'],
+        [5, 'b', 2, 'ROCKET_EXPLODED'],
+      ]);
+      expect(events.map((e) => e.payload)).toEqual([
+        { __typename: 'RocketSpeedIncreased', by: 50 },
+        { __typename: 'RocketMissionChanged', newMission: 'MARS' },
+        { __typename: 'RocketExploded', reason: 'engine' },
+      ]);
+    });
+
+    it("lists one rocket's events after a message number", async () => {
+      const { rocket } = await data(server, RocketEventsDocument, { channel: 'a', after: 1, first: 2 });
+      expect(rocket?.events.map((e) => e.messageNumber)).toEqual([2, 3]);
+      const { events } = await data(server, EventsDocument, { channel: 'a', afterMessageNumber: 3 });
+      expect(events.map((e) => e.payload)).toEqual([{ __typename: 'RocketSpeedDecreased', by: 20 }]);
+    });
+
+    it("keeps the sender's message time as text and gives server times as UTC DateTime", async () => {
+      const { events } = await data(server, EventsDocument, { channel: 'a', first: 1 });
+      expect(events[0]?.messageTime).toBe('2022-02-02T18:39:06.000Z');
+      expect(events[0]?.recordedAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    });
+
+    it('refuses a page size out of range as BAD_USER_INPUT', async () => {
+      const r = await post(server, EventsDocument, { first: 0 });
+      expect(r.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', issues: [{ field: 'limit' }] });
+    });
+  });
+
+  describe('rockets', () => {
+    beforeEach(async () => {
+      await status(messages('r1').launched(1, { type: 'Falcon-9', mission: 'B', launchSpeed: 300 }));
+      await status(messages('r2').launched(1, { type: 'Ariane', mission: 'A', launchSpeed: 100 }));
+      await status(messages('r3').launched(1, { type: 'Soyuz', mission: 'C', launchSpeed: 200 }));
+      await status(messages('r3').exploded(2, 'fuel'));
+      await status(messages('r4').launched(1, { type: 'Ariane', mission: 'D', launchSpeed: 300 }));
+    });
+    const channels = async (v: RocketsQueryVariables) =>
+      (await data(server, RocketsDocument, v)).rockets.edges.map((e) => e.node.channel);
+
+    it.each<[RocketSortField, 'ASC' | 'DESC', string[]]>([
+      ['CHANNEL', 'ASC', ['r1', 'r2', 'r3', 'r4']],
+      ['CHANNEL', 'DESC', ['r4', 'r3', 'r2', 'r1']],
+      ['SPEED', 'ASC', ['r2', 'r3', 'r1', 'r4']],
+      ['SPEED', 'DESC', ['r4', 'r1', 'r3', 'r2']],
+      ['TYPE', 'ASC', ['r2', 'r4', 'r1', 'r3']],
+      ['MISSION', 'DESC', ['r4', 'r3', 'r1', 'r2']],
+      ['STATUS', 'ASC', ['r3', 'r1', 'r2', 'r4']],
+    ])('sorts by %s %s, channel breaking ties', async (sort, order, expected) => {
+      expect(await channels({ sort, order })).toEqual(expected);
+    });
+
+    it('filters by status', async () => {
+      expect(await channels({ status: 'EXPLODED' })).toEqual(['r3']);
+      expect(await channels({ status: 'FLYING', sort: 'SPEED', order: 'DESC' })).toEqual(['r4', 'r1', 'r2']);
+    });
+
+    it('pages with cursors: every rocket once, then no next page', async () => {
+      const seen: string[] = [];
+      let after: string | null = null;
+      for (;;) {
+        const { rockets }: RocketsQuery = await data(server, RocketsDocument, {
+          sort: 'SPEED',
+          order: 'DESC',
+          first: 3,
+          after,
+        });
+        seen.push(...rockets.edges.map((e) => e.node.channel));
+        expect(rockets.pageInfo.endCursor).toBe(rockets.edges[rockets.edges.length - 1]?.cursor ?? null);
+        if (!rockets.pageInfo.hasNextPage) break;
+        after = rockets.pageInfo.endCursor;
+      }
+      expect(seen).toEqual(['r4', 'r1', 'r3', 'r2']);
+    });
+
+    it('refuses a cursor of another sort as BAD_USER_INPUT naming after', async () => {
+      const { rockets } = await data(server, RocketsDocument, { sort: 'SPEED', first: 1 });
+      const r = await post(server, RocketsDocument, { sort: 'MISSION', after: rockets.pageInfo.endCursor });
+      expect(r.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', issues: [{ field: 'after' }] });
+    });
+  });
+
+  describe('transport', () => {
+    it('runs a query sent with GET', async () => {
+      const url = `${server.http}/graphql?query=${encodeURIComponent('{ rockets { nodes { channel } } }')}`;
+      const r = await send(url, 'GET', undefined, { accept: 'application/graphql-response+json' });
+      expect(r.status).toBe(200);
+      expect(r.body).toEqual({ data: { rockets: { nodes: [] } } });
+    });
+
+    it('refuses a mutation sent with GET with 405, storing nothing', async () => {
+      const query = print(SubmitMessageDocument);
+      const url = `${server.http}/graphql?query=${encodeURIComponent(query)}&variables=${encodeURIComponent(JSON.stringify(a.launched(1)))}`;
+      const r = await send(url, 'GET', undefined, { accept: 'application/graphql-response+json' });
+      expect(r.status).toBe(405);
+      expect(r.headers.allow).toBe('POST');
+      expect((await data(server, EventsDocument, {})).events).toEqual([]);
+    });
+
+    it('refuses a body larger than the configured limit with 413', async () => {
+      const r = await postRaw(server, { query: `{ rockets { nodes { channel } } } # ${'x'.repeat(256 * 1024)}` });
+      expect(r.status).toBe(413);
+      expect(r.body.errors?.[0]?.extensions?.code).toBe('PAYLOAD_TOO_LARGE');
+    });
+
+    it('masks an unexpected failure as "Unexpected error." and keeps the cause on the server', async () => {
+      const logged = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+      const failing = jest
+        .spyOn(server.app.store, 'listRockets')
+        .mockRejectedValue(new Error('disk on fire at /var/lib/secret'));
+      try {
+        const r = await post(server, RocketsDocument, {});
+        expect(JSON.stringify(r.body)).not.toContain('secret');
+        expect(r.body.errors).toEqual([
+          expect.objectContaining({
+            message: 'Unexpected error.',
+            extensions: expect.objectContaining({ code: 'INTERNAL_SERVER_ERROR' }) as unknown,
+          }),
+        ]);
+        expect(JSON.stringify(logged.mock.calls)).toContain('disk on fire');
+      } finally {
+        failing.mockRestore();
+        logged.mockRestore();
+      }
+    });
+  });
+});
