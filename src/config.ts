@@ -1,3 +1,5 @@
+import { DEFAULT_BUFFER_LIMITS, type BufferLimits } from './store/types';
+
 /** Everything the service reads from its environment, checked once at start. */
 export interface Config {
   readonly port: number;
@@ -10,14 +12,31 @@ export interface Config {
   readonly maxBodyBytes: number;
   /** Items one live subscriber may have waiting before it is dropped (or moved back to catch-up). */
   readonly subscriberBuffer: number;
+  /** MAX_BUFFERED_PER_CHANNEL and MAX_BUFFERED_TOTAL: beyond them a message is refused (429 / 503). */
+  readonly bufferLimits: BufferLimits;
+  /**
+   * GAP_TIMEOUT: a gap whose oldest buffered message waited longer than this many milliseconds is skipped.
+   * Undefined (the default) waits forever.
+   */
+  readonly gapTimeoutMs: number | undefined;
   readonly graphiql: boolean;
   readonly introspection: boolean;
   /** When set, `connection_init` must carry `{token}` (or `{authorization: 'Bearer …'}`) equal to it. */
   readonly subscriptionToken: string | undefined;
-  /** Origins allowed to open WebSockets and make CORS requests; undefined allows any. */
+  /** When set, writes (POST /messages, the mutations) need `Authorization: Bearer <token>`. */
+  readonly ingestToken: string | undefined;
+  /**
+   * Origins (besides the server's own) allowed to open WebSockets and make CORS requests; undefined
+   * allows any. ALLOWED_ORIGINS unset means any in development and none but the server's own under
+   * NODE_ENV=production; `*` means any.
+   */
   readonly allowedOrigins: readonly string[] | undefined;
   readonly wsMaxPayload: number;
   readonly keepAliveMs: number;
+  /** A client must send its request headers within this time (slowloris bound). */
+  readonly headersTimeoutMs: number;
+  /** A client must send its whole request within this time. */
+  readonly requestTimeoutMs: number;
   /** Serve Prometheus metrics at GET /metrics. */
   readonly metrics: boolean;
   /** pino level: fatal, error, warn, info, debug, trace or silent. */
@@ -45,6 +64,25 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 }
 
+const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const MAX_DURATION_MS = 365 * 24 * 3_600_000;
+
+/**
+ * A duration such as `500ms`, `30s`, `5m` or `1h`, in milliseconds; undefined for unset, empty, `0` or
+ * `never` (which mean no timeout). Throws ConfigError naming the variable for anything else.
+ */
+export function duration(env: Env, name: string): number | undefined {
+  const raw = env[name]?.trim().toLowerCase();
+  if (raw === undefined || raw === '' || raw === '0' || raw === 'never') return undefined;
+  const m = /^(\d{1,12})(ms|s|m|h)$/.exec(raw);
+  const ms = m ? Number(m[1]) * (DURATION_UNITS[m[2] as string] ?? NaN) : NaN;
+  if (!(ms >= 1 && ms <= MAX_DURATION_MS))
+    throw new ConfigError(
+      `${name} must be a duration such as 500ms, 30s, 5m or 1h (at most 365 days), or 0 or never for none, got "${env[name] ?? ''}"`,
+    );
+  return ms;
+}
+
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 function level(raw: string | undefined): string {
   const l = (raw ?? 'info').toLowerCase();
@@ -68,12 +106,27 @@ export function loadConfig(env: Env = process.env): Config {
     sqliteSynchronous: sync,
     maxBodyBytes: int(env, 'MAX_BODY_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     subscriberBuffer: int(env, 'SUBSCRIBER_BUFFER', 1000, 1, 1_000_000),
+    bufferLimits: {
+      perChannel: int(env, 'MAX_BUFFERED_PER_CHANNEL', DEFAULT_BUFFER_LIMITS.perChannel, 1, 1_000_000),
+      total: int(env, 'MAX_BUFFERED_TOTAL', DEFAULT_BUFFER_LIMITS.total, 1, 100_000_000),
+    },
+    gapTimeoutMs: duration(env, 'GAP_TIMEOUT'),
     graphiql: bool(env, 'GRAPHIQL', !production),
     introspection: bool(env, 'INTROSPECTION', !production),
     subscriptionToken: env.SUBSCRIPTION_TOKEN === '' ? undefined : env.SUBSCRIPTION_TOKEN,
-    allowedOrigins: origins === undefined || origins.length === 0 || origins.includes('*') ? undefined : origins,
+    ingestToken: env.INGEST_TOKEN === '' ? undefined : env.INGEST_TOKEN,
+    allowedOrigins:
+      origins === undefined || origins.length === 0
+        ? production
+          ? []
+          : undefined
+        : origins.includes('*')
+          ? undefined
+          : origins,
     wsMaxPayload: int(env, 'WS_MAX_PAYLOAD', 1024 * 1024, 1024, 64 * 1024 * 1024),
     keepAliveMs: int(env, 'WS_KEEPALIVE_MS', 12_000, 0, 600_000),
+    headersTimeoutMs: int(env, 'HEADERS_TIMEOUT_MS', 10_000, 100, 600_000),
+    requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000),
     metrics: bool(env, 'METRICS', true),
     logLevel: level(env.LOG_LEVEL),
   };

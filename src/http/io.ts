@@ -1,6 +1,14 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { isDomainError, isOverloadedError, type DomainErrorCode, isValidationError } from '../domain/errors';
+import {
+  isBufferFullError,
+  isConflictError,
+  isDomainError,
+  isOverloadedError,
+  isValidationError,
+  type DomainErrorCode,
+} from '../domain/errors';
 
 /** The request body exceeded the configured limit. */
 export class BodyTooLargeError extends Error {
@@ -55,6 +63,9 @@ const STATUS: Record<DomainErrorCode, number> = {
   NOT_FOUND: 404,
   CONFLICT: 409,
   OVERLOADED: 503,
+  // One sender is ahead of itself: slow that sender down. The whole buffer full: the server is overloaded.
+  CHANNEL_BUFFER_FULL: 429,
+  BUFFER_FULL: 503,
   UNAVAILABLE: 503,
   FELL_BEHIND: 503,
 };
@@ -63,7 +74,9 @@ const STATUS: Record<DomainErrorCode, number> = {
 export const httpStatusOf = (code: DomainErrorCode): number => STATUS[code];
 
 /**
- * Answers an error as `{error: {code, message, issues?, requestId?}}`. Domain errors say what was wrong;
+ * Answers an error as `{error: {code, message, issues?, requestId?}}`, and for a buffer cap also `cap` (the
+ * setting), `limit`, `channel`, `messageNumber` and `waitingFor`; for a late message whose number was
+ * skipped, `skipped: true`. Domain errors say what was wrong;
  * anything else is unexpected: logged with the request id, and answered with a 503 that says only
  * "Unexpected error." (the sender may retry), never the cause.
  */
@@ -80,8 +93,17 @@ export function sendError(res: ServerResponse, err: unknown, log?: Logger): void
   if (isDomainError(err)) {
     const headers: Record<string, string> = {};
     if (isOverloadedError(err)) headers['retry-after'] = String(err.retryAfterSeconds);
+    if (err.code === 'UNAUTHENTICATED') headers['www-authenticate'] = 'Bearer';
     const body: Record<string, unknown> = { code: err.code, message: err.message };
     if (isValidationError(err)) body.issues = err.issues;
+    if (isBufferFullError(err)) {
+      body.cap = err.setting;
+      body.limit = err.limit;
+      body.channel = err.channel;
+      body.messageNumber = err.messageNumber;
+      body.waitingFor = err.waitingFor;
+    }
+    if (isConflictError(err) && err.skipped) body.skipped = true;
     if (requestId !== undefined) body.requestId = requestId;
     sendJson(res, httpStatusOf(err.code), { error: body }, headers);
     return;
@@ -93,4 +115,59 @@ export function sendError(res: ServerResponse, err: unknown, log?: Logger): void
     { error: { code: 'UNAVAILABLE', message: 'Unexpected error.', requestId } },
     { 'retry-after': '1' },
   );
+}
+
+/** Compares two secrets in constant time (hashed first, so not even their lengths leak). */
+export const sameSecret = (a: string, b: string): boolean =>
+  timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
+
+/** The token of an `Authorization: Bearer <token>` value, or undefined. */
+export function bearerOf(authorization: unknown): string | undefined {
+  if (typeof authorization !== 'string') return undefined;
+  const m = /^bearer\s+(\S+)\s*$/i.exec(authorization);
+  return m?.[1];
+}
+
+/** Whether a caller may write: no INGEST_TOKEN is configured, or its bearer token is that one. */
+export function mayWrite(authorization: unknown, ingestToken: string | undefined): boolean {
+  if (ingestToken === undefined) return true;
+  const token = bearerOf(authorization);
+  return token !== undefined && sameSecret(token, ingestToken);
+}
+
+/**
+ * Whether a browser page from the request's Origin may call us. No Origin: not a browser (allowed). The
+ * server's own origin (GraphiQL, the dashboard) is always allowed; otherwise the allow-list decides, and
+ * `undefined` allows any.
+ */
+export function originAllowed(req: IncomingMessage, allowed: readonly string[] | undefined): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined || allowed === undefined) return true;
+  if (allowed.includes(origin.replace(/\/+$/, ''))) return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
+  }
+}
+
+/** CORS response headers for an allowed cross-origin request; none otherwise (the browser then refuses). */
+export function corsHeaders(req: IncomingMessage, allowed: readonly string[] | undefined): Record<string, string> {
+  const origin = req.headers.origin;
+  if (origin === undefined || !originAllowed(req, allowed)) return {};
+  return { 'access-control-allow-origin': origin, vary: 'origin' };
+}
+
+/** Answers a CORS preflight: 204, with the allowance only for an allowed origin. */
+export function sendPreflight(res: ServerResponse, cors: Record<string, string>, methods: string): void {
+  const allowance =
+    cors['access-control-allow-origin'] === undefined
+      ? {}
+      : {
+          'access-control-allow-methods': methods,
+          'access-control-allow-headers': 'content-type, accept, authorization, x-request-id',
+          'access-control-max-age': '600',
+        };
+  res.writeHead(204, { ...cors, ...allowance, allow: `${methods}, OPTIONS` });
+  res.end();
 }

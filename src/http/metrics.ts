@@ -21,7 +21,7 @@ export class Metrics implements Telemetry {
     collectDefaultMetrics({ register: this.registry, prefix: 'rockets_', eventLoopMonitoringPrecision: 20 });
     this.messages = new Counter({
       name: 'rockets_messages_total',
-      help: 'Messages by outcome (received, rejected, applied, buffered, duplicate, conflict) and messageType',
+      help: 'Messages by outcome (received, rejected, applied, buffered, duplicate, conflict, refused) and messageType',
       labelNames: ['outcome', 'type'],
       registers,
     });

@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { ValidationError } from '../domain/errors';
+import { UnauthenticatedError, ValidationError } from '../domain/errors';
 import type { RocketService } from '../engine/service';
-import type { RocketView, StoredEvent } from '../store/types';
-import { readBody, sendError, sendJson } from './io';
+import type { Gap, RocketView, StoredEvent } from '../store/types';
+import { mayWrite, readBody, sendError, sendJson } from './io';
 
 /** A rocket as REST answers it: the seed's fields plus what the reorder buffer holds for it. */
 export const rocketJson = (r: RocketView) => ({
@@ -29,6 +29,14 @@ export const eventJson = (e: StoredEvent) => ({
   recordedAt: e.recordedAt,
 });
 
+/** An open gap of the reorder buffer: the channel, the number it waits for, how many wait behind it, since when. */
+export const gapJson = (g: Gap) => ({
+  channel: g.channel,
+  waitingFor: g.waitingFor,
+  count: g.count,
+  oldestSince: g.oldestSince,
+});
+
 /** A query-string count: absent stays undefined; anything but digits becomes NaN, which the service refuses. */
 function count(q: URLSearchParams, name: string): number | undefined {
   const v = q.get(name);
@@ -50,8 +58,16 @@ function decodeSegment(segment: string): string {
  * The seed's REST routes, as a thin shim over the same application service GraphQL uses. Answers and
  * returns true when it owns the path; false lets the caller answer 404.
  */
-export function createRestRoutes(service: RocketService, maxBodyBytes: number, log?: Logger) {
+export function createRestRoutes(
+  service: RocketService,
+  options: { readonly maxBodyBytes: number; readonly ingestToken?: string | undefined; readonly log?: Logger },
+) {
+  const { maxBodyBytes, ingestToken, log } = options;
   async function postMessage(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!mayWrite(req.headers.authorization, ingestToken)) {
+      req.resume();
+      throw new UnauthenticatedError('POST /messages needs Authorization: Bearer <INGEST_TOKEN>');
+    }
     const raw = await readBody(req, maxBodyBytes);
     let body: unknown;
     try {
@@ -82,6 +98,10 @@ export function createRestRoutes(service: RocketService, maxBodyBytes: number, l
     }
     if (path === '/health') {
       if (allow('GET, HEAD')) sendJson(res, 200, await service.health());
+      return true;
+    }
+    if (path === '/gaps') {
+      if (allow('GET, HEAD')) sendJson(res, 200, (await service.gaps({ limit: count(q, 'limit') })).map(gapJson));
       return true;
     }
     if (path === '/events') {

@@ -30,7 +30,7 @@ describe('graceful shutdown', () => {
         } catch {
           // Refused or cut while stopping: not acknowledged.
         }
-        if (acked.length >= 200 && !stopping) stopping = s.stop(signal);
+        stopping ??= acked.length >= 200 ? s.stop(signal) : undefined;
       });
       expect(await stopping).toBe(0);
       expect(s.output.some((l) => l.includes('"stopping"'))).toBe(true);

@@ -1,0 +1,148 @@
+import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
+import { buildApp, type App } from '../../src/app';
+import { loadConfig } from '../../src/config';
+import { getJson, postJson, send, startServer } from '../support/process';
+
+const INGEST = 'ingest-sekret-1';
+const SUBSCRIBE = 'subscribe-sekret-2';
+
+const envelope = (channel: string, n = 1) => ({
+  metadata: { channel, messageNumber: n, messageTime: '2022-02-02T19:39:05Z', messageType: 'RocketLaunched' },
+  message: { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS' },
+});
+const SUBMIT = `mutation {
+  submitMessage(
+    metadata: { channel: "g", messageNumber: 1, messageTime: "2022-02-02T19:39:05Z", messageType: ROCKET_LAUNCHED }
+    message: { rocketLaunched: { type: "Falcon-9", launchSpeed: 500, mission: "ARTEMIS" } }
+  ) { status }
+}`;
+
+describe('access', () => {
+  let app: App;
+  let base: string;
+  const boot = async (env: Record<string, string>): Promise<void> => {
+    app = await buildApp({ ...loadConfig({ LOG_LEVEL: 'silent', ...env }), databaseUrl: 'memory:' });
+    base = `http://127.0.0.1:${await app.start(0, '127.0.0.1')}`;
+  };
+  afterEach(() => app.stop());
+  const events = async (): Promise<number> => ((await getJson(`${base}/health`)).body as { events: number }).events;
+  const graphql = (query: string, headers: Record<string, string> = {}) =>
+    send(`${base}/graphql`, 'POST', JSON.stringify({ query }), { 'content-type': 'application/json', ...headers });
+
+  describe('with INGEST_TOKEN', () => {
+    beforeEach(() => boot({ INGEST_TOKEN: INGEST }));
+
+    it('refuses POST /messages without the bearer token with a 401, and stores nothing', async () => {
+      const attempts: Array<Record<string, string>> = [
+        {},
+        { authorization: 'Bearer wrong' },
+        { authorization: INGEST },
+      ];
+      for (const headers of attempts) {
+        const r = await postJson(`${base}/messages`, envelope('a'), headers);
+        expect(r.status).toBe(401);
+        expect(r.headers['www-authenticate']).toBe('Bearer');
+        expect(r.body).toMatchObject({ error: { code: 'UNAUTHENTICATED' } });
+        expect(JSON.stringify(r.body)).not.toContain(INGEST);
+      }
+      expect(await events()).toBe(0);
+    });
+
+    it('accepts POST /messages with the bearer token', async () => {
+      const r = await postJson(`${base}/messages`, envelope('a'), { authorization: `Bearer ${INGEST}` });
+      expect(r.status).toBe(202);
+    });
+
+    it('refuses mutations without the token, over HTTP, and keeps reads open', async () => {
+      const refused = await graphql(SUBMIT);
+      expect(JSON.stringify(refused.body)).toContain('UNAUTHENTICATED');
+      expect(await events()).toBe(0);
+      const ok = await graphql(SUBMIT, { authorization: `Bearer ${INGEST}` });
+      expect(ok.body).toMatchObject({ data: { submitMessage: { status: 'APPLIED' } } });
+      expect((await graphql('{ rockets(first: 5) { nodes { channel } } }')).body).toMatchObject({
+        data: { rockets: { nodes: [{ channel: 'g' }] } },
+      });
+    });
+
+    it('takes the token for mutations over graphql-ws from connection_init', async () => {
+      const run = async (connectionParams: Record<string, string>): Promise<unknown> => {
+        const client: Client = createClient({
+          url: base.replace('http', 'ws') + '/graphql',
+          webSocketImpl: WebSocket,
+          connectionParams,
+          retryAttempts: 0,
+        });
+        try {
+          return await new Promise((resolve, reject) => {
+            client.subscribe({ query: SUBMIT }, { next: resolve, error: reject, complete: () => undefined });
+          });
+        } finally {
+          await client.dispose();
+        }
+      };
+      expect(JSON.stringify(await run({}))).toContain('UNAUTHENTICATED');
+      expect(await run({ authorization: `Bearer ${INGEST}` })).toMatchObject({
+        data: { submitMessage: { status: 'APPLIED' } },
+      });
+    });
+  });
+
+  describe('production settings', () => {
+    it('turns GraphiQL and introspection off under NODE_ENV=production unless enabled', async () => {
+      const production = loadConfig({ NODE_ENV: 'production' });
+      expect(production).toMatchObject({ graphiql: false, introspection: false, allowedOrigins: [] });
+      expect(loadConfig({ NODE_ENV: 'production', GRAPHIQL: 'true', INTROSPECTION: 'true' })).toMatchObject({
+        graphiql: true,
+        introspection: true,
+      });
+      await boot({ NODE_ENV: 'production' });
+      const page = await send(`${base}/graphql`, 'GET', undefined, { accept: 'text/html' });
+      expect(String(page.body)).not.toContain('<html');
+      expect(JSON.stringify((await graphql('{ __schema { types { name } } }')).body)).toMatch(/introspection/i);
+    });
+
+    it('answers CORS only for allowed origins, on REST and GraphQL', async () => {
+      await boot({ ALLOWED_ORIGINS: 'https://ok.example' });
+      for (const path of ['/rockets', '/graphql']) {
+        const ok = await send(`${base}${path}`, 'OPTIONS', undefined, {
+          origin: 'https://ok.example',
+          'access-control-request-method': 'POST',
+        });
+        expect(ok.status).toBe(204);
+        expect(ok.headers['access-control-allow-origin']).toBe('https://ok.example');
+        const evil = await send(`${base}${path}`, 'OPTIONS', undefined, { origin: 'https://evil.example' });
+        expect(evil.headers['access-control-allow-origin']).toBeUndefined();
+      }
+      const get = await send(`${base}/rockets`, 'GET', undefined, { origin: 'https://ok.example' });
+      expect(get.headers['access-control-allow-origin']).toBe('https://ok.example');
+    });
+  });
+});
+
+describe('secrets', () => {
+  it('never appear in logs or error bodies', async () => {
+    const s = await startServer({
+      DATABASE_URL: 'memory:',
+      LOG_LEVEL: 'trace',
+      INGEST_TOKEN: INGEST,
+      SUBSCRIPTION_TOKEN: SUBSCRIBE,
+    });
+    const bodies: string[] = [];
+    try {
+      for (const auth of [`Bearer ${INGEST}x`, `Bearer ${INGEST}`, `Bearer ${SUBSCRIBE}`]) {
+        const r = await postJson(`${s.url}/messages`, envelope('s'), { authorization: auth });
+        bodies.push(JSON.stringify(r.body));
+      }
+      const ws = new WebSocket(`${s.url.replace('http', 'ws')}/graphql`, 'graphql-transport-ws');
+      const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+      ws.once('open', () => ws.send(JSON.stringify({ type: 'connection_init', payload: { token: `${SUBSCRIBE}x` } })));
+      expect(await closed).toBe(4403);
+    } finally {
+      await s.stop('SIGTERM');
+    }
+    const everything = [...bodies, ...s.output].join('\n');
+    expect(everything).not.toContain(INGEST);
+    expect(everything).not.toContain(SUBSCRIBE);
+  });
+});
