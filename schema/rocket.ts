@@ -105,13 +105,38 @@ const RocketConnection = builder.objectRef<RocketPage>('RocketConnection').imple
   }),
 });
 
+const RocketAsOfInput = builder.inputType('RocketAsOfInput', {
+  description: "A point in a rocket's history: exactly one of the two.",
+  isOneOf: true,
+  fields: (t) => ({
+    messageNumber: t.field({ type: SafeInt, description: 'Right after this message was applied.' }),
+    time: t.field({
+      type: DateTime,
+      description: 'As the service held it at this server time (events recorded up to then).',
+    }),
+  }),
+});
+
 builder.queryField('rocket', (t) =>
   t.field({
     type: Rocket,
     nullable: true,
-    description: 'One rocket; null with a NOT_FOUND error when no message of it has been applied.',
-    args: { channel: t.arg.string({ required: true }) },
-    resolve: (_root, args, { service }) => service.rocket(args.channel),
+    description: [
+      'One rocket; null with a NOT_FOUND error when no message of it has been applied.',
+      'With `asOf`, its state as it was at that point, folded from the event log (time travel); `buffer` is',
+      'always the present one.',
+    ].join('\n'),
+    args: {
+      channel: t.arg.string({ required: true }),
+      asOf: t.arg({ type: RocketAsOfInput }),
+    },
+    resolve: (_root, { channel, asOf }, { service }) =>
+      asOf
+        ? service.rocketAsOf(channel, {
+            messageNumber: optional(asOf.messageNumber),
+            time: asOf.time?.toISOString(),
+          })
+        : service.rocket(channel),
   }),
 );
 

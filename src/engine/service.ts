@@ -7,8 +7,8 @@ import {
   type DomainError,
   type Issue,
 } from '../domain/errors';
-import { validateEnvelope } from '../domain/message';
-import { ROCKET_STATUSES, type Rocket, type RocketStatus } from '../domain/rocket';
+import { parseRfc3339, validateEnvelope } from '../domain/message';
+import { evolve, ROCKET_STATUSES, type Rocket, type RocketStatus } from '../domain/rocket';
 import {
   ROCKET_SORT_FIELDS,
   sortKey,
@@ -20,6 +20,7 @@ import {
   type SortKey,
   type StoredEvent,
   type SubmitOutcome,
+  toMessage,
 } from '../store/types';
 import { isFellBehindError, type Feed, type Hub } from './hub';
 import type { LanePool } from './lanes';
@@ -45,6 +46,17 @@ export interface RocketPage {
   /** Cursor to pass as `after` for the next page; null on the last page. */
   readonly nextCursor: string | null;
 }
+
+/** A point in a rocket's history: after a message number, or at a server time (RFC 3339). */
+export interface AsOf {
+  readonly messageNumber?: number | undefined;
+  readonly time?: string | undefined;
+}
+
+const found = (state: Rocket | undefined, channel: string): Rocket => {
+  if (!state) throw new NotFoundError(`rocket "${channel}" at that point`);
+  return state;
+};
 
 export interface EventListArgs {
   readonly channel?: string | undefined;
@@ -180,6 +192,37 @@ export class RocketService {
     const r = await this.store.getRocket(channel);
     if (!r) throw new NotFoundError(`rocket "${channel}"`);
     return r;
+  }
+
+  /**
+   * Time travel: the rocket's state as it was after message `messageNumber`, or as the service held it
+   * at server time `time` (events recorded up to then), folded from the event log with the same
+   * `evolve`. Exactly one of the two. NotFoundError when nothing of the rocket was applied by then.
+   */
+  async rocketAsOf(channel: string, asOf: AsOf): Promise<Rocket> {
+    const issues: Issue[] = [];
+    const { messageNumber, time } = asOf;
+    if ((messageNumber === undefined) === (time === undefined))
+      issues.push({ field: 'asOf', problem: 'give exactly one of messageNumber and time' });
+    checkCount('asOf.messageNumber', messageNumber, 1, Number.MAX_SAFE_INTEGER, issues);
+    const until = time === undefined ? undefined : parseRfc3339(time);
+    if (time !== undefined && until === undefined)
+      issues.push({ field: 'asOf.time', problem: 'must be an RFC 3339 timestamp such as 2026-11-26T20:30:00Z' });
+    if (issues.length > 0) throw new ValidationError(issues);
+
+    const reached = (e: StoredEvent): boolean =>
+      messageNumber !== undefined ? e.messageNumber > messageNumber : Date.parse(e.recordedAt) > (until ?? 0);
+    let state: Rocket | undefined;
+    let after = 0;
+    for (;;) {
+      const page = await this.store.readEvents({ channel, afterPosition: after, limit: MAX_PAGE });
+      for (const e of page) {
+        if (reached(e)) return found(state, channel);
+        state = evolve(state, toMessage(e));
+        after = e.position;
+      }
+      if (page.length < MAX_PAGE) return found(state, channel);
+    }
   }
 
   /** The rocket, or undefined while none of its messages is applied (say #2 buffered before #1). */

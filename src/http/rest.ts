@@ -1,12 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { UnauthenticatedError, ValidationError } from '../domain/errors';
+import type { Rocket } from '../domain/rocket';
 import type { RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
 import { mayWrite, readBody, sendError, sendJson } from './io';
 
-/** A rocket as REST answers it: the seed's fields plus what the reorder buffer holds for it. */
-export const rocketJson = (r: RocketView) => ({
+/** A rocket's state without the buffer: what time travel answers. */
+const pastRocketJson = (r: Rocket) => ({
   channel: r.channel,
   type: r.type,
   mission: r.mission,
@@ -16,8 +17,10 @@ export const rocketJson = (r: RocketView) => ({
   launchedAt: r.launchedAt,
   updatedAt: r.updatedAt,
   lastMessageNumber: r.lastMessageNumber,
-  buffer: r.buffer,
 });
+
+/** A rocket as REST answers it: the seed's fields plus what the reorder buffer holds for it. */
+export const rocketJson = (r: RocketView) => ({ ...pastRocketJson(r), buffer: r.buffer });
 
 export const eventJson = (e: StoredEvent) => ({
   position: e.position,
@@ -136,6 +139,13 @@ export function createRestRoutes(
     if (m) {
       if (!allow('GET, HEAD')) return true;
       const channel = decodeSegment(m[1] as string);
+      const asOf = q.get('asOf');
+      if (m[2] === undefined && asOf !== null) {
+        // Time travel: a message number, or a server time (RFC 3339).
+        const point = /^\d{1,16}$/.test(asOf) ? { messageNumber: Number(asOf) } : { time: asOf };
+        sendJson(res, 200, { ...pastRocketJson(await service.rocketAsOf(channel, point)), asOf: point });
+        return true;
+      }
       const rocket = await service.rocket(channel);
       if (m[2] === undefined) {
         sendJson(res, 200, rocketJson(rocket));

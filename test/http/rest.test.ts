@@ -220,6 +220,26 @@ describe('REST API', () => {
       expect((await getJson(`${base}/rockets/nope/events`)).status).toBe(404);
     });
 
+    it('travels in time with ?asOf= a message number or a server time, as GraphQL does', async () => {
+      const past = await getJson(`${base}/rockets/d?asOf=2`);
+      expect(past.body).toMatchObject({
+        status: 'flying',
+        speed: 500,
+        lastMessageNumber: 2,
+        asOf: { messageNumber: 2 },
+      });
+      expect(past.body).not.toHaveProperty('buffer');
+      const now = new Date(Date.now() + 60_000).toISOString();
+      expect((await getJson(`${base}/rockets/d?asOf=${now}`)).body).toMatchObject({ status: 'exploded' });
+      expect((await getJson(`${base}/rockets/d?asOf=2000-01-01T00:00:00Z`)).status).toBe(404);
+      expect((await getJson(`${base}/rockets/d?asOf=yesterday`)).status).toBe(400);
+      const query = '{ rocket(channel: "d", asOf: { messageNumber: 2 }) { status speed lastMessageNumber } }';
+      const g = await send(`${base}/graphql`, 'POST', JSON.stringify({ query }), {
+        'content-type': 'application/json',
+      });
+      expect(g.body).toEqual({ data: { rocket: { status: 'FLYING', speed: 500, lastMessageNumber: 2 } } });
+    });
+
     it('reports the store, the lanes and the buffered count on /health', async () => {
       await post(speedUp('a', 9, 1));
       expect((await getJson(`${base}/health`)).body).toMatchObject({
