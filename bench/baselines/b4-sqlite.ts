@@ -1,0 +1,51 @@
+// B4: raw better-sqlite3 in one process, the SQLite limit for our rows.
+//   insert: BENCH_ROWS bench messages as rows of the same `events` table as src/store/sqlite.ts (WAL,
+//           synchronous FULL like our default), one transaction per BENCH_BATCH rows, into BENCH_FILE.
+//   read:   every row of BENCH_FILE's `events` (our server's database) in position order, payload parsed.
+// Prints {"msg":"result","rows","ms","rowsPerSec"}.
+import Database from 'better-sqlite3';
+import { channelName, envelope, kth } from '../telemetry';
+
+const file = process.env.BENCH_FILE ?? '';
+const result = (rows: number, ms: number): void => {
+  console.log(JSON.stringify({ msg: 'result', rows, ms, rowsPerSec: Math.round((rows * 1000) / ms) }));
+};
+
+if (process.argv[2] === 'read') {
+  const db = new Database(file, { readonly: true });
+  const started = performance.now();
+  let rows = 0;
+  for (const row of db.prepare<[], { payload: string }>('SELECT * FROM events ORDER BY position').iterate()) {
+    if (JSON.parse(row.payload) !== null) rows++;
+  }
+  result(rows, performance.now() - started);
+} else {
+  const total = Number(process.env.BENCH_ROWS ?? 100_000);
+  const batch = Number(process.env.BENCH_BATCH ?? 1000);
+  const channels = Number(process.env.BENCH_CHANNELS ?? 10_000);
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.exec(`CREATE TABLE events (
+      position INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL,
+      message_number INTEGER NOT NULL CHECK (message_number >= 1), message_type TEXT NOT NULL,
+      message_time TEXT NOT NULL, payload TEXT NOT NULL, recorded_at TEXT NOT NULL,
+      UNIQUE (channel, message_number)) STRICT;
+    CREATE INDEX events_by_channel ON events (channel, position);`);
+  const rows = Array.from({ length: total }, (_, i) => {
+    const { index, n } = kth(i + 1, channels);
+    const e = envelope(channelName('b', index), n);
+    return [e.metadata.channel, n, e.metadata.messageType, e.metadata.messageTime, JSON.stringify(e.message)] as const;
+  });
+  const insert = db.prepare<[string, number, string, string, string, string]>(
+    `INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
+     VALUES (?, ?, ?, ?, ?, ?)`,
+  );
+  const commit = db.transaction((from: number, at: string) => {
+    for (const r of rows.slice(from, from + batch)) insert.run(...r, at);
+  });
+  const started = performance.now();
+  for (let from = 0; from < total; from += batch) commit.immediate(from, new Date().toISOString());
+  result(total, performance.now() - started);
+  db.close();
+}

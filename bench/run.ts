@@ -1,0 +1,898 @@
+/**
+ * `npm run bench [-- --quick] [-- --profile] [-- --only=rest,graphql,batch,subs,big,postgres]`
+ *
+ * Starts our server (a fresh database per measure) and each baseline in its own process on one core,
+ * drives them from load generators on the other core, checks under load that every acknowledged message
+ * was applied once and in order, and prints one table: each row with our figure, the baseline's figure
+ * from this same run, the ratio, the target and whether it is met. A full run (no --only, no --profile)
+ * writes the table to bench/RESULTS.md. `--profile` instead runs our server under `--cpu-prof` during
+ * the ingest loads and prints where the time went.
+ */
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import type { LoadResult, SeedResult, SubsResult } from './client';
+import {
+  baseline,
+  client,
+  fetchJson,
+  fetchText,
+  hasTaskset,
+  killAll,
+  load,
+  MAIN,
+  ROOT,
+  run,
+  SERVER_CORE,
+  LOAD_CORE,
+  sleep,
+  startServer,
+  useWrk,
+  wrkVersion,
+  type LoadOptions,
+  type Server,
+} from './harness';
+import { formatSummary, summarise } from './profile';
+import { channelName, Model, sentUpTo, type IngestReport } from './telemetry';
+
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const profiling = argv.includes('--profile');
+const only = argv
+  .find((a) => a.startsWith('--only='))
+  ?.slice('--only='.length)
+  .split(',');
+
+/** Counts and durations; --quick shrinks them (the table says which). */
+const SIZE = quick
+  ? { durationS: 4, warmupS: 1, rounds: 1, b4Rows: 50_000, bigMessages: 100_000, subsS: 4 }
+  : { durationS: 10, warmupS: 3, rounds: 2, b4Rows: 200_000, bigMessages: 1_000_000, subsS: 10 };
+const CONNECTIONS = 32;
+const BATCH = 1000;
+const BATCH_CONNECTIONS = 4;
+const ROCKETS = 10_000;
+const SUBSCRIBERS = { singles: 1000, alls: 10, rate: 2000 };
+
+const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+const loadAtStart = loadavg()[0] ?? NaN;
+const TMP = mkdtempSync(join(tmpdir(), 'rockets-bench-'));
+let dbCount = 0;
+/** A fresh SQLite file for one measure. */
+const freshDb = (name: string): string => join(TMP, `${++dbCount}-${name}.db`);
+
+const ours = (file: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Server> =>
+  startServer('rockets', MAIN, { env: { DATABASE_URL: `sqlite:${file}`, NODE_ENV: 'production', ...env }, nodeArgs });
+
+async function withServer<T>(starting: Promise<Server>, work: (s: Server) => Promise<T>): Promise<T> {
+  const s = await starting;
+  try {
+    return await work(s);
+  } finally {
+    await s.stop();
+  }
+}
+
+/** Starts the servers one after the other, runs `work`, then stops every one that started. */
+async function withServers<T>(
+  starting: ReadonlyArray<() => Promise<Server>>,
+  work: (s: Server[]) => Promise<T>,
+): Promise<T> {
+  const servers: Server[] = [];
+  try {
+    for (const start of starting) servers.push(await start());
+    return await work(servers);
+  } finally {
+    for (const server of servers) await server.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The table
+
+interface Row {
+  readonly measure: string;
+  readonly ours: string;
+  readonly baseline: string;
+  readonly ratio: string;
+  readonly target: string;
+  readonly result: string;
+}
+interface CheckRow {
+  readonly run: string;
+  readonly acknowledged: string;
+  readonly check: string;
+}
+const rows: Row[] = [];
+const checks: CheckRow[] = [];
+
+const fmt = (n: number, digits = 0): string =>
+  Number.isFinite(n)
+    ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : 'n/a';
+
+/** A throughput row judged as a ratio to a baseline of this run. */
+function ratioRow(measure: string, ours: number, oursNote: string, base: string, baseValue: number, min: number): void {
+  const ratio = ours / baseValue;
+  rows.push({
+    measure,
+    ours: `${fmt(ours)}${oursNote}`,
+    baseline: `${base} ${fmt(baseValue)}`,
+    ratio: `${fmt(ratio, 2)}×`,
+    target: `≥ ${min} × ${base}`,
+    result: Number.isFinite(ratio) ? (ratio >= min ? 'met' : '**not met**') : 'n/a',
+  });
+}
+
+function naRow(measure: string, why: string, target: string): void {
+  rows.push({ measure, ours: why, baseline: '', ratio: '', target, result: 'n/a' });
+}
+
+/** Messages acknowledged (2xx with an outcome) per second. */
+function okRate(r: LoadResult): number {
+  const ok = (r.counts.applied ?? 0) + (r.counts.buffered ?? 0) + (r.counts.duplicate ?? 0);
+  return ok / (r.durationUs / 1e6);
+}
+/** 2xx answers per second, for fixed requests (reads). */
+const answerRate = (r: LoadResult): number => (r.requests - (r.errors.status ?? 0)) / (r.durationUs / 1e6);
+const p99 = (r: LoadResult): string => `, p99 ${fmt(r.latencyUs.p99 / 1000, 1)} ms`;
+
+/** One run of a load generator with unique messages under the channel prefix given. */
+type Drive = (prefix: string, durationS: number) => Promise<LoadResult>;
+
+interface Rounds {
+  /** Every run, warm-up included: the oracle checks all that was sent. */
+  readonly all: LoadResult[];
+  /** The measured round with the highest rate. */
+  readonly best: LoadResult;
+}
+
+const httpDrive =
+  (s: Server, o: Omit<LoadOptions, 'prefix' | 'durationS'>): Drive =>
+  (prefix, durationS) =>
+    load(s.url, { ...o, prefix, durationS });
+
+const bestOf = (runs: readonly LoadResult[], rate: (r: LoadResult) => number): LoadResult =>
+  runs.reduce((a, b) => (rate(b) > rate(a) ? b : a));
+
+/** A warm-up (prefix `w`), then SIZE.rounds measured runs (`m0`, `m1`, …); keeps the best. */
+async function solo(drive: Drive, rate: (r: LoadResult) => number): Promise<Rounds> {
+  const warm = await drive('w', SIZE.warmupS);
+  const measured: LoadResult[] = [];
+  for (let i = 0; i < SIZE.rounds; i++) measured.push(await drive(`m${i}`, SIZE.durationS));
+  return { all: [warm, ...measured], best: bestOf(measured, rate) };
+}
+
+/**
+ * Warms both up, then alternates their measured rounds (baseline first) and keeps each side's best: other
+ * processes on this machine only ever slow a round down, so the best round is the least disturbed one.
+ */
+async function duel(
+  base: Drive,
+  ours: Drive,
+  rate: (r: LoadResult) => number,
+): Promise<{ base: Rounds; ours: Rounds }> {
+  const b = [await base('w', SIZE.warmupS)];
+  const o = [await ours('w', SIZE.warmupS)];
+  for (let i = 0; i < SIZE.rounds; i++) {
+    b.push(await base(`m${i}`, SIZE.durationS));
+    o.push(await ours(`m${i}`, SIZE.durationS));
+  }
+  return {
+    base: { all: b, best: bestOf(b.slice(1), rate) },
+    ours: { all: o, best: bestOf(o.slice(1), rate) },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The oracle: every acknowledged message applied once and in order, every rocket as the model says
+
+interface Health {
+  readonly lanes: { readonly depths: readonly number[] };
+  readonly rockets: number;
+  readonly events: number;
+  readonly buffered: number;
+  readonly subscribers: number;
+}
+interface RocketJson {
+  readonly channel: string;
+  readonly type: string | null;
+  readonly mission: string | null;
+  readonly speed: number;
+  readonly status: string;
+  readonly explodedReason: string | null;
+  readonly lastMessageNumber: number;
+  readonly buffer: { readonly waitingFor: number; readonly count: number };
+}
+interface EventJson {
+  readonly position: number;
+  readonly channel: string;
+  readonly messageNumber: number;
+}
+
+const model = new Model();
+
+/** Waits (bounded) until no lane holds work and the event count stopped moving. */
+async function idle(url: string): Promise<Health> {
+  let previous = -1;
+  for (let waited = 0; waited < 60_000; waited += 200) {
+    const h = await fetchJson<Health>(`${url}/health`);
+    if (h.lanes.depths.every((d) => d === 0) && h.events === previous) return h;
+    previous = h.events;
+    await sleep(200);
+  }
+  throw new Error('the server did not become idle within 60 s');
+}
+
+async function verify(url: string, runs: readonly IngestReport[], scanEvents: boolean): Promise<string> {
+  const health = await idle(url);
+  const rockets = new Map((await fetchJson<RocketJson[]>(`${url}/rockets`)).map((r) => [r.channel, r]));
+  const problems: string[] = [];
+  let more = 0;
+  const problem = (p: string): void => {
+    if (problems.length < 5) problems.push(p);
+    else more++;
+  };
+  const perChannel = new Map<string, number>();
+  if (scanEvents) {
+    let after = 0;
+    let total = 0;
+    for (;;) {
+      const page = await fetchJson<EventJson[]>(`${url}/events?after=${after}&limit=10000`);
+      for (const e of page) {
+        if (e.position <= after) problem(`position ${e.position} after ${after}`);
+        after = e.position;
+        const prev = perChannel.get(e.channel) ?? 0;
+        if (e.messageNumber !== prev + 1) problem(`${e.channel}: #${e.messageNumber} logged after #${prev}`);
+        perChannel.set(e.channel, e.messageNumber);
+        total++;
+      }
+      if (page.length < 10_000) break;
+    }
+    if (total !== health.events) problem(`GET /events lists ${total} events, /health says ${health.events}`);
+  }
+  let acks = 0;
+  let events = 0;
+  let buffered = 0;
+  const failures: string[] = [];
+  for (const r of runs) {
+    acks += (r.counts.applied ?? 0) + (r.counts.buffered ?? 0) + (r.counts.duplicate ?? 0);
+    if ((r.counts.duplicate ?? 0) > 0) problem(`${r.counts.duplicate} unique messages acknowledged as duplicates`);
+    for (const [k, n] of Object.entries(r.counts))
+      if (k.startsWith('http') || k.startsWith('error:')) failures.push(`${fmt(n)} × ${k}`);
+    for (let i = 0; i < r.channels; i++) {
+      const sent = sentUpTo(r.sent, r.channels, i);
+      if (sent === 0) continue;
+      const channel = channelName(r.prefix, i);
+      const rocket = rockets.get(channel);
+      const last = rocket?.lastMessageNumber ?? 0;
+      const acked = r.acked[channel] ?? 0;
+      if (last > sent) problem(`${channel}: #${last} applied, only ${sent} sent`);
+      const held = rocket !== undefined && rocket.buffer.count > 0 && rocket.buffer.waitingFor < acked;
+      if (acked > last && !held) problem(`${channel}: #${acked} acknowledged, lost (last applied #${last})`);
+      if (rocket) {
+        const want = model.at(last);
+        if (
+          rocket.type !== want.type ||
+          rocket.mission !== want.mission ||
+          rocket.speed !== want.speed ||
+          rocket.status !== want.status ||
+          rocket.explodedReason !== want.explodedReason
+        )
+          problem(`${channel}: state ${JSON.stringify(rocket)} differs from the model ${JSON.stringify(want)}`);
+      }
+      if (scanEvents && (perChannel.get(channel) ?? 0) !== last)
+        problem(`${channel}: ${perChannel.get(channel) ?? 0} events logged, lastMessageNumber ${last}`);
+      events += last;
+      buffered += rocket?.buffer.count ?? 0;
+    }
+  }
+  if (events !== health.events) problem(`the rockets account for ${events} events, /health says ${health.events}`);
+  if (buffered !== health.buffered) problem(`the rockets buffer ${buffered}, /health says ${health.buffered}`);
+  const refused = failures.length > 0 ? ` Refused (not acknowledged, may be retried): ${failures.join(', ')}.` : '';
+  if (problems.length > 0) return `**FAILED**: ${problems.join('; ')}${more > 0 ? ` (+${more} more)` : ''}.${refused}`;
+  const how = scanEvents ? 'the log holds each channel 1..n once, in order' : 'every rocket at its last number';
+  return `ok: ${fmt(acks)} acknowledged, all applied; ${fmt(health.events)} events, ${how}; every rocket equals the model.${refused}`;
+}
+
+async function check(run: string, url: string, reports: readonly IngestReport[], scanEvents = true): Promise<void> {
+  const acks = reports.reduce((n, r) => n + (r.counts.applied ?? 0) + (r.counts.buffered ?? 0), 0);
+  checks.push({ run, acknowledged: fmt(acks), check: await verify(url, reports, scanEvents) });
+}
+
+async function graphqlAvailable(url: string): Promise<boolean> {
+  const r = await fetchText(`${url}/graphql`, 'POST', JSON.stringify({ query: '{ __typename }' }));
+  if (r.status !== 200) return false;
+  try {
+    return (JSON.parse(r.text) as { data?: { __typename?: string } }).data?.__typename === 'Query';
+  } catch {
+    return false;
+  }
+}
+const NO_GRAPHQL = 'n/a (GraphQL not available: POST /graphql does not answer `{ __typename }`)';
+
+// ---------------------------------------------------------------------------------------------------------
+// The measures
+
+let b0: number | undefined;
+const REST = { mode: 'rest', connections: CONNECTIONS } as const;
+
+/** B0 of this run (the REST and PostgreSQL rows share it), measured alone if the REST row did not run. */
+async function b0Rate(): Promise<number> {
+  b0 ??= okRate(
+    (await withServer(startServer('B0', baseline('b0-http')), (s) => solo(httpDrive(s, REST), okRate))).best,
+  );
+  return b0;
+}
+
+async function restIngest(): Promise<void> {
+  await withServers([() => startServer('B0', baseline('b0-http')), () => ours(freshDb('rest'))], async ([b, s]) => {
+    if (!b || !s) return;
+    const r = await duel(httpDrive(b, REST), httpDrive(s, REST), okRate);
+    b0 = okRate(r.base.best);
+    ratioRow(
+      `REST \`POST /messages\`, durable SQLite (synchronous FULL), ${CONNECTIONS} connections`,
+      okRate(r.ours.best),
+      ` msg/s${p99(r.ours.best)}`,
+      'B0',
+      b0,
+      0.6,
+    );
+    await check('REST ingest, SQLite', s.url, r.ours.all);
+  });
+}
+
+/** `submitMessage` over graphql-ws from CONNECTIONS sockets, one operation at a time each. */
+const wsDrive =
+  (s: Server): Drive =>
+  (prefix, durationS) =>
+    client<LoadResult>(
+      'ws-submit',
+      { wsUrl: s.wsUrl, clients: CONNECTIONS, durationMs: durationS * 1000, prefix, channels: ROCKETS },
+      (durationS + 60) * 1000,
+    );
+
+/** `total` messages over ROCKETS rockets through the service (submitMessages batches, or REST). */
+async function seed(url: string, total: number): Promise<SeedResult & { graphql: boolean }> {
+  const graphql = await graphqlAvailable(url);
+  const config = {
+    url,
+    graphql,
+    prefix: 'big',
+    channels: ROCKETS,
+    total,
+    batch: BATCH,
+    concurrency: graphql ? BATCH_CONNECTIONS : CONNECTIONS,
+  };
+  return { ...(await client<SeedResult>('seed', config, 1_800_000)), graphql };
+}
+
+async function graphqlIngest(): Promise<void> {
+  const gql = { mode: 'graphql', connections: CONNECTIONS } as const;
+  const httpMeasure = `GraphQL \`submitMessage\` over HTTP, durable, ${CONNECTIONS} connections`;
+  const wsMeasure = `GraphQL \`submitMessage\` over graphql-ws, ${CONNECTIONS} clients (one socket each)`;
+  await withServer(startServer('B1', baseline('b1-mercurius')), async (b1) => {
+    let b1Http = NaN;
+    await withServer(ours(freshDb('graphql-http')), async (s) => {
+      if (!(await graphqlAvailable(s.url))) {
+        naRow(httpMeasure, NO_GRAPHQL, '≥ 0.5 × B1');
+        return;
+      }
+      const r = await duel(httpDrive(b1, gql), httpDrive(s, gql), okRate);
+      b1Http = okRate(r.base.best);
+      ratioRow(httpMeasure, okRate(r.ours.best), ` msg/s${p99(r.ours.best)}`, 'B1', b1Http, 0.5);
+      await check('GraphQL submitMessage over HTTP', s.url, r.ours.all);
+    });
+    await withServer(ours(freshDb('graphql-ws')), async (s) => {
+      if (!(await graphqlAvailable(s.url))) {
+        naRow(wsMeasure, NO_GRAPHQL, '≥ 0.5 × B1');
+        return;
+      }
+      const r = await duel(wsDrive(b1), wsDrive(s), okRate);
+      const mine = okRate(r.ours.best);
+      ratioRow(wsMeasure, mine, ` msg/s${p99(r.ours.best)}`, 'B1 (HTTP)', b1Http, 0.5);
+      const b1Ws = okRate(r.base.best);
+      rows.push({
+        measure: '↳ the same, against B1 over graphql-ws (same client)',
+        ours: `${fmt(mine)} msg/s`,
+        baseline: `B1 (graphql-ws) ${fmt(b1Ws)}`,
+        ratio: `${fmt(mine / b1Ws, 2)}×`,
+        target: '(information)',
+        result: '',
+      });
+      await check('GraphQL submitMessage over graphql-ws', s.url, r.ours.all);
+    });
+  });
+}
+
+async function batchIngest(): Promise<void> {
+  const b4File = freshDb('b4');
+  const out = await run(process.execPath, [baseline('b4-sqlite'), 'insert'], {
+    env: { BENCH_FILE: b4File, BENCH_ROWS: String(SIZE.b4Rows), BENCH_BATCH: String(BATCH) },
+    core: SERVER_CORE,
+    timeoutMs: 600_000,
+  });
+  const b4 = resultLine(out) as { rowsPerSec: number };
+  const measure = `GraphQL \`submitMessages\`, ${BATCH} envelopes a request, ${BATCH_CONNECTIONS} connections`;
+  await withServer(ours(freshDb('batch')), async (s) => {
+    if (!(await graphqlAvailable(s.url))) {
+      naRow(measure, NO_GRAPHQL, '≥ 0.5 × B4');
+      return;
+    }
+    const r = await solo(httpDrive(s, { mode: 'batch', connections: BATCH_CONNECTIONS, batch: BATCH }), okRate);
+    ratioRow(measure, okRate(r.best), ` msg/s${p99(r.best)}`, `B4 (${fmt(SIZE.b4Rows)} rows)`, b4.rowsPerSec, 0.5);
+    await check('GraphQL submitMessages', s.url, r.all);
+  });
+}
+
+function resultLine(lines: readonly string[]): unknown {
+  const line = lines.find((l) => l.includes('"msg":"result"') || l.includes('"msg":"projection rebuilt"'));
+  if (line === undefined) throw new Error(`no result line in: ${lines.join('\n').slice(0, 500)}`);
+  return JSON.parse(line);
+}
+
+async function subscriptions(): Promise<void> {
+  const { singles, alls, rate } = SUBSCRIBERS;
+  const config = (s: Server, wsUrl: string, r: number, prefix: string) => ({
+    httpUrl: s.url,
+    wsUrl,
+    singles,
+    alls,
+    rate: r,
+    durationMs: SIZE.subsS * 1000,
+    prefix,
+    after: 0,
+  });
+  const timeout = (SIZE.subsS + 90) * 1000;
+  const b3 = await withServer(startServer('B3', baseline('b3-ws')), async (s) => ({
+    paced: await client<SubsResult>('subs', config(s, s.wsUrl, rate, 's'), timeout),
+    flat: await client<SubsResult>('subs', config(s, s.wsUrl, 0, 't'), timeout),
+  }));
+  const label = `Subscriptions: ${fmt(singles)} on one rocket each + ${alls} on all, ingest ${fmt(rate)} msg/s`;
+  await withServer(ours(freshDb('subs')), async (s) => {
+    if (!(await graphqlAvailable(s.url))) {
+      naRow(label, NO_GRAPHQL, 'every event delivered; p99 ≤ 50 ms; ≥ 0.5 × B3');
+      return;
+    }
+    const paced = await client<SubsResult>('subs', config(s, s.wsUrl, rate, 's'), timeout);
+    const after = (await idle(s.url)).events;
+    const flat = await client<SubsResult>('subs', { ...config(s, s.wsUrl, 0, 't'), after }, timeout);
+    const delivered = (r: SubsResult): string =>
+      `${fmt(r.deliveries)} of ${fmt(r.expectedDeliveries)} delivered, ${fmt(r.missing)} missing, ${fmt(r.outOfOrder)} out of order, ${fmt(r.failed)} posts failed`;
+    const allDelivered = (r: SubsResult): boolean => r.missing === 0 && r.outOfOrder === 0 && r.failed === 0;
+    rows.push({
+      measure: `${label}: every event delivered`,
+      ours: delivered(paced),
+      baseline: `B3: ${delivered(b3.paced)}`,
+      ratio: '',
+      target: 'every event delivered',
+      result: allDelivered(paced) ? 'met' : '**not met**',
+    });
+    rows.push({
+      measure: '↳ p99 publish→deliver (receive time − the event’s `recordedAt`, taken before the commit)',
+      ours: `${fmt(paced.publishToDeliverMs.p99)} ms (p50 ${fmt(paced.publishToDeliverMs.p50)}, post→deliver p99 ${fmt(paced.sendToDeliverMs.p99)})`,
+      baseline: `B3 ${fmt(b3.paced.publishToDeliverMs.p99)} ms (post→deliver p99 ${fmt(b3.paced.sendToDeliverMs.p99)})`,
+      ratio: '',
+      target: '≤ 50 ms',
+      result: paced.publishToDeliverMs.p99 <= 50 ? 'met' : '**not met**',
+    });
+    ratioRow('↳ deliveries/s at that ingest', paced.deliveriesPerSec, ' /s', 'B3', b3.paced.deliveriesPerSec, 0.5);
+    rows.push({
+      measure: '↳ deliveries/s with unthrottled ingest (32 posts in flight), same subscribers',
+      ours: `${fmt(flat.deliveriesPerSec)} /s (${fmt((flat.acked * 1000) / flat.ingestMs)} msg/s; ${delivered(flat)}; p99 ${fmt(flat.publishToDeliverMs.p99)} ms)`,
+      baseline: `B3 ${fmt(b3.flat.deliveriesPerSec)} (${fmt((b3.flat.acked * 1000) / b3.flat.ingestMs)} msg/s)`,
+      ratio: `${fmt(flat.deliveriesPerSec / b3.flat.deliveriesPerSec, 2)}×`,
+      target: '(information)',
+      result: allDelivered(flat) ? '' : '**events missing**',
+    });
+  });
+}
+
+/** RSS after the big ingest, reads with 10,000 rockets, start-up over it, rebuild vs B4's read. */
+async function bigStore(): Promise<void> {
+  const file = freshDb('big');
+  const total = SIZE.bigMessages;
+  const ingestLabel = `${fmt(total)} messages over ${fmt(ROCKETS)} rockets`;
+  const s = await ours(file);
+  try {
+    const seeded = await seed(s.url, total);
+    const gql = seeded.graphql;
+    const health = await idle(s.url);
+    const mem = s.memory();
+    rows.push({
+      measure: `RSS after ${ingestLabel}`,
+      ours: `${fmt(mem.rssMb)} MB (peak ${fmt(mem.peakMb)} MB; ingested at ${fmt((seeded.sent * 1000) / seeded.ms)} msg/s via ${gql ? '`submitMessages`' : 'REST'})`,
+      baseline: '',
+      ratio: '',
+      target: '≤ 250 MB',
+      result: mem.rssMb <= 250 ? 'met' : '**not met**',
+    });
+    const rocketsOk = await verify(
+      s.url,
+      [{ prefix: 'big', channels: ROCKETS, sent: total, acked: {}, counts: seeded.counts }],
+      false,
+    );
+    checks.push({ run: `Seeding ${ingestLabel}`, acknowledged: fmt(seeded.sent), check: rocketsOk });
+    if (health.rockets !== ROCKETS || health.events !== total)
+      throw new Error(`seeded ${health.rockets} rockets and ${health.events} events, wanted ${ROCKETS} and ${total}`);
+
+    // Reads: B2 serves exactly the bytes we answer for the same page.
+    await part('reads', () => reads(s, total, gql));
+  } finally {
+    await s.stop();
+  }
+  await part('start-up', () => startUp(file));
+  await part('rebuild', () => rebuild(file));
+}
+
+/** Runs one part of a section; a failure becomes a row and the section goes on. */
+async function part(name: string, work: () => Promise<void>): Promise<void> {
+  try {
+    await work();
+  } catch (e) {
+    failedRow(name, e);
+  }
+}
+
+function failedRow(name: string, e: unknown): void {
+  const why = e instanceof Error ? e.message.slice(0, 300) : String(e);
+  rows.push({ measure: `${name}: failed`, ours: why, baseline: '', ratio: '', target: '', result: '**failed**' });
+}
+
+async function reads(s: Server, total: number, gql: boolean): Promise<void> {
+  const path = '/rockets?sort=speed&order=desc&limit=100';
+  const page = await fetchText(`${s.url}${path}`);
+  const list = JSON.parse(page.text) as RocketJson[];
+  if (page.status !== 200 || list.length !== 100 || list.some((r, i) => i > 0 && r.speed > (list[i - 1]?.speed ?? 0)))
+    throw new Error(`GET ${path} did not answer 100 rockets by speed, descending`);
+  const bodyFile = join(TMP, 'b2-body.json');
+  writeFileSync(bodyFile, page.text);
+  const read = { mode: 'static', connections: CONNECTIONS, path } as const;
+  const startB2 = () => startServer('B2', baseline('b2-rockets'), { env: { BENCH_BODY_FILE: bodyFile } });
+  await withServer(startB2(), async (b2) => {
+    const r = await duel(httpDrive(b2, read), httpDrive(s, read), answerRate);
+    ratioRow(
+      `\`GET ${path}\` with ${fmt(ROCKETS)} rockets (${fmt(total)} events) stored`,
+      answerRate(r.ours.best),
+      ` req/s${p99(r.ours.best)}`,
+      'B2',
+      answerRate(r.base.best),
+      0.5,
+    );
+  });
+  const gqlMeasure = `GraphQL \`rockets(first: 100, sort: SPEED, order: DESC)\` with ${fmt(ROCKETS)} rockets`;
+  if (gql) await graphqlRockets(s, gqlMeasure, read, startB2);
+  else naRow(gqlMeasure, NO_GRAPHQL, '≥ 0.3 × B2');
+}
+
+/** Start-up over the stored log: the projection is persisted, nothing is replayed. */
+async function startUp(file: string): Promise<void> {
+  const again = await ours(file);
+  const h = await fetchJson<Health>(`${again.url}/health`);
+  await again.stop();
+  rows.push({
+    measure: `Start-up to ready (spawn → listening) with ${fmt(h.events)} stored events`,
+    ours: `${fmt(again.readyMs)} ms`,
+    baseline: '',
+    ratio: '',
+    target: '≤ 2,000 ms',
+    result: again.readyMs <= 2000 ? 'met' : '**not met**',
+  });
+}
+
+/** `--rebuild` over the stored log against B4 reading and parsing the same rows. */
+async function rebuild(file: string): Promise<void> {
+  const b4Read = resultLine(
+    await run(process.execPath, [baseline('b4-sqlite'), 'read'], {
+      env: { BENCH_FILE: file },
+      core: SERVER_CORE,
+      timeoutMs: 600_000,
+    }),
+  ) as { rows: number; rowsPerSec: number };
+  const rebuilt = resultLine(
+    await run(process.execPath, [MAIN, '--rebuild'], {
+      env: { DATABASE_URL: `sqlite:${file}`, NODE_ENV: 'production' },
+      core: SERVER_CORE,
+      timeoutMs: 600_000,
+    }),
+  ) as { events: number; ms: number };
+  ratioRow(
+    `Full projection rebuild (\`--rebuild\`), ${fmt(rebuilt.events)} events`,
+    (rebuilt.events * 1000) / rebuilt.ms,
+    ` events/s (${fmt(rebuilt.ms)} ms)`,
+    'B4 read+parse',
+    b4Read.rowsPerSec,
+    0.5,
+  );
+}
+
+/**
+ * The GraphQL page of 100 rockets against B2. It asks for the fields the REST page has; if the server refuses
+ * that (its query cost limit), the row says so and measures the largest selection it accepts.
+ */
+async function graphqlRockets(
+  s: Server,
+  measure: string,
+  read: Omit<LoadOptions, 'prefix' | 'durationS'>,
+  startB2: () => Promise<Server>,
+): Promise<void> {
+  const all = 'channel type mission speed status explodedReason launchedAt updatedAt lastMessageNumber';
+  const selections = [
+    `${all} buffer { waitingFor count oldestSince }`,
+    all,
+    'channel type mission speed status explodedReason',
+  ];
+  let refusal = '';
+  for (const fields of selections) {
+    const body = JSON.stringify({ query: `{ rockets(first: 100, sort: SPEED, order: DESC) { nodes { ${fields} } } }` });
+    const answer = JSON.parse((await fetchText(`${s.url}/graphql`, 'POST', body)).text) as {
+      data?: { rockets?: { nodes?: unknown[] } };
+      errors?: Array<{ message?: string }>;
+    };
+    if (answer.data?.rockets?.nodes?.length !== 100) {
+      refusal ||= answer.errors?.[0]?.message ?? JSON.stringify(answer).slice(0, 200);
+      continue;
+    }
+    const query = { ...read, method: 'POST', path: '/graphql', body };
+    await withServer(startB2(), async (b2) => {
+      const r = await duel(httpDrive(b2, read), httpDrive(s, query), answerRate);
+      const note = refusal === '' ? '' : `; only \`${fields}\`: the REST fields are refused (${refusal})`;
+      ratioRow(
+        measure,
+        answerRate(r.ours.best),
+        ` req/s${p99(r.ours.best)}${note}`,
+        'B2',
+        answerRate(r.base.best),
+        0.3,
+      );
+    });
+    return;
+  }
+  naRow(measure, `n/a (refused: ${refusal})`, '≥ 0.3 × B2');
+}
+
+async function postgres(): Promise<void> {
+  const one = 'PostgreSQL mode, REST ingest, 1 instance, 32 connections';
+  const two = 'PostgreSQL mode, REST ingest, 2 instances on one database, 16 connections each';
+  const base = await b0Rate();
+  const pg = new Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
+  try {
+    await pg.connect();
+  } catch (e) {
+    naRow(
+      one,
+      `n/a (PostgreSQL unreachable at BENCH_DATABASE_URL: ${e instanceof Error ? e.message : String(e)})`,
+      '≥ 0.3 × B0',
+    );
+    return;
+  }
+  const schemas: string[] = [];
+  const urlFor = (schema: string): string => {
+    const u = new URL(PG_URL);
+    u.searchParams.set('schema', schema);
+    schemas.push(schema);
+    return u.toString();
+  };
+  const stamp = `bench_${process.pid}_${Date.now()}`;
+  try {
+    let first: Server;
+    try {
+      first = await startServer('rockets-pg', MAIN, {
+        env: { DATABASE_URL: urlFor(`${stamp}_a`), NODE_ENV: 'production' },
+      });
+    } catch (e) {
+      const why =
+        e instanceof Error ? (/"error":"([^"]*)"/.exec(e.message)?.[1] ?? e.message.slice(0, 200)) : String(e);
+      naRow(one, `n/a (the server does not start on PostgreSQL: ${why})`, '≥ 0.3 × B0');
+      return;
+    }
+    await withServer(Promise.resolve(first), async (s) => {
+      const r = await solo(httpDrive(s, REST), okRate);
+      ratioRow(one, okRate(r.best), ` msg/s${p99(r.best)}`, 'B0', base, 0.3);
+      await check('REST ingest, PostgreSQL, 1 instance', s.url, r.all);
+    });
+    const env = { DATABASE_URL: urlFor(`${stamp}_b`), NODE_ENV: 'production' };
+    await withServers(
+      [
+        () => startServer('rockets-pg-a', MAIN, { env, core: SERVER_CORE }),
+        () => startServer('rockets-pg-b', MAIN, { env, core: LOAD_CORE }),
+      ],
+      async ([a, b]) => {
+        if (!a || !b) return;
+        const half = { mode: 'rest', connections: CONNECTIONS / 2 } as const;
+        /** Each run on instance a, to its twin on instance b. */
+        const pairs = new Map<LoadResult, LoadResult>();
+        // Both instances at once, each with its own wrk and channels: the sum is what one database takes.
+        const both: Drive = async (prefix, durationS) => {
+          const [ra, rb] = await Promise.all([
+            load(a.url, { ...half, prefix: `a${prefix}`, durationS }),
+            load(b.url, { ...half, prefix: `b${prefix}`, durationS }),
+          ]);
+          pairs.set(ra, rb);
+          return ra;
+        };
+        const sum = (r: LoadResult): number => {
+          const twin = pairs.get(r);
+          return okRate(r) + (twin ? okRate(twin) : 0);
+        };
+        const r = await solo(both, sum);
+        const other = pairs.get(r.best);
+        ratioRow(
+          two,
+          sum(r.best),
+          ` msg/s (${fmt(okRate(r.best))} + ${fmt(other ? okRate(other) : NaN)}; instances on cores 0 and 1, both wrk on core 1)`,
+          'B0',
+          base,
+          0.3,
+        );
+        rows[rows.length - 1] = { ...(rows[rows.length - 1] as Row), target: 'report', result: '' };
+        const all = r.all.flatMap((x) => [x, pairs.get(x)].filter((y): y is LoadResult => y !== undefined));
+        await check('REST ingest, PostgreSQL, 2 instances', a.url, all);
+      },
+    );
+  } finally {
+    for (const schema of schemas) await pg.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await pg.end();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Profiles
+
+/** Runs `drive` against our server under `--cpu-prof` and prints where the CPU time went. */
+async function profiled(name: string, file: string, drive: (s: Server) => Promise<string>): Promise<void> {
+  const dir = join(TMP, `profile-${++dbCount}`);
+  mkdirSync(dir);
+  const figure = await withServer(ours(file, {}, ['--cpu-prof', `--cpu-prof-dir=${dir}`]), drive);
+  const profile = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+  if (profile === undefined) console.log(`### ${name}\n\nno profile written (${figure})\n`);
+  else console.log(formatSummary(`${name}: ${figure} under --cpu-prof`, summarise(join(dir, profile), 30)));
+}
+
+async function profiles(): Promise<void> {
+  const ingest = (o: Omit<LoadOptions, 'prefix' | 'durationS'>) => async (s: Server) => {
+    if (o.mode !== 'rest' && !(await graphqlAvailable(s.url))) return 'GraphQL not available';
+    return `${fmt(okRate((await solo(httpDrive(s, o), okRate)).best))} msg/s`;
+  };
+  await profiled('REST POST /messages', freshDb('p'), ingest(REST));
+  await profiled(
+    'GraphQL submitMessage over HTTP',
+    freshDb('p'),
+    ingest({ mode: 'graphql', connections: CONNECTIONS }),
+  );
+  await profiled('GraphQL submitMessage over graphql-ws', freshDb('p'), async (s) => {
+    if (!(await graphqlAvailable(s.url))) return 'GraphQL not available';
+    return `${fmt(okRate((await solo(wsDrive(s), okRate)).best))} msg/s`;
+  });
+  await profiled(
+    'GraphQL submitMessages (1,000 a request)',
+    freshDb('p'),
+    ingest({ mode: 'batch', connections: BATCH_CONNECTIONS, batch: BATCH }),
+  );
+  const file = freshDb('p-rockets');
+  await withServer(ours(file), (s) => seed(s.url, 3 * ROCKETS));
+  const path = '/rockets?sort=speed&order=desc&limit=100';
+  await profiled(`GET ${path}, ${fmt(ROCKETS)} rockets`, file, async (s) => {
+    const r = await solo(httpDrive(s, { mode: 'static', connections: CONNECTIONS, path }), answerRate);
+    return `${fmt(answerRate(r.best))} req/s`;
+  });
+  await profiled('Subscriptions at 2,000 msg/s', freshDb('p'), async (s) => {
+    const r = await client<SubsResult>(
+      'subs',
+      { httpUrl: s.url, wsUrl: s.wsUrl, ...SUBSCRIBERS, durationMs: SIZE.subsS * 1000, prefix: 's', after: 0 },
+      (SIZE.subsS + 90) * 1000,
+    );
+    return `${fmt(r.deliveriesPerSec)} deliveries/s, p99 ${fmt(r.publishToDeliverMs.p99)} ms`;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+const SECTIONS: ReadonlyArray<readonly [string, () => Promise<void>]> = [
+  ['rest', restIngest],
+  ['graphql', graphqlIngest],
+  ['batch', batchIngest],
+  ['subs', subscriptions],
+  ['big', bigStore],
+  ['postgres', postgres],
+];
+
+function markdown(): string {
+  const cell = (s: string): string => s.replace(/\|/g, '\\|');
+  const table = [
+    '| measure | ours | baseline (same run) | ratio | target | result |',
+    '|---|---:|---:|---:|---|---|',
+    ...rows.map((r) => `| ${[r.measure, r.ours, r.baseline, r.ratio, r.target, r.result].map(cell).join(' | ')} |`),
+  ];
+  const correctness = [
+    '| run | acknowledged | oracle |',
+    '|---|---:|---|',
+    ...checks.map((c) => `| ${[c.run, c.acknowledged, c.check].map(cell).join(' | ')} |`),
+  ];
+  return [...table, '', '### Correctness under load', '', ...correctness].join('\n');
+}
+
+function environment(command: string, seconds: number): string {
+  const cpu = cpus();
+  const loadGen = useWrk
+    ? `wrk ${wrkVersion ?? ''} (1 thread, bench/wrk.lua: a unique message per request)`
+    : 'autocannon 9 in its own process (bench/client.ts: a unique message per request)';
+  return [
+    `- Date: ${new Date().toISOString()}`,
+    `- Command: \`${command}\` (${fmt(seconds)} s)`,
+    `- Node ${process.version}; CPU: ${cpu[0]?.model ?? 'unknown'}, ${cpu.length} cores; RAM ${fmt(totalmem() / 2 ** 30, 1)} GiB`,
+    `- HTTP load: ${loadGen}; WebSocket load: bench/client.ts (raw graphql-transport-ws on \`ws\`)`,
+    `- Placement: ${hasTaskset ? `servers on core ${SERVER_CORE}, load generators on core ${LOAD_CORE} (taskset)` : 'not pinned (taskset missing)'}; PostgreSQL unpinned`,
+    `- Sizes${quick ? ' (--quick)' : ''}: a ${SIZE.warmupS} s warm-up, then ${SIZE.rounds === 1 ? 'one measured run' : `the best of ${SIZE.rounds} measured runs`} of ${SIZE.durationS} s, baseline and ours alternating; B4 inserts ${fmt(SIZE.b4Rows)} rows; ${fmt(SIZE.bigMessages)} messages for RSS/start-up/rebuild; subscriptions ${SIZE.subsS} s per run`,
+    `- Machine load (1-minute load average): ${loadAtStart.toFixed(2)} at the start, ${loadavg()[0]?.toFixed(2) ?? '?'} at the end: other work on this machine lowers every figure`,
+    '- Our server: `node dist/src/main.js`, NODE_ENV=production, defaults otherwise (WORKER_COUNT 3, SQLITE_SYNCHRONOUS FULL), a fresh database per measure',
+  ].join('\n');
+}
+
+const BASELINES = `B0 bench/baselines/b0-http.ts: bare node:http, parses the JSON body, answers 202 with the same JSON as ours.
+B1 bench/baselines/b1-mercurius.ts: fastify + mercurius + graphql-jit (jit: 1) on schema/schema.graphql, submitMessage into a Map.
+B2 bench/baselines/b2-rockets.ts: bare node:http answering the same precomputed 100-rocket JSON we answered.
+B3 bench/baselines/b3-ws.ts: bare ws, each event serialised once and broadcast to the same subscribers.
+B4 bench/baselines/b4-sqlite.ts: raw better-sqlite3, our events table, WAL + synchronous FULL, 1,000 rows a transaction; read: SELECT all in position order + JSON.parse.`;
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const command = `npm run bench${argv.length > 0 ? ` -- ${argv.join(' ')}` : ''}`;
+  // Bound the whole run: every wait below has its own bound, this one catches anything else.
+  const watchdog = setTimeout(
+    () => {
+      console.error('the bench ran out of time; stopping');
+      killAll();
+      process.exit(2);
+    },
+    (quick ? 10 : 60) * 60_000,
+  );
+  watchdog.unref();
+  console.log(environment(command, 0).split('\n').slice(2).join('\n'));
+  if (profiling) {
+    await profiles();
+    return;
+  }
+  for (const [name, section] of SECTIONS) {
+    if (only && !only.includes(name)) continue;
+    const t = performance.now();
+    process.stdout.write(`${name}… `);
+    try {
+      await section();
+    } catch (e) {
+      failedRow(name, e);
+    }
+    console.log(`${fmt((performance.now() - t) / 1000, 1)} s`);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const text = `${environment(command, seconds)}\n\n${markdown()}\n`;
+  console.log(`\n${text}`);
+  if (only === undefined) {
+    writeFileSync(
+      join(ROOT, 'bench', 'RESULTS.md'),
+      `# Benchmark results\n\nWritten by \`npm run bench\` (bench/run.ts): every figure was measured in this run, and each ratio is to the baseline measured in the same run. Compare figures only within one run: this machine varies by ±20% between runs.\n\n${text}\n### Baselines\n\n${BASELINES.split(
+        '\n',
+      )
+        .map((l) => `- ${l}`)
+        .join('\n')}\n`,
+    );
+    console.log('wrote bench/RESULTS.md');
+  }
+}
+
+process.once('SIGINT', () => {
+  killAll();
+  process.exit(130);
+});
+process.once('exit', () => {
+  killAll();
+  rmSync(TMP, { recursive: true, force: true });
+});
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

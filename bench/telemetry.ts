@@ -1,0 +1,172 @@
+/**
+ * The bench's telemetry: message `n` of any channel is a pure function of `n`, computed identically here
+ * and in `bench/wrk.lua`, so the expected state of every rocket is known without recording what was sent.
+ *
+ * The k-th message a load generator sends (k from 1) goes to channel `(k - 1) % channels` with number
+ * `floor((k - 1) / channels) + 1`: round-robin, so each channel's messages are sent in number order.
+ */
+
+/** 2022-02-02T19:39:05Z, the seed's example time. */
+const BASE_EPOCH_S = 1_643_830_745;
+
+export type MessageType =
+  'RocketLaunched' | 'RocketSpeedIncreased' | 'RocketSpeedDecreased' | 'RocketMissionChanged' | 'RocketExploded';
+
+type Payload = Record<string, string | number>;
+
+export interface Envelope {
+  readonly metadata: {
+    readonly channel: string;
+    readonly messageNumber: number;
+    readonly messageTime: string;
+    readonly messageType: MessageType;
+  };
+  readonly message: Payload;
+}
+
+/** GraphQL's `MessageEnvelopeInput` (and the variables of `submitMessage`). */
+export interface GraphQLEnvelope {
+  readonly metadata: {
+    readonly channel: string;
+    readonly messageNumber: number;
+    readonly messageTime: string;
+    readonly messageType: string;
+  };
+  readonly message: Record<string, Payload>;
+}
+
+const ENUM: Record<MessageType, string> = {
+  RocketLaunched: 'ROCKET_LAUNCHED',
+  RocketSpeedIncreased: 'ROCKET_SPEED_INCREASED',
+  RocketSpeedDecreased: 'ROCKET_SPEED_DECREASED',
+  RocketMissionChanged: 'ROCKET_MISSION_CHANGED',
+  RocketExploded: 'ROCKET_EXPLODED',
+};
+
+const FIELD: Record<MessageType, string> = {
+  RocketLaunched: 'rocketLaunched',
+  RocketSpeedIncreased: 'rocketSpeedIncreased',
+  RocketSpeedDecreased: 'rocketSpeedDecreased',
+  RocketMissionChanged: 'rocketMissionChanged',
+  RocketExploded: 'rocketExploded',
+};
+
+/** The type and payload of message `n` (bench/wrk.lua `payload`). */
+export function payloadOf(n: number): [MessageType, Payload] {
+  if (n === 1) return ['RocketLaunched', { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS' }];
+  switch (n % 4) {
+    case 0:
+      return ['RocketMissionChanged', { newMission: `MISSION-${n % 13}` }];
+    case 1:
+      return ['RocketSpeedIncreased', { by: 3 }];
+    case 2:
+      return ['RocketSpeedIncreased', { by: (n % 97) + 1 }];
+    default:
+      return ['RocketSpeedDecreased', { by: n % 89 }];
+  }
+}
+
+/** RFC 3339 with a +01:00 offset and fractional seconds, like the seed's example (bench/wrk.lua `time`). */
+export const timeOf = (n: number): string =>
+  `${new Date((BASE_EPOCH_S + n + 3600) * 1000).toISOString().slice(0, 19)}.86337+01:00`;
+
+export const channelName = (prefix: string, index: number): string => `${prefix}-${index}`;
+
+/** The seed's REST envelope of message `n` of `channel`. */
+export function envelope(channel: string, n: number): Envelope {
+  const [messageType, message] = payloadOf(n);
+  return { metadata: { channel, messageNumber: n, messageTime: timeOf(n), messageType }, message };
+}
+
+/** The same message as GraphQL input. */
+export function graphqlEnvelope(channel: string, n: number): GraphQLEnvelope {
+  const [type, payload] = payloadOf(n);
+  return {
+    metadata: { channel, messageNumber: n, messageTime: timeOf(n), messageType: ENUM[type] },
+    message: { [FIELD[type]]: payload },
+  };
+}
+
+/** Channel index and message number of the k-th message sent (k from 1). */
+export function kth(k: number, channels: number): { index: number; n: number } {
+  return { index: (k - 1) % channels, n: Math.floor((k - 1) / channels) + 1 };
+}
+
+/** The highest number sent to channel `index` once `k` messages were generated. */
+export const sentUpTo = (k: number, channels: number, index: number): number =>
+  k > index ? Math.floor((k - 1 - index) / channels) + 1 : 0;
+
+export const SUBMIT_MESSAGE = `mutation Submit($metadata: MessageMetadataInput!, $message: MessagePayloadInput!) {
+  submitMessage(metadata: $metadata, message: $message) { status channel messageNumber }
+}`;
+
+export const SUBMIT_MESSAGES = `mutation SubmitMany($messages: [MessageEnvelopeInput!]!) {
+  submitMessages(messages: $messages) {
+    ... on SubmitMessagePayload { status channel messageNumber }
+    ... on SubmitMessageError { code message }
+  }
+}`;
+
+/** What the oracle compares of a rocket. */
+export interface ModelRocket {
+  readonly type: string | null;
+  readonly mission: string | null;
+  readonly speed: number;
+  readonly status: 'flying' | 'exploded';
+  readonly explodedReason: string | null;
+  readonly lastMessageNumber: number;
+}
+
+/**
+ * The state after messages 1..last, written from the README's rules rather than from src/domain, so the
+ * bench does not check the server against its own code. Memoised: every channel follows the same history.
+ */
+export class Model {
+  private readonly states: ModelRocket[] = [];
+
+  at(last: number): ModelRocket {
+    while (this.states.length <= last) {
+      const n = this.states.length;
+      const prev = this.states[n - 1];
+      this.states.push(n === 0 || prev === undefined ? this.initial() : this.apply(prev, n));
+    }
+    return this.states[last] as ModelRocket;
+  }
+
+  private initial(): ModelRocket {
+    return { type: null, mission: null, speed: 0, status: 'flying', explodedReason: null, lastMessageNumber: 0 };
+  }
+
+  private apply(s: ModelRocket, n: number): ModelRocket {
+    const [type, p] = payloadOf(n);
+    const next = { ...s, lastMessageNumber: n };
+    if (s.status === 'exploded') return next;
+    switch (type) {
+      case 'RocketLaunched':
+        return s.type === null
+          ? { ...next, type: String(p.type), mission: String(p.mission), speed: Number(p.launchSpeed) }
+          : next;
+      case 'RocketSpeedIncreased':
+        return { ...next, speed: s.speed + Number(p.by) };
+      case 'RocketSpeedDecreased':
+        return { ...next, speed: Math.max(0, s.speed - Number(p.by)) };
+      case 'RocketMissionChanged':
+        return { ...next, mission: String(p.newMission) };
+      case 'RocketExploded':
+        return { ...next, status: 'exploded', explodedReason: String(p.reason) };
+    }
+  }
+}
+
+/**
+ * What a load generator reports for the oracle: how many messages it generated (`sent`), the highest
+ * number acknowledged per channel, and the count of each outcome (`applied`, `buffered`, `duplicate`,
+ * `http503`, `error:CONFLICT`, …).
+ */
+export interface IngestReport {
+  readonly prefix: string;
+  readonly channels: number;
+  readonly sent: number;
+  readonly acked: Readonly<Record<string, number>>;
+  readonly counts: Readonly<Record<string, number>>;
+}
