@@ -1,28 +1,9 @@
-import { delivery, expected, fleet, rng, type Envelope, type ModelRocket } from '../support/model';
+import { delivery, expected, fleet, rng, type Envelope, type ModelRocket, modelOf } from '../support/model';
 import { describePg, dropSchema, freshSchema, urlWithSchema } from '../support/postgres';
-import { getJson, pool, postJson, startServer, type ServerProcess } from '../support/process';
+import { getJson, pool, postJson, startServer, type ServerProcess, deliver } from '../support/process';
 
 interface RocketJson extends ModelRocket {
   buffer: { count: number };
-}
-
-const model = (r: RocketJson): ModelRocket => ({
-  channel: r.channel,
-  type: r.type,
-  mission: r.mission,
-  speed: r.speed,
-  status: r.status,
-  explodedReason: r.explodedReason,
-  lastMessageNumber: r.lastMessageNumber,
-});
-
-/** Posts to one instance until it answers 2xx, as the test program retries. */
-async function deliver(instance: ServerProcess, m: Envelope): Promise<void> {
-  for (;;) {
-    const r = await postJson(`${instance.url}/messages`, m);
-    if (r.status === 202) return;
-    if (r.status !== 503) throw new Error(`unexpected ${r.status}: ${JSON.stringify(r.body)}`);
-  }
 }
 
 async function channelNumbers(instance: ServerProcess, channel: string): Promise<number[]> {
@@ -36,7 +17,7 @@ async function expectEveryInstanceAgrees(instances: ServerProcess[], histories: 
   const want = histories.map(expected).sort((a, b) => (a.channel < b.channel ? -1 : 1));
   for (const instance of instances) {
     const r = await getJson(`${instance.url}/rockets`);
-    expect((r.body as RocketJson[]).map(model)).toEqual(want);
+    expect((r.body as RocketJson[]).map(modelOf)).toEqual(want);
   }
   await pool(histories, 8, async (h) => {
     const channel = h[0]?.metadata.channel ?? '';

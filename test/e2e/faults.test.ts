@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { delivery, expected, fleet, rng, type Envelope, type ModelRocket } from '../support/model';
+import { delivery, expected, fleet, rng, type Envelope, type ModelRocket, modelOf } from '../support/model';
 import { describePg, dropSchema, freshSchema, urlWithSchema } from '../support/postgres';
 import { getJson, pool, postJson, startServer, type Reply, type ServerProcess } from '../support/process';
 
@@ -62,16 +62,6 @@ function parseKey(key: string): { channel: string; n: number } {
   return { channel: key.slice(0, at), n: Number(key.slice(at + 1)) };
 }
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i + 1);
-
-const pickModel = (r: RocketJson): ModelRocket => ({
-  channel: r.channel,
-  type: r.type,
-  mission: r.mission,
-  speed: r.speed,
-  status: r.status,
-  explodedReason: r.explodedReason,
-  lastMessageNumber: r.lastMessageNumber,
-});
 
 /** A promise with its resolvers, for waiting on events. */
 class Deferred<T> {
@@ -226,7 +216,7 @@ class CrashLoop {
     for (const h of this.histories) {
       const want = expected(h);
       const got = state.rockets.get(want.channel);
-      expect(got && pickModel(got)).toEqual(want);
+      expect(got && modelOf(got)).toEqual(want);
       expect(state.logs.get(want.channel)).toEqual(range(h.length));
     }
     expect(state.buffered.size).toBe(0);

@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { delivery, expected, fleet, type Envelope, type ModelRocket } from '../support/model';
-import { getJson, MAIN, pool, postJson, startServer, type ServerProcess } from '../support/process';
+import { delivery, expected, fleet, type Envelope, type ModelRocket, modelOf } from '../support/model';
+import { getJson, MAIN, pool, postJson, startServer, type ServerProcess, deliver } from '../support/process';
 
 interface RocketJson extends ModelRocket {
   buffer: { waitingFor: number; count: number; oldestSince: string | null };
@@ -15,26 +15,7 @@ interface EventJson {
   position: number;
 }
 
-const pickModel = (r: RocketJson): ModelRocket => ({
-  channel: r.channel,
-  type: r.type,
-  mission: r.mission,
-  speed: r.speed,
-  status: r.status,
-  explodedReason: r.explodedReason,
-  lastMessageNumber: r.lastMessageNumber,
-});
-
 const key = (m: Envelope): string => `${m.metadata.channel}#${m.metadata.messageNumber}`;
-
-/** Posts until a 2xx, as the test program does; resolves with the 2xx status. */
-async function deliver(server: ServerProcess, m: Envelope): Promise<number> {
-  for (;;) {
-    const r = await postJson(`${server.url}/messages`, m);
-    if (r.status >= 200 && r.status < 300) return r.status;
-    if (r.status !== 503) throw new Error(`unexpected ${r.status}: ${JSON.stringify(r.body)}`);
-  }
-}
 
 async function rockets(server: ServerProcess): Promise<Map<string, RocketJson>> {
   const r = await getJson(`${server.url}/rockets`);
@@ -48,7 +29,7 @@ async function expectFleet(server: ServerProcess, histories: Envelope[][]): Prom
   for (const h of histories) {
     const want = expected(h);
     const got = live.get(want.channel);
-    expect(got && pickModel(got)).toEqual(want);
+    expect(got && modelOf(got)).toEqual(want);
     expect(got?.buffer.count).toBe(0);
   }
   await pool(histories, 8, async (h) => {
@@ -109,7 +90,7 @@ describe('the built server as a process, on a SQLite file', () => {
 
     s = await start();
     expect(await rockets(s)).toEqual(before);
-    for (const h of histories) await deliver(s, h[3] as Envelope);
+    for (const h of histories) await deliver(s, h[3]);
     await expectFleet(s, histories);
   });
 

@@ -121,3 +121,14 @@ export function delivery(histories: readonly Envelope[][], duplicateRatio: numbe
   }
   return out;
 }
+
+/** The model's fields of a rocket as the server answers it (REST JSON). */
+export const modelOf = (r: ModelRocket): ModelRocket => ({
+  channel: r.channel,
+  type: r.type,
+  mission: r.mission,
+  speed: r.speed,
+  status: r.status,
+  explodedReason: r.explodedReason,
+  lastMessageNumber: r.lastMessageNumber,
+});

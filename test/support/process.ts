@@ -106,3 +106,15 @@ export async function pool<T>(
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
 }
+
+/**
+ * Posts a message to a server until it answers 2xx, as the test program retries; a refusal that a
+ * retry cannot change (a 4xx other than 429) fails the test.
+ */
+export async function deliver(server: { readonly url: string }, message: unknown): Promise<Reply> {
+  for (;;) {
+    const r = await postJson(`${server.url}/messages`, message);
+    if (r.status >= 200 && r.status < 300) return r;
+    if (r.status !== 429 && r.status < 500) throw new Error(`unexpected ${r.status}: ${JSON.stringify(r.body)}`);
+  }
+}
