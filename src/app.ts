@@ -6,8 +6,9 @@ import type { Config } from './config';
 import { Hub } from './engine/hub';
 import { LanePool } from './engine/lanes';
 import { RocketService } from './engine/service';
+import { createDashboard } from './http/dashboard';
 import { createGraphQLTransport } from './http/graphql';
-import { sendError, sendJson } from './http/io';
+import { corsHeaders, sendError, sendJson, sendPreflight } from './http/io';
 import { Metrics } from './http/metrics';
 import { createRestRoutes } from './http/rest';
 import { openStore } from './store/open';
@@ -30,54 +31,89 @@ export interface App {
   stop(): Promise<void>;
 }
 
-/** Wires store, lanes, hub and service behind one HTTP server: REST, GraphQL and graphql-ws on one port. */
-export async function buildApp(config: Config, log: Logger = createLogger(config.logLevel)): Promise<App> {
-  const store = await openStore(config.databaseUrl, { sqliteSynchronous: config.sqliteSynchronous });
+/**
+ * Wires store, lanes, hub and service behind one HTTP server: REST, GraphQL and graphql-ws on one port.
+ * `now` is the server clock (buffer arrival times, the gap policy, recordedAt); tests inject their own.
+ */
+export async function buildApp(
+  config: Config,
+  log: Logger = createLogger(config.logLevel),
+  now?: () => Date,
+): Promise<App> {
+  const store = await openStore(config.databaseUrl, {
+    now,
+    sqliteSynchronous: config.sqliteSynchronous,
+    bufferLimits: config.bufferLimits,
+  });
   const metrics = config.metrics ? new Metrics() : undefined;
   const lanes = new LanePool(store, config.workerCount, metrics);
   const hub = new Hub(store, config.subscriberBuffer, metrics);
-  const service = new RocketService(store, lanes, hub, metrics);
+  const service = new RocketService(store, lanes, hub, metrics, { gapTimeoutMs: config.gapTimeoutMs });
+  const stopGapSweep = service.startGapSweep({
+    skipped: (gaps) =>
+      log.warn(
+        { channels: gaps.length, numbers: gaps.reduce((n, g) => n + g.to - g.from + 1, 0), first: gaps.slice(0, 10) },
+        'gaps skipped after GAP_TIMEOUT',
+      ),
+    failed: (err) => log.error({ err }, 'gap sweep failed'),
+  });
   metrics?.observe(lanes, store, hub);
-  const rest = createRestRoutes(service, config.maxBodyBytes, log);
+  const rest = createRestRoutes(service, { maxBodyBytes: config.maxBodyBytes, ingestToken: config.ingestToken, log });
   const graphql = createGraphQLTransport(service, config);
+  const dashboard = config.dashboard ? createDashboard(log) : undefined;
   const nextRequestId = requestIds();
   const debug = log.isLevelEnabled('debug');
 
-  const server = createServer((req, res) => {
-    res.setHeader('x-request-id', requestIdOf(req) ?? nextRequestId());
-    if (debug) logRequest(log, req, res);
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://localhost');
-    } catch {
-      sendJson(res, 400, { error: { code: 'BAD_REQUEST', message: 'malformed request target' } });
-      return;
-    }
-    if (url.pathname === '/graphql') {
-      graphql.handle(req, res, url).catch((e: unknown) => {
-        sendError(res, e, log);
+  const server = createServer(
+    {
+      // Slow or stalled clients must not hold sockets forever; the check runs often enough to notice.
+      headersTimeout: config.headersTimeoutMs,
+      requestTimeout: config.requestTimeoutMs,
+      connectionsCheckingInterval: Math.max(50, Math.min(30_000, config.headersTimeoutMs / 4)),
+    },
+    (req, res) => {
+      res.setHeader('x-request-id', requestIdOf(req) ?? nextRequestId());
+      if (debug) logRequest(log, req, res);
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://localhost');
+      } catch {
+        sendJson(res, 400, { error: { code: 'BAD_REQUEST', message: 'malformed request target' } });
+        return;
+      }
+      if (url.pathname === '/graphql') {
+        graphql.handle(req, res, url).catch((e: unknown) => {
+          sendError(res, e, log);
+        });
+        return;
+      }
+      if (url.pathname === '/metrics' && metrics) {
+        metrics.respond(res).catch((e: unknown) => {
+          sendError(res, e, log);
+        });
+        return;
+      }
+      if (dashboard?.handle(req, res, url) === true) return;
+      if (req.headers.origin !== undefined) {
+        const cors = corsHeaders(req, config.allowedOrigins);
+        if (req.method === 'OPTIONS') {
+          sendPreflight(res, cors, 'GET, POST');
+          return;
+        }
+        for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);
+      }
+      void rest.handle(req, res, url).then((handled) => {
+        if (!handled) sendJson(res, 404, { error: { code: 'NOT_FOUND', message: `no route for ${url.pathname}` } });
       });
-      return;
-    }
-    if (url.pathname === '/metrics' && metrics) {
-      metrics.respond(res).catch((e: unknown) => {
-        sendError(res, e, log);
-      });
-      return;
-    }
-    void rest.handle(req, res, url).then((handled) => {
-      if (!handled) sendJson(res, 404, { error: { code: 'NOT_FOUND', message: `no route for ${url.pathname}` } });
-    });
-  });
-  // Slow or stalled clients must not hold sockets forever.
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
+    },
+  );
   server.on('upgrade', (req, socket, head) => {
     if (new URL(req.url ?? '/', 'http://localhost').pathname === '/graphql') graphql.upgrade(req, socket, head);
     else socket.destroy();
   });
-  server.on('clientError', (_err, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     else socket.destroy();
   });
 
@@ -104,6 +140,7 @@ export async function buildApp(config: Config, log: Logger = createLogger(config
         const bound = new Promise<void>((resolve) => setTimeout(resolve, STOP_GRACE_MS).unref());
         await Promise.race([closed, bound]);
         server.closeAllConnections();
+        await stopGapSweep();
         await lanes.close();
         hub.close();
         await store.close();
@@ -111,16 +148,22 @@ export async function buildApp(config: Config, log: Logger = createLogger(config
   };
 }
 
-/** JSON logs on stdout; credentials never reach them. */
+/**
+ * JSON logs on stdout; credentials never reach them. Written synchronously: at info there are only a few
+ * lines, and none may be lost or reordered when the process exits right after logging.
+ */
 export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    base: undefined,
-    redact: {
-      paths: ['authorization', 'token', 'password', 'headers.authorization', 'headers.cookie', '*.token'],
-      censor: '[redacted]',
+  return pino(
+    {
+      level,
+      base: undefined,
+      redact: {
+        paths: ['authorization', 'token', 'password', 'headers.authorization', 'headers.cookie', '*.token'],
+        censor: '[redacted]',
+      },
     },
-  });
+    pino.destination({ dest: 1, sync: true }),
+  );
 }
 
 /** A caller's own request id, if it is a sane one; it is echoed in logs and error bodies. */

@@ -39,6 +39,8 @@ export interface Config {
   readonly requestTimeoutMs: number;
   /** Serve Prometheus metrics at GET /metrics. */
   readonly metrics: boolean;
+  /** Serve the live dashboard at GET /. */
+  readonly dashboard: boolean;
   /** pino level: fatal, error, warn, info, debug, trace or silent. */
   readonly logLevel: string;
 }
@@ -128,6 +130,7 @@ export function loadConfig(env: Env = process.env): Config {
     headersTimeoutMs: int(env, 'HEADERS_TIMEOUT_MS', 10_000, 100, 600_000),
     requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000),
     metrics: bool(env, 'METRICS', true),
+    dashboard: bool(env, 'DASHBOARD', true),
     logLevel: level(env.LOG_LEVEL),
   };
 }

@@ -1,0 +1,162 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { dirname, extname, join } from 'node:path';
+import type { Logger } from 'pino';
+import { sendJson } from './io';
+
+/** The page's own files, committed as-is: plain HTML, CSS and one ES module, with no build step. */
+const PAGE_FILES = ['index.html', 'dashboard.css', 'dashboard.js'] as const;
+
+/** URL prefix of every asset; the page itself is at `/`. */
+const PREFIX = '/dashboard/';
+
+/** Where the graphql-ws browser client (its ES module build and the chunks it imports) is served. */
+const CLIENT_PREFIX = `${PREFIX}graphql-ws/`;
+
+const TYPES: Readonly<Record<string, string>> = {
+  '.html': 'text/html; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+};
+
+/**
+ * The page loads only its own files and talks only to this server (REST, and graphql-ws on /graphql, which
+ * `'self'` covers for ws: and wss: as well).
+ */
+const PAGE_HEADERS = {
+  'content-security-policy': [
+    "default-src 'self'",
+    "img-src 'self' data:",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join('; '),
+  'referrer-policy': 'no-referrer',
+};
+
+interface Asset {
+  readonly body: Buffer;
+  readonly type: string;
+  readonly etag: string;
+  readonly headers?: Record<string, string>;
+}
+
+const asset = (body: Buffer, name: string, headers?: Record<string, string>): Asset => ({
+  body,
+  type: TYPES[extname(name)] ?? 'application/octet-stream',
+  etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`,
+  headers,
+});
+
+/**
+ * Where the page's files are. tsc copies no assets, so they stay in the source tree: next to this module when
+ * it runs from `src/http/` (ts-jest, ts-node), and three levels up when it runs compiled from `dist/src/http/`.
+ * A copy next to the compiled module (`dist/src/http/dashboard/`) wins, for deployments that ship no `src/`.
+ */
+export function dashboardDir(from: string = __dirname): string | undefined {
+  const candidates = [join(from, 'dashboard'), join(from, '..', '..', '..', 'src', 'http', 'dashboard')];
+  return candidates.find((dir) => existsSync(join(dir, 'index.html')));
+}
+
+/**
+ * The graphql-ws browser client: `dist/client.js` of the installed package and every chunk it imports,
+ * by file name. Throws if it imports anything a browser could not load from the same folder.
+ */
+export function graphqlWsClient(): Map<string, Buffer> {
+  // The CommonJS entry (`dist/client.cjs`) resolves here; its ES module twin sits next to it.
+  const dir = dirname(require.resolve('graphql-ws/client'));
+  const files = new Map<string, Buffer>();
+  const visit = (name: string): void => {
+    if (files.has(name)) return;
+    const body = readFileSync(join(dir, name));
+    files.set(name, body);
+    // Statements at the start of a line only: the client's own messages mention `import … from 'ws'`.
+    for (const m of body.toString('utf8').matchAll(/^(?:import|export)\b[^;'"]*?['"]([^'"]+)['"]/gm)) {
+      const spec = m[1] as string;
+      if (!/^\.\/[\w.-]+\.js$/.test(spec))
+        throw new Error(`graphql-ws's browser client imports "${spec}", which the dashboard cannot serve`);
+      visit(spec.slice(2));
+    }
+  };
+  visit('client.js');
+  return files;
+}
+
+/** Loads every file once; the reason they are missing, if they are. */
+function loadAssets(): { assets: Map<string, Asset>; missing?: string } {
+  const assets = new Map<string, Asset>();
+  const dir = dashboardDir();
+  if (dir === undefined)
+    return { assets, missing: `its files were not found (looked for src/http/dashboard/ from ${__dirname})` };
+  for (const name of PAGE_FILES) {
+    const path = name === 'index.html' ? '/' : PREFIX + name;
+    assets.set(path, asset(readFileSync(join(dir, name)), name, name === 'index.html' ? PAGE_HEADERS : undefined));
+  }
+  try {
+    for (const [name, body] of graphqlWsClient()) assets.set(CLIENT_PREFIX + name, asset(body, name));
+  } catch (e) {
+    return { assets, missing: `the graphql-ws browser client could not be loaded: ${(e as Error).message}` };
+  }
+  return { assets };
+}
+
+/** Whether an If-None-Match header names this ETag (weak comparison, as RFC 9110 asks for GET). */
+const matches = (header: string | undefined, etag: string): boolean =>
+  header !== undefined &&
+  (header.trim() === '*' || header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag));
+
+export interface Dashboard {
+  /**
+   * Answers `GET /` with the live dashboard page, and `/dashboard/…` with its assets. Returns false, having
+   * answered nothing, for any other path. Never throws.
+   */
+  handle(req: IncomingMessage, res: ServerResponse, url: URL): boolean;
+}
+
+/**
+ * The live dashboard: a static page and one ES module that read the fleet through GraphQL (one query, then a
+ * `rocketUpdated` subscription over graphql-ws) and REST (`/gaps`, `/rockets/:channel/events`). The files are
+ * read once, here; if they are missing the routes answer 404 saying so (and it is logged), and the rest of the
+ * server is unaffected.
+ *
+ * Every file is sent with `cache-control: no-cache` and an ETag: their URLs carry no version, so a browser
+ * revalidates (a 304 when unchanged) and picks up a new version as soon as the server has one.
+ */
+export function createDashboard(log?: Logger): Dashboard {
+  const { assets, missing } = loadAssets();
+  if (missing !== undefined) log?.warn(`dashboard unavailable: ${missing}`);
+
+  return {
+    handle(req, res, url) {
+      const path = url.pathname;
+      if (path !== '/' && !path.startsWith(PREFIX)) return false;
+      const method = req.method ?? 'GET';
+      if (method !== 'GET' && method !== 'HEAD') {
+        sendJson(res, 405, { error: { code: 'METHOD_NOT_ALLOWED', message: 'use GET, HEAD' } }, { allow: 'GET, HEAD' });
+        return true;
+      }
+      const file = assets.get(path);
+      if (file === undefined) {
+        const message = missing !== undefined ? `the dashboard is unavailable: ${missing}` : `no route for ${path}`;
+        sendJson(res, 404, { error: { code: 'NOT_FOUND', message } });
+        return true;
+      }
+      const headers: Record<string, string> = {
+        'cache-control': 'no-cache',
+        etag: file.etag,
+        'x-content-type-options': 'nosniff',
+        ...file.headers,
+      };
+      if (matches(req.headers['if-none-match'], file.etag)) {
+        res.writeHead(304, headers);
+        res.end();
+        return true;
+      }
+      res.writeHead(200, { ...headers, 'content-type': file.type, 'content-length': String(file.body.length) });
+      res.end(method === 'HEAD' ? undefined : file.body);
+      return true;
+    },
+  };
+}
