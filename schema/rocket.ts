@@ -63,7 +63,8 @@ export const Rocket = builder.objectRef<RocketModel>('Rocket').implement({
     buffer: t.field({
       type: ReorderBuffer,
       description: 'What the reorder buffer holds for this rocket now.',
-      resolve: async (r, _args, { service }) => r.buffer ?? (await service.rocket(r.channel)).buffer,
+      // Synchronous when the rocket came with its buffer (every rocket from the store): no promise per rocket.
+      resolve: (r, _args, { service }) => r.buffer ?? service.rocket(r.channel).then((v) => v.buffer),
     }),
     events: t.field({
       type: [RocketEvent],
@@ -78,28 +79,38 @@ export const Rocket = builder.objectRef<RocketModel>('Rocket').implement({
   }),
 });
 
-type Edge = RocketPage['rockets'][number];
+/** An edge: a rocket of a page, whose cursor the page makes only when a client asks for it. */
+interface Edge {
+  readonly page: RocketPage;
+  readonly node: RocketPage['rockets'][number];
+}
 
 const RocketEdge = builder.objectRef<Edge>('RocketEdge').implement({
   fields: (t) => ({
-    cursor: t.exposeString('cursor'),
-    node: t.field({ type: Rocket, resolve: (r) => r }),
+    cursor: t.string({ resolve: (e) => e.page.cursorOf(e.node) }),
+    node: t.field({ type: Rocket, resolve: (e) => e.node }),
   }),
 });
+
+/** The first or last cursor of a page, or null for an empty page. */
+const cursorAt = (p: RocketPage, i: number): string | null => {
+  const r = p.rockets[i];
+  return r ? p.cursorOf(r) : null;
+};
 
 const PageInfo = builder.objectRef<RocketPage>('PageInfo').implement({
   description: 'Relay page info. Pagination is forward only (`first`/`after`), so `hasPreviousPage` is always false.',
   fields: (t) => ({
     hasNextPage: t.boolean({ resolve: (p) => p.nextCursor !== null }),
     hasPreviousPage: t.boolean({ resolve: () => false }),
-    startCursor: t.string({ nullable: true, resolve: (p) => p.rockets[0]?.cursor ?? null }),
-    endCursor: t.string({ nullable: true, resolve: (p) => p.rockets[p.rockets.length - 1]?.cursor ?? null }),
+    startCursor: t.string({ nullable: true, resolve: (p) => cursorAt(p, 0) }),
+    endCursor: t.string({ nullable: true, resolve: (p) => cursorAt(p, p.rockets.length - 1) }),
   }),
 });
 
 const RocketConnection = builder.objectRef<RocketPage>('RocketConnection').implement({
   fields: (t) => ({
-    edges: t.field({ type: [RocketEdge], resolve: (p) => p.rockets }),
+    edges: t.field({ type: [RocketEdge], resolve: (p) => p.rockets.map((node) => ({ page: p, node })) }),
     nodes: t.field({ type: [Rocket], resolve: (p) => p.rockets }),
     pageInfo: t.field({ type: PageInfo, resolve: (p) => p }),
   }),

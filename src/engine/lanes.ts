@@ -37,6 +37,7 @@ export class LanePool {
   /** Messages accepted and not yet settled, across lanes. */
   private inFlight = 0;
   private drained: (() => void) | undefined;
+  private settled = 0;
 
   constructor(
     private readonly store: EventStore,
@@ -57,6 +58,14 @@ export class LanePool {
       this.inFlight++;
       if (!lane.busy && lane.queue.length === 1) setImmediate(() => void this.drain(lane));
     });
+  }
+
+  /**
+   * Grows after every commit this pool made, successful or not (a failed one may still have landed), before
+   * its senders hear of it: read caches compare it to tell whether the store may have changed.
+   */
+  get version(): number {
+    return this.settled;
   }
 
   /** Queue depth of each lane. */
@@ -80,6 +89,7 @@ export class LanePool {
       const started = performance.now();
       try {
         const result = await this.store.commit(batch.map((j) => j.message));
+        this.settled++;
         this.telemetry.committed((performance.now() - started) / 1000, batch.length);
         batch.forEach((j, i) => {
           const outcome = result.outcomes[i] as SubmitOutcome;
@@ -87,6 +97,7 @@ export class LanePool {
           j.resolve(outcome);
         });
       } catch (e) {
+        this.settled++;
         this.telemetry.storeFailed();
         for (const j of batch) j.reject(e);
       }

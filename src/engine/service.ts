@@ -42,9 +42,11 @@ export interface RocketListArgs {
 }
 
 export interface RocketPage {
-  readonly rockets: ReadonlyArray<RocketView & { readonly cursor: string }>;
+  readonly rockets: readonly RocketView[];
   /** Cursor to pass as `after` for the next page; null on the last page. */
   readonly nextCursor: string | null;
+  /** The cursor of one rocket of this page, made on demand: REST needs only `nextCursor`. */
+  cursorOf(rocket: RocketView): string;
 }
 
 /** A point in a rocket's history: after a message number, or at a server time (RFC 3339). */
@@ -91,6 +93,17 @@ export interface GapSweepReport {
   readonly failed?: (error: unknown) => void;
 }
 
+export interface ServiceOptions {
+  /**
+   * Keep answers to reads (listing pages here, serialised answers in the transports) until the store may have
+   * changed: until a commit by this process's lanes (which see every commit of this process, buffer-only ones
+   * included, before its senders are answered) or an append on the store's feed (the gap sweep, other
+   * instances). On by default, except with PostgreSQL: there another instance's commit that only buffers
+   * appends no event and would leave this instance's answers stale, and NOTIFY arrives after the commit.
+   */
+  readonly cacheReads?: boolean;
+}
+
 /** Retry-After of a refusal at the per-channel cap: the missing message usually follows within moments. */
 const CHANNEL_FULL_RETRY_SECONDS = 1;
 /** Retry-After of a refusal at the total cap: the server as a whole is behind. */
@@ -120,6 +133,88 @@ export function encodeCursor(sort: RocketSortField, key: SortKey, channel: strin
   return Buffer.from(JSON.stringify([sort, key, channel])).toString('base64url');
 }
 
+/** A page of rockets in the order `sort`; cursors are made when first asked for, then kept with the page. */
+class Page implements RocketPage {
+  readonly nextCursor: string | null;
+  private cursors: Map<RocketView, string> | undefined;
+
+  constructor(
+    readonly rockets: readonly RocketView[],
+    private readonly sort: RocketSortField,
+    more: boolean,
+  ) {
+    const last = rockets[rockets.length - 1];
+    this.nextCursor = more && last ? this.cursorOf(last) : null;
+  }
+
+  cursorOf(rocket: RocketView): string {
+    let cursor = this.cursors?.get(rocket);
+    if (cursor === undefined) {
+      cursor = encodeCursor(this.sort, sortKey(rocket, this.sort), rocket.channel);
+      (this.cursors ??= new Map()).set(rocket, cursor);
+    }
+    return cursor;
+  }
+}
+
+/**
+ * Answers of reads since the store last changed, by a normalised key: the same object for the same question
+ * until anything visible may have changed, so the transports can keep their serialised JSON with it.
+ * `version()` grows whenever the store may have changed (see `RocketService.readVersion`); the first lookup
+ * that sees it grown drops everything. Concurrent lookups of one key share one store read; a failed read is
+ * not kept. Bounded by the weight held (at least 1 an entry), least recently used first out.
+ */
+class ReadCache<T> {
+  private seen = -1;
+  private readonly entries = new Map<string, { readonly value: Promise<T>; weight: number }>();
+  private weight = 0;
+
+  constructor(
+    private readonly version: () => number,
+    private readonly maxWeight: number,
+    private readonly weigh: (value: T) => number,
+  ) {}
+
+  get(key: string, read: () => Promise<T>): Promise<T> {
+    const now = this.version();
+    if (now !== this.seen) {
+      this.entries.clear();
+      this.weight = 0;
+      this.seen = now;
+    }
+    const hit = this.entries.get(key);
+    if (hit) {
+      // Most recently used last.
+      this.entries.delete(key);
+      this.entries.set(key, hit);
+      return hit.value;
+    }
+    const entry = { value: read(), weight: 0 };
+    this.entries.set(key, entry);
+    entry.value.then(
+      (value) => {
+        if (this.entries.get(key) !== entry) return;
+        entry.weight = Math.max(1, this.weigh(value));
+        this.weight += entry.weight;
+        for (const [k, e] of this.entries) {
+          if (this.weight <= this.maxWeight) break;
+          this.entries.delete(k);
+          this.weight -= e.weight;
+        }
+      },
+      () => {
+        if (this.entries.get(key) === entry) this.entries.delete(key);
+      },
+    );
+    return entry.value;
+  }
+}
+
+/** Rows the listing cache holds at most: one full listing of MAX_PAGE, or a hundred pages of 100. */
+const CACHED_ROWS = MAX_PAGE;
+/** Single rockets (or their absence) the rocket cache holds at most. */
+const CACHED_ROCKETS = 10_000;
+
 function decodeCursor(cursor: string, sort: RocketSortField): { key: SortKey; channel: string } | undefined {
   try {
     const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
@@ -139,13 +234,40 @@ function decodeCursor(cursor: string, sort: RocketSortField): { key: SortKey; ch
  * all go through here, so both transports give the same answers.
  */
 export class RocketService {
+  /** Commits seen on the store's append feed: other writers' (the gap sweep, other instances), and ours. */
+  private appended = 0;
+  private readonly caching: boolean;
+  private readonly pages: ReadCache<RocketPage> | undefined;
+  private readonly single: ReadCache<RocketView | undefined> | undefined;
+
   constructor(
     readonly store: EventStore,
     readonly lanes: LanePool,
     readonly hub: Hub,
     private readonly telemetry: Telemetry = noTelemetry,
     private readonly gapPolicy: GapPolicy = {},
-  ) {}
+    options: ServiceOptions = {},
+  ) {
+    this.caching = options.cacheReads ?? store.kind !== 'postgres';
+    if (this.caching) {
+      store.onAppend(() => {
+        this.appended++;
+      });
+      const version = (): number => this.lanes.version + this.appended;
+      this.pages = new ReadCache(version, CACHED_ROWS, (page) => page.rockets.length);
+      this.single = new ReadCache(version, CACHED_ROCKETS, () => 1);
+    }
+  }
+
+  /**
+   * A number that grows whenever what the reads answer may have changed, for caches of answers (listings
+   * here, serialised answers in the transports); undefined when answers must not be cached (see
+   * `ServiceOptions.cacheReads`). An answer computed after reading `readVersion()` may be served for as long as
+   * it returns the same number.
+   */
+  readVersion(): number | undefined {
+    return this.caching ? this.lanes.version + this.appended : undefined;
+  }
 
   /**
    * Validates and durably records one envelope. Resolves once it is applied or buffered (or known to
@@ -189,7 +311,7 @@ export class RocketService {
 
   /** The rocket, or NotFoundError while none of its messages is applied. */
   async rocket(channel: string): Promise<RocketView> {
-    const r = await this.store.getRocket(channel);
+    const r = await this.findRocket(channel);
     if (!r) throw new NotFoundError(`rocket "${channel}"`);
     return r;
   }
@@ -227,10 +349,12 @@ export class RocketService {
 
   /** The rocket, or undefined while none of its messages is applied (say #2 buffered before #1). */
   findRocket(channel: string): Promise<RocketView | undefined> {
-    return this.store.getRocket(channel);
+    const read = (): Promise<RocketView | undefined> => this.store.getRocket(channel);
+    return this.single ? this.single.get(channel, read) : read();
   }
 
-  async rockets(args: RocketListArgs = {}): Promise<RocketPage> {
+  /** A page of rockets; rejects with ValidationError for arguments it refuses. */
+  rockets(args: RocketListArgs = {}): Promise<RocketPage> {
     const issues: Issue[] = [];
     const sort = (args.sort ?? 'channel') as RocketSortField;
     if (!ROCKET_SORT_FIELDS.includes(sort))
@@ -244,22 +368,24 @@ export class RocketService {
     const after = args.after === undefined ? undefined : decodeCursor(args.after, sort);
     if (args.after !== undefined && !after)
       issues.push({ field: 'after', problem: 'is not a cursor of this listing and sort' });
-    if (issues.length > 0) throw new ValidationError(issues);
+    if (issues.length > 0) return Promise.reject(new ValidationError(issues));
 
     const limit = args.limit;
-    const list = await this.store.listRockets({
-      sort,
-      order: order as 'asc' | 'desc',
-      status,
-      after,
-      limit: limit === undefined ? undefined : limit + 1,
-    });
-    const more = limit !== undefined && list.length > limit;
-    const page = (more ? list.slice(0, limit) : list).map((r) => ({
-      ...r,
-      cursor: encodeCursor(sort, sortKey(r, sort), r.channel),
-    }));
-    return { rockets: page, nextCursor: more ? (page[page.length - 1]?.cursor ?? null) : null };
+    const read = async (): Promise<RocketPage> => {
+      const list = await this.store.listRockets({
+        sort,
+        order: order as 'asc' | 'desc',
+        status,
+        after,
+        limit: limit === undefined ? undefined : limit + 1,
+      });
+      const more = limit !== undefined && list.length > limit;
+      return new Page(more ? list.slice(0, limit) : list, sort, more);
+    };
+    if (!this.pages) return read();
+    // The cursor stands for its decoded place: two spellings of one place are one question.
+    const place = after === undefined ? '' : JSON.stringify([after.key, after.channel]);
+    return this.pages.get(`${sort} ${order} ${status ?? ''} ${limit ?? ''} ${place}`, read);
   }
 
   /** Applied events in position order (for one channel, that is number order). */

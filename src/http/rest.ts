@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { UnauthenticatedError, ValidationError } from '../domain/errors';
 import type { Rocket } from '../domain/rocket';
-import type { RocketService } from '../engine/service';
+import type { RocketPage, RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
 import { mayWrite, readBody, sendError, sendJson } from './io';
 
@@ -55,6 +55,32 @@ function decodeSegment(segment: string): string {
   } catch {
     throw new ValidationError([{ field: 'channel', problem: 'is not a valid percent-encoded path segment' }]);
   }
+}
+
+/**
+ * JSON bodies serialised once per object answered: the service hands out the same page or rocket object for the
+ * same question until the store may have changed, so a repeated `GET /rockets` or `GET /rockets/:channel`
+ * costs no serialisation. An entry goes when the service drops its object.
+ */
+function serialisedOnce<T extends object>(json: (value: T) => unknown): (value: T) => Buffer {
+  const bodies = new WeakMap<T, Buffer>();
+  return (value) => {
+    let body = bodies.get(value);
+    if (body === undefined) {
+      body = Buffer.from(JSON.stringify(json(value)));
+      bodies.set(value, body);
+    }
+    return body;
+  };
+}
+
+const pageBody = serialisedOnce((page: RocketPage) => page.rockets.map(rocketJson));
+const rocketBody = serialisedOnce(rocketJson);
+
+/** As `sendJson`, for a body already serialised. */
+function sendJsonBytes(res: ServerResponse, body: Buffer, headers: Record<string, string> = {}): void {
+  res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': body.length, ...headers });
+  res.end(body);
 }
 
 /**
@@ -132,7 +158,7 @@ export function createRestRoutes(
         headers.link = `</rockets?${next.toString()}>; rel="next"`;
         headers['x-next-cursor'] = page.nextCursor;
       }
-      sendJson(res, 200, page.rockets.map(rocketJson), headers);
+      sendJsonBytes(res, pageBody(page), headers);
       return true;
     }
     const m = /^\/rockets\/([^/]+)(\/events)?$/.exec(path);
@@ -148,7 +174,7 @@ export function createRestRoutes(
       }
       const rocket = await service.rocket(channel);
       if (m[2] === undefined) {
-        sendJson(res, 200, rocketJson(rocket));
+        sendJsonBytes(res, rocketBody(rocket));
       } else {
         const events = await service.events({
           channel,

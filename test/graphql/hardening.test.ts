@@ -8,12 +8,21 @@ import { postRaw, RawSocket, startServer, until, type TestServer } from './suppo
 
 const times = (n: number, f: (i: number) => string): string => Array.from({ length: n }, (_, i) => f(i)).join(' ');
 
-/** Every field of a page of rockets and of their events: 282 cost units. */
-const FULL_PAGE = `rockets { edges { cursor node { channel type mission speed status explodedReason launchedAt updatedAt
-  lastMessageNumber buffer { waitingFor count oldestSince } events { position channel messageNumber messageType
-  messageTime recordedAt payload { __typename ... on RocketLaunched { type launchSpeed mission }
-  ... on RocketSpeedIncreased { by } ... on RocketSpeedDecreased { by } ... on RocketMissionChanged { newMission }
-  ... on RocketExploded { reason } } } } } pageInfo { hasNextPage endCursor } }`;
+/** Every field of a rocket, its buffer included: what REST answers for one. */
+const ROCKET_FIELDS =
+  'channel type mission speed status explodedReason launchedAt updatedAt lastMessageNumber buffer { waitingFor count oldestSince }';
+
+/** Every field of a rocket's events. */
+const EVENT_FIELDS = `events { position channel messageNumber messageType messageTime recordedAt payload { __typename
+  ... on RocketLaunched { type launchSpeed mission } ... on RocketSpeedIncreased { by } ... on RocketSpeedDecreased { by }
+  ... on RocketMissionChanged { newMission } ... on RocketExploded { reason } } }`;
+
+/** A page of 100 rockets with every field, as edges with cursors and the whole pageInfo: 7,606.25 cost units. */
+const REST_PAGE = `rockets(first: 100, sort: SPEED, order: DESC) { edges { cursor node { ${ROCKET_FIELDS} } }
+  pageInfo { hasNextPage hasPreviousPage startCursor endCursor } }`;
+
+/** Every field of every rocket and of their events, `first` left out: 282 cost units. */
+const FULL_PAGE = `rockets { edges { cursor node { ${ROCKET_FIELDS} ${EVENT_FIELDS} } } pageInfo { hasNextPage endCursor } }`;
 
 describe('GraphQL hardening', () => {
   let server: TestServer;
@@ -59,8 +68,18 @@ describe('GraphQL hardening', () => {
         new RegExp(`Aliases limit of ${ARMOR_LIMITS.maxAliases} exceeded`),
       ],
       [
-        'a cost bomb',
-        `{ ${times(8, (i) => `p${i}: ${FULL_PAGE}`)} }`,
+        'a cost bomb: two pages of 100 rockets with every field',
+        `{ p0: ${REST_PAGE} p1: ${REST_PAGE} }`,
+        new RegExp(`Cost limit of ${ARMOR_LIMITS.maxCost} exceeded`),
+      ],
+      [
+        'a cost bomb: a page of 100 rockets with every event',
+        `{ rockets(first: 100) { nodes { channel ${EVENT_FIELDS} } } }`,
+        new RegExp(`Cost limit of ${ARMOR_LIMITS.maxCost} exceeded`),
+      ],
+      [
+        'a cost bomb: a page of 1,000 rockets with every field',
+        `{ rockets(first: 1000) { nodes { ${ROCKET_FIELDS} } } }`,
         new RegExp(`Cost limit of ${ARMOR_LIMITS.maxCost} exceeded`),
       ],
       [
@@ -78,6 +97,12 @@ describe('GraphQL hardening', () => {
       expect(r.status).toBe(400);
       expect(r.body.data).toBeUndefined();
       expect(r.body.errors?.map((e) => e.message)).toContainEqual(expect.stringMatching(message));
+    });
+
+    it('lets the page REST answers through: 100 rockets with every field, cursors and pageInfo', async () => {
+      const r = await postRaw(server, { query: `{ ${REST_PAGE} }` });
+      expect(r.status).toBe(200);
+      expect(r.body.errors).toBeUndefined();
     });
 
     it('lets seven full pages through in one operation', async () => {

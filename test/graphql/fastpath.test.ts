@@ -1,0 +1,209 @@
+import { print } from 'graphql';
+import {
+  RocketDocument,
+  RocketsDocument,
+  SubmitMessageDocument,
+  SubmitMessagesDocument,
+  type RocketFieldsFragment,
+} from '../generated/graphql';
+import { getJson, send } from '../support/process';
+import { data, messages, post, postRaw, startServer, wsClient, type TestServer } from './support';
+
+const a = messages('a');
+
+/** Every field REST answers for a rocket. */
+const ROCKET_FIELDS =
+  'channel type mission speed status explodedReason launchedAt updatedAt lastMessageNumber buffer { waitingFor count oldestSince }';
+
+/** A GraphQL rocket in REST's JSON shape: enums are the only difference in representation. */
+const asRest = (r: RocketFieldsFragment) => ({ ...r, status: r.status.toLowerCase() });
+
+interface Page {
+  readonly rockets: {
+    readonly edges: Array<{ readonly cursor: string; readonly node: RocketFieldsFragment }>;
+    readonly pageInfo: { readonly hasNextPage: boolean; readonly endCursor: string | null };
+  };
+}
+
+describe('GraphQL fast paths: kept answers and graphql-jit', () => {
+  let server: TestServer;
+  beforeEach(async () => {
+    server = await startServer();
+  });
+  afterEach(() => server.app.stop());
+
+  it('answers the page REST answers, 100 rockets with every field, buffer included, and the same next cursor', async () => {
+    const batch = Array.from({ length: 130 }, (_, i) =>
+      messages(`r${i}`).launched(1, { launchSpeed: (i * 37) % 101, mission: `M${i % 7}` }),
+    );
+    await data(server, SubmitMessagesDocument, { messages: batch });
+    await data(server, SubmitMessageDocument, messages('r5').increased(3, 1)); // something in a buffer
+    const query = `{ rockets(first: 100, sort: SPEED, order: DESC) { edges { cursor node { ${ROCKET_FIELDS} } }
+      pageInfo { hasNextPage endCursor } } }`;
+    const r = await postRaw<Page>(server, { query });
+    expect(r.status).toBe(200);
+    expect(r.body.errors).toBeUndefined();
+    const page = r.body.data?.rockets;
+    const rest = await getJson(`${server.http}/rockets?sort=speed&order=desc&limit=100`);
+    expect(page?.edges.map((e) => asRest(e.node))).toEqual(rest.body);
+    expect(page?.edges).toHaveLength(100);
+    expect(page?.pageInfo).toEqual({ hasNextPage: true, endCursor: rest.headers['x-next-cursor'] });
+    expect(page?.edges.some((e) => e.node.buffer.count === 1)).toBe(true);
+  });
+
+  it('answers a repeated query without executing it, until a commit changes what it reads', async () => {
+    await data(server, SubmitMessageDocument, a.launched(1));
+    const listings = jest.spyOn(server.app.service, 'rockets');
+    const first = await data(server, RocketsDocument, { sort: 'SPEED' });
+    expect(await data(server, RocketsDocument, { sort: 'SPEED' })).toEqual(first);
+    expect(listings).toHaveBeenCalledTimes(1);
+    // Other variables are another question.
+    await data(server, RocketsDocument, { sort: 'CHANNEL' });
+    expect(listings).toHaveBeenCalledTimes(2);
+    // A commit that only buffers: no event, yet the next answer shows it.
+    await data(server, SubmitMessageDocument, a.increased(3, 1));
+    const after = await data(server, RocketsDocument, { sort: 'SPEED' });
+    expect(after.rockets.edges[0]?.node.buffer.count).toBe(1);
+    expect(listings).toHaveBeenCalledTimes(3);
+  });
+
+  it('keeps no answer with errors: a rocket not found yet is found once applied', async () => {
+    const lookups = jest.spyOn(server.app.service, 'rocket');
+    for (let i = 0; i < 2; i++) {
+      const r = await post(server, RocketDocument, { channel: 'a' });
+      expect(r.body.errors?.[0]?.extensions?.code).toBe('NOT_FOUND');
+    }
+    expect(lookups).toHaveBeenCalledTimes(2);
+    await data(server, SubmitMessageDocument, a.launched(1));
+    expect((await data(server, RocketDocument, { channel: 'a' })).rocket?.lastMessageNumber).toBe(1);
+  });
+
+  it('answers the same bytes from the cache, with the media type each request accepts', async () => {
+    const body = JSON.stringify({ query: '{ rockets { nodes { channel speed } } }' });
+    const ask = (accept: string) =>
+      send(`${server.http}/graphql`, 'POST', body, { 'content-type': 'application/json', accept });
+    const computed = await ask('application/graphql-response+json');
+    const kept = await ask('application/json');
+    expect(kept.body).toEqual(computed.body);
+    expect(computed.headers['content-type']).toBe('application/graphql-response+json; charset=utf-8');
+    expect(kept.headers['content-type']).toBe('application/json; charset=utf-8');
+    expect(kept.headers['content-length']).toBe(computed.headers['content-length']);
+  });
+
+  it('runs each operation of a document with several, whichever ran first', async () => {
+    await data(server, SubmitMessageDocument, a.launched(1));
+    const query = 'query Rockets { rockets { nodes { channel } } } query Gaps { gaps { channel } }';
+    for (let i = 0; i < 3; i++) {
+      // Variables differ each time, so nothing is answered from the cache.
+      expect((await postRaw(server, { query, operationName: 'Rockets', variables: { i } })).body).toEqual({
+        data: { rockets: { nodes: [{ channel: 'a' }] } },
+      });
+      expect((await postRaw(server, { query, operationName: 'Gaps', variables: { i } })).body).toEqual({
+        data: { gaps: [] },
+      });
+    }
+  });
+
+  it('answers a document normally after a request named an operation it does not hold', async () => {
+    const query = 'query Rockets { rockets { nodes { channel } } }';
+    const wrong = await postRaw(server, { query, operationName: 'Nope' });
+    expect(wrong.status).toBe(400);
+    for (let i = 0; i < 3; i++)
+      expect((await postRaw(server, { query, variables: { i } })).body).toEqual({ data: { rockets: { nodes: [] } } });
+  });
+
+  describe('once a document is compiled (from its second execution)', () => {
+    const warm = async (): Promise<void> => {
+      await data(server, SubmitMessageDocument, a.launched(1));
+      await data(server, SubmitMessageDocument, a.increased(2, 1));
+      await data(server, SubmitMessagesDocument, { messages: [messages('b').launched(1)] });
+      await data(server, SubmitMessagesDocument, { messages: [messages('c').launched(1)] });
+    };
+
+    it('still refuses variables that break @oneOf, as graphql-js does', async () => {
+      await warm();
+      const twoPayloads = {
+        ...a.launched(3),
+        message: { rocketLaunched: { type: 'x', launchSpeed: 1, mission: 'm' }, rocketExploded: { reason: 'r' } },
+      };
+      const one = await postRaw(server, { query: print(SubmitMessageDocument), variables: twoPayloads });
+      expect(one.status).toBe(400);
+      expect(one.body.data).toBeUndefined();
+      expect(one.body.errors?.[0]?.message).toMatch(/Exactly one key must be specified for OneOf type/);
+      const nullOne = { ...a.launched(3), message: { rocketLaunched: null } };
+      expect((await postRaw(server, { query: print(SubmitMessageDocument), variables: nullOne })).status).toBe(400);
+      const batch = await postRaw(server, {
+        query: print(SubmitMessagesDocument),
+        variables: { messages: [messages('d').launched(1), twoPayloads] },
+      });
+      expect(batch.status).toBe(400);
+      expect(batch.body.errors?.[0]?.message).toMatch(/Exactly one key must be specified for OneOf type/);
+      expect((await getJson(`${server.http}/rockets/d`)).status).toBe(404);
+    });
+
+    it('answers domain errors with their codes', async () => {
+      await warm();
+      const conflict = await post(server, SubmitMessageDocument, a.increased(2, 99));
+      expect(conflict.body.errors?.[0]?.extensions).toMatchObject({ code: 'CONFLICT', channel: 'a', messageNumber: 2 });
+      const bad = await post(server, SubmitMessageDocument, messages('').launched(1));
+      expect(bad.body.errors?.[0]?.extensions).toMatchObject({
+        code: 'BAD_USER_INPUT',
+        issues: [{ field: 'metadata.channel' }],
+      });
+    });
+
+    it('masks an unexpected failure as "Unexpected error."', async () => {
+      await warm();
+      for (const first of [1, 2]) await data(server, RocketsDocument, { first });
+      const logged = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+      const failing = jest
+        .spyOn(server.app.store, 'listRockets')
+        .mockRejectedValue(new Error('disk on fire at /var/lib/secret'));
+      try {
+        const r = await post(server, RocketsDocument, { first: 3 });
+        expect(JSON.stringify(r.body)).not.toContain('secret');
+        expect(r.body.errors).toEqual([
+          expect.objectContaining({
+            message: 'Unexpected error.',
+            extensions: expect.objectContaining({ code: 'INTERNAL_SERVER_ERROR' }) as unknown,
+          }),
+        ]);
+      } finally {
+        failing.mockRestore();
+        logged.mockRestore();
+      }
+    });
+
+    it('answers queries and mutations over graphql-ws the same way', async () => {
+      const client = wsClient(server);
+      interface Reply {
+        readonly data?: Record<string, unknown> | null;
+        readonly errors?: ReadonlyArray<{ readonly extensions?: Record<string, unknown> }>;
+      }
+      const once = (query: string, variables: Record<string, unknown> = {}) =>
+        new Promise<Reply>((resolve, reject) => {
+          let result: Reply = {};
+          client.subscribe(
+            { query, variables },
+            { next: (r) => (result = r), error: reject, complete: () => resolve(result) },
+          );
+        });
+      try {
+        for (let n = 1; n <= 3; n++) {
+          const r = await once(print(SubmitMessageDocument), messages('w').launched(1));
+          expect(r.data).toEqual({
+            submitMessage: expect.objectContaining({ status: n === 1 ? 'APPLIED' : 'DUPLICATE' }) as unknown,
+          });
+        }
+        const conflict = await once(print(SubmitMessageDocument), messages('w').launched(1, { mission: 'OTHER' }));
+        expect(conflict.errors?.[0]?.extensions?.code).toBe('CONFLICT');
+        for (let i = 0; i < 3; i++)
+          expect((await once('{ rockets { nodes { channel } } }')).data).toEqual({
+            rockets: { nodes: [{ channel: 'w' }] },
+          });
+      } finally {
+        await client.dispose();
+      }
+    });
+  });
+});

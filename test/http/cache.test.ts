@@ -1,0 +1,189 @@
+import { buildApp, createLogger, type App } from '../../src/app';
+import { loadConfig } from '../../src/config';
+import { validateEnvelope, type RocketMessage } from '../../src/domain/message';
+import { Hub } from '../../src/engine/hub';
+import { LanePool } from '../../src/engine/lanes';
+import { RocketService } from '../../src/engine/service';
+import { rocketJson } from '../../src/http/rest';
+import { MemoryStore } from '../../src/store/memory';
+import { createTestClock, type TestClock } from '../store/contract';
+import { getJson, postJson, send } from '../support/process';
+
+const launch = (channel: string, launchSpeed = 500) => ({
+  metadata: {
+    channel,
+    messageNumber: 1,
+    messageTime: '2022-02-02T19:39:05.86337+01:00',
+    messageType: 'RocketLaunched',
+  },
+  message: { type: 'Falcon-9', launchSpeed, mission: 'ARTEMIS' },
+});
+const speedUp = (channel: string, n: number, by: number) => ({
+  metadata: { channel, messageNumber: n, messageTime: '2022-02-02T19:40:05Z', messageType: 'RocketSpeedIncreased' },
+  message: { by },
+});
+const message = (envelope: unknown): RocketMessage => {
+  const v = validateEnvelope(envelope);
+  if (!v.ok) throw new Error('bad fixture');
+  return v.message;
+};
+
+interface RocketBody {
+  readonly channel: string;
+  readonly speed: number;
+  readonly lastMessageNumber: number;
+  readonly buffer: { readonly waitingFor: number; readonly count: number; readonly oldestSince: string | null };
+}
+
+describe('REST: answers kept while the store has not changed', () => {
+  let app: App;
+  let base: string;
+  let clock: TestClock;
+
+  beforeEach(async () => {
+    clock = createTestClock();
+    app = await buildApp(
+      { ...loadConfig({}), databaseUrl: 'memory:', gapTimeoutMs: 30_000 },
+      createLogger('silent'),
+      clock.now,
+    );
+    base = `http://127.0.0.1:${await app.start(0, '127.0.0.1')}`;
+    for (const [channel, speed] of [
+      ['a', 100],
+      ['b', 300],
+      ['c', 200],
+    ] as const)
+      await postJson(`${base}/messages`, launch(channel, speed));
+  });
+  afterEach(() => app.stop());
+
+  const list = async (query = '?sort=speed&order=desc'): Promise<RocketBody[]> =>
+    (await getJson(`${base}/rockets${query}`)).body as RocketBody[];
+  const rocketA = async (): Promise<RocketBody | undefined> => (await list()).find((r) => r.channel === 'a');
+
+  it('reads a listing from the store once while nothing changes, and answers the same bytes', async () => {
+    const read = jest.spyOn(app.store, 'listRockets');
+    const first = await send(`${base}/rockets?sort=speed&order=desc&limit=2`, 'GET');
+    const again = await send(`${base}/rockets?limit=2&order=desc&sort=speed`, 'GET');
+    expect(read).toHaveBeenCalledTimes(1);
+    expect(again.body).toEqual(first.body);
+    expect(again.headers['content-length']).toBe(first.headers['content-length']);
+    expect(again.headers['x-next-cursor']).toBe(first.headers['x-next-cursor']);
+    // What the service lists, serialised as REST always did.
+    const page = await app.service.rockets({ sort: 'speed', order: 'desc', limit: 2 });
+    expect(JSON.stringify(first.body)).toBe(JSON.stringify(page.rockets.map(rocketJson)));
+    expect(first.headers['x-next-cursor']).toBe(page.nextCursor);
+  });
+
+  it('builds the Link header from each request’s own query string', async () => {
+    const plain = await send(`${base}/rockets?sort=speed&limit=2`, 'GET');
+    const extra = await send(`${base}/rockets?limit=2&sort=speed&colour=red`, 'GET');
+    expect(extra.body).toEqual(plain.body);
+    const cursor = String(plain.headers['x-next-cursor']);
+    expect(plain.headers.link).toBe(`</rockets?sort=speed&limit=2&after=${cursor}>; rel="next"`);
+    expect(extra.headers.link).toBe(`</rockets?limit=2&sort=speed&colour=red&after=${cursor}>; rel="next"`);
+  });
+
+  it('answers an applied message in the next listing', async () => {
+    expect((await list()).map((r) => r.channel)).toEqual(['b', 'c', 'a']);
+    await postJson(`${base}/messages`, speedUp('a', 2, 500));
+    expect((await list()).map((r) => [r.channel, r.speed])).toEqual([
+      ['a', 600],
+      ['b', 300],
+      ['c', 200],
+    ]);
+  });
+
+  it('answers a commit that only buffers (no event appended) in the next listing and rocket', async () => {
+    expect((await rocketA())?.buffer).toEqual({ waitingFor: 2, count: 0, oldestSince: null });
+    expect((await getJson(`${base}/rockets/a`)).body).toMatchObject({ buffer: { count: 0 } });
+    expect((await postJson(`${base}/messages`, speedUp('a', 3, 1))).body).toMatchObject({ status: 'buffered' });
+    expect((await rocketA())?.buffer).toEqual({ waitingFor: 2, count: 1, oldestSince: clock.now().toISOString() });
+    expect((await getJson(`${base}/rockets/a`)).body).toMatchObject({ buffer: { count: 1 } });
+  });
+
+  it('answers what the gap sweep skipped and applied', async () => {
+    await postJson(`${base}/messages`, speedUp('a', 3, 1));
+    expect(await rocketA()).toMatchObject({ lastMessageNumber: 1, buffer: { count: 1 } });
+    clock.advance(31_000);
+    expect(await app.service.skipStaleGaps()).toEqual([{ channel: 'a', from: 2, to: 2 }]);
+    expect(await rocketA()).toMatchObject({ lastMessageNumber: 3, speed: 101, buffer: { count: 0 } });
+  });
+
+  it('answers a commit by another writer of the store, seen on its append feed', async () => {
+    expect(await rocketA()).toMatchObject({ speed: 100 });
+    // Another instance on PostgreSQL, say: its commits reach this one only through the store's feed.
+    await app.store.commit([message(speedUp('a', 2, 7))]);
+    expect(await rocketA()).toMatchObject({ speed: 107, lastMessageNumber: 2 });
+  });
+
+  it('does not keep a listing whose read failed', async () => {
+    const failing = jest.spyOn(app.store, 'listRockets').mockRejectedValueOnce(new Error('disk on fire'));
+    const logged = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+    try {
+      expect((await getJson(`${base}/rockets`)).status).toBe(503);
+      expect((await getJson(`${base}/rockets`)).status).toBe(200);
+      expect(failing).toHaveBeenCalledTimes(2);
+    } finally {
+      failing.mockRestore();
+      logged.mockRestore();
+    }
+  });
+});
+
+describe('the read cache policy of the service', () => {
+  const serviceOn = (store: MemoryStore, options?: { cacheReads?: boolean }) =>
+    new RocketService(store, new LanePool(store, 1), new Hub(store, 10), undefined, {}, options);
+
+  it('keeps one page object per listing until a commit, and shares one store read between concurrent calls', async () => {
+    const store = new MemoryStore();
+    const service = serviceOn(store);
+    await service.submit(launch('a'));
+    const read = jest.spyOn(store, 'listRockets');
+    const [p1, p2] = await Promise.all([service.rockets({ limit: 5 }), service.rockets({ limit: 5 })]);
+    expect(p2).toBe(p1);
+    expect(await service.rockets({ limit: 5 })).toBe(p1);
+    expect(read).toHaveBeenCalledTimes(1);
+    const before = service.readVersion();
+    await service.submit(speedUp('a', 3, 1)); // buffered only
+    expect(service.readVersion()).not.toBe(before);
+    const p3 = await service.rockets({ limit: 5 });
+    expect(p3).not.toBe(p1);
+    expect(p3.rockets[0]?.buffer.count).toBe(1);
+    expect(read).toHaveBeenCalledTimes(2);
+  });
+
+  it('makes cursors only when asked for, the same as a listing after them expects', async () => {
+    const store = new MemoryStore();
+    const service = serviceOn(store);
+    for (const c of ['a', 'b', 'c']) await service.submit(launch(c));
+    const page = await service.rockets({ limit: 2 });
+    const last = page.rockets[1];
+    expect(last && page.cursorOf(last)).toBe(page.nextCursor);
+    const next = await service.rockets({ limit: 2, after: page.nextCursor ?? undefined });
+    expect(next.rockets.map((r) => r.channel)).toEqual(['c']);
+    expect(next.nextCursor).toBeNull();
+  });
+
+  it('keeps nothing for a PostgreSQL store, whose other instances may buffer unseen', async () => {
+    const store = new MemoryStore();
+    Object.defineProperty(store, 'kind', { value: 'postgres' });
+    const service = serviceOn(store);
+    await service.submit(launch('a'));
+    const read = jest.spyOn(store, 'listRockets');
+    expect(service.readVersion()).toBeUndefined();
+    await service.rockets();
+    await service.rockets();
+    expect(read).toHaveBeenCalledTimes(2);
+  });
+
+  it('keeps nothing when told not to', async () => {
+    const store = new MemoryStore();
+    const service = serviceOn(store, { cacheReads: false });
+    const read = jest.spyOn(store, 'listRockets');
+    await service.rockets();
+    await service.rockets();
+    expect(read).toHaveBeenCalledTimes(2);
+    expect(service.readVersion()).toBeUndefined();
+  });
+});
