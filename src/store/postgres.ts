@@ -1,6 +1,7 @@
-import { Client, Pool, escapeLiteral, type PoolClient } from 'pg';
+import { Client, Pool, escapeLiteral, type PoolClient, type QueryResult, type QueryResultRow } from 'pg';
 import type { MessageType, Payload, RocketMessage } from '../domain/message';
 import { evolve, type Rocket, type RocketStatus } from '../domain/rocket';
+import type { ChannelState } from '../domain/sequencing';
 import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type BufferedAt, type PlanSource } from './plan';
 import {
   DEFAULT_BUFFER_LIMITS,
@@ -62,9 +63,25 @@ const SKIP_CHANNELS_PER_TRANSACTION = 100;
  */
 const CONNECTION = { keepAlive: true, keepAliveInitialDelayMillis: 10_000, connectionTimeoutMillis: 30_000 };
 
+/** Channels ChannelCache holds at most: some MB. */
+const KNOWN_CHANNELS = 20_000;
+/**
+ * Group commits that go the long way after ChannelCache's check failed: another instance is likely
+ * writing the same channels, and each failed check costs a round trip and a rollback.
+ */
+const STALE_BACKOFF = 8;
+
 /** Events read per round trip by the feed and by rebuildProjection. */
 const PAGE = 500;
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/;
+
+/**
+ * A select-list item for a transaction's first statement: `synchronous_commit` on for the transaction
+ * when the server, database or role set it off. Any other value (on, local, remote_write, remote_apply)
+ * already flushes the WAL locally before COMMIT returns, and is kept.
+ */
+const DURABLE = `CASE WHEN current_setting('synchronous_commit') = 'off'
+  THEN set_config('synchronous_commit', 'on', true) END`;
 
 /**
  * Versioned migrations: step N is applied once, in its own transaction, and recorded in
@@ -120,6 +137,13 @@ const MIGRATIONS: readonly string[] = [
   `,
   // 2: the gap sweep finds the channels whose oldest buffered message is older than the timeout.
   `CREATE INDEX pending_received_at ON pending (received_at, channel);`,
+  // 3: a check inside a statement, so a commit's checks run on the server before its COMMIT, in the same
+  // round trip (a failed check aborts the transaction: the statements after it, COMMIT included, are skipped).
+  `CREATE FUNCTION rockets_assert(ok boolean, message text) RETURNS boolean LANGUAGE plpgsql AS $$
+  BEGIN
+    IF ok IS NOT TRUE THEN RAISE EXCEPTION USING MESSAGE = message, ERRCODE = 'XX000'; END IF;
+    RETURN true;
+  END $$;`,
 ];
 
 /** SQL sort expression per field; the expression indexes above use exactly these. */
@@ -171,12 +195,39 @@ interface PendingRow extends MessageRow {
   received_at: string;
 }
 
-/** A commit's view of its locked channels. */
+/** The committed state of a transaction's locked channels, as its preload read it. */
 interface Loaded {
   readonly rockets: ReadonlyMap<string, Rocket>;
+  readonly pending: ReadonlyMap<string, ReadonlyMap<number, RocketMessage>>;
   /** Arrival times of each channel's buffered messages, for the gap policy. */
   readonly arrivals: ReadonlyMap<string, readonly BufferedAt[]>;
-  readonly source: PlanSource;
+  /** Applied messages that have the (channel, number) of one of the transaction's messages, by keyOf. */
+  readonly twins: ReadonlyMap<string, RocketMessage>;
+}
+
+/** The one row of PRELOAD_SQL. */
+interface PreloadRow {
+  readonly rockets: RocketRow[];
+  readonly pending: PendingRow[];
+  readonly twins: MessageRow[];
+}
+
+function toLoaded(row: PreloadRow | undefined): Loaded {
+  if (!row) throw new Error('the preload query returned no row');
+  const rockets = new Map(row.rockets.map((r) => [r.channel, toRocket(r)]));
+  const pending = new Map<string, Map<number, RocketMessage>>();
+  const arrivals = new Map<string, BufferedAt[]>();
+  for (const p of row.pending) {
+    const m = toRocketMessage(p);
+    let map = pending.get(m.channel);
+    if (!map) pending.set(m.channel, (map = new Map<number, RocketMessage>()));
+    map.set(m.messageNumber, m);
+    let list = arrivals.get(m.channel);
+    if (!list) arrivals.set(m.channel, (list = []));
+    list.push({ messageNumber: m.messageNumber, receivedAt: Date.parse(p.received_at) });
+  }
+  const twins = new Map(row.twins.map((t) => [keyOf(t.channel, Number(t.message_number)), toRocketMessage(t)]));
+  return { rockets, pending, arrivals, twins };
 }
 
 interface EventRow extends MessageRow {
@@ -247,6 +298,166 @@ const toEvent = (row: EventRow): StoredEvent => ({
 
 const keyOf = (channel: string, n: number): string => `${n}:${channel}`;
 
+/**
+ * What the batches of one transaction plan from, batch after batch: the loaded state plus the effect of
+ * the batches planned before, so that each call of a group sees the calls before it as committed.
+ */
+class Overlay implements PlanSource {
+  private readonly rockets: Map<string, Rocket>;
+  private readonly pending = new Map<string, Map<number, RocketMessage>>();
+  private readonly applied: Map<string, RocketMessage>;
+
+  constructor(private readonly loaded: Loaded) {
+    this.rockets = new Map(loaded.rockets);
+    this.applied = new Map(loaded.twins);
+  }
+
+  channel(channel: string): ChannelState {
+    return { rocket: this.rockets.get(channel), pending: this.pendingOf(channel) };
+  }
+
+  /**
+   * An applied message of the log, or of a batch planned before. After a preload, none is an answer (it
+   * read every number of the transaction's messages); on `loaded.twins === NOT_LOADED` it throws
+   * NotLoaded: the message may be in the log.
+   */
+  appliedMessage(channel: string, n: number): RocketMessage | undefined {
+    const m = this.applied.get(keyOf(channel, n));
+    if (m === undefined && this.loaded.twins === NOT_LOADED) throw new NotLoaded();
+    return m;
+  }
+
+  /** Takes a planned batch in: the batches planned next see it. */
+  advance(plan: BatchPlan): void {
+    for (const [channel, rocket] of plan.rockets) this.rockets.set(channel, rocket);
+    for (const m of plan.applied) {
+      this.applied.set(keyOf(m.channel, m.messageNumber), m);
+      this.pendingOf(m.channel).delete(m.messageNumber);
+    }
+    for (const m of plan.buffered) this.pendingOf(m.channel).set(m.messageNumber, m);
+  }
+
+  private pendingOf(channel: string): Map<number, RocketMessage> {
+    let p = this.pending.get(channel);
+    if (p === undefined) this.pending.set(channel, (p = new Map(this.loaded.pending.get(channel))));
+    return p;
+  }
+}
+
+/** The twins of a plan from ChannelCache: none was read. */
+const NOT_LOADED: ReadonlyMap<string, RocketMessage> = new Map();
+
+/** A plan from ChannelCache asked for an applied message: it must be planned from the database. */
+class NotLoaded extends Error {}
+
+/**
+ * What this instance last saw committed for recently used channels that buffer nothing: the rocket row,
+ * or null for none. Only a hint: a commit planned from it checks it on the server, under the channels'
+ * locks, before it writes (see PostgresStore). Bounded; the least recently committed channel goes first.
+ */
+class ChannelCache {
+  private readonly rockets = new Map<string, Rocket | null>();
+
+  constructor(private readonly capacity: number) {}
+
+  get(channel: string): Rocket | null | undefined {
+    return this.rockets.get(channel);
+  }
+
+  set(channel: string, rocket: Rocket | null): void {
+    this.rockets.delete(channel);
+    this.rockets.set(channel, rocket);
+    if (this.rockets.size > this.capacity) {
+      const oldest = this.rockets.keys().next();
+      if (oldest.done !== true) this.rockets.delete(oldest.value);
+    }
+  }
+
+  delete(channel: string): void {
+    this.rockets.delete(channel);
+  }
+
+  clear(): void {
+    this.rockets.clear();
+  }
+}
+
+/** What a transaction writes: the net effect of its plans, taken in order. */
+interface NetEffect {
+  /** Final state of each rocket changed. */
+  readonly rockets: Map<string, Rocket>;
+  /** Rows to delete from `pending`: buffered before the transaction, applied in it. */
+  readonly released: RocketMessage[];
+  /** Rows to add to `pending`: buffered in the transaction and still buffered at its end. */
+  readonly buffered: RocketMessage[];
+  /** Events to append, in apply order. */
+  readonly applied: RocketMessage[];
+}
+
+function netEffect(plans: readonly BatchPlan[]): NetEffect {
+  const rockets = new Map<string, Rocket>();
+  const released = new Map<string, RocketMessage>();
+  const buffered = new Map<string, RocketMessage>();
+  const applied: RocketMessage[] = [];
+  for (const p of plans) {
+    for (const [channel, rocket] of p.rockets) rockets.set(channel, rocket);
+    for (const m of p.released) {
+      const key = keyOf(m.channel, m.messageNumber);
+      // Released by a later call of the group than the one that buffered it: never written at all.
+      if (!buffered.delete(key)) released.set(key, m);
+    }
+    for (const m of p.buffered) buffered.set(keyOf(m.channel, m.messageNumber), m);
+    for (const m of p.applied) applied.push(m);
+  }
+  return { rockets, released: [...released.values()], buffered: [...buffered.values()], applied };
+}
+
+/** A value as PostgreSQL literal text, written as pg writes a text parameter. */
+type SqlValue = string | number | Date | readonly (string | number | null)[];
+
+const arrayElement = (x: string | number | null): string =>
+  x === null ? 'NULL' : `"${String(x).replace(/[\\"]/g, '\\$&')}"`;
+
+function literal(v: SqlValue): string {
+  if (v instanceof Date) return escapeLiteral(v.toISOString());
+  if (typeof v === 'string' || typeof v === 'number') return escapeLiteral(String(v));
+  return escapeLiteral(`{${v.map(arrayElement).join(',')}}`);
+}
+
+/**
+ * `text` with each `$n` replaced by the literal of `values[n - 1]` (every `$n` of these statements has a
+ * cast): a statement for the simple query protocol, which sends several statements in one round trip.
+ * Not prepared statements: the server plans each one for its actual values. A cached generic plan was
+ * made while the tables were small and kept scanning them whole as they grew (seen with auto_explain:
+ * the preload read every row of `rockets` and `events`), and planning costs a fraction of a millisecond.
+ */
+function inline(text: string, values: readonly SqlValue[]): string {
+  return text.replace(/\$(\d+)/g, (_, n: string) => {
+    const v = values[Number(n) - 1];
+    if (v === undefined) throw new Error(`no value for $${n}`);
+    return literal(v);
+  });
+}
+
+/**
+ * The statements whose plan cannot depend on the tables' contents, as they read nothing but their
+ * arguments (the upsert reads `rockets` only through its primary key, as ON CONFLICT's arbiter): they
+ * are prepared once per connection (PREPARE_ALL) and EXECUTEd with literal arguments, so the server
+ * neither parses nor plans them again. Everything that reads a table is planned every time (`inline`).
+ */
+type Prepared = 'rockets_lock_channels' | 'rockets_upsert' | 'rockets_buffer' | 'rockets_append';
+
+const execute = (name: Prepared, values: readonly SqlValue[]): string =>
+  `EXECUTE ${name}(${values.map(literal).join(', ')})`;
+
+/** The results of a simple query, one per statement. */
+const resultsOf = (r: QueryResult | QueryResult[]): QueryResult[] => (Array.isArray(r) ? r : [r]);
+
+function lastRows<R extends QueryResultRow>(r: QueryResult | QueryResult[]): R[] {
+  const all = resultsOf(r);
+  return (all[all.length - 1]?.rows ?? []) as R[];
+}
+
 /** Column arrays for `unnest`: one statement writes any number of rows. */
 function messageColumns(ms: readonly RocketMessage[]): [string[], number[], string[], string[], string[]] {
   return [
@@ -258,7 +469,7 @@ function messageColumns(ms: readonly RocketMessage[]): [string[], number[], stri
   ];
 }
 
-function rocketColumns(rs: readonly Rocket[]): unknown[] {
+function rocketColumns(rs: readonly Rocket[]): SqlValue[] {
   return [
     rs.map((r) => r.channel),
     rs.map((r) => r.type),
@@ -276,6 +487,23 @@ const ROCKET_UNNEST = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], 
   $7::text[], $8::text[], $9::bigint[])`;
 const ROCKET_INSERT = `INSERT INTO rockets (channel, type, mission, speed, status, exploded_reason, launched_at,
   updated_at, last_message_number)`;
+
+/** A commit() call waiting for its group's transaction. */
+interface Call {
+  readonly messages: readonly RocketMessage[];
+  readonly resolve: (r: CommitResult) => void;
+  readonly reject: (e: unknown) => void;
+}
+
+/** What one transaction recorded: its plans in order, the events of each, and the rockets it changed. */
+interface Recorded {
+  readonly plans: readonly BatchPlan[];
+  readonly events: readonly (readonly StoredEvent[])[];
+  /** Final state of every rocket the transaction changed. */
+  readonly rockets: readonly Rocket[];
+  /** Settles once the feed handed the events to the listeners (see AppendFeed.appended). */
+  readonly delivered: Promise<void>;
+}
 
 /** One commit's events as this instance appended them, waiting to be handed to the listeners. */
 interface OwnCommit {
@@ -300,11 +528,11 @@ interface Group {
 
 /**
  * The append feed of one instance: hands the listeners every event committed by any instance, once, in
- * position order, one call per commit. The events table is the truth; NOTIFY and this instance's own
- * commits only say "there is more". One pump runs at a time and coalesces wake-ups. An own commit that
- * directly follows the last delivered position is delivered without a read; anything else is read from
- * the table (`position > last`, in pages), which is gap-free because positions become visible in order
- * (see PostgresStore).
+ * position order, one call per transaction (a group commit is one). The events table is the truth;
+ * NOTIFY and this instance's own commits only say "there is more". One pump runs at a time and
+ * coalesces wake-ups. An own commit that directly follows the last delivered position is delivered
+ * without a read; anything else is read from the table (`position > last`, in pages), which is gap-free
+ * because positions become visible in order (see PostgresStore).
  */
 class AppendFeed {
   readonly listeners = new Set<AppendListener>();
@@ -319,11 +547,15 @@ class AppendFeed {
   private closed = false;
   private retry: NodeJS.Timeout | undefined;
   private retryDelay: number;
+  /** Own transactions between sending COMMIT and handing their events over (see `committing`). */
+  private inCommit = 0;
 
   constructor(
     private last: number,
     private readonly read: (after: number, limit: number) => Promise<FeedRow[]>,
     private readonly delays: { readonly min: number; readonly max: number },
+    /** Told of the events of every commit it did not get from this instance (another's, or one it read). */
+    private readonly foreign: (events: readonly StoredEvent[]) => void,
   ) {
     this.retryDelay = delays.min;
   }
@@ -339,6 +571,21 @@ class AppendFeed {
       if (this.retry !== undefined) resolve();
       this.kick();
     });
+  }
+
+  /**
+   * This instance is about to send a COMMIT; `committed` follows once its events were handed over with
+   * `appended` (or it failed). Until then a notification alone does not make the feed read: it most
+   * likely announces that very commit (the listener connection can be told before the committing one),
+   * which `appended` then delivers without a read. Notifications of other instances wait that long.
+   */
+  committing(): void {
+    this.inCommit++;
+  }
+
+  committed(): void {
+    this.inCommit--;
+    this.kick();
   }
 
   /** A notification: some instance committed up to `position`. */
@@ -376,7 +623,7 @@ class AppendFeed {
       while (this.dirty && !this.closed) {
         this.dirty = false;
         this.deliverOwn();
-        if (!this.force && this.announced <= this.last && this.own.size === 0) continue;
+        if (!this.force && this.own.size === 0 && (this.announced <= this.last || this.inCommit > 0)) continue;
         this.force = false;
         const target = this.announced;
         const ticket = this.tickets;
@@ -467,6 +714,7 @@ class AppendFeed {
     } else {
       // Another instance's commit: rocket rows as of the read, at least as new as these events.
       const events = first.position > this.last ? g.events : g.events.filter((e) => e.position > this.last);
+      this.foreign(events);
       this.deliver(events, [...g.rockets.values()], lastEvent.position);
     }
     this.deliverOwn();
@@ -481,28 +729,58 @@ class AppendFeed {
 /**
  * The event store on PostgreSQL, for several instances sharing one database.
  *
- * Per-channel serialisation is in the database: each commit takes `pg_advisory_xact_lock` on a hash of
- * each of its channels, in ascending key order (so two commits never wait on each other in a cycle),
- * before it reads the state it plans from. The buffer is the `pending` table. Events, projection and
- * buffer change in one transaction; the unique (channel, message_number) key is the last line against a
- * duplicate that got past the locks (the commit then fails whole, and the retry sees the duplicate).
+ * Group commit: an instance runs one transaction at a time. Every commit() call that arrives while one
+ * is in flight, or in the same tick, waits for the next, and that one records them all, in call order,
+ * each call planned against the state the calls before it left (as SqliteStore does). Each call still
+ * gets its own CommitResult: its outcomes, the events it appended, the rockets it changed as of its end.
+ * The transaction is one commit for the listeners (one call, on every instance), and if it fails every
+ * call of it rejects and nothing of any of them is recorded. So the WAL flush and the append lock below
+ * are paid once per group, at most one transaction per instance holds or waits for that lock, and
+ * groups grow with the load. The gap policy's skip transactions take their turn in the same line.
+ *
+ * A transaction is at most three round trips: (1) BEGIN, the locks and one preload of everything the
+ * planner may ask (rockets, buffers, applied messages with the numbers of the group's messages); the
+ * plans are made in memory; (2) only when a plan buffers: the buffer lock and the count (below); (3)
+ * the projection and buffer writes, the append lock, the append, NOTIFY and COMMIT. Several statements
+ * go in one simple query; the checks that must stop a COMMIT run inside statements on the server
+ * (rockets_assert), so a failed one aborts the transaction before it. `synchronous_commit` is turned
+ * back on for the transaction should the server or role have it off: a call resolves only once its
+ * transaction's WAL is flushed.
+ *
+ * Most groups take one round trip: each instance remembers the rocket row it last saw committed for
+ * recently used channels that buffer nothing (ChannelCache), plans the group from that, and sends BEGIN,
+ * the locks, a check of the remembered rows, the writes, the append and COMMIT at once. The check runs
+ * under the channel locks and compares every column, so the plan stands on exactly the state a preload
+ * would have read; if anything differs (another instance wrote the channel, a rebuild changed a row,
+ * something was buffered) it raises before COMMIT, the transaction rolls back, and the group is done
+ * again the long way. A group that would look up an applied message (a duplicate or conflict) or buffer
+ * anything always takes the long way.
+ *
+ * Per-channel serialisation is in the database: each transaction takes `pg_advisory_xact_lock` on a
+ * hash of each of its channels, in ascending key order (so two transactions never wait on each other in
+ * a cycle), before it reads or checks the state it plans from. The buffer is the `pending` table.
+ * Events, projection and buffer change in one transaction; the unique (channel, message_number) key is
+ * the last line against a duplicate that got past the locks (the transaction then fails whole, and the
+ * retry sees the duplicate).
  *
  * Global order: an identity value is taken at insert but becomes visible only at commit, so with
  * concurrent writers a reader of `position > last` could see 11 before 10 commits and then skip 10 for
- * good. Every commit therefore takes one more advisory lock, global to the schema, as its last step:
- * after all per-channel work, right before it inserts its events, and holds it through COMMIT. PostgreSQL
- * releases transaction locks only after the commit is visible to new snapshots, so positions are taken
- * and become visible in the same order: any snapshot sees a prefix of the log (an aborted insert leaves
- * a hole that no later commit fills, which readers pass harmlessly). `position > last` is then a sound
- * checkpoint for readEvents and for the feed, and positions stay one number, monotonic in commit order.
- * The cost is that appends of all channels serialise for the insert and the commit's WAL flush only;
- * the per-channel work before it runs in parallel. (Emmett's xid/snapshot filter avoids even that, but
- * orders by (xid, position), which would break the monotonic-position contract CatchUp relies on.)
+ * good. Every transaction therefore takes one more advisory lock, global to the schema, as its last
+ * step: after all per-channel work, right before it inserts its events, and holds it through COMMIT.
+ * PostgreSQL releases transaction locks only after the commit is visible to new snapshots, so positions
+ * are taken and become visible in the same order: any snapshot sees a prefix of the log (an aborted
+ * insert leaves a hole that no later commit fills, which readers pass harmlessly). `position > last` is
+ * then a sound checkpoint for readEvents and for the feed, and positions stay one number, monotonic in
+ * commit order. The cost is that appends of all instances serialise for the insert and the commit's WAL
+ * flush only (in the same round trip as the lock, so no client latency is inside it); the work before
+ * it runs in parallel. (Emmett's xid/snapshot filter avoids even that, but orders by (xid, position),
+ * which would break the monotonic-position contract CatchUp relies on.)
  *
- * Buffer caps: the per-channel cap is decided under the channel's lock. A commit that buffers also takes
- * a buffer lock, global to the schema, after its channel locks and before the append lock, and counts
- * `pending` under it: the total cap holds exactly across instances, and only buffering commits pay for
- * the count. The gap policy's skips are commits too: same locks, same planner, same feed.
+ * Buffer caps: the per-channel cap is decided under the channel's lock. A transaction that buffers also
+ * takes a buffer lock, global to the schema, after its channel locks and before the append lock, and
+ * counts `pending` under it: the total cap holds exactly across instances, and only buffering
+ * transactions pay for the count. The gap policy's skips are transactions too: same locks, same
+ * planner, same feed.
  */
 export class PostgresStore implements EventStore {
   readonly kind = 'postgres';
@@ -512,6 +790,20 @@ export class PostgresStore implements EventStore {
   private reconnect: NodeJS.Timeout | undefined;
   private reconnectDelay: number;
   private closing: Promise<void> | undefined;
+  private readonly known = new ChannelCache(KNOWN_CHANNELS);
+  /** Group commits left that do not try ChannelCache, after its check failed (see STALE_BACKOFF). */
+  private staleBackoff = 0;
+  /** Calls waiting for the next group commit. */
+  private queue: Call[] = [];
+  /** A flush is chained on `tail` that has not taken the queue yet. */
+  private flushScheduled = false;
+  /** Settles once the last transaction chained by `serially` has ended. */
+  private tail: Promise<void> = Promise.resolve();
+  /**
+   * Opens a commit's transaction. It takes the rebuild lock shared, and turns `synchronous_commit` back
+   * on should the server or the role have it off: a commit resolves only once its WAL is flushed.
+   */
+  private readonly begin: string;
 
   private constructor(
     private readonly pool: Pool,
@@ -525,7 +817,15 @@ export class PostgresStore implements EventStore {
     const delays = options.reconnectDelayMs ?? { min: 100, max: 5_000 };
     this.limits = options.bufferLimits ?? DEFAULT_BUFFER_LIMITS;
     this.reconnectDelay = delays.min;
-    this.feed = new AppendFeed(head, (after, limit) => this.readFeed(after, limit), delays);
+    this.feed = new AppendFeed(
+      head,
+      (after, limit) => this.readFeed(after, limit),
+      delays,
+      (events) => {
+        for (const e of events) this.known.delete(e.channel);
+      },
+    );
+    this.begin = `BEGIN; SELECT pg_advisory_xact_lock_shared(${LOCK_REBUILD}, ${schemaKey}), ${DURABLE}`;
   }
 
   /** LISTEN/NOTIFY channel of this schema. */
@@ -584,22 +884,18 @@ export class PostgresStore implements EventStore {
     }
   }
 
-  async commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
-    if (messages.length === 0) return { outcomes: [], events: [], rockets: [] };
-    const channels = [...new Set(messages.map((m) => m.channel))];
-    return this.record(channels, async (c, at) => {
-      const loaded = await this.load(c, channels, messages);
-      // Counting the buffer costs a scan of `pending`: only a commit that buffers pays it. It then counts
-      // under the buffer lock, which every buffering commit holds to its end, so the count includes every
-      // commit that buffered before and the total cap is exact across instances.
-      let plan = planBatch(messages, loaded.source, { limits: this.limits, buffered: 0 });
-      if (plan.buffered.length > 0) {
-        // Two statements: the count's snapshot must be taken after the lock is granted.
-        await c.query(`SELECT pg_advisory_xact_lock(${LOCK_BUFFER}, ${this.schemaKey})`);
-        const res = await c.query<{ n: string }>('SELECT count(*) AS n FROM pending');
-        plan = planBatch(messages, loaded.source, { limits: this.limits, buffered: Number(res.rows[0]?.n) });
-      }
-      return this.write(c, plan, at);
+  /**
+   * Queued for this instance's next transaction: every call that arrives while one is in flight, or in
+   * the same tick, is recorded by the same transaction (see the class comment).
+   */
+  commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
+    if (messages.length === 0) return Promise.resolve({ outcomes: [], events: [], rockets: [] });
+    if (this.closing) return Promise.reject(new Error('the PostgreSQL store is closed'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ messages, resolve, reject });
+      if (this.flushScheduled) return;
+      this.flushScheduled = true;
+      void this.serially(() => this.flush());
     });
   }
 
@@ -619,13 +915,19 @@ export class PostgresStore implements EventStore {
   /**
    * Skips in transactions of a bounded number of channels, each under the same channel locks as a commit:
    * a channel's state is read after its lock is granted, so when several instances sweep at once the later
-   * one finds the gap already skipped and records nothing.
+   * one finds the gap already skipped and records nothing. Each transaction takes its turn with this
+   * instance's group commits. Once the store is closing it stops after the transaction in hand.
    */
   async skipGaps(olderThanMs: number, reason: string): Promise<SkippedGap[]> {
     const now = this.now();
     const cutoff = now.getTime() - olderThanMs;
     const skipped: SkippedGap[] = [];
-    for (;;) {
+    for (let round = 0; ; round++) {
+      // A closing store takes no new transaction: what was skipped so far stands.
+      if (this.closing) {
+        if (round === 0) throw new Error('the PostgreSQL store is closed');
+        break;
+      }
       const found = await this.pool.query<{ channel: string }>(
         'SELECT DISTINCT channel FROM pending WHERE received_at < $1 LIMIT $2',
         [new Date(cutoff), SKIP_CHANNELS_PER_TRANSACTION],
@@ -633,18 +935,21 @@ export class PostgresStore implements EventStore {
       const channels = found.rows.map((r) => r.channel);
       if (channels.length === 0) break;
       let gaps: SkippedGap[] = [];
-      await this.record(channels, async (c, at) => {
-        const loaded = await this.load(c, channels, []);
-        gaps = channels.flatMap((channel) =>
-          gapsToSkip(
-            channel,
-            (loaded.rockets.get(channel)?.lastMessageNumber ?? 0) + 1,
-            loaded.arrivals.get(channel) ?? [],
-            cutoff,
-          ),
-        );
-        return this.write(c, planBatch(skipMessages(gaps, now.toISOString(), reason), loaded.source), at);
-      });
+      // One at a time with this instance's group commits: it too holds the append lock to its COMMIT.
+      const recorded = await this.serially(() =>
+        this.transact(channels, [], (loaded) => {
+          gaps = channels.flatMap((channel) =>
+            gapsToSkip(
+              channel,
+              (loaded.rockets.get(channel)?.lastMessageNumber ?? 0) + 1,
+              loaded.arrivals.get(channel) ?? [],
+              cutoff,
+            ),
+          );
+          return [planBatch(skipMessages(gaps, now.toISOString(), reason), new Overlay(loaded))];
+        }),
+      );
+      await recorded.delivered;
       skipped.push(...gaps);
       // Each channel found is now free of stale gaps; none skipped means another instance got there first.
       if (gaps.length === 0 || channels.length < SKIP_CHANNELS_PER_TRANSACTION) break;
@@ -653,122 +958,235 @@ export class PostgresStore implements EventStore {
   }
 
   /**
-   * One commit: a transaction that takes the channels' locks (in ascending key order, so two commits never
-   * wait on each other in a cycle) and runs `work`, which plans, writes and commits; then hands the
-   * appended events to the feed.
+   * Runs `work` after every transaction this instance started before: one transaction at a time, so at
+   * most one of this instance's holds or waits for the append lock. Resolves or rejects as `work` does.
    */
-  private async record(
-    channels: readonly string[],
-    work: (c: PoolClient, at: Date) => Promise<CommitResult>,
-  ): Promise<CommitResult> {
-    const at = this.now();
-    const begin = `BEGIN; SELECT pg_advisory_xact_lock_shared(${LOCK_REBUILD}, ${this.schemaKey})`;
-    const result = await this.transaction(begin, async (c) => {
-      await c.query({ name: 'rockets-lock-channels', text: LOCK_CHANNELS_SQL, values: [this.schema, channels] });
-      return work(c, at);
-    });
-    const first = result.events[0];
-    const last = result.events[result.events.length - 1];
-    if (first && last)
-      await this.feed.appended({
-        first: first.position,
-        last: last.position,
-        events: result.events,
-        rockets: result.rockets,
-      });
-    return result;
+  private serially<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(work);
+    this.tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
-  /** What the planner may ask about `channels` (locked), with the applied twins of `messages`' numbers. */
-  private async load(c: PoolClient, channels: readonly string[], messages: readonly RocketMessage[]): Promise<Loaded> {
-    const pre = await c.query<{ rockets: RocketRow[]; pending: PendingRow[]; twins: MessageRow[] }>({
-      name: 'rockets-preload',
-      text: PRELOAD_SQL,
-      values: [channels, messages.map((m) => m.channel), messages.map((m) => m.messageNumber)],
-    });
-    const loaded = pre.rows[0];
-    if (!loaded) throw new Error('the preload query returned no row');
-    const rockets = new Map(loaded.rockets.map((r) => [r.channel, toRocket(r)]));
-    const pending = new Map<string, Map<number, RocketMessage>>();
-    const arrivals = new Map<string, BufferedAt[]>();
-    for (const row of loaded.pending) {
-      const m = toRocketMessage(row);
-      let map = pending.get(m.channel);
-      if (!map) pending.set(m.channel, (map = new Map<number, RocketMessage>()));
-      map.set(m.messageNumber, m);
-      let list = arrivals.get(m.channel);
-      if (!list) arrivals.set(m.channel, (list = []));
-      list.push({ messageNumber: m.messageNumber, receivedAt: Date.parse(row.received_at) });
-    }
-    const twins = new Map(loaded.twins.map((row) => [keyOf(row.channel, Number(row.message_number)), row]));
-    return {
-      rockets,
-      arrivals,
-      source: {
-        channel: (channel) => ({
-          rocket: rockets.get(channel),
-          pending: pending.get(channel) ?? new Map<number, RocketMessage>(),
-        }),
-        appliedMessage: (channel, n) => {
-          const row = twins.get(keyOf(channel, n));
-          return row && toRocketMessage(row);
-        },
-      },
+  /**
+   * One group commit: takes every call queued by the time it starts (a tick after the transaction before
+   * it ended, so the callers that one resolved are in) and records them in one transaction, each call
+   * planned after the ones before it. Never rejects: a failure rejects every call of the group.
+   */
+  private async flush(): Promise<void> {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.flushScheduled = false;
+    const calls = this.queue;
+    this.queue = [];
+    if (calls.length === 0) return;
+    const messages = calls.flatMap((call) => call.messages);
+    const channels = [...new Set(messages.map((m) => m.channel))];
+    const planGroup = (loaded: Loaded, buffered: number): BatchPlan[] => {
+      const source = new Overlay(loaded);
+      let count = buffered;
+      return calls.map((call) => {
+        const plan = planBatch(call.messages, source, { limits: this.limits, buffered: count });
+        source.advance(plan);
+        count += plan.buffered.length - plan.released.length;
+        return plan;
+      });
     };
+    let recorded: Recorded;
+    try {
+      recorded =
+        (await this.transactFromCache(channels, messages, planGroup)) ??
+        (await this.transact(channels, messages, planGroup));
+    } catch (e) {
+      for (const call of calls) call.reject(e);
+      return;
+    }
+    // Outside the serial chain: the next transaction need not wait for the listeners.
+    void recorded.delivered.then(() =>
+      calls.forEach((call, i) => {
+        const plan = recorded.plans[i] as BatchPlan;
+        call.resolve({
+          outcomes: plan.outcomes,
+          events: recorded.events[i] ?? [],
+          rockets: [...plan.rockets.values()],
+        });
+      }),
+    );
   }
 
-  /** Writes a plan (projection, buffer, then the events under the append lock) and commits. */
-  private async write(c: PoolClient, plan: BatchPlan, at: Date): Promise<CommitResult> {
-    const changed = [...plan.rockets.values()];
-    if (changed.length + plan.released.length + plan.buffered.length > 0) {
-      const w = await c.query<{ up: string; del: string; ins: string }>({
-        name: 'rockets-write',
-        text: WRITE_SQL,
-        values: [
-          ...rocketColumns(changed),
-          plan.released.map((m) => m.channel),
-          plan.released.map((m) => m.messageNumber),
-          ...messageColumns(plan.buffered),
+  /**
+   * A group commit in one round trip, planned from ChannelCache instead of a preload: BEGIN, the channel
+   * locks, then a statement that checks, under those locks, that the cache was right (each rocket row
+   * equal in every column, each absent one absent, nothing buffered), then the writes, the append and
+   * COMMIT, as in `transact`. Only when the plan needs nothing more: every channel cached, no applied
+   * message looked up (a duplicate or conflict needs the log), nothing buffered (the total cap needs the
+   * count); a channel not cached whose message #1 is in the group is taken to be new (no rocket, nothing
+   * buffered), which the check verifies like the rest. Resolves to undefined when it cannot be used or
+   * the check failed (nothing was written, the entries are dropped, and the next STALE_BACKOFF groups do
+   * not try): `transact` then does it the long way.
+   */
+  private async transactFromCache(
+    channels: readonly string[],
+    messages: readonly RocketMessage[],
+    planGroup: (loaded: Loaded, buffered: number) => BatchPlan[],
+  ): Promise<Recorded | undefined> {
+    if (this.staleBackoff > 0) {
+      this.staleBackoff--;
+      return undefined;
+    }
+    const firsts = new Set(messages.filter((m) => m.messageNumber === 1).map((m) => m.channel));
+    const rockets = new Map<string, Rocket>();
+    const absent: string[] = [];
+    for (const channel of channels) {
+      const r = this.known.get(channel);
+      // Not cached, but its message #1 is here: most likely a new channel, and the check says if not.
+      if (r === undefined && !firsts.has(channel)) return undefined;
+      if (r) rockets.set(channel, r);
+      else absent.push(channel);
+    }
+    const loaded: Loaded = { rockets, pending: new Map(), arrivals: new Map(), twins: NOT_LOADED };
+    let plans: BatchPlan[];
+    try {
+      plans = planGroup(loaded, 0);
+    } catch (e) {
+      if (e instanceof NotLoaded) return undefined;
+      throw e;
+    }
+    if (plans.some((p) => p.buffered.length > 0)) return undefined;
+    const at = this.now();
+    const check = inline(CHECK_KNOWN_SQL, [...rocketColumns([...rockets.values()]), absent, channels]);
+    try {
+      return await this.transaction((c) =>
+        this.finish(c, [this.begin, execute('rockets_lock_channels', [this.schema, channels]), check], {
+          channels,
+          loaded,
+          plans,
           at,
-        ],
-      });
-      const counts = w.rows[0];
-      if (Number(counts?.del) !== plan.released.length || Number(counts?.ins) !== plan.buffered.length)
-        throw new Error('the reorder buffer changed under the channel lock');
+        }),
+      );
+    } catch (e) {
+      for (const channel of channels) this.known.delete(channel);
+      if (isServerError(e) && e instanceof Error && e.message === STALE) {
+        this.staleBackoff = STALE_BACKOFF;
+        return undefined;
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * One transaction in three round trips at most: (1) BEGIN, the channel locks (in ascending key order)
+   * and the preload of everything `plan` may ask about the channels and the messages' numbers; then
+   * `plan`, with the number of buffered messages taken as 0; (2) only if a plan buffers: the buffer lock
+   * and the count, and `plan` again with it; (3) `finish`.
+   */
+  private async transact(
+    channels: readonly string[],
+    messages: readonly RocketMessage[],
+    plan: (loaded: Loaded, buffered: number) => BatchPlan[],
+  ): Promise<Recorded> {
+    const at = this.now();
+    const begin = [
+      this.begin,
+      execute('rockets_lock_channels', [this.schema, channels]),
+      inline(PRELOAD_SQL, [channels, messages.map((m) => m.channel), messages.map((m) => m.messageNumber)]),
+    ].join(';\n');
+    return this.transaction(async (c) => {
+      const loaded = toLoaded(lastRows<PreloadRow>(await c.query(begin))[0]);
+      let plans = plan(loaded, 0);
+      // Counting the buffer costs a scan of `pending`: only a transaction that buffers pays it. It then
+      // counts under the buffer lock, which every buffering transaction holds to its end, so the count
+      // includes every one that buffered before and the total cap is exact across instances. Two
+      // statements: the count's snapshot is taken after the lock is granted.
+      if (plans.some((p) => p.buffered.length > 0)) {
+        const counted = await c.query(
+          `SELECT pg_advisory_xact_lock(${LOCK_BUFFER}, ${this.schemaKey}); SELECT count(*) AS n FROM pending`,
+        );
+        plans = plan(loaded, Number(lastRows<{ n: string }>(counted)[0]?.n));
+      }
+      return this.finish(c, [], { channels, loaded, plans, at });
+    }).catch((e: unknown) => {
+      for (const channel of channels) this.known.delete(channel);
+      throw e;
+    });
+  }
+
+  /**
+   * The last round trip of a transaction: `first` (statements that go before, if any), the projection
+   * and buffer writes, the append lock, the append, NOTIFY and COMMIT. Its checks run on the server, so
+   * a failed one keeps COMMIT from running. Then remembers the channels' state in ChannelCache and hands
+   * the events to the feed.
+   */
+  private async finish(
+    c: PoolClient,
+    first: readonly string[],
+    t: { channels: readonly string[]; loaded: Loaded; plans: readonly BatchPlan[]; at: Date },
+  ): Promise<Recorded> {
+    const { channels, loaded, plans, at } = t;
+    const net = netEffect(plans);
+    const script = [...first];
+    if (net.rockets.size > 0) script.push(execute('rockets_upsert', rocketColumns([...net.rockets.values()])));
+    if (net.released.length > 0)
+      script.push(inline(RELEASE_SQL, [net.released.map((m) => m.channel), net.released.map((m) => m.messageNumber)]));
+    if (net.buffered.length > 0) script.push(execute('rockets_buffer', [...messageColumns(net.buffered), at]));
+    const appends = net.applied.length > 0;
+    if (appends)
+      // Last step before COMMIT: positions are taken and become visible in one global order.
+      script.push(
+        `SELECT pg_advisory_xact_lock(${LOCK_APPEND}, ${this.schemaKey})`,
+        execute('rockets_append', [...messageColumns(net.applied), at]),
+        `SELECT pg_notify(${escapeLiteral(this.channelName)}, currval('events_position_seq')::text)`,
+      );
+    script.push('COMMIT');
+
+    let recorded: Recorded;
+    if (!appends) {
+      await c.query(script.join(';\n'));
+      recorded = { plans, events: plans.map(() => []), rockets: [], delivered: Promise.resolve() };
+    } else {
+      this.feed.committing();
+      try {
+        const done = resultsOf(await c.query(script.join(';\n')));
+        // One result per statement: the append's is the third from the end, before NOTIFY's and COMMIT's.
+        const positions = (done[done.length - 3]?.rows ?? []) as { position: string }[];
+        const recordedAt = at.toISOString();
+        let next = 0;
+        const events = plans.map((p) =>
+          p.applied.map((m): StoredEvent => ({
+            position: Number(positions[next++]?.position),
+            channel: m.channel,
+            messageNumber: m.messageNumber,
+            messageType: m.messageType,
+            messageTime: m.messageTime,
+            payload: m.payload,
+            recordedAt,
+          })),
+        );
+        const all = events.flat();
+        const rockets = [...net.rockets.values()];
+        const delivered = this.feed.appended({
+          first: all[0]?.position ?? NaN,
+          last: all[all.length - 1]?.position ?? NaN,
+          events: all,
+          rockets,
+        });
+        recorded = { plans, events, rockets, delivered };
+      } finally {
+        this.feed.committed();
+      }
     }
 
-    let events: StoredEvent[] = [];
-    if (plan.applied.length > 0) {
-      // Last step before COMMIT: positions are taken and become visible in one global order.
-      await c.query(`SELECT pg_advisory_xact_lock(${LOCK_APPEND}, ${this.schemaKey})`);
-      const ins = await c.query<{ position: string; channel: string; message_number: string }>({
-        name: 'rockets-append',
-        text: APPEND_SQL,
-        values: [...messageColumns(plan.applied), at],
-      });
-      const positions = new Map(ins.rows.map((r) => [keyOf(r.channel, Number(r.message_number)), Number(r.position)]));
-      const recordedAt = at.toISOString();
-      events = plan.applied.map((m) => ({
-        position: positions.get(keyOf(m.channel, m.messageNumber)) ?? NaN,
-        channel: m.channel,
-        messageNumber: m.messageNumber,
-        messageType: m.messageType,
-        messageTime: m.messageTime,
-        payload: m.payload,
-        recordedAt,
-      }));
-      // Positions must follow apply order, or a channel's log would not be in number order.
-      let previous = 0;
-      for (const e of events) {
-        if (!(e.position > previous)) throw new Error('positions were not assigned in apply order');
-        previous = e.position;
-      }
-      const lastPosition = events[events.length - 1]?.position ?? 0;
-      await c.query(`SELECT pg_notify(${escapeLiteral(this.channelName)}, '${lastPosition}'); COMMIT`);
-    } else {
-      await c.query('COMMIT');
-    }
-    return { outcomes: plan.outcomes, events, rockets: changed };
+    // What the channels hold now; a channel that still buffers is not cached.
+    const left = new Map<string, number>();
+    for (const [channel, p] of loaded.pending) left.set(channel, p.size);
+    for (const m of net.released) left.set(m.channel, (left.get(m.channel) ?? 0) - 1);
+    for (const m of net.buffered) left.set(m.channel, (left.get(m.channel) ?? 0) + 1);
+    for (const channel of channels)
+      if ((left.get(channel) ?? 0) === 0)
+        this.known.set(channel, net.rockets.get(channel) ?? loaded.rockets.get(channel) ?? null);
+      else this.known.delete(channel);
+    return recorded;
   }
 
   onAppend(listener: AppendListener): () => void {
@@ -848,9 +1266,9 @@ export class PostgresStore implements EventStore {
    * one page and one rocket.
    */
   rebuildProjection(): Promise<number> {
-    const begin = `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_REBUILD}, ${this.schemaKey})`;
-    return this.transaction(begin, async (c) => {
-      await c.query('DELETE FROM rockets');
+    const begin = `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_REBUILD}, ${this.schemaKey}), ${DURABLE}`;
+    return this.transaction(async (c) => {
+      await c.query(`${begin}; DELETE FROM rockets`);
       let replayed = 0;
       let current: Rocket | undefined;
       let after: [string, number] | undefined;
@@ -878,13 +1296,22 @@ export class PostgresStore implements EventStore {
       }
       if (current !== undefined) await c.query(`${ROCKET_INSERT} ${ROCKET_UNNEST}`, rocketColumns([current]));
       await c.query('COMMIT');
+      // The rows may differ from what this instance had seen (that is what a rebuild is for).
+      this.known.clear();
       return replayed;
     });
   }
 
-  /** Stops listening and ends the pool; waits for queries in flight. Idempotent. */
+  /**
+   * Stops taking commits, records those already queued, then stops listening and ends the pool; waits
+   * for queries in flight. Idempotent.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      for (let t = this.tail; ; t = this.tail) {
+        await t;
+        if (t === this.tail) break;
+      }
       this.feed.close();
       clearTimeout(this.reconnect);
       const l = this.listener;
@@ -900,26 +1327,33 @@ export class PostgresStore implements EventStore {
   }
 
   /**
-   * Runs `begin` (which opens the transaction and takes its first locks), then `fn`, which commits; rolls
-   * back when either throws. A connection that fails between queries would emit 'error' with nobody
-   * listening while checked out of the pool, so a handler is attached for the duration.
+   * Runs `fn`, which opens the transaction (its first statement is BEGIN) and commits it; rolls back when
+   * it throws. A connection that fails between queries would emit 'error' with nobody listening while
+   * checked out of the pool, so a handler is attached for the duration.
    */
-  private async transaction<T>(begin: string, fn: (c: PoolClient) => Promise<T>): Promise<T> {
+  private async transaction<T>(fn: (c: PoolClient) => Promise<T>): Promise<T> {
     const c = await this.pool.connect();
     const onError = (): void => undefined;
     c.on('error', onError);
     let broken: Error | undefined;
-    try {
-      await c.query(begin);
+    if (!PREPARED_ON.has(c)) {
       try {
-        return await fn(c);
+        await c.query(PREPARE_ALL);
+        PREPARED_ON.add(c);
       } catch (e) {
-        await c.query('ROLLBACK').catch((err: unknown) => {
-          broken = err instanceof Error ? err : new Error(String(err));
-        });
+        // Which of them exist is unknown: the connection is dropped.
+        c.off('error', onError);
+        c.release(e instanceof Error ? e : new Error(String(e)));
         throw e;
       }
+    }
+    try {
+      return await fn(c);
     } catch (e) {
+      // A failed statement leaves the transaction open and aborted: it is rolled back too.
+      await c.query('ROLLBACK').catch((err: unknown) => {
+        broken = err instanceof Error ? err : new Error(String(err));
+      });
       broken ??= isServerError(e) ? undefined : e instanceof Error ? e : new Error(String(e));
       throw e;
     } finally {
@@ -1062,6 +1496,26 @@ const PRELOAD_SQL = `
       FROM events e JOIN (SELECT DISTINCT * FROM unnest($2::text[], $3::bigint[])) AS t(c, n)
         ON e.channel = t.c AND e.message_number = t.n) AS twins`;
 
+/** The message of the check that fails when ChannelCache was wrong. */
+const STALE = 'the cached state of a channel is stale';
+
+/**
+ * True when the channels hold what ChannelCache says: the rows given ($1..$9) equal in every column,
+ * none for the channels in $10, and nothing buffered for any channel in $11. Fails otherwise.
+ */
+const CHECK_KNOWN_SQL = `
+  SELECT rockets_assert(
+    (SELECT count(*) FROM rockets r
+      JOIN (${ROCKET_UNNEST}) AS x(channel, type, mission, speed, status, exploded_reason, launched_at, updated_at,
+        last_message_number) ON r.channel = x.channel
+      WHERE (r.type, r.mission, r.speed, r.status, r.exploded_reason, r.launched_at, r.updated_at,
+          r.last_message_number)
+        IS NOT DISTINCT FROM (x.type, x.mission, x.speed, x.status, x.exploded_reason, x.launched_at, x.updated_at,
+          x.last_message_number)) = cardinality($1::text[])
+    AND NOT EXISTS (SELECT 1 FROM rockets r WHERE r.channel = ANY($10::text[]))
+    AND NOT EXISTS (SELECT 1 FROM pending p WHERE p.channel = ANY($11::text[])),
+    '${STALE}')`;
+
 /** Open gaps, oldest first: one group per channel of the (capped, so small) buffer. */
 const GAPS_SQL = `
   SELECT g.channel, g.count, g.oldest, COALESCE(r.last_message_number, 0) + 1 AS waiting_for
@@ -1070,33 +1524,50 @@ const GAPS_SQL = `
   ORDER BY g.oldest, g.channel
   LIMIT $1`;
 
-/** Projection upserts, buffer releases and buffer additions of one commit, in one statement. */
-const WRITE_SQL = `
-  WITH up AS (
-    ${ROCKET_INSERT} ${ROCKET_UNNEST}
-    ON CONFLICT (channel) DO UPDATE SET type = EXCLUDED.type, mission = EXCLUDED.mission, speed = EXCLUDED.speed,
-      status = EXCLUDED.status, exploded_reason = EXCLUDED.exploded_reason, launched_at = EXCLUDED.launched_at,
-      updated_at = EXCLUDED.updated_at, last_message_number = EXCLUDED.last_message_number
-    RETURNING 1
-  ), del AS (
-    DELETE FROM pending p USING unnest($10::text[], $11::bigint[]) AS d(c, n)
+/** Projection upserts of one transaction. */
+const UPSERT_SQL = `
+  ${ROCKET_INSERT} ${ROCKET_UNNEST}
+  ON CONFLICT (channel) DO UPDATE SET type = EXCLUDED.type, mission = EXCLUDED.mission, speed = EXCLUDED.speed,
+    status = EXCLUDED.status, exploded_reason = EXCLUDED.exploded_reason, launched_at = EXCLUDED.launched_at,
+    updated_at = EXCLUDED.updated_at, last_message_number = EXCLUDED.last_message_number`;
+
+/**
+ * Buffer releases of one transaction, in a statement that fails (and so keeps COMMIT from running)
+ * unless the buffer held every one of them.
+ */
+const RELEASE_SQL = `
+  WITH del AS (
+    DELETE FROM pending p USING unnest($1::text[], $2::bigint[]) AS d(c, n)
     WHERE p.channel = d.c AND p.message_number = d.n
     RETURNING 1
-  ), ins AS (
-    INSERT INTO pending (channel, message_number, message_type, message_time, payload, received_at)
-    SELECT c, n, t, tm, pl::json, $17::timestamptz FROM unnest($12::text[], $13::bigint[], $14::text[], $15::text[], $16::text[])
-      AS u(c, n, t, tm, pl)
-    RETURNING 1
   )
-  SELECT (SELECT count(*) FROM up) AS up, (SELECT count(*) FROM del) AS del, (SELECT count(*) FROM ins) AS ins`;
+  SELECT rockets_assert(count(*) = cardinality($2::bigint[]), 'the reorder buffer changed under the channel lock')
+  FROM del`;
 
-/** Appends in apply order: rows are inserted, and take positions, in ordinality order. */
+/** Buffer additions of one transaction; one already there fails the statement (primary key). */
+const BUFFER_SQL = `
+  INSERT INTO pending (channel, message_number, message_type, message_time, payload, received_at)
+  SELECT c, n, t, tm, pl::json, $6::timestamptz FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[])
+    AS u(c, n, t, tm, pl)`;
+
+/**
+ * Appends in apply order: rows are inserted, and take positions, in ordinality order. Answers the
+ * positions in order, and fails (keeping COMMIT from running) unless the rows in position order are the
+ * given ones in the given order: a channel's log must be in number order.
+ */
 const APPEND_SQL = `
-  INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
-  SELECT c, n, t, tm, pl::json, $6::timestamptz
-  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(c, n, t, tm, pl, o)
-  ORDER BY o
-  RETURNING position, channel, message_number`;
+  WITH ins AS (
+    INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
+    SELECT c, n, t, tm, pl::json, $6::timestamptz
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(c, n, t, tm, pl, o)
+    ORDER BY o
+    RETURNING position, channel, message_number
+  )
+  SELECT position FROM ins
+  WHERE (SELECT rockets_assert(array_agg(channel::text ORDER BY position) = $1::text[]
+      AND array_agg(message_number ORDER BY position) = $2::bigint[], 'positions were not assigned in apply order')
+    FROM ins)
+  ORDER BY position`;
 
 /** A page of the log after a position, with each event's rocket as of the same snapshot. */
 const FEED_SQL = `
@@ -1106,3 +1577,18 @@ const FEED_SQL = `
   FROM (SELECT * FROM events WHERE position > $1 ORDER BY position LIMIT $2) e
   LEFT JOIN rockets r ON r.channel = e.channel
   ORDER BY e.position`;
+
+/** PREPARE of every statement `execute` runs (see Prepared). */
+const PREPARE_ALL = (
+  [
+    ['rockets_lock_channels', LOCK_CHANNELS_SQL],
+    ['rockets_upsert', UPSERT_SQL],
+    ['rockets_buffer', BUFFER_SQL],
+    ['rockets_append', APPEND_SQL],
+  ] satisfies [Prepared, string][]
+)
+  .map(([name, sql]) => `PREPARE ${name} AS ${sql}`)
+  .join(';\n');
+
+/** Pool connections on which PREPARE_ALL ran. */
+const PREPARED_ON = new WeakSet<PoolClient>();

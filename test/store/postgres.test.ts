@@ -3,7 +3,7 @@ import type { RocketMessage } from '../../src/domain/message';
 import type { Rocket } from '../../src/domain/rocket';
 import { LanePool } from '../../src/engine/lanes';
 import { PostgresStore, type ListenerEvent, type PostgresStoreOptions } from '../../src/store/postgres';
-import type { AppendListener, StoredEvent, SubmitOutcome } from '../../src/store/types';
+import type { AppendListener, CommitResult, StoredEvent, SubmitOutcome } from '../../src/store/types';
 import { delivery, expected, fleet } from '../support/model';
 import { admin, DATABASE_URL, describePg, dropSchema, freshSchema, unreachable } from '../support/postgres';
 import { parse } from '../support/telemetry';
@@ -69,6 +69,7 @@ function record(store: PostgresStore): Recorder {
 }
 
 const positions = (events: readonly StoredEvent[]): number[] => events.map((e) => e.position);
+const statusesOf = (r: CommitResult): string[] => r.outcomes.map((o) => o.status);
 
 function expectStrictlyIncreasing(ns: readonly number[]): void {
   for (let i = 1; i < ns.length; i++) expect(ns[i]).toBeGreaterThan(ns[i - 1] as number);
@@ -204,27 +205,42 @@ describePg('PostgresStore with several instances', () => {
     }
   });
 
-  it('feeds instance B every event committed by instance A, in order, once per commit, with no gap', async () => {
+  it('feeds instance B every event committed by instance A, in order, once per transaction, with no gap', async () => {
     const [a, b] = [await open(), await open()];
+    const onA = record(a);
     const onB = record(b);
-    const results = await Promise.all(
-      Array.from({ length: 40 }, (_, i) => {
-        const c = `feed-${i % 10}`;
-        const n = Math.floor(i / 10) + 1;
-        return a.commit([n === 1 ? launched(c, 1) : increased(c, n, i)]);
-      }),
-    );
-    // Commits of one channel ran concurrently: some only buffered. Fill nothing in; what was applied counts.
+    // Waves of concurrent commits; a wave may find the transaction of the one before still in flight.
+    const sent: Promise<CommitResult>[] = [];
+    for (let wave = 0; wave < 4; wave++) {
+      for (let i = 0; i < 10; i++)
+        sent.push(a.commit([wave === 0 ? launched(`feed-${i}`, 1) : increased(`feed-${i}`, wave + 1, i)]));
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    sent.push(a.commit([launched('feed-last', 1)]));
+    const results = await Promise.all(sent);
     const head = await a.headPosition();
     await onB.until(head);
+    await onA.until(head);
     const all = await a.readEvents({ limit: ALL });
+    expect(all).toHaveLength(41);
     expect(onB.events).toEqual(all);
     expectStrictlyIncreasing(positions(onB.events));
-    // One listener call per commit of A that appended, with exactly that commit's events.
-    const appended = results.filter((r) => r.events.length > 0).map((r) => positions(r.events));
-    expect(onB.calls.map(positions).sort((x, y) => (x[0] ?? 0) - (y[0] ?? 0))).toEqual(
-      appended.sort((x, y) => (x[0] ?? 0) - (y[0] ?? 0)),
+    // One listener call per transaction of A, with exactly its events: on B as on A itself, and as the log
+    // groups them by transaction id.
+    const byTransaction = await admin((c) =>
+      c.query<{ ps: number[] }>(
+        `SELECT array_agg(position::int ORDER BY position) AS ps FROM "${schema}".events GROUP BY txid ORDER BY min(position)`,
+      ),
     );
+    const transactions = byTransaction.rows.map((r) => r.ps);
+    expect(transactions.length).toBeGreaterThan(1);
+    expect(transactions.length).toBeLessThan(41);
+    expect(onB.calls.map(positions)).toEqual(transactions);
+    expect(onA.calls.map(positions)).toEqual(transactions);
+    // Every call's events lie inside one transaction.
+    for (const r of results.filter((x) => x.events.length > 0))
+      expect(transactions.some((t) => positions(r.events).every((p) => t.includes(p)))).toBe(true);
+    onA.off();
     onB.off();
   });
 
@@ -425,7 +441,7 @@ describePg('PostgresStore with several instances', () => {
     const versions = await admin((cl) =>
       cl.query<{ version: number }>(`SELECT version FROM "${schema}".schema_migrations ORDER BY version`),
     );
-    expect(versions.rows.map((r) => r.version)).toEqual([1, 2]);
+    expect(versions.rows.map((r) => r.version)).toEqual([1, 2, 3]);
     await a.commit([launched('m', 1)]);
     expect(await b.getRocket('m')).toMatchObject({ lastMessageNumber: 1 });
     expect(await c.stats()).toEqual({ rockets: 1, events: 1, buffered: 0 });
@@ -499,6 +515,205 @@ describePg('PostgresStore with several instances', () => {
       limit: 20,
       waitingFor: 1,
     });
+  });
+
+  it('records concurrent commit() calls of one instance in one transaction, each planned after the calls before it', async () => {
+    const [a, b] = [await open(), await open()];
+    const onB = record(b);
+    const start = await a.headPosition();
+    // A plain LISTEN on the schema's channel: it hears every NOTIFY the store sends.
+    const listener = new Client({ connectionString: DATABASE_URL });
+    await listener.connect();
+    const notified: string[] = [];
+    listener.on('notification', (n) => notified.push(n.payload ?? ''));
+    await listener.query(`LISTEN "rockets_events_${schema}"`);
+    try {
+      const results = await Promise.all([
+        a.commit([launched('g1', 1)]),
+        a.commit([increased('g1', 2, 5)]),
+        a.commit([launched('g1', 1)]),
+        a.commit([launched('g2', 1), increased('g2', 3, 1)]),
+        a.commit([increased('g2', 2, 2)]),
+      ]);
+      // Later calls saw the earlier ones: #2 applied after #1, the redelivered #1 is a duplicate, and the
+      // #3 one call buffered was released by the next call.
+      expect(results.map(statusesOf)).toEqual([
+        ['applied'],
+        ['applied'],
+        ['duplicate'],
+        ['applied', 'buffered'],
+        ['applied'],
+      ]);
+      expect(results.map((r) => r.events.map((e) => `${e.channel}#${e.messageNumber}`))).toEqual([
+        ['g1#1'],
+        ['g1#2'],
+        [],
+        ['g2#1'],
+        ['g2#2', 'g2#3'],
+      ]);
+      expect(results.flatMap((r) => positions(r.events))).toEqual([1, 2, 3, 4, 5].map((i) => start + i));
+      // Each call has the rockets as of its own end.
+      expect(results[0].rockets).toEqual([
+        expect.objectContaining({ channel: 'g1', lastMessageNumber: 1, speed: 500 }),
+      ]);
+      expect(results[1].rockets).toEqual([
+        expect.objectContaining({ channel: 'g1', lastMessageNumber: 2, speed: 505 }),
+      ]);
+      expect(results[3].rockets).toEqual([expect.objectContaining({ channel: 'g2', lastMessageNumber: 1 })]);
+      expect(results[4].rockets).toEqual([
+        expect.objectContaining({ channel: 'g2', lastMessageNumber: 3, speed: 503 }),
+      ]);
+      expect(await a.stats()).toEqual({ rockets: 2, events: 5, buffered: 0 });
+
+      // One transaction: one transaction id in the log, one NOTIFY, one listener call on the other instance.
+      const tx = await admin((c) =>
+        c.query<{ n: string }>(`SELECT count(DISTINCT txid) AS n FROM "${schema}".events WHERE position > $1`, [start]),
+      );
+      expect(Number(tx.rows[0]?.n)).toBe(1);
+      await onB.until(start + 5);
+      expect(onB.calls.map(positions)).toEqual([[1, 2, 3, 4, 5].map((i) => start + i)]);
+      // A NOTIFY is delivered once its transaction committed; a round trip on the listener's own
+      // connection after that lets any other arrive too.
+      await listener.query('SELECT 1');
+      expect(notified).toEqual([String(start + 5)]);
+    } finally {
+      await listener.end();
+      onB.off();
+    }
+  });
+
+  it('gathers the calls that arrive while its transaction is in flight into the next one, without starting another', async () => {
+    const a = await open();
+    const gate = 0x5108;
+    // As above: the transaction for channel `slow` blocks in COMMIT until the test lets it go.
+    await admin(async (c) => {
+      await c.query(`
+        CREATE FUNCTION "${schema}".slow_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_xact_lock_shared(${gate}); RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER slow_gate AFTER INSERT ON "${schema}".events
+          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.channel = 'slow')
+          EXECUTE FUNCTION "${schema}".slow_gate();`);
+    });
+    const holder = new Client({ connectionString: DATABASE_URL });
+    await holder.connect();
+    try {
+      await holder.query('SELECT pg_advisory_lock($1)', [gate]);
+      const slow = a.commit([launched('slow', 1)]);
+      await until(
+        holder,
+        `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+          AND objsubid = 1 AND classid = 0 AND objid = $1) AS ok`,
+        [gate],
+      );
+      // Calls in several ticks while that transaction is in flight.
+      const later = [a.commit([launched('l1', 1)]), a.commit([launched('l2', 1)])];
+      await new Promise((resolve) => setImmediate(resolve));
+      later.push(a.commit([launched('l3', 1), increased('l1', 2, 1)]));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      later.push(a.commit([increased('l2', 2, 2)]));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // None of them opened a transaction: the only session of this schema in one is the blocked commit.
+      const open = await holder.query<{ n: string }>(
+        `SELECT count(*) AS n FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()
+          AND query LIKE '%' || $1 || '%'`,
+        [schema],
+      );
+      expect(Number(open.rows[0]?.n)).toBe(1);
+
+      await holder.query('SELECT pg_advisory_unlock($1)', [gate]);
+      const [first, ...rest] = await Promise.all([slow, ...later]);
+      expect(statusesOf(first)).toEqual(['applied']);
+      expect(rest.map(statusesOf)).toEqual([['applied'], ['applied'], ['applied', 'applied'], ['applied']]);
+      // Two transactions: the slow one, then one for every call that waited for it.
+      const byTransaction = await admin((c) =>
+        c.query<{ channels: string[] }>(
+          `SELECT array_agg(channel || '#' || message_number ORDER BY position) AS channels
+            FROM "${schema}".events GROUP BY txid ORDER BY min(position)`,
+        ),
+      );
+      expect(byTransaction.rows.map((r) => r.channels)).toEqual([['slow#1'], ['l1#1', 'l2#1', 'l3#1', 'l1#2', 'l2#2']]);
+    } finally {
+      await holder.query('SELECT pg_advisory_unlock_all()').catch(() => undefined);
+      await holder.end();
+    }
+  });
+
+  it('rejects every call of a group whose transaction fails, records nothing of any, and goes on', async () => {
+    const a = await open();
+    await admin(async (c) => {
+      await c.query(`
+        CREATE FUNCTION "${schema}".boom() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'boom'; END $$;
+        CREATE TRIGGER boom AFTER INSERT ON "${schema}".events
+          FOR EACH ROW WHEN (NEW.channel = 'boom') EXECUTE FUNCTION "${schema}".boom();`);
+    });
+    await a.commit([launched('ok', 1)]);
+    const settled = await Promise.allSettled([
+      a.commit([increased('ok', 2, 1)]),
+      a.commit([launched('boom', 1)]),
+      a.commit([launched('other', 1), increased('ok', 3, 1)]),
+    ]);
+    expect(settled.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    for (const r of settled) if (r.status === 'rejected') expect(String(r.reason)).toMatch(/boom/);
+    expect(await a.stats()).toEqual({ rockets: 1, events: 1, buffered: 0 });
+    expect(await a.getRocket('ok')).toMatchObject({ lastMessageNumber: 1, speed: 500 });
+    // The calls can be retried, and the store carries on.
+    const retried = await Promise.all([a.commit([increased('ok', 2, 1)]), a.commit([launched('other', 1)])]);
+    expect(retried.map(statusesOf)).toEqual([['applied'], ['applied']]);
+    expect(await a.getRocket('ok')).toMatchObject({ lastMessageNumber: 2, speed: 501 });
+  });
+
+  it('notices a channel changed behind its back (a row, a buffered message, a rival instance) and plans from the database', async () => {
+    const [a, b] = [await open(), await open()];
+    await a.commit([launched('s', 1), launched('p', 1)]);
+    expect(await a.getRocket('s')).toMatchObject({ speed: 500 });
+    // Changed without telling any instance: what A remembers of `s` and `p` is now wrong.
+    await admin(async (c) => {
+      await c.query(`UPDATE "${schema}".rockets SET speed = 900 WHERE channel = 's'`);
+      await c.query(
+        `INSERT INTO "${schema}".pending (channel, message_number, message_type, message_time, payload, received_at)
+          VALUES ('p', 3, 'RocketSpeedIncreased', $1, '{"by":7}', now())`,
+        [increased('p', 3, 7).messageTime],
+      );
+    });
+    const [rs, rp] = await Promise.all([a.commit([increased('s', 2, 1)]), a.commit([increased('p', 2, 2)])]);
+    expect(statusesOf(rs)).toEqual(['applied']);
+    expect(rs.rockets).toEqual([expect.objectContaining({ channel: 's', speed: 901, lastMessageNumber: 2 })]);
+    // #2 released the buffered #3.
+    expect(rp.events.map((e) => e.messageNumber)).toEqual([2, 3]);
+    expect(await a.getRocket('p')).toMatchObject({ speed: 509, lastMessageNumber: 3, buffer: { count: 0 } });
+
+    // A channel B created: A has not seen it, takes its #1 for a new channel, and finds out.
+    await b.commit([launched('n', 1)]);
+    const rn = await a.commit([launched('n', 1), increased('n', 2, 3)]);
+    expect(statusesOf(rn)).toEqual(['duplicate', 'applied']);
+    // B moves `s` on; A's next commit of `s` sees it, whether A's feed told it already or not.
+    await b.commit([increased('s', 3, 10)]);
+    expect(statusesOf(await a.commit([increased('s', 3, 10), increased('s', 4, 1)]))).toEqual(['duplicate', 'applied']);
+    expect(await b.getRocket('s')).toMatchObject({ speed: 912, lastMessageNumber: 4 });
+    const log = await a.readEvents({ channel: 's', limit: ALL });
+    expect(log.map((e) => e.messageNumber)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('commits with synchronous_commit on even where the role or the URL turns it off', async () => {
+    const url = new URL(DATABASE_URL);
+    url.searchParams.set('options', '-c synchronous_commit=off');
+    const a = await PostgresStore.open(url.toString(), { schema, poolSize: 2 });
+    opened.push(a);
+    // A trigger records the setting the inserting transaction runs with.
+    await admin(async (c) => {
+      await c.query(`
+        CREATE TABLE "${schema}".seen (setting text);
+        CREATE FUNCTION "${schema}".seen() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO "${schema}".seen VALUES (current_setting('synchronous_commit')); RETURN NULL; END $$;
+        CREATE TRIGGER seen AFTER INSERT ON "${schema}".events
+          FOR EACH STATEMENT EXECUTE FUNCTION "${schema}".seen();`);
+    });
+    await a.commit([launched('d', 1)]);
+    await a.commit([increased('d', 2, 1)]);
+    await a.commit([increased('d', 3, 1), launched('e', 1)]);
+    const seen = await admin((c) => c.query<{ setting: string }>(`SELECT setting FROM "${schema}".seen`));
+    expect(seen.rows.map((r) => r.setting)).toEqual(['on', 'on', 'on']);
   });
 
   it('closes idempotently', async () => {
