@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { EVENT_TYPES, MESSAGE_TYPES, PAYLOAD_FIELDS, type EventType, type RocketMessage } from '../domain/message';
-import { evolve, ROCKET_STATUSES, type Rocket, type RocketStatus } from '../domain/rocket';
+import { evolveAt, ROCKET_STATUSES, withUtcTimes, type Rocket, type RocketStatus } from '../domain/rocket';
 import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type PlanSource } from './plan';
 import {
   DEFAULT_BUFFER_LIMITS,
@@ -32,7 +32,15 @@ export interface SqliteStoreOptions {
   readonly synchronous?: 'FULL' | 'NORMAL';
   /** Bounds of the reorder buffer; DEFAULT_BUFFER_LIMITS when not given. */
   readonly bufferLimits?: BufferLimits | undefined;
+  /** Channels whose committed state stays in memory between commits; CHANNEL_CACHE_SIZE when not given. */
+  readonly channelCacheSize?: number | undefined;
 }
+
+/**
+ * Channels kept in memory by default: every rocket of a fleet of this size is sequenced without a read.
+ * An entry is a Rocket and a count, a few hundred bytes.
+ */
+export const CHANNEL_CACHE_SIZE = 50_000;
 
 /** Channels one skip transaction handles: each skips at most its buffer's span, so a transaction stays small. */
 const SKIP_CHANNELS_PER_TRANSACTION = 100;
@@ -40,7 +48,7 @@ const SKIP_CHANNELS_PER_TRANSACTION = 100;
 const SYNCHRONOUS_MODES: readonly string[] = ['FULL', 'NORMAL'];
 
 /** Bumped by each migration; a file written by a newer build is refused rather than misread. */
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const quoted = (values: readonly string[]): string => values.map((v) => `'${v}'`).join(', ');
 
@@ -104,6 +112,32 @@ const SCHEMA_V1 = `
   CREATE INDEX IF NOT EXISTS pending_by_received_at ON pending (received_at, channel);
 `;
 
+/**
+ * Version 2 keeps one index per sort key and drops their copies behind a leading status: every message
+ * changes updated_at and most change speed, so each copy cost index writes per message (and pages per
+ * commit to write and sync). Status trails each index instead, (key, channel, status): no more entries,
+ * and a page filtered by status walks the sort key's index skipping the other status's entries without
+ * reading their rows; for a rare status it gathers that status's rows from rockets_by_status and sorts
+ * them instead (SqliteStore.statusPlan). An explosion, once per rocket, rewrites its entry in each.
+ */
+const SCHEMA_V2 = `
+  DROP INDEX IF EXISTS rockets_by_status_type;
+  DROP INDEX IF EXISTS rockets_by_status_mission;
+  DROP INDEX IF EXISTS rockets_by_status_speed;
+  DROP INDEX IF EXISTS rockets_by_status_launched_at;
+  DROP INDEX IF EXISTS rockets_by_status_updated_at;
+  DROP INDEX IF EXISTS rockets_by_type;
+  DROP INDEX IF EXISTS rockets_by_mission;
+  DROP INDEX IF EXISTS rockets_by_speed;
+  DROP INDEX IF EXISTS rockets_by_launched_at;
+  DROP INDEX IF EXISTS rockets_by_updated_at;
+  CREATE INDEX rockets_by_type ON rockets (type_key, channel, status);
+  CREATE INDEX rockets_by_mission ON rockets (mission_key, channel, status);
+  CREATE INDEX rockets_by_speed ON rockets (speed, channel, status);
+  CREATE INDEX rockets_by_launched_at ON rockets (launched_at_key, channel, status);
+  CREATE INDEX rockets_by_updated_at ON rockets (updated_at, channel, status);
+`;
+
 /** The column each sort field orders by; each has its indexes above. */
 const SORT_COLUMN: { readonly [F in RocketSortField]: string } = {
   channel: 'channel',
@@ -153,6 +187,35 @@ interface GapRow {
   readonly count: number;
   readonly oldest: string;
 }
+
+/** What sequencing needs of a channel's committed state, as the tables hold it. */
+interface ChannelEntry {
+  rocket: Rocket | undefined;
+  /** How many of the channel's messages `pending` holds: none (the usual case) needs no read. */
+  pending: number;
+}
+
+/** The columns of a rocket row an update may set, each with its field. */
+const ROCKET_FIELDS = [
+  ['type', 'type'],
+  ['mission', 'mission'],
+  ['speed', 'speed'],
+  ['status', 'status'],
+  ['exploded_reason', 'explodedReason'],
+  ['launched_at', 'launchedAt'],
+  ['updated_at', 'updatedAt'],
+  ['last_message_number', 'lastMessageNumber'],
+] as const satisfies ReadonlyArray<readonly [keyof RocketRow, keyof Rocket]>;
+
+/**
+ * How a page finds its rows: unfiltered; filtered by walking the sort key's index in order and skipping
+ * the rows of the other status ('walk'); or filtered by gathering the status's rows from its index and
+ * sorting them ('gather').
+ */
+type StatusPlan = 'none' | 'walk' | 'gather';
+
+/** What reading a matching row and sorting it costs against skipping an index entry (measured). */
+const WALK_COST_RATIO = 4;
 
 interface Call {
   readonly messages: readonly RocketMessage[];
@@ -241,6 +304,27 @@ export class SqliteStore implements EventStore {
    * only writer. Read from the table at open; restored when a transaction that changed it rolls back.
    */
   private buffered = 0;
+  /**
+   * The committed state of the channels used last, at most `cacheSize` of them, least recently written
+   * first. Sequencing reads it rather than the tables: this connection is their only writer, so the two
+   * agree. A channel not in it is read from the tables and kept. Emptied when a transaction that may have
+   * changed it fails, and by a rebuild.
+   */
+  private readonly channels = new Map<string, ChannelEntry>();
+  private readonly cacheSize: number;
+  /**
+   * Rockets the open transaction changed, each with its state before it (undefined: it had no row). Their
+   * rows are written once, at the end of the transaction, setting only the columns that changed.
+   */
+  private readonly touched = new Map<string, Rocket | undefined>();
+  /**
+   * Rockets per status, only to choose how a filtered page finds its rows (a wrong count makes a page
+   * slower, never different). Counted when a page first needs it, then kept up by each write; forgotten
+   * with the cache.
+   */
+  private statusCounts: Map<string, number> | undefined;
+  /** `UPDATE rockets` statements by the set of columns they set (a bit per ROCKET_FIELDS entry). */
+  private readonly updates = new Map<number, Database.Statement<unknown[], never>>();
   private readonly listeners = new Set<AppendListener>();
   private queue: Call[] = [];
   /** Settles once the scheduled flush has run; undefined when none is scheduled. */
@@ -272,6 +356,7 @@ export class SqliteStore implements EventStore {
     if (!SYNCHRONOUS_MODES.includes(synchronous)) throw new Error('synchronous must be FULL or NORMAL');
     this.now = options.now ?? (() => new Date());
     this.limits = options.bufferLimits ?? DEFAULT_BUFFER_LIMITS;
+    this.cacheSize = options.channelCacheSize ?? CHANNEL_CACHE_SIZE;
     if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
     this.db = new Database(file, { timeout: 5000 });
     try {
@@ -288,9 +373,19 @@ export class SqliteStore implements EventStore {
     const sql = this.sql;
     this.source = {
       channel: (channel) => {
-        const row = sql.rocket.get(channel);
-        const pending = sql.pendingOf.all(channel).map((m) => [m.message_number, rowToMessage(m)] as const);
-        return { rocket: row && toRocket(row), pending: new Map(pending) };
+        let entry = this.channels.get(channel);
+        let rows: MessageRow[] | undefined;
+        if (entry === undefined) {
+          const row = sql.rocket.get(channel);
+          rows = sql.pendingOf.all(channel);
+          entry = { rocket: row && toRocket(row), pending: rows.length };
+          this.channels.set(channel, entry);
+        } else if (entry.pending > 0) {
+          rows = sql.pendingOf.all(channel);
+        }
+        const pending = new Map<number, RocketMessage>();
+        if (rows !== undefined) for (const m of rows) pending.set(m.message_number, rowToMessage(m));
+        return { rocket: entry.rocket, pending };
       },
       appliedMessage: (channel, n) => {
         const row = sql.eventAt.get(channel, n);
@@ -298,9 +393,11 @@ export class SqliteStore implements EventStore {
       },
     };
 
-    const flush = this.db.transaction((calls: readonly Call[], at: string) =>
-      calls.map((call) => this.record(call.messages, at)),
-    );
+    const flush = this.db.transaction((calls: readonly Call[], at: string) => {
+      const results = calls.map((call) => this.record(call.messages, at));
+      this.saveRockets();
+      return results;
+    });
     this.flushTransaction = (calls, at) => flush.immediate(calls, at);
 
     const skip = this.db.transaction((channels: readonly string[], cutoff: number, at: string, reason: string) => {
@@ -315,23 +412,33 @@ export class SqliteStore implements EventStore {
         ),
       );
       const plan = planBatch(skipMessages(gaps, at, reason), this.source, this.budget());
-      return { gaps, result: this.write(plan, at) };
+      const result = this.write(plan, at);
+      this.saveRockets();
+      return { gaps, result };
     });
     this.skipTransaction = (channels, cutoff, at, reason) => skip.immediate(channels, cutoff, at, reason);
 
     const rebuild = this.db.transaction(() => {
       const rockets = new Map<string, Rocket>();
       let replayed = 0;
-      // Streamed in position order: memory grows with the number of rockets, never with the log.
-      for (const row of sql.allEvents.iterate()) {
-        rockets.set(row.channel, evolve(rockets.get(row.channel), rowToMessage(row)));
+      // Streamed in position order: memory grows with the number of rockets, never with the log. Folded
+      // with the raw message times, converted once per rocket at the end (see evolveAt).
+      for (const row of sql.replay.iterate()) {
+        const m = rowToMessage(row);
+        rockets.set(m.channel, evolveAt(rockets.get(m.channel), m, m.messageTime));
         replayed++;
       }
       sql.deleteRockets.run();
-      for (const r of rockets.values()) sql.upsertRocket.run(toRow(r));
+      for (const r of rockets.values()) sql.insertRocket.run(toRow(withUtcTimes(r)));
       return replayed;
     });
-    this.rebuildTransaction = () => rebuild.immediate();
+    this.rebuildTransaction = () => {
+      try {
+        return rebuild.immediate();
+      } finally {
+        this.forget();
+      }
+    };
   }
 
   commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
@@ -380,7 +487,7 @@ export class SqliteStore implements EventStore {
         params.key = after.key;
         params.channel = after.channel;
       }
-      const rockets = this.listing(q.sort, q.order, q.status !== undefined, after !== undefined)
+      const rockets = this.listing(q.sort, q.order, this.statusPlan(q), after !== undefined)
         .all(params)
         .map(toRocket);
       if (rockets.length === 0) return [];
@@ -448,8 +555,10 @@ export class SqliteStore implements EventStore {
         done = this.skipTransaction(channels, cutoff, now.toISOString(), reason);
       } catch (e) {
         this.buffered = before;
+        this.forget();
         throw e;
       }
+      this.trimCache();
       if (done.result.events.length > 0) notify(this.listeners, done.result.events, done.result.rockets);
       skipped.push(...done.gaps);
       // Each channel it found is now free of stale gaps; none skipped means nothing more to find.
@@ -486,9 +595,11 @@ export class SqliteStore implements EventStore {
       results = this.flushTransaction(calls, this.now().toISOString());
     } catch (e) {
       this.buffered = before;
+      this.forget();
       for (const call of calls) call.reject(e);
       return;
     }
+    this.trimCache();
     const events = results.flatMap((r) => r.events);
     if (events.length > 0) {
       const rockets = new Map<string, Rocket>();
@@ -531,30 +642,124 @@ export class SqliteStore implements EventStore {
         recordedAt: at,
       };
     });
-    for (const r of plan.rockets.values()) sql.upsertRocket.run(toRow(r));
+    for (const r of plan.rockets.values()) {
+      const entry = this.entry(r.channel);
+      if (!this.touched.has(r.channel)) this.touched.set(r.channel, entry.rocket);
+      entry.rocket = r;
+    }
     for (const m of plan.released) {
       if (sql.deletePending.run(m.channel, m.messageNumber).changes !== 1)
         throw new Error(`buffered message ${m.messageNumber} of "${m.channel}" vanished during the commit`);
+      this.entry(m.channel).pending--;
     }
-    for (const m of plan.buffered)
+    for (const m of plan.buffered) {
       sql.insertPending.run(m.channel, m.messageNumber, m.messageType, m.messageTime, payloadJson(m), at);
+      this.entry(m.channel).pending++;
+    }
     this.buffered += plan.buffered.length - plan.released.length;
     return { outcomes: plan.outcomes, events, rockets: [...plan.rockets.values()] };
+  }
+
+  /** The cached state of a channel the planner just read (so it is cached) inside the open transaction. */
+  private entry(channel: string): ChannelEntry {
+    const entry = this.channels.get(channel);
+    if (entry === undefined) throw new Error(`channel "${channel}" was written without being read`);
+    return entry;
+  }
+
+  /**
+   * Writes the row of every rocket the open transaction changed, once, as its final state: an insert for
+   * a new rocket, else an update of only the columns that differ from the committed row, so that only the
+   * indexes of those columns change (every message moves updated_at; a speed change, speed too).
+   */
+  private saveRockets(): void {
+    for (const [channel, before] of this.touched) {
+      const entry = this.entry(channel);
+      const after = entry.rocket as Rocket;
+      if (before === undefined) this.sql.insertRocket.run(toRow(after));
+      else this.updateRocket(before, after);
+      const counts = this.statusCounts;
+      if (counts !== undefined && before?.status !== after.status) {
+        if (before !== undefined) counts.set(before.status, (counts.get(before.status) ?? 0) - 1);
+        counts.set(after.status, (counts.get(after.status) ?? 0) + 1);
+      }
+      // Most recently written last: the cache forgets the channels idle longest.
+      this.channels.delete(channel);
+      this.channels.set(channel, entry);
+    }
+    this.touched.clear();
+  }
+
+  private updateRocket(before: Rocket, after: Rocket): void {
+    let changed = 0;
+    const values: unknown[] = [];
+    for (let i = 0; i < ROCKET_FIELDS.length; i++) {
+      const field = (ROCKET_FIELDS[i] as (typeof ROCKET_FIELDS)[number])[1];
+      if (after[field] !== before[field]) {
+        changed |= 1 << i;
+        values.push(after[field]);
+      }
+    }
+    if (changed === 0) return;
+    let statement = this.updates.get(changed);
+    if (statement === undefined) {
+      const set = ROCKET_FIELDS.filter((_, i) => (changed & (1 << i)) !== 0).map(([column]) => `${column} = ?`);
+      statement = this.db.prepare<unknown[], never>(`UPDATE rockets SET ${set.join(', ')} WHERE channel = ?`);
+      this.updates.set(changed, statement);
+    }
+    if (statement.run(...values, after.channel).changes !== 1)
+      throw new Error(`the row of rocket "${after.channel}" vanished during the commit`);
+  }
+
+  /** Forgets every cached channel state: after a failed transaction, whose changes it may hold, or a rebuild. */
+  private forget(): void {
+    this.channels.clear();
+    this.touched.clear();
+    this.statusCounts = undefined;
+  }
+
+  /** Between transactions: keeps the `cacheSize` channels written most recently. */
+  private trimCache(): void {
+    let excess = this.channels.size - this.cacheSize;
+    for (const channel of this.channels.keys()) {
+      if (excess-- <= 0) break;
+      this.channels.delete(channel);
+    }
+  }
+
+  /**
+   * How a page filtered by status finds its rows (see StatusPlan). Walking the sort key's index reads
+   * about limit × rockets / matching index entries (status is in them: no row is read to skip one);
+   * gathering reads every matching row, several times dearer than an entry, and sorts them. So it walks
+   * unless the status is rare: below about 5% of 10,000 rockets, 1.5% of 100,000, for a page of 100.
+   */
+  private statusPlan(q: RocketListQuery): StatusPlan {
+    if (q.status === undefined) return 'none';
+    // (status, channel) is already in channel order, and in status order for one status.
+    if (q.sort === 'channel' || q.sort === 'status' || q.limit === undefined) return 'gather';
+    this.statusCounts ??= new Map(this.sql.statusCounts.all().map((r) => [r.status, r.count]));
+    let total = 0;
+    for (const n of this.statusCounts.values()) total += n;
+    const matching = this.statusCounts.get(q.status) ?? 0;
+    return WALK_COST_RATIO * matching * matching > q.limit * total ? 'walk' : 'gather';
   }
 
   private listing(
     sort: RocketSortField,
     order: 'asc' | 'desc',
-    filtered: boolean,
+    plan: StatusPlan,
     paged: boolean,
   ): Database.Statement<Record<string, unknown>, RocketRow> {
-    const cacheKey = `${sort} ${order} ${filtered} ${paged}`;
+    const cacheKey = `${sort} ${order} ${plan} ${paged}`;
     let statement = this.listings.get(cacheKey);
     if (!statement) {
       const key = SORT_COLUMN[sort];
+      const filtered = plan !== 'none';
       const [dir, beyond] = order === 'desc' ? ['DESC', '<'] : ['ASC', '>'];
       const where: string[] = [];
-      if (filtered) where.push('status = @status');
+      // `+status` is no index term: SQLite then walks the index that gives the order.
+      if (plan === 'walk') where.push('+status = @status');
+      if (plan === 'gather') where.push('status = @status');
       // Strictly after (key, channel) in the chosen direction; a row value, so the index seeks to it.
       // Sorted and filtered by status, every key is the same and the cursor reduces to its channel.
       if (paged)
@@ -563,7 +768,8 @@ export class SqliteStore implements EventStore {
         );
       const orderBy = sort === 'channel' ? `channel ${dir}` : `${key} ${dir}, channel ${dir}`;
       statement = this.db.prepare<Record<string, unknown>, RocketRow>(
-        `SELECT ${ROCKET_COLUMNS} FROM rockets ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
+        `SELECT ${ROCKET_COLUMNS} FROM rockets ${plan === 'gather' ? 'INDEXED BY rockets_by_status' : ''}
+         ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''}
          ORDER BY ${orderBy} LIMIT @limit`,
       );
       this.listings.set(cacheKey, statement);
@@ -576,9 +782,10 @@ function migrate(db: Database.Database): void {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version > SCHEMA_VERSION)
     throw new Error(`the database has schema version ${version}; this build knows up to ${SCHEMA_VERSION}`);
-  if (version < 1) {
+  if (version < SCHEMA_VERSION) {
     db.transaction(() => {
-      db.exec(SCHEMA_V1);
+      if (version < 1) db.exec(SCHEMA_V1);
+      db.exec(SCHEMA_V2);
       db.pragma(`user_version = ${SCHEMA_VERSION}`);
     }).immediate();
   }
@@ -599,15 +806,11 @@ function prepare(db: Database.Database) {
       `INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
        VALUES (?, ?, ?, ?, ?, ?)`,
     ),
-    upsertRocket: db.prepare<[RocketRow], never>(
+    insertRocket: db.prepare<[RocketRow], never>(
       `INSERT INTO rockets (channel, type, mission, speed, status, exploded_reason, launched_at, updated_at,
                             last_message_number)
        VALUES (@channel, @type, @mission, @speed, @status, @exploded_reason, @launched_at, @updated_at,
-               @last_message_number)
-       ON CONFLICT (channel) DO UPDATE SET
-         type = excluded.type, mission = excluded.mission, speed = excluded.speed, status = excluded.status,
-         exploded_reason = excluded.exploded_reason, launched_at = excluded.launched_at,
-         updated_at = excluded.updated_at, last_message_number = excluded.last_message_number`,
+               @last_message_number)`,
     ),
     deleteRockets: db.prepare<[], never>('DELETE FROM rockets'),
     insertPending: db.prepare<[string, number, string, string, string, string], never>(
@@ -619,6 +822,9 @@ function prepare(db: Database.Database) {
       'SELECT message_number, received_at FROM pending WHERE channel = ?',
     ),
     pendingCount: db.prepare<[], { count: number }>('SELECT COUNT(*) AS count FROM pending'),
+    statusCounts: db.prepare<[], { status: string; count: number }>(
+      'SELECT status, COUNT(*) AS count FROM rockets GROUP BY status',
+    ),
     /** Channels holding a message received before the cutoff (ISO text, whose order is time order). */
     staleChannels: db.prepare<[string, number], { channel: string }>(
       'SELECT DISTINCT channel FROM pending WHERE received_at < ? LIMIT ?',
@@ -651,7 +857,9 @@ function prepare(db: Database.Database) {
       `SELECT * FROM events WHERE channel = @channel AND message_number > @afterNumber AND position > @afterPosition
        ORDER BY message_number LIMIT @limit`,
     ),
-    allEvents: db.prepare<[], EventRow>('SELECT * FROM events ORDER BY position'),
+    replay: db.prepare<[], MessageRow>(
+      'SELECT channel, message_number, message_type, message_time, payload FROM events ORDER BY position',
+    ),
     head: db.prepare<[], { head: number }>('SELECT COALESCE(MAX(position), 0) AS head FROM events'),
     // The log is append-only and AUTOINCREMENT positions of a rolled-back transaction are rolled back
     // with it, so the highest position is the number of events, without counting millions of rows.

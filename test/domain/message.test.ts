@@ -547,6 +547,118 @@ describe('parseRfc3339', () => {
   });
 });
 
+/** parseRfc3339 as it was written first, with a regular expression and Date: the reference. */
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|([+-])(\d{2}):(\d{2}))$/;
+function referenceParse(text: string): number | undefined {
+  const utc = (year: number, monthIndex: number, day: number, hour = 0, minute = 0, second = 0): number => {
+    const d = new Date(0);
+    d.setUTCFullYear(year, monthIndex, day);
+    d.setUTCHours(hour, minute, second);
+    return d.getTime();
+  };
+  const m = RFC3339.exec(text);
+  if (!m) return undefined;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const daysInMonth = new Date(utc(year, month, 0)).getUTCDate();
+  if (month < 1 || month > 12 || day < 1 || day > daysInMonth) return undefined;
+  if (hour > 23 || minute > 59 || second > 60) return undefined;
+  let offsetMinutes = 0;
+  if (m[9] !== undefined) {
+    const oh = Number(m[10]);
+    const om = Number(m[11]);
+    if (oh > 23 || om > 59) return undefined;
+    offsetMinutes = (m[9] === '-' ? -1 : 1) * (oh * 60 + om);
+  }
+  const fraction = m[7] ? Number(`0${m[7]}`) : 0;
+  return (
+    utc(year, month - 1, day, hour, minute, Math.min(second, 59)) + Math.floor(fraction * 1000) - offsetMinutes * 60_000
+  );
+}
+
+describe('parseRfc3339 and toUtcIso against the regular-expression reference', () => {
+  const pad = (n: number, width = 2) => String(n).padStart(width, '0');
+  /** Texts near the format: every field in and just out of range, any separators, sometimes one character changed. */
+  const nearly = fc
+    .record({
+      year: fc.integer({ min: 0, max: 9999 }),
+      month: fc.integer({ min: 0, max: 13 }),
+      day: fc.integer({ min: 0, max: 32 }),
+      separator: fc.constantFrom('T', 't', ' ', '_'),
+      hour: fc.integer({ min: 0, max: 25 }),
+      minute: fc.integer({ min: 0, max: 60 }),
+      second: fc.integer({ min: 0, max: 61 }),
+      fraction: fc.option(fc.stringMatching(/^[0-9]{0,11}$/), { nil: undefined }),
+      zone: fc.oneof(
+        fc.constantFrom('Z', 'z', '', 'UTC', '+0100', '+01:0', '-00:00'),
+        fc
+          .tuple(fc.constantFrom('+', '-'), fc.integer({ min: 0, max: 25 }), fc.integer({ min: 0, max: 61 }))
+          .map(([sign, h, m]) => `${sign}${pad(h)}:${pad(m)}`),
+      ),
+      edit: fc.option(fc.tuple(fc.nat(), fc.constantFrom('', 'x', '0', '9', ':', '-', '.', '\n', '\u0660', '１')), {
+        nil: undefined,
+      }),
+    })
+    .map((f) => {
+      const text =
+        `${pad(f.year, 4)}-${pad(f.month)}-${pad(f.day)}${f.separator}${pad(f.hour)}:${pad(f.minute)}:${pad(f.second)}` +
+        `${f.fraction === undefined ? '' : `.${f.fraction}`}${f.zone}`;
+      if (f.edit === undefined) return text;
+      const at = f.edit[0] % (text.length + 1);
+      return text.slice(0, at) + f.edit[1] + text.slice(at + 1);
+    });
+
+  it('accepts and refuses exactly the same texts, reading each as the same instant', () => {
+    fc.assert(
+      fc.property(fc.oneof(nearly, fc.string({ maxLength: 40 })), (text) => {
+        expect([text, parseRfc3339(text)]).toEqual([text, referenceParse(text)]);
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
+  it('writes what Date#toISOString writes, for every instant of years 0..9999 and beyond', () => {
+    for (const text of [
+      '0000-01-01T00:00:00Z',
+      '0000-01-01T00:00:00+00:01',
+      '9999-12-31T23:59:59.999Z',
+      '9999-12-31T23:59:59.999-00:01',
+      '1969-12-31T23:59:59.999Z',
+      '1970-01-01T00:00:00-00:00',
+      '2000-02-29T12:00:00.5+12:00',
+      '2016-12-31T23:59:60.5Z',
+    ])
+      expect([text, toUtcIso(text)]).toEqual([text, new Date(referenceParse(text) as number).toISOString()]);
+    fc.assert(
+      fc.property(
+        fc.integer({ min: Date.UTC(-1, 0, 1), max: Date.UTC(10000, 11, 31) }),
+        fc.integer({ min: -(23 * 60 + 59), max: 23 * 60 + 59 }),
+        (ms, offsetMinutes) => {
+          const local = new Date(ms + offsetMinutes * 60_000);
+          if (local.getUTCFullYear() < 0 || local.getUTCFullYear() > 9999) return;
+          const abs = Math.abs(offsetMinutes);
+          const text =
+            `${pad(local.getUTCFullYear(), 4)}-${local.toISOString().slice(-19, -1)}` +
+            `${offsetMinutes < 0 ? '-' : '+'}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
+          expect([text, toUtcIso(text)]).toEqual([text, new Date(ms).toISOString()]);
+        },
+      ),
+      { numRuns: 20_000 },
+    );
+  });
+
+  it('throws on text that is not a time, as building an invalid Date does', () => {
+    expect(() => toUtcIso('2022-02-30T00:00:00Z')).toThrow(RangeError);
+    expect(() => toUtcIso('not a time')).toThrow(RangeError);
+  });
+});
+
 describe('sameContent', () => {
   const r = rocket('r');
 

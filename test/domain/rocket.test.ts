@@ -1,5 +1,6 @@
-import { toUtcIso, type RocketMessage } from '../../src/domain/message';
-import { evolve, type Rocket } from '../../src/domain/rocket';
+import fc from 'fast-check';
+import { MESSAGE_SKIPPED, toUtcIso, type RocketMessage } from '../../src/domain/message';
+import { evolve, evolveAt, withUtcTimes, type Rocket } from '../../src/domain/rocket';
 import { rocket, timeOf } from '../support/telemetry';
 
 /**
@@ -255,5 +256,55 @@ describe('evolve', () => {
         launchedRocket({ speed: 0, mission: 'Z', status: 'exploded', explodedReason: 'Q', ...at(5) }),
       );
     });
+  });
+});
+
+describe('evolveAt', () => {
+  const pad = (n: number, width = 2) => String(n).padStart(width, '0');
+  /** A message time for an instant, written with an offset and extra fraction digits. */
+  const text = (ms: number, offsetMinutes: number, extra: string): string => {
+    const local = new Date(ms + offsetMinutes * 60_000);
+    const abs = Math.abs(offsetMinutes);
+    const offset =
+      offsetMinutes === 0 ? 'Z' : `${offsetMinutes < 0 ? '-' : '+'}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
+    return `${local.toISOString().slice(0, 23)}${extra}${offset}`;
+  };
+  const step = fc.record({
+    kind: fc.constantFrom('launch', 'up', 'down', 'mission', 'explode', 'skip'),
+    amount: fc.integer({ min: 0, max: 1000 }),
+    ms: fc.integer({ min: Date.UTC(100, 0, 2), max: Date.UTC(9999, 11, 30) }),
+    offset: fc.integer({ min: -(23 * 60 + 59), max: 23 * 60 + 59 }),
+    extra: fc.constantFrom('', '1', '999999'),
+  });
+
+  it('folded with raw message times and converted once at the end, gives exactly what evolve gives', () => {
+    fc.assert(
+      fc.property(fc.array(step, { minLength: 1, maxLength: 30 }), (steps) => {
+        const messages = steps.map((s, i): RocketMessage => {
+          const base = { channel: 'c', messageNumber: i + 1, messageTime: text(s.ms, s.offset, s.extra) };
+          switch (s.kind) {
+            case 'launch':
+              return {
+                ...base,
+                messageType: 'RocketLaunched',
+                payload: { type: 'T', launchSpeed: s.amount, mission: 'M' },
+              };
+            case 'up':
+              return { ...base, messageType: 'RocketSpeedIncreased', payload: { by: s.amount } };
+            case 'down':
+              return { ...base, messageType: 'RocketSpeedDecreased', payload: { by: s.amount } };
+            case 'mission':
+              return { ...base, messageType: 'RocketMissionChanged', payload: { newMission: `M${s.amount}` } };
+            case 'explode':
+              return { ...base, messageType: 'RocketExploded', payload: { reason: `R${s.amount}` } };
+            default:
+              return { ...base, messageType: MESSAGE_SKIPPED, payload: { reason: 'gap' } };
+          }
+        });
+        const live = messages.reduce<Rocket | undefined>((state, m) => evolve(state, m), undefined);
+        const raw = messages.reduce<Rocket | undefined>((state, m) => evolveAt(state, m, m.messageTime), undefined);
+        expect(withUtcTimes(raw as Rocket)).toStrictEqual(live);
+      }),
+    );
   });
 });
