@@ -45,8 +45,8 @@ const invalidBody: fc.Arbitrary<string> = fc.oneof(
     '\u0000\u0001',
     `{"__proto__": {"polluted": true}, "metadata": {"__proto__": {"channel": "x"}}}`,
     `{"constructor": {"prototype": {"polluted": true}}}`,
-    `${'{"a":'.repeat(100_000)}1${'}'.repeat(100_000)}`,
-    '['.repeat(100_000),
+    `${'{"a":'.repeat(30_000)}1${'}'.repeat(30_000)}`,
+    '['.repeat(200_000),
   ),
   fc
     .record({
@@ -111,13 +111,22 @@ describe('hostile input against the running server', () => {
     ),
   });
 
+  /**
+   * One POST. A server that refuses a body early (413) may close while the rest is still being sent:
+   * the answer then still counts, and the write error after it does not.
+   */
   const raw = (body: string | Buffer, headers: Record<string, string>): Promise<number> =>
     new Promise((resolve, reject) => {
+      let status: number | undefined;
       const req = request(`${server.url}/messages`, { method: 'POST', agent, headers }, (res) => {
+        status = res.statusCode ?? 0;
         res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('end', () => resolve(status ?? 0));
       });
-      req.on('error', reject);
+      req.on('error', (e) => {
+        if (status !== undefined) resolve(status);
+        else reject(e);
+      });
       req.end(body);
     });
 
