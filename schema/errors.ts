@@ -1,34 +1,9 @@
 import { GraphQLError } from 'graphql';
-import {
-  isBufferFullError,
-  isConflictError,
-  isDomainError,
-  isOverloadedError,
-  isValidationError,
-  type DomainError,
-} from '../src/domain/errors';
+import { errorDetails, isDomainError, type DomainError } from '../src/domain/errors';
 
-/**
- * What a client can act on, by code: the issues of a bad input, the message a conflict is about (and whether
- * its number was skipped), when to retry, and which buffer cap refused a message.
- */
+/** `extensions` of a deliberate error: its code and the details every transport gives. */
 export function domainErrorExtensions(e: DomainError): Record<string, unknown> {
-  const extensions: Record<string, unknown> = { code: e.code };
-  if (isValidationError(e)) extensions.issues = e.issues;
-  if (isConflictError(e)) {
-    extensions.channel = e.channel;
-    extensions.messageNumber = e.messageNumber;
-    if (e.skipped) extensions.skipped = true;
-  }
-  if (isOverloadedError(e)) extensions.retryAfterSeconds = e.retryAfterSeconds;
-  if (isBufferFullError(e)) {
-    extensions.channel = e.channel;
-    extensions.messageNumber = e.messageNumber;
-    extensions.waitingFor = e.waitingFor;
-    extensions.setting = e.setting;
-    extensions.limit = e.limit;
-  }
-  return extensions;
+  return { code: e.code, ...errorDetails(e) };
 }
 
 /** The domain error behind `error`: itself, or the original error of a GraphQLError located at a field. */

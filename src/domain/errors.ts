@@ -118,3 +118,27 @@ export const isConflictError = (e: unknown): e is ConflictError => e instanceof 
 export const isNotFoundError = (e: unknown): e is NotFoundError => e instanceof NotFoundError;
 export const isOverloadedError = (e: unknown): e is OverloadedError => e instanceof OverloadedError;
 export const isBufferFullError = (e: unknown): e is BufferFullError => e instanceof BufferFullError;
+
+/**
+ * What a client can act on, by code, for every transport alike (REST bodies, GraphQL extensions): the
+ * issues of a bad input, the message a conflict is about (and whether its number was skipped), when to
+ * retry, and which buffer cap refused a message.
+ */
+export function errorDetails(e: DomainError): Record<string, unknown> {
+  const details: Record<string, unknown> = {};
+  if (isValidationError(e)) details.issues = e.issues;
+  if (isConflictError(e)) {
+    details.channel = e.channel;
+    details.messageNumber = e.messageNumber;
+    if (e.skipped) details.skipped = true;
+  }
+  if (isOverloadedError(e)) details.retryAfterSeconds = e.retryAfterSeconds;
+  if (isBufferFullError(e)) {
+    details.channel = e.channel;
+    details.messageNumber = e.messageNumber;
+    details.waitingFor = e.waitingFor;
+    details.cap = e.setting;
+    details.limit = e.limit;
+  }
+  return details;
+}

@@ -1,14 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import {
-  isBufferFullError,
-  isConflictError,
-  isDomainError,
-  isOverloadedError,
-  isValidationError,
-  type DomainErrorCode,
-} from '../domain/errors';
+import { errorDetails, isDomainError, isOverloadedError, type DomainErrorCode } from '../domain/errors';
 
 /** The request body exceeded the configured limit. */
 export class BodyTooLargeError extends Error {
@@ -94,16 +87,7 @@ export function sendError(res: ServerResponse, err: unknown, log?: Logger): void
     const headers: Record<string, string> = {};
     if (isOverloadedError(err)) headers['retry-after'] = String(err.retryAfterSeconds);
     if (err.code === 'UNAUTHENTICATED') headers['www-authenticate'] = 'Bearer';
-    const body: Record<string, unknown> = { code: err.code, message: err.message };
-    if (isValidationError(err)) body.issues = err.issues;
-    if (isBufferFullError(err)) {
-      body.cap = err.setting;
-      body.limit = err.limit;
-      body.channel = err.channel;
-      body.messageNumber = err.messageNumber;
-      body.waitingFor = err.waitingFor;
-    }
-    if (isConflictError(err) && err.skipped) body.skipped = true;
+    const body: Record<string, unknown> = { code: err.code, message: err.message, ...errorDetails(err) };
     if (requestId !== undefined) body.requestId = requestId;
     sendJson(res, httpStatusOf(err.code), { error: body }, headers);
     return;

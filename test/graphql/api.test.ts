@@ -137,7 +137,7 @@ describe('GraphQL over HTTP', () => {
         channel: 'a',
         messageNumber: 5,
         waitingFor: 2,
-        setting: 'MAX_BUFFERED_PER_CHANNEL',
+        cap: 'MAX_BUFFERED_PER_CHANNEL',
         limit: 2,
         retryAfterSeconds: 1,
       });

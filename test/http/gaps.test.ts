@@ -70,6 +70,7 @@ describe('REST: the reorder buffer is bounded and visible', () => {
           channel: 'a',
           messageNumber: 5,
           waitingFor: 2,
+          retryAfterSeconds: 1,
           requestId: expect.any(String) as unknown,
         },
       });
