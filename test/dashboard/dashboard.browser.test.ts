@@ -1,22 +1,13 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../support/browser';
 import { buildApp, type App } from '../../src/app';
 import { loadConfig } from '../../src/config';
 import type { MessageType, PayloadByType } from '../../src/domain/message';
 import { until } from '../graphql/support';
 import { getJson, pool, postJson, send, startServer, type ServerProcess } from '../support/process';
 import { envelope } from '../support/telemetry';
-
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--no-first-run',
-  '--disable-sync',
-];
 
 const ARTIFACTS = join(__dirname, '..', '..', 'test-artifacts');
 
@@ -84,7 +75,7 @@ describe('the live dashboard in headless Chromium', () => {
     await post('echo', 3, 'RocketSpeedIncreased', { by: 5 });
     await post('echo', 4, 'RocketMissionChanged', { newMission: 'CAPSTONE-2' });
 
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
     page.on('console', (m) => {
       if (m.type() === 'error') problems.push(`console: ${m.text()}`);

@@ -1,17 +1,8 @@
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { launchChromium } from '../support/browser';
 import { postJson, send } from '../support/process';
 import { envelope } from '../support/telemetry';
 import { startServer, until, type TestServer } from './support';
-
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--no-first-run',
-  '--disable-sync',
-];
 
 /** The text GraphiQL shows in its result pane (Monaco draws spaces as no-break spaces). */
 const resultText = (page: Page): Promise<string> =>
@@ -26,7 +17,7 @@ describe('GraphiQL in headless Chromium', () => {
 
   beforeAll(async () => {
     server = await startServer({ graphiql: true });
-    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_ARGS });
+    browser = await launchChromium();
   });
   afterAll(async () => {
     await browser.close();
