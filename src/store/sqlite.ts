@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import { EVENT_TYPES, MESSAGE_TYPES, PAYLOAD_FIELDS, type EventType, type RocketMessage } from '../domain/message';
 import { evolveAt, ROCKET_STATUSES, withUtcTimes, type Rocket, type RocketStatus } from '../domain/rocket';
 import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type PlanSource } from './plan';
+import { WalSync } from './wal';
 import {
   DEFAULT_BUFFER_LIMITS,
   notify,
@@ -26,8 +27,8 @@ export interface SqliteStoreOptions {
   /** Server clock for `recordedAt` and buffer `receivedAt`; tests inject their own. */
   readonly now?: () => Date;
   /**
-   * FULL (default): a resolved commit survives power loss. NORMAL: it survives a crash of the process
-   * but the last commits may be lost on power loss; several times faster per commit.
+   * FULL (default): a resolved commit survives power loss (its WAL frames were synced). NORMAL: it
+   * survives a crash of the process but the last commits may be lost on power loss.
    */
   readonly synchronous?: 'FULL' | 'NORMAL';
   /** Bounds of the reorder buffer; DEFAULT_BUFFER_LIMITS when not given. */
@@ -287,12 +288,15 @@ const attempt = <T>(work: () => T): Promise<T> =>
  * Only one process may write a given file: sequencing reads the committed state and then writes, and
  * nothing but this process's single connection serialises those steps. Other processes may read it.
  *
- * Commits are grouped: every `commit` call made in the same tick is recorded by one transaction (one
- * fsync), in call order, each call seeing the effects of the calls before it. Each call still gets its
- * own CommitResult: its outcomes, the events it appended and the rockets it changed (as of the end of
- * that call). Listeners hear once per group: all its events in position order, with the final state of
- * every rocket the group changed. If the transaction fails, every call of the group rejects and nothing
- * of any of them is recorded.
+ * Commits are grouped: the `commit` calls queued while the previous group's WAL sync runs (or within
+ * one tick when none runs) are recorded by one transaction, in call order, each call seeing the effects
+ * of the calls before it; with `synchronous` FULL they resolve once a sync of the WAL that started after
+ * that transaction returns (see WalSync), so one disk wait covers a whole group and the event loop never
+ * blocks on the disk. Each call still gets its own CommitResult: its outcomes, the events it appended
+ * and the rockets it changed (as of the end of that call). Listeners hear once per group, once it is
+ * durable: all its events in position order, with the final state of every rocket the group changed. If
+ * the transaction fails, every call of the group rejects and nothing of any of them is recorded; if the
+ * WAL sync fails, they reject too and so does every later commit (see WalSync).
  */
 export class SqliteStore implements EventStore {
   readonly kind = 'sqlite';
@@ -330,6 +334,10 @@ export class SqliteStore implements EventStore {
   /** Settles once the scheduled flush has run; undefined when none is scheduled. */
   private scheduled: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
+  /** Syncs the WAL before a commit resolves (synchronous FULL, on a file). */
+  private readonly wal: WalSync | undefined;
+  /** Transactions committed (groups, skips, rebuilds): with `walSyncs`, how many one sync covered. */
+  transactions = 0;
 
   private readonly sql: ReturnType<typeof prepare>;
   private readonly listings = new Map<string, Database.Statement<Record<string, unknown>, RocketRow>>();
@@ -359,12 +367,16 @@ export class SqliteStore implements EventStore {
     this.cacheSize = options.channelCacheSize ?? CHANNEL_CACHE_SIZE;
     if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
     this.db = new Database(file, { timeout: 5000 });
+    const onDisk = file !== ':memory:';
     try {
       this.db.pragma('journal_mode = WAL');
-      this.db.pragma(`synchronous = ${synchronous}`);
+      // Commits never wait for the disk here: FULL is kept by syncing the WAL off the event loop (WalSync).
+      this.db.pragma(`synchronous = ${onDisk ? 'NORMAL' : synchronous}`);
       migrate(this.db);
       this.sql = prepare(this.db);
       this.buffered = this.sql.pendingCount.get()?.count ?? 0;
+      // The migration wrote, so the WAL exists. What it wrote is synced like any commit, before the first one.
+      if (onDisk && synchronous === 'FULL') this.wal = new WalSync(`${file}-wal`);
     } catch (e) {
       this.db.close();
       throw e;
@@ -443,15 +455,47 @@ export class SqliteStore implements EventStore {
 
   commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
     if (this.closing) return Promise.reject(new Error('the SQLite store is closed'));
+    const failure = this.wal?.failure;
+    if (failure) return Promise.reject(failure);
     return new Promise((resolve, reject) => {
       this.queue.push({ messages, resolve, reject });
-      this.scheduled ??= new Promise((done) =>
-        setImmediate(() => {
-          this.scheduled = undefined;
-          this.flush();
-          done();
-        }),
-      );
+      // While a WAL sync runs, calls gather for the next group; the sync's end schedules it.
+      if (this.wal?.busy !== true) this.schedule();
+    });
+  }
+
+  /** WAL syncs completed (none unless synchronous FULL on a file). */
+  get walSyncs(): number {
+    return this.wal?.syncs ?? 0;
+  }
+
+  /** Runs the next group commit in the check phase of this loop turn, once. */
+  private schedule(): void {
+    this.scheduled ??= new Promise((done) =>
+      setImmediate(() => {
+        this.scheduled = undefined;
+        this.flush();
+        done();
+      }),
+    );
+  }
+
+  /** Resolves once everything written so far is durable (at once, unless synchronous FULL). */
+  private durable(): Promise<void> {
+    if (this.wal === undefined) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.afterSync((error) => {
+        if (error) reject(error);
+        else resolve();
+      });
+    });
+  }
+
+  /** `WalSync.afterSync`; then the calls gathered during the sync become the next group. */
+  private afterSync(done: (error?: Error) => void): void {
+    (this.wal as WalSync).afterSync((error) => {
+      done(error);
+      if (this.queue.length > 0) this.schedule();
     });
   }
 
@@ -558,7 +602,9 @@ export class SqliteStore implements EventStore {
         this.forget();
         throw e;
       }
+      this.transactions++;
       this.trimCache();
+      await this.durable();
       if (done.result.events.length > 0) notify(this.listeners, done.result.events, done.result.rockets);
       skipped.push(...done.gaps);
       // Each channel it found is now free of stale gaps; none skipped means nothing more to find.
@@ -572,14 +618,25 @@ export class SqliteStore implements EventStore {
   }
 
   /** Replays the whole log in one transaction; commits wait for it, readers see the old or the new rows. */
-  rebuildProjection(): Promise<number> {
-    return attempt(() => this.rebuildTransaction());
+  async rebuildProjection(): Promise<number> {
+    const replayed = await attempt(() => this.rebuildTransaction());
+    this.transactions++;
+    await this.durable();
+    return replayed;
   }
 
-  /** Stops taking commits, lets an already scheduled group commit finish, then closes the database. */
+  /**
+   * Stops taking commits, lets the commits already queued finish (and their WAL syncs), then closes the
+   * database, which checkpoints what is left.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      while (this.scheduled) await this.scheduled;
+      while (this.scheduled || this.queue.length > 0 || this.wal?.busy === true) {
+        if (this.scheduled) await this.scheduled;
+        else if (this.wal?.busy === true) await this.wal.drained();
+        else this.schedule();
+      }
+      this.wal?.close();
       this.db.close();
     })();
     return this.closing;
@@ -589,6 +646,7 @@ export class SqliteStore implements EventStore {
   private flush(): void {
     const calls = this.queue;
     this.queue = [];
+    if (calls.length === 0) return;
     const before = this.buffered;
     let results: CommitResult[];
     try {
@@ -599,7 +657,20 @@ export class SqliteStore implements EventStore {
       for (const call of calls) call.reject(e);
       return;
     }
+    this.transactions++;
     this.trimCache();
+    if (this.wal === undefined) {
+      this.settle(calls, results);
+      return;
+    }
+    this.afterSync((error) => {
+      if (error) for (const call of calls) call.reject(error);
+      else this.settle(calls, results);
+    });
+  }
+
+  /** A durable group: listeners hear of it, then its callers. */
+  private settle(calls: readonly Call[], results: readonly CommitResult[]): void {
     const events = results.flatMap((r) => r.events);
     if (events.length > 0) {
       const rockets = new Map<string, Rocket>();

@@ -265,6 +265,42 @@ describe('SqliteStore on its file', () => {
     expect(calls).toHaveLength(2);
   });
 
+  it('resolves a commit and tells listeners only after a WAL sync that began after its transaction', async () => {
+    const store = open();
+    const seen: number[] = [];
+    store.onAppend(() => seen.push(store.walSyncs));
+    const before = store.walSyncs;
+    const committed = store.commit([launched('a', 1)]);
+    // Nothing resolves in the tick that writes the transaction: the sync is still to come.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(store.transactions).toBe(1);
+    expect(store.walSyncs).toBe(before);
+    await committed;
+    expect(store.walSyncs).toBeGreaterThan(before);
+    expect(seen).toEqual([before + 1]);
+  });
+
+  it('gathers the commits made during a WAL sync into the next group, each told once it is durable', async () => {
+    const store = open();
+    await store.commit([launched('warm', 1)]);
+    const groups: string[][] = [];
+    store.onAppend((events) => groups.push(events.map((e) => e.channel)));
+    const first = store.commit([launched('a', 1)]);
+    // The first group's transaction is written in this turn's check phase; its sync then runs.
+    await new Promise((resolve) => setImmediate(resolve));
+    const later = [store.commit([launched('b', 1)]), store.commit([launched('c', 1)])];
+    await Promise.all([first, ...later]);
+    expect(groups).toEqual([['a'], ['b', 'c']]);
+    expect(store.transactions).toBe(3);
+  });
+
+  it('syncs nothing itself with synchronous NORMAL', async () => {
+    const store = new SqliteStore(tmp.file, { synchronous: 'NORMAL' });
+    opened.push(store);
+    await store.commit([launched('a', 1)]);
+    expect(store.walSyncs).toBe(0);
+  });
+
   it('lets a later commit of a group see what an earlier one of the same group did', async () => {
     const store = open();
     const results = await Promise.all([
