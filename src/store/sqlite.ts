@@ -2,7 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { EVENT_TYPES, MESSAGE_TYPES, PAYLOAD_FIELDS, type EventType, type RocketMessage } from '../domain/message';
-import { evolveAt, ROCKET_STATUSES, withUtcTimes, type Rocket, type RocketStatus } from '../domain/rocket';
+import { evolve, evolveAt, ROCKET_STATUSES, withUtcTimes, type Rocket, type RocketStatus } from '../domain/rocket';
 import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type PlanSource } from './plan';
 import { WalSync } from './wal';
 import {
@@ -49,7 +49,16 @@ const SKIP_CHANNELS_PER_TRANSACTION = 100;
 const SYNCHRONOUS_MODES: readonly string[] = ['FULL', 'NORMAL'];
 
 /** Bumped by each migration; a file written by a newer build is refused rather than misread. */
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
+
+/**
+ * The rockets table is written behind the log (see SqliteStore): once this many rockets changed since it
+ * was last written, or this long after the first of them changed, whichever comes first. One write of a
+ * thousand rows costs a fraction of a thousand one-row writes (each dirtying its own pages of the table
+ * and its indexes, to copy into the WAL, sync and checkpoint), and a crash replays at most this much.
+ */
+const PROJECT_AT_ROCKETS = 2_000;
+const PROJECT_AFTER_MS = 500;
 
 const quoted = (values: readonly string[]): string => values.map((v) => `'${v}'`).join(', ');
 
@@ -137,6 +146,18 @@ const SCHEMA_V2 = `
   CREATE INDEX rockets_by_speed ON rockets (speed, channel, status);
   CREATE INDEX rockets_by_launched_at ON rockets (launched_at_key, channel, status);
   CREATE INDEX rockets_by_updated_at ON rockets (updated_at, channel, status);
+`;
+
+/**
+ * Version 3 writes the rockets table behind the log: `projection` holds the position of the last event
+ * the table reflects. Files of earlier versions wrote it with every commit, so it reflects all of them.
+ */
+const SCHEMA_V3 = `
+  CREATE TABLE projection (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    position INTEGER NOT NULL
+  ) STRICT;
+  INSERT INTO projection (id, position) SELECT 1, COALESCE(MAX(position), 0) FROM events;
 `;
 
 /** The column each sort field orders by; each has its indexes above. */
@@ -297,6 +318,14 @@ const attempt = <T>(work: () => T): Promise<T> =>
  * durable: all its events in position order, with the final state of every rocket the group changed. If
  * the transaction fails, every call of the group rejects and nothing of any of them is recorded; if the
  * WAL sync fails, they reject too and so does every later commit (see WalSync).
+ *
+ * The log and the buffer are written by each group's transaction; the rockets table (the projection) is
+ * written behind them, a whole batch of changed rockets at a time (PROJECT_AT_ROCKETS, PROJECT_AFTER_MS),
+ * with the position of the last event it reflects. Until then the changed rockets live in the channel
+ * cache, which sequencing and `getRocket` read first; every read of the table writes them first, so
+ * answers never lag. The log is the truth: opening a file, or recovering from a failed transaction,
+ * replays the events after that position into the table, so a crash loses nothing of the projection.
+ * Another process reading the file sees the table up to PROJECT_AFTER_MS behind the log.
  */
 export class SqliteStore implements EventStore {
   readonly kind = 'sqlite';
@@ -309,18 +338,30 @@ export class SqliteStore implements EventStore {
    */
   private buffered = 0;
   /**
-   * The committed state of the channels used last, at most `cacheSize` of them, least recently written
-   * first. Sequencing reads it rather than the tables: this connection is their only writer, so the two
-   * agree. A channel not in it is read from the tables and kept. Emptied when a transaction that may have
-   * changed it fails, and by a rebuild.
+   * The committed state of the channels used last: every dirty one, and of the others at most enough to
+   * hold `cacheSize` in all, least recently written first. Sequencing reads it rather than the tables:
+   * this connection is their only writer, and a channel that is not dirty has its row as committed. A
+   * channel not in it is read from the tables and kept. Emptied when a transaction fails (the table is
+   * then brought up to the log again) and by a rebuild.
    */
   private readonly channels = new Map<string, ChannelEntry>();
   private readonly cacheSize: number;
   /**
-   * Rockets the open transaction changed, each with its state before it (undefined: it had no row). Their
-   * rows are written once, at the end of the transaction, setting only the columns that changed.
+   * Rockets the open transaction changed, each with its state before it (undefined: it had no row); at
+   * its end they join `dirty`.
    */
   private readonly touched = new Map<string, Rocket | undefined>();
+  /**
+   * Rockets changed since the table was last written, each with its row as the table holds it (undefined:
+   * none). Written in one transaction, setting only the columns that changed.
+   */
+  private readonly dirty = new Map<string, Rocket | undefined>();
+  /** Writes the dirty rockets when PROJECT_AFTER_MS has passed since the first of them changed. */
+  private projectTimer: NodeJS.Timeout | undefined;
+  /** The position of the last event committed. */
+  private head = 0;
+  /** The table may lag the log by more than the dirty rockets: `project` replays the log first. */
+  private stale = true;
   /**
    * Rockets per status, only to choose how a filtered page finds its rows (a wrong count makes a page
    * slower, never different). Counted when a page first needs it, then kept up by each write; forgotten
@@ -350,6 +391,8 @@ export class SqliteStore implements EventStore {
     reason: string,
   ) => { gaps: SkippedGap[]; result: CommitResult };
   private readonly rebuildTransaction: () => number;
+  private readonly projectTransaction: () => void;
+  private readonly recoverTransaction: () => void;
 
   /**
    * Opens (creating the file, its parent directory and the schema when missing) the database at `file`.
@@ -407,7 +450,7 @@ export class SqliteStore implements EventStore {
 
     const flush = this.db.transaction((calls: readonly Call[], at: string) => {
       const results = calls.map((call) => this.record(call.messages, at));
-      this.saveRockets();
+      this.markDirty();
       return results;
     });
     this.flushTransaction = (calls, at) => flush.immediate(calls, at);
@@ -416,7 +459,7 @@ export class SqliteStore implements EventStore {
       const gaps = channels.flatMap((channel) =>
         gapsToSkip(
           channel,
-          (sql.rocket.get(channel)?.last_message_number ?? 0) + 1,
+          (this.source.channel(channel).rocket?.lastMessageNumber ?? 0) + 1,
           sql.arrivalsOf
             .all(channel)
             .map((b) => ({ messageNumber: b.message_number, receivedAt: Date.parse(b.received_at) })),
@@ -425,7 +468,7 @@ export class SqliteStore implements EventStore {
       );
       const plan = planBatch(skipMessages(gaps, at, reason), this.source, this.budget());
       const result = this.write(plan, at);
-      this.saveRockets();
+      this.markDirty();
       return { gaps, result };
     });
     this.skipTransaction = (channels, cutoff, at, reason) => skip.immediate(channels, cutoff, at, reason);
@@ -442,6 +485,7 @@ export class SqliteStore implements EventStore {
       }
       sql.deleteRockets.run();
       for (const r of rockets.values()) sql.insertRocket.run(toRow(withUtcTimes(r)));
+      sql.setProjected.run(sql.head.get()?.head ?? 0);
       return replayed;
     });
     this.rebuildTransaction = () => {
@@ -451,6 +495,41 @@ export class SqliteStore implements EventStore {
         this.forget();
       }
     };
+
+    const project = this.db.transaction(() => {
+      for (const [channel, before] of this.dirty)
+        this.saveRocket(before, (this.channels.get(channel) as ChannelEntry).rocket as Rocket);
+      sql.setProjected.run(this.head);
+    });
+    this.projectTransaction = () => project.immediate();
+
+    // The events after the projection's position, folded into the rows they change, as the live path did.
+    const recover = this.db.transaction(() => {
+      const from = sql.projected.get()?.position ?? 0;
+      const head = sql.head.get()?.head ?? 0;
+      if (head <= from) return;
+      const before = new Map<string, Rocket | undefined>();
+      const after = new Map<string, Rocket>();
+      for (const row of sql.replayAfter.iterate(from)) {
+        const m = rowToMessage(row);
+        let state = after.get(m.channel);
+        if (state === undefined && !before.has(m.channel)) {
+          const stored = sql.rocket.get(m.channel);
+          before.set(m.channel, stored && toRocket(stored));
+          state = before.get(m.channel);
+        }
+        after.set(m.channel, evolve(state, m));
+      }
+      for (const [channel, r] of after) this.saveRocket(before.get(channel), r);
+      sql.setProjected.run(head);
+    });
+    this.recoverTransaction = () => recover.immediate();
+    try {
+      this.project();
+    } catch (e) {
+      this.db.close();
+      throw e;
+    }
   }
 
   commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
@@ -506,11 +585,19 @@ export class SqliteStore implements EventStore {
     };
   }
 
+  /** From the channel cache when it holds the channel (dirty or not), so a read need not write the table. */
   getRocket(channel: string): Promise<RocketView | undefined> {
     return attempt(() => {
-      const row = this.sql.rocket.get(channel);
-      if (!row) return undefined;
-      const r = toRocket(row);
+      let r: Rocket | undefined;
+      const entry = this.stale ? undefined : this.channels.get(channel);
+      if (entry !== undefined) {
+        r = entry.rocket;
+      } else {
+        this.project();
+        const row = this.sql.rocket.get(channel);
+        r = row && toRocket(row);
+      }
+      if (r === undefined) return undefined;
       return { ...r, buffer: bufferInfo(r, this.sql.bufferOf.get(channel)) };
     });
   }
@@ -518,6 +605,7 @@ export class SqliteStore implements EventStore {
   listRockets(q: RocketListQuery): Promise<RocketView[]> {
     return attempt(() => {
       if (q.limit !== undefined && q.limit <= 0) return [];
+      this.project();
       let after = q.after;
       if (q.sort === 'status' && q.status !== undefined && after !== undefined) {
         // Every row has the key q.status: the cursor is before all of them, among them, or past them all.
@@ -566,13 +654,14 @@ export class SqliteStore implements EventStore {
   }
 
   listGaps(limit: number): Promise<Gap[]> {
-    return attempt(() =>
-      limit <= 0
+    return attempt(() => {
+      this.project();
+      return limit <= 0
         ? []
         : this.sql.gaps
             .all(limit)
-            .map((g) => ({ channel: g.channel, waitingFor: g.waiting_for, count: g.count, oldestSince: g.oldest })),
-    );
+            .map((g) => ({ channel: g.channel, waitingFor: g.waiting_for, count: g.count, oldestSince: g.oldest }));
+    });
   }
 
   /**
@@ -596,6 +685,7 @@ export class SqliteStore implements EventStore {
       const before = this.buffered;
       let done: { gaps: SkippedGap[]; result: CommitResult };
       try {
+        if (this.stale) this.project();
         done = this.skipTransaction(channels, cutoff, now.toISOString(), reason);
       } catch (e) {
         this.buffered = before;
@@ -614,7 +704,10 @@ export class SqliteStore implements EventStore {
   }
 
   stats(): Promise<StoreStats> {
-    return attempt(() => this.sql.stats.get() ?? { rockets: 0, events: 0, buffered: 0 });
+    return attempt(() => {
+      this.project();
+      return this.sql.stats.get() ?? { rockets: 0, events: 0, buffered: 0 };
+    });
   }
 
   /** Replays the whole log in one transaction; commits wait for it, readers see the old or the new rows. */
@@ -636,8 +729,12 @@ export class SqliteStore implements EventStore {
         else if (this.wal?.busy === true) await this.wal.drained();
         else this.schedule();
       }
-      this.wal?.close();
-      this.db.close();
+      try {
+        this.project();
+      } finally {
+        this.wal?.close();
+        this.db.close();
+      }
     })();
     return this.closing;
   }
@@ -650,6 +747,7 @@ export class SqliteStore implements EventStore {
     const before = this.buffered;
     let results: CommitResult[];
     try {
+      if (this.stale) this.project();
       results = this.flushTransaction(calls, this.now().toISOString());
     } catch (e) {
       this.buffered = before;
@@ -703,8 +801,9 @@ export class SqliteStore implements EventStore {
         payloadJson(m),
         at,
       );
+      this.head = Number(lastInsertRowid);
       return {
-        position: Number(lastInsertRowid),
+        position: this.head,
         channel: m.channel,
         messageNumber: m.messageNumber,
         messageType: m.messageType,
@@ -739,26 +838,65 @@ export class SqliteStore implements EventStore {
   }
 
   /**
-   * Writes the row of every rocket the open transaction changed, once, as its final state: an insert for
-   * a new rocket, else an update of only the columns that differ from the committed row, so that only the
-   * indexes of those columns change (every message moves updated_at; a speed change, speed too).
+   * At the end of a transaction: the rockets it changed join the dirty ones (keeping the row the table
+   * holds), and the table is written once enough of them wait, or soon.
    */
-  private saveRockets(): void {
+  private markDirty(): void {
     for (const [channel, before] of this.touched) {
-      const entry = this.entry(channel);
-      const after = entry.rocket as Rocket;
-      if (before === undefined) this.sql.insertRocket.run(toRow(after));
-      else this.updateRocket(before, after);
-      const counts = this.statusCounts;
-      if (counts !== undefined && before?.status !== after.status) {
-        if (before !== undefined) counts.set(before.status, (counts.get(before.status) ?? 0) - 1);
-        counts.set(after.status, (counts.get(after.status) ?? 0) + 1);
-      }
+      if (!this.dirty.has(channel)) this.dirty.set(channel, before);
       // Most recently written last: the cache forgets the channels idle longest.
+      const entry = this.entry(channel);
       this.channels.delete(channel);
       this.channels.set(channel, entry);
     }
     this.touched.clear();
+    if (this.dirty.size >= PROJECT_AT_ROCKETS) {
+      this.project();
+    } else if (this.dirty.size > 0 && this.projectTimer === undefined) {
+      this.projectTimer = setTimeout(() => {
+        this.projectTimer = undefined;
+        try {
+          this.project();
+        } catch {
+          // The next read or commit writes them, or fails with the cause.
+        }
+      }, PROJECT_AFTER_MS);
+      this.projectTimer.unref();
+    }
+  }
+
+  /**
+   * Brings the rockets table up to the log: after a failed transaction (see `forget`), the events after
+   * its recorded position; then the dirty rockets, in one transaction. Every read of the table calls it
+   * first. Throws if the database does, keeping what it had not written.
+   */
+  private project(): void {
+    if (this.stale) {
+      this.recoverTransaction();
+      this.head = this.sql.head.get()?.head ?? 0;
+      this.stale = false;
+    }
+    if (this.dirty.size === 0) return;
+    this.projectTransaction();
+    this.dirty.clear();
+    clearTimeout(this.projectTimer);
+    this.projectTimer = undefined;
+    this.trimCache();
+  }
+
+  /**
+   * Writes a rocket's row as `after`: an insert for a new rocket, else an update of only the columns
+   * that differ from `before`, the row as the table holds it, so that only the indexes of those columns
+   * change (every message moves updated_at; a speed change, speed too).
+   */
+  private saveRocket(before: Rocket | undefined, after: Rocket): void {
+    if (before === undefined) this.sql.insertRocket.run(toRow(after));
+    else this.updateRocket(before, after);
+    const counts = this.statusCounts;
+    if (counts !== undefined && before?.status !== after.status) {
+      if (before !== undefined) counts.set(before.status, (counts.get(before.status) ?? 0) - 1);
+      counts.set(after.status, (counts.get(after.status) ?? 0) + 1);
+    }
   }
 
   private updateRocket(before: Rocket, after: Rocket): void {
@@ -782,19 +920,28 @@ export class SqliteStore implements EventStore {
       throw new Error(`the row of rocket "${after.channel}" vanished during the commit`);
   }
 
-  /** Forgets every cached channel state: after a failed transaction, whose changes it may hold, or a rebuild. */
+  /**
+   * Forgets every cached channel state, after a failed transaction, whose changes it may hold, or a
+   * rebuild. The dirty rockets go with it: the next `project` replays the log into the table instead.
+   */
   private forget(): void {
     this.channels.clear();
     this.touched.clear();
+    this.dirty.clear();
+    clearTimeout(this.projectTimer);
+    this.projectTimer = undefined;
     this.statusCounts = undefined;
+    this.stale = true;
   }
 
-  /** Between transactions: keeps the `cacheSize` channels written most recently. */
+  /** Between transactions: keeps the `cacheSize` channels written most recently, and every dirty one. */
   private trimCache(): void {
     let excess = this.channels.size - this.cacheSize;
     for (const channel of this.channels.keys()) {
-      if (excess-- <= 0) break;
+      if (excess <= 0) break;
+      if (this.dirty.has(channel)) continue;
       this.channels.delete(channel);
+      excess--;
     }
   }
 
@@ -856,7 +1003,8 @@ function migrate(db: Database.Database): void {
   if (version < SCHEMA_VERSION) {
     db.transaction(() => {
       if (version < 1) db.exec(SCHEMA_V1);
-      db.exec(SCHEMA_V2);
+      if (version < 2) db.exec(SCHEMA_V2);
+      db.exec(SCHEMA_V3);
       db.pragma(`user_version = ${SCHEMA_VERSION}`);
     }).immediate();
   }
@@ -931,6 +1079,12 @@ function prepare(db: Database.Database) {
     replay: db.prepare<[], MessageRow>(
       'SELECT channel, message_number, message_type, message_time, payload FROM events ORDER BY position',
     ),
+    replayAfter: db.prepare<[number], MessageRow>(
+      `SELECT channel, message_number, message_type, message_time, payload FROM events
+       WHERE position > ? ORDER BY position`,
+    ),
+    projected: db.prepare<[], { position: number }>('SELECT position FROM projection WHERE id = 1'),
+    setProjected: db.prepare<[number], never>('UPDATE projection SET position = ? WHERE id = 1'),
     head: db.prepare<[], { head: number }>('SELECT COALESCE(MAX(position), 0) AS head FROM events'),
     // The log is append-only and AUTOINCREMENT positions of a rolled-back transaction are rolled back
     // with it, so the highest position is the number of events, without counting millions of rows.

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -139,7 +139,7 @@ describe('SqliteStore on its file', () => {
     await store.commit([launched('r1', 1)]);
     const db = sideConnection();
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(db.pragma('user_version', { simple: true })).toBe(2);
+    expect(db.pragma('user_version', { simple: true })).toBe(3);
     expect(rocketIndexes(db)).toEqual(SORT_INDEXES);
   });
 
@@ -155,11 +155,12 @@ describe('SqliteStore on its file', () => {
              CREATE INDEX rockets_by_status_speed ON rockets (status, speed, channel);
              CREATE INDEX rockets_by_status_launched_at ON rockets (status, launched_at_key, channel);
              CREATE INDEX rockets_by_status_updated_at ON rockets (status, updated_at, channel);
+             DROP TABLE projection;
              PRAGMA user_version = 1;`);
     expect(rocketIndexes(db)).toHaveLength(11);
 
     const second = open();
-    expect(db.pragma('user_version', { simple: true })).toBe(2);
+    expect(db.pragma('user_version', { simple: true })).toBe(3);
     expect(rocketIndexes(db)).toEqual(SORT_INDEXES);
     expect(await second.listRockets({ sort: 'speed', order: 'desc' })).toEqual(before.rockets);
     expect(await all(second)).toEqual(before.events);
@@ -167,9 +168,14 @@ describe('SqliteStore on its file', () => {
     expect(await second.stats()).toEqual({ rockets: 2, events: 4, buffered: 0 });
   });
 
-  it('sets only the columns a message changes, and writes a rocket once per group', async () => {
+  it('sets only the columns that changed since the table last held a rocket, and writes it once', async () => {
     const store = open();
     await store.commit([launched('r1', 1), launched('r2', 1)]);
+    // Any read of the table writes the rockets changed since it was last written.
+    const project = async (): Promise<void> => {
+      await store.stats();
+    };
+    await project();
     const db = sideConnection();
     db.exec('CREATE TABLE written (channel TEXT, column_name TEXT)');
     for (const column of ['type', 'mission', 'speed', 'status', 'exploded_reason', 'launched_at', 'updated_at'])
@@ -187,20 +193,40 @@ describe('SqliteStore on its file', () => {
     };
 
     await store.commit([increased('r1', 2, 5)]);
+    expect(written()).toEqual([]);
+    await project();
     expect(written()).toEqual(['r1 speed', 'r1 updated_at']);
     clear();
-    // Two calls of one group, and two messages of one call, change r1: one update, of its final state,
-    // where the speed is back where it was.
+    // Two calls of one group, two messages of one call and a later group change r1: one update, of its
+    // final state, where the speed is back where it was.
     await Promise.all([
       store.commit([missionChanged('r1', 3, 'M'), increased('r1', 4, 1)]),
       store.commit([decreased('r1', 5, 1), missionChanged('r2', 2, 'N')]),
     ]);
+    await store.commit([increased('r1', 6, 0)]);
+    await project();
     expect(written()).toEqual(['r1 mission', 'r1 updated_at', 'r2 mission', 'r2 updated_at']);
     clear();
     await store.commit([exploded('r2', 3, 'boom')]);
+    await project();
     expect(written()).toEqual(['r2 exploded_reason', 'r2 status', 'r2 updated_at']);
-    expect(await store.getRocket('r1')).toMatchObject({ mission: 'M', speed: 505, lastMessageNumber: 5 });
+    expect(await store.getRocket('r1')).toMatchObject({ mission: 'M', speed: 505, lastMessageNumber: 6 });
     expect(await store.getRocket('r2')).toMatchObject({ mission: 'N', status: 'exploded', explodedReason: 'boom' });
+  });
+
+  it('migrates a version 2 file, whose rockets table reflects its whole log, and carries on', async () => {
+    const first = open();
+    await first.commit([launched('r1', 1), increased('r1', 2, 10), launched('r2', 1)]);
+    const rockets = await first.listRockets({ sort: 'channel', order: 'asc' });
+    await first.close();
+    const db = sideConnection();
+    db.exec('DROP TABLE projection; PRAGMA user_version = 2;');
+
+    const second = open();
+    expect(db.pragma('user_version', { simple: true })).toBe(3);
+    expect(db.prepare('SELECT position FROM projection').get()).toEqual({ position: 3 });
+    expect(await second.listRockets({ sort: 'channel', order: 'asc' })).toEqual(rockets);
+    expect((await second.commit([increased('r1', 3, 1)])).outcomes[0]?.status).toBe('applied');
   });
 
   it('refuses a file written by a newer schema version', async () => {
@@ -394,25 +420,95 @@ describe('SqliteStore on its file', () => {
     expect(await store.stats()).toEqual({ rockets: 1, events: 4, buffered: 0 });
   });
 
-  it('forgets the rockets of a group whose rocket writes fail', async () => {
+  it('fails the reads while the rockets table cannot be written, and writes all of it once it can', async () => {
     const store = open();
     await store.commit([launched('a', 1), launched('b', 1)]);
+    await store.stats();
     const db = sideConnection();
     db.exec(`CREATE TRIGGER boom BEFORE UPDATE OF speed ON rockets WHEN NEW.channel = 'b'
              BEGIN SELECT RAISE(ABORT, 'forced failure'); END`);
-    const failed = await Promise.allSettled([
-      store.commit([increased('a', 2, 10), increased('a', 3, 10)]),
-      store.commit([increased('b', 2, 10)]),
+    // The log takes them: the table is written behind it.
+    const committed = await store.commit([increased('a', 2, 10), increased('a', 3, 10), increased('b', 2, 10)]);
+    expect(committed.outcomes.map((o) => o.status)).toEqual(['applied', 'applied', 'applied']);
+    await expect(store.listRockets({ sort: 'channel', order: 'asc' })).rejects.toThrow(/forced failure/);
+    const rows = (): unknown[] =>
+      db.prepare('SELECT channel, speed, last_message_number FROM rockets ORDER BY channel').all();
+    // Nothing of the failed write is left half done.
+    expect(rows()).toEqual([
+      { channel: 'a', speed: 500, last_message_number: 1 },
+      { channel: 'b', speed: 500, last_message_number: 1 },
     ]);
-    expect(failed.map((f) => f.status)).toEqual(['rejected', 'rejected']);
-    expect(await store.getRocket('a')).toMatchObject({ speed: 500, lastMessageNumber: 1 });
+    // A rocket still answers from the state sequencing holds.
+    expect(await store.getRocket('a')).toMatchObject({ speed: 520, lastMessageNumber: 3 });
     db.exec('DROP TRIGGER boom');
 
-    // Had the cache kept a at 3, these would be duplicates and the table would stay at 1.
-    const retried = await store.commit([increased('a', 2, 10), increased('a', 3, 10), increased('b', 2, 10)]);
-    expect(retried.outcomes.map((o) => o.status)).toEqual(['applied', 'applied', 'applied']);
-    expect(await store.getRocket('a')).toMatchObject({ speed: 520, lastMessageNumber: 3 });
-    expect(await store.getRocket('b')).toMatchObject({ speed: 510, lastMessageNumber: 2 });
+    expect((await store.commit([increased('b', 3, 1)])).outcomes[0]?.status).toBe('applied');
+    expect(
+      (await store.listRockets({ sort: 'channel', order: 'asc' })).map((r) => [
+        r.channel,
+        r.speed,
+        r.lastMessageNumber,
+      ]),
+    ).toEqual([
+      ['a', 520, 3],
+      ['b', 511, 3],
+    ]);
+    expect(rows()).toEqual([
+      { channel: 'a', speed: 520, last_message_number: 3 },
+      { channel: 'b', speed: 511, last_message_number: 3 },
+    ]);
+  });
+
+  it('brings the rockets table up to the log after a failed group, from the events it had not written', async () => {
+    const store = open();
+    await store.commit([launched('a', 1), launched('b', 1)]);
+    await store.stats();
+    // Changed in the log and the cache only.
+    await store.commit([increased('a', 2, 10), missionChanged('b', 2, 'M')]);
+    const db = sideConnection();
+    db.exec(`CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.channel = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'forced failure'); END`);
+    // The failure empties the cache, and the changed rockets with it.
+    await expect(store.commit([increased('a', 3, 1), launched('boom', 1)])).rejects.toThrow(/forced failure/);
+    db.exec('DROP TRIGGER boom');
+
+    // Had it sequenced from the table, a#3 would wait for a#2 and b#2 would be applied again.
+    const next = await store.commit([increased('a', 3, 1), missionChanged('b', 2, 'M'), increased('b', 3, 5)]);
+    expect(next.outcomes.map((o) => o.status)).toEqual(['applied', 'duplicate', 'applied']);
+    expect(
+      (await store.listRockets({ sort: 'channel', order: 'asc' })).map((r) => [r.channel, r.speed, r.mission]),
+    ).toEqual([
+      ['a', 511, 'ARTEMIS'],
+      ['b', 505, 'M'],
+    ]);
+  });
+
+  it('replays into the rockets table, when a file is opened, the events it had not written before a crash', async () => {
+    const store = open();
+    const history = [launched('a', 1), launched('b', 1), increased('a', 2, 10), exploded('b', 2, 'boom')];
+    await store.commit(history.slice(0, 2));
+    await store.stats();
+    await store.commit(history.slice(2));
+    // The file as a crash would leave it now: log and WAL on disk, the table behind the log.
+    const copy = join(tmp.dir, 'crashed.db');
+    copyFileSync(tmp.file, copy);
+    copyFileSync(`${tmp.file}-wal`, `${copy}-wal`);
+    const lagging = new Database(copy, { readonly: true });
+    side.push(lagging);
+    expect(lagging.prepare('SELECT channel, status FROM rockets ORDER BY channel').all()).toEqual([
+      { channel: 'a', status: 'flying' },
+      { channel: 'b', status: 'flying' },
+    ]);
+    lagging.close();
+
+    const reopened = new SqliteStore(copy);
+    opened.push(reopened);
+    const rockets = await reopened.listRockets({ sort: 'channel', order: 'asc' });
+    expect(rockets.map(stripBuffer)).toEqual([
+      fold(history.filter((m) => m.channel === 'a')),
+      fold(history.filter((m) => m.channel === 'b')),
+    ]);
+    expect((await reopened.commit([increased('a', 3, 1)])).outcomes[0]?.status).toBe('applied');
   });
 
   it('sequences from the rebuilt projection, not from what it held before the rebuild', async () => {
