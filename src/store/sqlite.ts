@@ -151,8 +151,11 @@ const SCHEMA_V2 = `
 /**
  * Version 3 writes the rockets table behind the log: `projection` holds the position of the last event
  * the table reflects. Files of earlier versions wrote it with every commit, so it reflects all of them.
+ * It also drops events_by_channel: the unique (channel, message_number) index serves a channel's reads
+ * (see eventsOfChannel), and each index written costs every message a page in the WAL.
  */
 const SCHEMA_V3 = `
+  DROP INDEX IF EXISTS events_by_channel;
   CREATE TABLE projection (
     id       INTEGER PRIMARY KEY CHECK (id = 1),
     position INTEGER NOT NULL
@@ -1066,12 +1069,16 @@ function prepare(db: Database.Database) {
       `SELECT * FROM events WHERE position > @afterPosition AND message_number > @afterNumber
        ORDER BY position LIMIT @limit`,
     ),
+    // Within a channel, number order is position order (a channel's events are appended 1, 2, 3, …), and
+    // the unique index's entries carry the position (the rowid). So the channel's events after a position
+    // are those after the number of its last event at or before it: found walking the index back from
+    // the channel's end (as far as the events to read), then read walking it forward, neither sorting.
     eventsOfChannel: db.prepare<Record<string, unknown>, EventRow>(
-      `SELECT * FROM events WHERE channel = @channel AND position > @afterPosition
-       ORDER BY position LIMIT @limit`,
+      `SELECT * FROM events WHERE channel = @channel AND message_number > COALESCE(
+         (SELECT message_number FROM events WHERE channel = @channel AND position <= @afterPosition
+          ORDER BY message_number DESC LIMIT 1), 0)
+       ORDER BY message_number LIMIT @limit`,
     ),
-    // Within a channel, number order is position order (a channel's events are appended 1, 2, 3, …),
-    // so this walks the unique index instead of sorting.
     eventsOfChannelAfterNumber: db.prepare<Record<string, unknown>, EventRow>(
       `SELECT * FROM events WHERE channel = @channel AND message_number > @afterNumber AND position > @afterPosition
        ORDER BY message_number LIMIT @limit`,

@@ -851,6 +851,13 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       it('reads after a position', async () => {
         expect((await store.readEvents({ afterPosition: p[1], limit: ALL })).map(key)).toEqual(['A2', 'B2', 'A3']);
         expect((await store.readEvents({ channel: 'A', afterPosition: p[2], limit: ALL })).map(key)).toEqual(['A3']);
+        // Positions of the other channel's events, between and after A's.
+        expect((await store.readEvents({ channel: 'A', afterPosition: p[1], limit: ALL })).map(key)).toEqual([
+          'A2',
+          'A3',
+        ]);
+        expect((await store.readEvents({ channel: 'A', afterPosition: p[3], limit: 1 })).map(key)).toEqual(['A3']);
+        expect(await store.readEvents({ channel: 'B', afterPosition: p[4], limit: ALL })).toEqual([]);
         expect(await store.readEvents({ afterPosition: p[4], limit: ALL })).toEqual([]);
         expect((await store.readEvents({ afterPosition: 0, limit: ALL })).map(key)).toHaveLength(5);
       });
