@@ -17,6 +17,12 @@ import type { EventStore } from './store/types';
 /** How long a graceful stop waits for in-flight requests before cutting connections. */
 const STOP_GRACE_MS = 10_000;
 
+/**
+ * The parsed targets of the ingest routes, which most requests name exactly: no URL to build per message.
+ * Shared by every such request, so no handler may change a URL it is given.
+ */
+const PLAIN_TARGETS = new Map(['/messages', '/graphql'].map((path) => [path, new URL(path, 'http://localhost')]));
+
 export interface App {
   readonly service: RocketService;
   readonly store: EventStore;
@@ -76,7 +82,7 @@ export async function buildApp(
       if (debug) logRequest(log, req, res);
       let url: URL;
       try {
-        url = new URL(req.url ?? '/', 'http://localhost');
+        url = PLAIN_TARGETS.get(req.url ?? '/') ?? new URL(req.url ?? '/', 'http://localhost');
       } catch {
         sendJson(res, 400, { error: { code: 'BAD_REQUEST', message: 'malformed request target' } });
         return;

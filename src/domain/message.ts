@@ -73,6 +73,11 @@ export const PAYLOAD_FIELDS: { readonly [K in EventType]: Readonly<Record<keyof 
   MessageSkipped: { reason: TEXT },
 };
 
+/** Each type's payload fields as entries, made once rather than per message validated. */
+const PAYLOAD_ENTRIES = new Map<string, ReadonlyArray<[string, Field]>>(
+  EVENT_TYPES.map((type) => [type, Object.entries<Field>(PAYLOAD_FIELDS[type])]),
+);
+
 export type Validation = { ok: true; message: SentMessage } | { ok: false; issues: Issue[] };
 
 /**
@@ -323,7 +328,7 @@ export function validateEnvelope(input: unknown): Validation {
 
   const payload: Record<string, unknown> = {};
   if (isMessageType(messageType) && isRecord(body)) {
-    for (const [name, field] of Object.entries<Field>(PAYLOAD_FIELDS[messageType])) {
+    for (const [name, field] of PAYLOAD_ENTRIES.get(messageType) ?? []) {
       const value = own(body, name);
       checkField(field, value, `message.${name}`, issues);
       payload[name] = value;

@@ -32,11 +32,26 @@ export interface BatchPlan {
 
 interface Working {
   rocket: Rocket | undefined;
-  pending: Map<number, RocketMessage>;
-  /** Numbers buffered by this batch. */
-  added: Set<number>;
-  /** Messages applied by this batch, by number, so a redelivery within the batch finds its twin. */
-  appliedHere: Map<number, RocketMessage>;
+  /** The source's map until this batch changes it, then a copy (most batches change none). */
+  pending: ReadonlyMap<number, RocketMessage>;
+  ownPending: boolean;
+  /** Numbers buffered by this batch; created by the first. */
+  added: Set<number> | undefined;
+  /**
+   * Messages applied by this batch, in number order from `firstApplied`, so a redelivery within the batch
+   * finds its twin: a channel applies a contiguous run of numbers.
+   */
+  appliedHere: RocketMessage[];
+  firstApplied: number;
+}
+
+/** The working buffer of a channel, copied the first time this batch changes it. */
+function ownPending(w: Working): Map<number, RocketMessage> {
+  if (!w.ownPending) {
+    w.pending = new Map(w.pending);
+    w.ownPending = true;
+  }
+  return w.pending as Map<number, RocketMessage>;
 }
 
 /**
@@ -56,14 +71,21 @@ export function planBatch(messages: readonly RocketMessage[], source: PlanSource
     let w = work.get(m.channel);
     if (w === undefined) {
       const s = source.channel(m.channel);
-      w = { rocket: s.rocket, pending: new Map(s.pending), added: new Set(), appliedHere: new Map() };
+      w = {
+        rocket: s.rocket,
+        pending: s.pending,
+        ownPending: false,
+        added: undefined,
+        appliedHere: [],
+        firstApplied: 0,
+      };
       work.set(m.channel, w);
     }
     const state: ChannelState = w;
     const expected = nextExpected(state);
     const twin =
       m.messageNumber < expected
-        ? (w.appliedHere.get(m.messageNumber) ?? source.appliedMessage(m.channel, m.messageNumber))
+        ? (w.appliedHere[m.messageNumber - w.firstApplied] ?? source.appliedMessage(m.channel, m.messageNumber))
         : undefined;
     const d = decide(state, m, twin);
     const { channel, messageNumber } = m;
@@ -88,17 +110,19 @@ export function planBatch(messages: readonly RocketMessage[], source: PlanSource
         });
         continue;
       }
-      w.pending.set(messageNumber, m);
-      w.added.add(messageNumber);
+      ownPending(w).set(messageNumber, m);
+      (w.added ??= new Set()).add(messageNumber);
       total++;
       plan.outcomes.push({ status: 'buffered', channel, messageNumber });
     } else if (d.outcome === 'applied') {
+      if (w.appliedHere.length === 0) w.firstApplied = messageNumber;
       for (const a of d.applied) {
         plan.applied.push(a);
-        w.appliedHere.set(a.messageNumber, a);
-        if (w.pending.delete(a.messageNumber)) {
+        w.appliedHere.push(a);
+        if (w.pending.has(a.messageNumber)) {
+          ownPending(w).delete(a.messageNumber);
           total--;
-          if (!w.added.delete(a.messageNumber)) plan.released.push(a);
+          if (w.added?.delete(a.messageNumber) !== true) plan.released.push(a);
         }
       }
       w.rocket = d.rocket;
@@ -110,7 +134,8 @@ export function planBatch(messages: readonly RocketMessage[], source: PlanSource
       plan.outcomes.push({ status: d.outcome, channel, messageNumber });
     }
   }
-  for (const w of work.values()) for (const n of w.added) plan.buffered.push(w.pending.get(n) as RocketMessage);
+  for (const w of work.values())
+    if (w.added !== undefined) for (const n of w.added) plan.buffered.push(w.pending.get(n) as RocketMessage);
   return plan;
 }
 
