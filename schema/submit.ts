@@ -123,14 +123,44 @@ function toEnvelope(input: EnvelopeInput): { envelope: unknown; field: PayloadFi
   return { envelope: { metadata: { ...input.metadata }, message: { ...body } }, field: expected };
 }
 
+/** A domain error of an envelope, with issues named by their GraphQL input path. */
+const located = (e: DomainError, field: PayloadField): DomainError =>
+  isValidationError(e) ? new ValidationError(locate(e.issues, field)) : e;
+
 /** One envelope through the service, with issues named by their GraphQL input path. */
 async function submitOne(service: RocketService, input: EnvelopeInput): Promise<SubmitResult> {
   const { envelope, field } = toEnvelope(input);
   try {
     return await service.submit(envelope);
   } catch (e) {
-    throw isValidationError(e) ? new ValidationError(locate(e.issues, field)) : e;
+    throw isDomainError(e) ? located(e, field) : e;
   }
+}
+
+/** A batch through the service in one pass, each refused envelope told as its error. */
+async function submitBatch(
+  service: RocketService,
+  inputs: readonly EnvelopeInput[],
+): Promise<Array<SubmitResult | Refused>> {
+  const results = new Array<SubmitResult | Refused>(inputs.length);
+  const envelopes: unknown[] = [];
+  const fields: PayloadField[] = [];
+  const at: number[] = [];
+  inputs.forEach((input, i) => {
+    try {
+      const { envelope, field } = toEnvelope(input);
+      envelopes.push(envelope);
+      fields.push(field);
+      at.push(i);
+    } catch (e) {
+      if (!isDomainError(e)) throw e;
+      results[i] = { refused: e };
+    }
+  });
+  (await service.submitMany(envelopes)).forEach((r, k) => {
+    results[at[k] as number] = isDomainError(r) ? { refused: located(r, fields[k] as PayloadField) } : r;
+  });
+  return results;
 }
 
 const SubmitStatusEnum = builder.enumType('SubmitStatus', {
@@ -218,14 +248,7 @@ builder.mutationField('submitMessages', (t) =>
       if (!canWrite) throw new UnauthenticatedError(WRITE_NEEDS_TOKEN);
       if (args.messages.length > MAX_BATCH)
         throw new ValidationError([{ field: 'messages', problem: `must hold at most ${MAX_BATCH} envelopes` }]);
-      return Promise.all(
-        args.messages.map((m) =>
-          submitOne(service, m).catch((e: unknown): Refused => {
-            if (isDomainError(e)) return { refused: e };
-            throw e;
-          }),
-        ),
-      );
+      return submitBatch(service, args.messages);
     },
   }),
 );

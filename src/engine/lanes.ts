@@ -2,9 +2,10 @@ import type { RocketMessage } from '../domain/message';
 import type { EventStore, SubmitOutcome } from '../store/types';
 import { noTelemetry, type Telemetry } from './telemetry';
 
+/** Messages of one lane from one submission, settled together: one promise however many they are. */
 interface Job {
-  readonly message: RocketMessage;
-  readonly resolve: (o: SubmitOutcome) => void;
+  readonly messages: readonly RocketMessage[];
+  readonly resolve: (outcomes: SubmitOutcome[]) => void;
   readonly reject: (e: unknown) => void;
 }
 
@@ -49,13 +50,47 @@ export class LanePool {
   }
 
   /** Resolves once the message is durably recorded; rejects if the store failed (nothing acknowledged). */
-  submit(message: RocketMessage): Promise<SubmitOutcome> {
+  async submit(message: RocketMessage): Promise<SubmitOutcome> {
+    return (await this.enqueue(this.laneFor(message.channel), [message]))[0] as SubmitOutcome;
+  }
+
+  /**
+   * `submit` for many messages at once, with one outcome per message in their order: each lane takes its
+   * share as one job. Rejects if the store failed for any lane (the other lanes' messages may be recorded:
+   * a retry finds them as duplicates).
+   */
+  async submitAll(messages: readonly RocketMessage[]): Promise<SubmitOutcome[]> {
+    if (this.count === 1 || messages.length <= 1)
+      return this.enqueue(this.laneFor(messages[0]?.channel ?? ''), messages);
+    const shares = new Map<Lane, { messages: RocketMessage[]; at: number[] }>();
+    messages.forEach((m, i) => {
+      const lane = this.laneFor(m.channel);
+      let share = shares.get(lane);
+      if (share === undefined) shares.set(lane, (share = { messages: [], at: [] }));
+      share.messages.push(m);
+      share.at.push(i);
+    });
+    const outcomes = new Array<SubmitOutcome>(messages.length);
+    await Promise.all(
+      [...shares].map(async ([lane, share]) => {
+        const settled = await this.enqueue(lane, share.messages);
+        share.at.forEach((i, k) => (outcomes[i] = settled[k] as SubmitOutcome));
+      }),
+    );
+    return outcomes;
+  }
+
+  private laneFor(channel: string): Lane {
+    return this.lanes[laneOf(channel, this.count)] as Lane;
+  }
+
+  private enqueue(lane: Lane, messages: readonly RocketMessage[]): Promise<SubmitOutcome[]> {
     if (this.closed) return Promise.reject(new Error('the lane pool is closed'));
-    const lane = this.lanes[laneOf(message.channel, this.count)] as Lane;
+    if (messages.length === 0) return Promise.resolve([]);
     return new Promise((resolve, reject) => {
-      lane.queue.push({ message, resolve, reject });
-      lane.depth++;
-      this.inFlight++;
+      lane.queue.push({ messages, resolve, reject });
+      lane.depth += messages.length;
+      this.inFlight += messages.length;
       if (!lane.busy && lane.queue.length === 1) setImmediate(() => void this.drain(lane));
     });
   }
@@ -86,23 +121,25 @@ export class LanePool {
     while (lane.queue.length > 0) {
       const batch = lane.queue;
       lane.queue = [];
+      const messages = batch.length === 1 ? (batch[0] as Job).messages : batch.flatMap((j) => j.messages);
       const started = performance.now();
       try {
-        const result = await this.store.commit(batch.map((j) => j.message));
+        const result = await this.store.commit(messages);
         this.settled++;
-        this.telemetry.committed((performance.now() - started) / 1000, batch.length);
-        batch.forEach((j, i) => {
-          const outcome = result.outcomes[i] as SubmitOutcome;
-          this.telemetry.decided(outcome.status, j.message.messageType);
-          j.resolve(outcome);
-        });
+        this.telemetry.committed((performance.now() - started) / 1000, messages.length);
+        let at = 0;
+        for (const j of batch) {
+          const outcomes = result.outcomes.slice(at, (at += j.messages.length));
+          outcomes.forEach((o, i) => this.telemetry.decided(o.status, (j.messages[i] as RocketMessage).messageType));
+          j.resolve(outcomes);
+        }
       } catch (e) {
         this.settled++;
         this.telemetry.storeFailed();
         for (const j of batch) j.reject(e);
       }
-      lane.depth -= batch.length;
-      this.inFlight -= batch.length;
+      lane.depth -= messages.length;
+      this.inFlight -= messages.length;
       if (this.inFlight === 0) this.drained?.();
     }
     lane.busy = false;

@@ -7,7 +7,7 @@ import {
   type DomainError,
   type Issue,
 } from '../domain/errors';
-import { parseRfc3339, validateEnvelope } from '../domain/message';
+import { parseRfc3339, validateEnvelope, type SentMessage } from '../domain/message';
 import { evolve, ROCKET_STATUSES, type Rocket, type RocketStatus } from '../domain/rocket';
 import {
   ROCKET_SORT_FIELDS,
@@ -108,6 +108,22 @@ export interface ServiceOptions {
 const CHANNEL_FULL_RETRY_SECONDS = 1;
 /** Retry-After of a refusal at the total cap: the server as a whole is behind. */
 const BUFFER_FULL_RETRY_SECONDS = 5;
+
+/** What a sender is told of an outcome: an acknowledgement, or the domain error that refuses it. */
+function answer(outcome: SubmitOutcome): SubmitResult | DomainError {
+  if (outcome.status === 'conflict')
+    return new ConflictError(outcome.channel, outcome.messageNumber, outcome.skipped === true);
+  if (outcome.status === 'refused')
+    return new BufferFullError(
+      outcome.cap,
+      outcome.limit,
+      outcome.channel,
+      outcome.messageNumber,
+      outcome.waitingFor,
+      outcome.cap === 'perChannel' ? CHANNEL_FULL_RETRY_SECONDS : BUFFER_FULL_RETRY_SECONDS,
+    );
+  return outcome;
+}
 
 /** `30s`, `500ms`: how GAP_TIMEOUT is written, for the reason a skip records. */
 function formatDuration(ms: number): string {
@@ -276,37 +292,43 @@ export class RocketService {
    * later), or a store failure (nothing acknowledged: the sender should retry).
    */
   async submit(envelope: unknown): Promise<SubmitResult> {
+    const message = this.validate(envelope);
+    if (message instanceof ValidationError) throw message;
+    const result = answer(await this.lanes.submit(message));
+    if (isDomainError(result)) throw result;
+    return result;
+  }
+
+  /**
+   * `submit` for a batch, in one pass through the lanes: one result per envelope, in order, each what
+   * `submit` would have resolved to or the domain error it would have thrown. An invalid or refused
+   * envelope does not stop the others. Rejects only if the store failed.
+   */
+  async submitMany(envelopes: readonly unknown[]): Promise<Array<SubmitResult | DomainError>> {
+    const results = new Array<SubmitResult | DomainError>(envelopes.length);
+    const valid: SentMessage[] = [];
+    const at: number[] = [];
+    envelopes.forEach((envelope, i) => {
+      const message = this.validate(envelope);
+      if (message instanceof ValidationError) {
+        results[i] = message;
+      } else {
+        valid.push(message);
+        at.push(i);
+      }
+    });
+    (await this.lanes.submitAll(valid)).forEach((outcome, k) => (results[at[k] as number] = answer(outcome)));
+    return results;
+  }
+
+  private validate(envelope: unknown): SentMessage | ValidationError {
     const v = validateEnvelope(envelope);
     if (!v.ok) {
       this.telemetry.rejected();
-      throw new ValidationError(v.issues);
+      return new ValidationError(v.issues);
     }
     this.telemetry.received(v.message.messageType);
-    const outcome = await this.lanes.submit(v.message);
-    if (outcome.status === 'conflict')
-      throw new ConflictError(outcome.channel, outcome.messageNumber, outcome.skipped === true);
-    if (outcome.status === 'refused')
-      throw new BufferFullError(
-        outcome.cap,
-        outcome.limit,
-        outcome.channel,
-        outcome.messageNumber,
-        outcome.waitingFor,
-        outcome.cap === 'perChannel' ? CHANNEL_FULL_RETRY_SECONDS : BUFFER_FULL_RETRY_SECONDS,
-      );
-    return outcome;
-  }
-
-  /** Records a batch; one result per envelope, in order. An invalid envelope does not stop the others. */
-  submitMany(envelopes: readonly unknown[]): Promise<Array<SubmitResult | DomainError>> {
-    return Promise.all(
-      envelopes.map((e) =>
-        this.submit(e).catch((err: unknown) => {
-          if (isDomainError(err)) return err;
-          throw err;
-        }),
-      ),
-    );
+    return v.message;
   }
 
   /** The rocket, or NotFoundError while none of its messages is applied. */

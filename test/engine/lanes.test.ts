@@ -52,6 +52,29 @@ describe('LanePool', () => {
     }
   });
 
+  it('takes a batch as one job per lane and answers each message in the order given', async () => {
+    const store = new GatedStore();
+    const pool = new LanePool(store, 2);
+    const channels = ['a', 'b', 'c', 'd', 'e', 'f'];
+    const lanes = new Set(channels.map((c) => laneOf(c, 2)));
+    expect(lanes.size).toBe(2);
+    const batch = [...channels.map((c) => msg(c, 2)), ...channels.map((c) => msg(c, 1))];
+    const done = pool.submitAll(batch);
+    await store.waiting(2);
+    // One commit per lane, each with that lane's messages in the batch's order.
+    expect(store.batches).toHaveLength(2);
+    for (const lane of lanes)
+      expect(store.batches).toContainEqual(
+        batch.filter((m) => laneOf(m.channel, 2) === lane).map((m) => `${m.channel}#${m.messageNumber}`),
+      );
+    store.gates.forEach((open) => open());
+    const outcomes = await done;
+    expect(outcomes.map((o) => `${o.channel}#${o.messageNumber} ${o.status}`)).toEqual(
+      batch.map((m) => `${m.channel}#${m.messageNumber} ${m.messageNumber === 2 ? 'buffered' : 'applied'}`),
+    );
+    expect(await pool.submitAll([])).toEqual([]);
+  });
+
   it('commits whatever reached a lane in one tick as one batch', async () => {
     const store = new GatedStore();
     const pool = new LanePool(store, 1);
