@@ -35,6 +35,18 @@ export interface SqliteStoreOptions {
   readonly bufferLimits?: BufferLimits | undefined;
   /** Channels whose committed state stays in memory between commits; CHANNEL_CACHE_SIZE when not given. */
   readonly channelCacheSize?: number | undefined;
+  /** How the rockets table is written behind the log; PROJECTION when not given (tests shrink it). */
+  readonly projection?: ProjectionTuning | undefined;
+}
+
+/** See PROJECTION. */
+export interface ProjectionTuning {
+  /** A changed rocket's row is written once it has been changed this long. */
+  readonly afterMs: number;
+  /** Rows one background transaction writes at most. */
+  readonly chunk: number;
+  /** Rockets that may wait at most; beyond it the oldest are written at once. */
+  readonly maxDirty: number;
 }
 
 /**
@@ -52,13 +64,14 @@ const SYNCHRONOUS_MODES: readonly string[] = ['FULL', 'NORMAL'];
 const SCHEMA_VERSION = 3;
 
 /**
- * The rockets table is written behind the log (see SqliteStore): once this many rockets changed since it
- * was last written, or this long after the first of them changed, whichever comes first. One write of a
- * thousand rows costs a fraction of a thousand one-row writes (each dirtying its own pages of the table
- * and its indexes, to copy into the WAL, sync and checkpoint), and a crash replays at most this much.
+ * The rockets table is written behind the log (see SqliteStore): once the rocket changed longest ago
+ * has been changed for `afterMs` (later changes meanwhile cost nothing more), the `chunk` changed
+ * longest ago in one transaction (about 10 ms of the event loop); sooner while more than `maxDirty`
+ * rockets wait, which bounds the memory they hold and what a read of the table writes first.
+ * One write of a thousand rows costs a fraction of a thousand one-row writes (each dirtying its own pages
+ * of the table and its indexes, to copy into the WAL, sync and checkpoint).
  */
-const PROJECT_AT_ROCKETS = 2_000;
-const PROJECT_AFTER_MS = 500;
+export const PROJECTION: ProjectionTuning = { afterMs: 1000, chunk: 2000, maxDirty: 10_000 };
 
 const quoted = (values: readonly string[]): string => values.map((v) => `'${v}'`).join(', ');
 
@@ -213,6 +226,16 @@ interface GapRow {
   readonly oldest: string;
 }
 
+/** A rocket whose row the table has not written since it changed (see SqliteStore.dirty). */
+interface Dirty {
+  /** The row as the table holds it; undefined: none. */
+  readonly before: Rocket | undefined;
+  /** No event of the rocket below this position is missing from `before`. */
+  readonly since: number;
+  /** `Date.now()` when it changed. */
+  readonly at: number;
+}
+
 /** What sequencing needs of a channel's committed state, as the tables hold it. */
 interface ChannelEntry {
   rocket: Rocket | undefined;
@@ -323,12 +346,13 @@ const attempt = <T>(work: () => T): Promise<T> =>
  * WAL sync fails, they reject too and so does every later commit (see WalSync).
  *
  * The log and the buffer are written by each group's transaction; the rockets table (the projection) is
- * written behind them, a whole batch of changed rockets at a time (PROJECT_AT_ROCKETS, PROJECT_AFTER_MS),
- * with the position of the last event it reflects. Until then the changed rockets live in the channel
- * cache, which sequencing and `getRocket` read first; every read of the table writes them first, so
- * answers never lag. The log is the truth: opening a file, or recovering from a failed transaction,
- * replays the events after that position into the table, so a crash loses nothing of the projection.
- * Another process reading the file sees the table up to PROJECT_AFTER_MS behind the log.
+ * written behind them, in batches of rockets changed a while ago (PROJECTION), with a position
+ * below which it reflects every event. Until then the changed rockets live in the channel cache, which
+ * sequencing and `getRocket` read first; every read of the table writes them all first, so answers never
+ * lag. The log is the truth: opening a file, or recovering from a failed transaction, replays the events
+ * after that position into the table (skipping those a row already reflects: its last message number
+ * tells), so a crash loses nothing of the projection. Another process reading the file sees the table
+ * about a second behind the log.
  */
 export class SqliteStore implements EventStore {
   readonly kind = 'sqlite';
@@ -349,17 +373,18 @@ export class SqliteStore implements EventStore {
    */
   private readonly channels = new Map<string, ChannelEntry>();
   private readonly cacheSize: number;
+  private readonly tuning: ProjectionTuning;
   /**
    * Rockets the open transaction changed, each with its state before it (undefined: it had no row); at
    * its end they join `dirty`.
    */
   private readonly touched = new Map<string, Rocket | undefined>();
   /**
-   * Rockets changed since the table was last written, each with its row as the table holds it (undefined:
-   * none). Written in one transaction, setting only the columns that changed.
+   * Rockets changed since the table last wrote them, oldest change first, each with its row as the table
+   * holds it, a position at or below that of the first event its row lacks, and when it changed.
    */
-  private readonly dirty = new Map<string, Rocket | undefined>();
-  /** Writes the dirty rockets when PROJECT_AFTER_MS has passed since the first of them changed. */
+  private readonly dirty = new Map<string, Dirty>();
+  /** Writes the rockets that are due (see `projectDue`). */
   private projectTimer: NodeJS.Timeout | undefined;
   /** The position of the last event committed. */
   private head = 0;
@@ -394,7 +419,8 @@ export class SqliteStore implements EventStore {
     reason: string,
   ) => { gaps: SkippedGap[]; result: CommitResult };
   private readonly rebuildTransaction: () => number;
-  private readonly projectTransaction: () => void;
+  /** Writes the oldest `count` dirty rockets (or fewer) and forgets they were dirty. */
+  private readonly projectTransaction: (count: number) => void;
   private readonly recoverTransaction: () => void;
 
   /**
@@ -411,6 +437,7 @@ export class SqliteStore implements EventStore {
     this.now = options.now ?? (() => new Date());
     this.limits = options.bufferLimits ?? DEFAULT_BUFFER_LIMITS;
     this.cacheSize = options.channelCacheSize ?? CHANNEL_CACHE_SIZE;
+    this.tuning = options.projection ?? PROJECTION;
     if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
     this.db = new Database(file, { timeout: 5000 });
     const onDisk = file !== ':memory:';
@@ -452,13 +479,15 @@ export class SqliteStore implements EventStore {
     };
 
     const flush = this.db.transaction((calls: readonly Call[], at: string) => {
+      const since = this.head + 1;
       const results = calls.map((call) => this.record(call.messages, at));
-      this.markDirty();
+      this.markDirty(since);
       return results;
     });
     this.flushTransaction = (calls, at) => flush.immediate(calls, at);
 
     const skip = this.db.transaction((channels: readonly string[], cutoff: number, at: string, reason: string) => {
+      const since = this.head + 1;
       const gaps = channels.flatMap((channel) =>
         gapsToSkip(
           channel,
@@ -471,7 +500,7 @@ export class SqliteStore implements EventStore {
       );
       const plan = planBatch(skipMessages(gaps, at, reason), this.source, this.budget());
       const result = this.write(plan, at);
-      this.markDirty();
+      this.markDirty(since);
       return { gaps, result };
     });
     this.skipTransaction = (channels, cutoff, at, reason) => skip.immediate(channels, cutoff, at, reason);
@@ -499,14 +528,31 @@ export class SqliteStore implements EventStore {
       }
     };
 
-    const project = this.db.transaction(() => {
-      for (const [channel, before] of this.dirty)
-        this.saveRocket(before, (this.channels.get(channel) as ChannelEntry).rocket as Rocket);
-      sql.setProjected.run(this.head);
+    // The oldest `count` dirty rockets; then the position below which the table reflects every event.
+    const project = this.db.transaction((count: number) => {
+      let written = 0;
+      let next: Dirty | undefined;
+      for (const [channel, d] of this.dirty) {
+        if (written++ === count) {
+          next = d;
+          break;
+        }
+        this.saveRocket(d.before, (this.channels.get(channel) as ChannelEntry).rocket as Rocket);
+      }
+      // The oldest rocket left is the one whose missing events start lowest.
+      sql.setProjected.run(next === undefined ? this.head : next.since - 1);
     });
-    this.projectTransaction = () => project.immediate();
+    this.projectTransaction = (count) => {
+      project.immediate(count);
+      let left = count;
+      for (const channel of this.dirty.keys()) {
+        if (left-- === 0) break;
+        this.dirty.delete(channel);
+      }
+    };
 
-    // The events after the projection's position, folded into the rows they change, as the live path did.
+    // The events after the projection's position, folded into the rows they change as the live path
+    // did; an event a row already reflects (a rocket written after it) is skipped.
     const recover = this.db.transaction(() => {
       const from = sql.projected.get()?.position ?? 0;
       const head = sql.head.get()?.head ?? 0;
@@ -515,12 +561,12 @@ export class SqliteStore implements EventStore {
       const after = new Map<string, Rocket>();
       for (const row of sql.replayAfter.iterate(from)) {
         const m = rowToMessage(row);
-        let state = after.get(m.channel);
-        if (state === undefined && !before.has(m.channel)) {
+        if (!after.has(m.channel) && !before.has(m.channel)) {
           const stored = sql.rocket.get(m.channel);
           before.set(m.channel, stored && toRocket(stored));
-          state = before.get(m.channel);
         }
+        const state = after.get(m.channel) ?? before.get(m.channel);
+        if (state !== undefined && m.messageNumber <= state.lastMessageNumber) continue;
         after.set(m.channel, evolve(state, m));
       }
       for (const [channel, r] of after) this.saveRocket(before.get(channel), r);
@@ -841,36 +887,64 @@ export class SqliteStore implements EventStore {
   }
 
   /**
-   * At the end of a transaction: the rockets it changed join the dirty ones (keeping the row the table
-   * holds), and the table is written once enough of them wait, or soon.
+   * At the end of a transaction that appended events from position `since` on: the rockets it changed
+   * join the dirty ones, unless already there (keeping the row the table holds, and the older position).
    */
-  private markDirty(): void {
+  private markDirty(since: number): void {
+    const at = Date.now();
     for (const [channel, before] of this.touched) {
-      if (!this.dirty.has(channel)) this.dirty.set(channel, before);
+      if (!this.dirty.has(channel)) this.dirty.set(channel, { before, since, at });
       // Most recently written last: the cache forgets the channels idle longest.
       const entry = this.entry(channel);
       this.channels.delete(channel);
       this.channels.set(channel, entry);
     }
     this.touched.clear();
-    if (this.dirty.size >= PROJECT_AT_ROCKETS) {
-      this.project();
-    } else if (this.dirty.size > 0 && this.projectTimer === undefined) {
-      this.projectTimer = setTimeout(() => {
-        this.projectTimer = undefined;
-        try {
-          this.project();
-        } catch {
-          // The next read or commit writes them, or fails with the cause.
-        }
-      }, PROJECT_AFTER_MS);
-      this.projectTimer.unref();
+    this.scheduleProjection();
+  }
+
+  /** Arms the timer for the next rockets due, unless armed or none wait. */
+  private scheduleProjection(): void {
+    if (this.projectTimer !== undefined || this.closing) return;
+    const oldest = this.dirty.values().next().value;
+    if (oldest === undefined) return;
+    const { afterMs, maxDirty } = this.tuning;
+    const wait = this.dirty.size > maxDirty ? 0 : Math.max(0, oldest.at + afterMs - Date.now());
+    this.projectTimer = setTimeout(() => {
+      this.projectTimer = undefined;
+      this.projectDue();
+    }, wait);
+    this.projectTimer.unref();
+  }
+
+  /**
+   * Once the oldest dirty rocket is due (changed `afterMs` ago, or more than `maxDirty` wait): the
+   * oldest `chunk` of them, due or nearly, in one transaction. Writing only those due would write a
+   * group commit's few rockets at a time, and a transaction's cost is mostly the pages it writes.
+   */
+  private projectDue(): void {
+    const { afterMs, chunk } = this.tuning;
+    try {
+      if (this.stale) this.project();
+      else if (this.dirty.size > 0) this.projectTransaction(Math.min(chunk, this.dirty.size));
+    } catch {
+      // Left dirty, tried again a while later (a read fails with the cause meanwhile).
+      if (!this.closing) {
+        this.projectTimer = setTimeout(() => {
+          this.projectTimer = undefined;
+          this.projectDue();
+        }, afterMs);
+        this.projectTimer.unref();
+      }
+      return;
     }
+    this.trimCache();
+    this.scheduleProjection();
   }
 
   /**
    * Brings the rockets table up to the log: after a failed transaction (see `forget`), the events after
-   * its recorded position; then the dirty rockets, in one transaction. Every read of the table calls it
+   * its recorded position; then every dirty rocket, in one transaction. Every read of the table calls it
    * first. Throws if the database does, keeping what it had not written.
    */
   private project(): void {
@@ -880,8 +954,7 @@ export class SqliteStore implements EventStore {
       this.stale = false;
     }
     if (this.dirty.size === 0) return;
-    this.projectTransaction();
-    this.dirty.clear();
+    this.projectTransaction(this.dirty.size);
     clearTimeout(this.projectTimer);
     this.projectTimer = undefined;
     this.trimCache();

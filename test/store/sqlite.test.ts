@@ -483,6 +483,75 @@ describe('SqliteStore on its file', () => {
     ]);
   });
 
+  describe('writing the rockets table behind the log', () => {
+    // Only the timers that pace the projection, and the clock they read; commits, syncs and I/O stay real.
+    beforeEach(() => {
+      jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask', 'performance', 'hrtime'] });
+    });
+    afterEach(() => {
+      jest.useRealTimers();
+    });
+
+    it('writes rockets once changed for a while, oldest first, in chunks, below a position it has passed', async () => {
+      const store = new SqliteStore(tmp.file, { projection: { afterMs: 1000, chunk: 2, maxDirty: 100 } });
+      opened.push(store);
+      await store.commit([launched('a', 1), launched('b', 1), launched('c', 1)]);
+      jest.advanceTimersByTime(500);
+      await store.commit([launched('d', 1), launched('e', 1), increased('a', 2, 5)]);
+      const db = sideConnection();
+      const table = (): unknown => ({
+        rows: db
+          .prepare<[], { channel: string; n: number }>(
+            'SELECT channel, last_message_number AS n FROM rockets ORDER BY channel',
+          )
+          .all()
+          .map((r) => `${r.channel}${r.n}`),
+        position: db.prepare<[], { position: number }>('SELECT position FROM projection').get()?.position,
+      });
+      expect(table()).toEqual({ rows: [], position: 0 });
+
+      // a (changed again since, but first at 0) is due: a and b, then at once c and d, which is not due
+      // yet, each chunk with the position before the first event of the oldest rocket left.
+      jest.advanceTimersByTime(499);
+      expect(table()).toEqual({ rows: [], position: 0 });
+      jest.advanceTimersByTime(1);
+      expect(table()).toEqual({ rows: ['a2', 'b1'], position: 0 });
+      jest.runOnlyPendingTimers();
+      expect(table()).toEqual({ rows: ['a2', 'b1', 'c1', 'd1'], position: 3 });
+      // e, once due.
+      jest.advanceTimersByTime(400);
+      expect(table()).toEqual({ rows: ['a2', 'b1', 'c1', 'd1'], position: 3 });
+      jest.advanceTimersByTime(100);
+      expect(table()).toEqual({ rows: ['a2', 'b1', 'c1', 'd1', 'e1'], position: 6 });
+    });
+
+    it('writes the oldest rockets at once while more than the bound wait', async () => {
+      const store = new SqliteStore(tmp.file, { projection: { afterMs: 60_000, chunk: 2, maxDirty: 2 } });
+      opened.push(store);
+      await store.commit([launched('a', 1), launched('b', 1), launched('c', 1), launched('d', 1)]);
+      jest.advanceTimersByTime(0);
+      const db = sideConnection();
+      expect(db.prepare('SELECT channel FROM rockets ORDER BY channel').all()).toEqual([
+        { channel: 'a' },
+        { channel: 'b' },
+      ]);
+    });
+  });
+
+  it('skips, replaying the log into the table, the events a row already reflects', async () => {
+    const store = open();
+    const history = [launched('a', 1), increased('a', 2, 10), launched('b', 1), decreased('b', 2, 7)];
+    await store.commit(history);
+    await store.close();
+    // As a crash leaves it after a chunk wrote rows past the position the table records.
+    sideConnection().exec('UPDATE projection SET position = 1');
+    const reopened = open();
+    expect((await reopened.listRockets({ sort: 'channel', order: 'asc' })).map(stripBuffer)).toEqual([
+      fold(history.slice(0, 2)),
+      fold(history.slice(2)),
+    ]);
+  });
+
   it('replays into the rockets table, when a file is opened, the events it had not written before a crash', async () => {
     const store = open();
     const history = [launched('a', 1), launched('b', 1), increased('a', 2, 10), exploded('b', 2, 'boom')];
