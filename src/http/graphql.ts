@@ -1,4 +1,4 @@
-import { renderGraphiQL } from '@graphql-yoga/render-graphiql';
+import type * as RenderGraphiQL from '@graphql-yoga/render-graphiql';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { useGraphQlJit } from '@envelop/graphql-jit';
@@ -252,11 +252,21 @@ const useNoIntrospection = (): Plugin => ({
   onValidate: ({ addValidationRule }) => addValidationRule(NoSchemaIntrospectionCustomRule),
 });
 
-/** GraphiQL's page with its scripts and styles inlined (this machine's users may have no CDN). */
+/**
+ * GraphiQL's page with its scripts and styles inlined (this machine's users may have no CDN). The module
+ * holds them as nine megabytes of source: loaded when the page is first asked for (about 60 MB of
+ * resident memory a server that nobody opens GraphiQL on never pays), then built once.
+ */
 function offlineGraphiQL(): GraphiQLRenderer {
-  // Several megabytes of script: built once, served many times.
   let page: string | undefined;
-  return (opts) => (page ??= renderGraphiQL(opts));
+  return (opts) => {
+    if (page === undefined) {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose.
+      const { renderGraphiQL } = require('@graphql-yoga/render-graphiql') as typeof RenderGraphiQL;
+      page = renderGraphiQL(opts);
+    }
+    return page;
+  };
 }
 
 /** What the transports use of yoga's envelop pipeline (`yoga.getEnveloped()`), typed. */
