@@ -120,7 +120,8 @@ function toEnvelope(input: EnvelopeInput): { envelope: unknown; field: PayloadFi
       },
     ]);
   }
-  return { envelope: { metadata: { ...input.metadata }, message: { ...body } }, field: expected };
+  // Not copied: validation reads own fields only and builds the message anew.
+  return { envelope: { metadata: input.metadata, message: body }, field: expected };
 }
 
 /** A domain error of an envelope, with issues named by their GraphQL input path. */
