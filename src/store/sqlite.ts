@@ -66,11 +66,11 @@ const SCHEMA_VERSION = 3;
 /**
  * The rockets table is written behind the log (see SqliteStore): once the rocket changed longest ago
  * has been changed for `afterMs` (later changes meanwhile cost nothing more), the `chunk` changed
- * longest ago in one transaction (a few milliseconds of the event loop: larger chunks measured no cheaper
- * per row, and lengthened p99 latency); sooner while more than `maxDirty`
- * rockets wait, which bounds the memory they hold and what a read of the table writes first.
- * One write of a thousand rows costs a fraction of a thousand one-row writes (each dirtying its own pages
- * of the table and its indexes, to copy into the WAL, sync and checkpoint).
+ * longest ago in one transaction, a few milliseconds of the event loop (larger chunks measured no
+ * cheaper per row, and lengthened p99 latency); sooner while more than `maxDirty` rockets wait, which
+ * bounds the memory they hold and what a read of the table writes first. One write of hundreds of rows
+ * costs a fraction of as many one-row writes, each dirtying its own pages of the table and its indexes
+ * to copy into the WAL, sync and checkpoint.
  */
 export const PROJECTION: ProjectionTuning = { afterMs: 1000, chunk: 500, maxDirty: 10_000 };
 
