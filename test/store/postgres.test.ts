@@ -698,6 +698,33 @@ describePg('PostgresStore with several instances', () => {
     expect(log.map((e) => e.messageNumber)).toEqual([1, 2, 3, 4]);
   });
 
+  it('records a group of channels it knows in one statement, and goes the long way only when the group needs it', async () => {
+    const a = await open();
+    // A trigger records which way each append came: the one statement, or the long way's script.
+    await admin(async (c) => {
+      await c.query(`
+        CREATE TABLE "${schema}".way (way text);
+        CREATE FUNCTION "${schema}".way() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO "${schema}".way
+            VALUES (CASE WHEN current_query() LIKE '%rockets_commit_known(%' THEN 'one statement' ELSE 'long' END);
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER way AFTER INSERT ON "${schema}".events FOR EACH STATEMENT EXECUTE FUNCTION "${schema}".way();`);
+    });
+    // New channels (their #1), then channels it knows.
+    await a.commit([launched('x', 1), launched('y', 1)]);
+    await a.commit([increased('x', 2, 1), increased('y', 2, 2)]);
+    // A redelivered #2 needs the log to tell a duplicate from a conflict: the long way.
+    expect(statusesOf(await a.commit([increased('x', 2, 1), increased('y', 3, 3)]))).toEqual(['duplicate', 'applied']);
+    // Then the short way again, from what the long way left.
+    await a.commit([increased('x', 3, 4), increased('y', 4, 5)]);
+    const ways = await admin((c) => c.query<{ way: string }>(`SELECT way FROM "${schema}".way`));
+    expect(ways.rows.map((r) => r.way)).toEqual(['one statement', 'one statement', 'long', 'one statement']);
+    expect(await a.getRocket('x')).toMatchObject({ speed: 505, lastMessageNumber: 3 });
+    expect(await a.getRocket('y')).toMatchObject({ speed: 510, lastMessageNumber: 4 });
+  });
+
   it('commits with synchronous_commit on even where the role or the URL turns it off', async () => {
     const url = new URL(DATABASE_URL);
     url.searchParams.set('options', '-c synchronous_commit=off');
