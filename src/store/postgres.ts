@@ -83,6 +83,107 @@ const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/;
 const DURABLE = `CASE WHEN current_setting('synchronous_commit') = 'off'
   THEN set_config('synchronous_commit', 'on', true) END`;
 
+/** The columns of a Rocket as JSON.stringify writes it, for json_to_recordset. */
+const ROCKET_JSON = `channel text, type text, mission text, speed float8, status text, "explodedReason" text,
+  "launchedAt" text, "updatedAt" text, "lastMessageNumber" bigint`;
+
+/**
+ * Records a group planned from ChannelCache. Called alone in a statement outside any transaction block:
+ * the statement's implicit transaction commits as it ends, and the settings made here (local to that
+ * transaction) end with it. The same steps in the same order as a commit the long way: synchronous_commit
+ * back on should the server or role have it off, the rebuild lock shared, the channel locks in ascending
+ * key order, then, under them, the check that each rocket row is exactly as cached (every column, or no
+ * row at all) and that nothing is buffered, fused with the writes (an UPDATE guarded by the cached
+ * values, an INSERT that must not conflict; a short count raises STALE and rolls it all back), then the
+ * append lock, the append in apply order (checked), and NOTIFY. Answers the positions in apply order.
+ *
+ * `known` holds the new state of each rocket that exists, with the columns cached for it as `was*`;
+ * `fresh` the rockets that do not exist yet; `events` the messages to append, in apply order.
+ *
+ * The statements' plans are cached for the session, so they must not depend on what the tables held
+ * when they were made (a plan made while `rockets` was one page would scan it whole forever): the
+ * transaction allows only index paths and nested loops, which every statement here can use.
+ */
+const COMMIT_KNOWN_FUNCTION = `
+  CREATE FUNCTION rockets_commit_known(schema_key integer, lock_prefix text, notify_channel text, channels text[],
+      known json, fresh json, events json, recorded timestamptz) RETURNS bigint[] LANGUAGE plpgsql AS $$
+  DECLARE
+    written integer;
+    chans text[];
+    nums bigint[];
+    types text[];
+    times text[];
+    payloads json[];
+    positions bigint[];
+    in_order boolean;
+  BEGIN
+    IF current_setting('synchronous_commit') = 'off' THEN
+      PERFORM set_config('synchronous_commit', 'on', true);
+    END IF;
+    PERFORM set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),
+      set_config('enable_mergejoin', 'off', true);
+    PERFORM pg_advisory_xact_lock_shared(${LOCK_REBUILD}, schema_key);
+    PERFORM pg_advisory_xact_lock(s.k)
+    FROM (SELECT DISTINCT hashtextextended(lock_prefix || '/' || c, 0) AS k FROM unnest(channels) AS c ORDER BY k) s;
+
+    UPDATE rockets r SET type = x.type, mission = x.mission, speed = x.speed, status = x.status,
+        exploded_reason = x."explodedReason", launched_at = x."launchedAt", updated_at = x."updatedAt",
+        last_message_number = x."lastMessageNumber"
+      FROM json_to_recordset(known) AS x(${ROCKET_JSON}, "wasType" text, "wasMission" text, "wasSpeed" float8,
+        "wasStatus" text, "wasExplodedReason" text, "wasLaunchedAt" text, "wasUpdatedAt" text,
+        "wasLastMessageNumber" bigint)
+      WHERE r.channel = x.channel COLLATE "C"
+        AND (r.type, r.mission, r.speed, r.status, r.exploded_reason, r.launched_at, r.updated_at,
+          r.last_message_number)
+        IS NOT DISTINCT FROM (x."wasType", x."wasMission", x."wasSpeed", x."wasStatus", x."wasExplodedReason",
+          x."wasLaunchedAt", x."wasUpdatedAt", x."wasLastMessageNumber");
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written <> json_array_length(known) THEN
+      RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
+    END IF;
+    IF json_array_length(fresh) > 0 THEN
+      INSERT INTO rockets (channel, type, mission, speed, status, exploded_reason, launched_at, updated_at,
+          last_message_number)
+        SELECT x.channel, x.type, x.mission, x.speed, x.status, x."explodedReason", x."launchedAt", x."updatedAt",
+          x."lastMessageNumber"
+        FROM json_to_recordset(fresh) AS x(${ROCKET_JSON})
+        ON CONFLICT (channel) DO NOTHING;
+      GET DIAGNOSTICS written = ROW_COUNT;
+      IF written <> json_array_length(fresh) THEN
+        RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
+      END IF;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pending p WHERE p.channel = ANY(channels)) THEN
+      RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
+    END IF;
+
+    SELECT array_agg(e.channel ORDER BY e.o), array_agg(e."messageNumber" ORDER BY e.o),
+        array_agg(e."messageType" ORDER BY e.o), array_agg(e."messageTime" ORDER BY e.o),
+        array_agg(e.payload ORDER BY e.o)
+      INTO chans, nums, types, times, payloads
+      FROM ROWS FROM (json_to_recordset(events) AS (channel text, "messageNumber" bigint, "messageType" text,
+        "messageTime" text, payload json)) WITH ORDINALITY AS e(channel, "messageNumber", "messageType",
+        "messageTime", payload, o);
+    -- Last step: positions are taken and become visible in one global order (see PostgresStore).
+    PERFORM pg_advisory_xact_lock(${LOCK_APPEND}, schema_key);
+    WITH ins AS (
+      INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
+      SELECT u.c, u.n, u.t, u.tm, u.pl, recorded
+      FROM unnest(chans, nums, types, times, payloads) WITH ORDINALITY AS u(c, n, t, tm, pl, o)
+      ORDER BY u.o
+      RETURNING position, channel, message_number
+    )
+    SELECT array_agg(position ORDER BY position),
+        array_agg(channel::text ORDER BY position) = chans AND array_agg(message_number ORDER BY position) = nums
+      INTO positions, in_order
+      FROM ins;
+    IF in_order IS NOT TRUE THEN
+      RAISE EXCEPTION USING MESSAGE = 'positions were not assigned in apply order', ERRCODE = 'XX000';
+    END IF;
+    PERFORM pg_notify(notify_channel, positions[cardinality(positions)]::text);
+    RETURN positions;
+  END $$;`;
+
 /**
  * Versioned migrations: step N is applied once, in its own transaction, and recorded in
  * `schema_migrations`. Never edit a released step; append a new one.
@@ -143,6 +244,24 @@ const MIGRATIONS: readonly string[] = [
   BEGIN
     IF ok IS NOT TRUE THEN RAISE EXCEPTION USING MESSAGE = message, ERRCODE = 'XX000'; END IF;
     RETURN true;
+  END $$;`,
+  // 4: a commit planned from ChannelCache in one statement (see COMMIT_KNOWN_SQL).
+  COMMIT_KNOWN_FUNCTION,
+  // 5: the feed's page, planned for index lookups whatever the tables held (see FEED_SQL).
+  `CREATE FUNCTION rockets_feed(after bigint, page integer)
+    RETURNS TABLE ("position" bigint, channel text, message_number bigint, message_type text, message_time text,
+      payload json, recorded_at timestamptz, txid text, r_channel text, type text, mission text,
+      speed double precision, status text, exploded_reason text, launched_at text, updated_at text,
+      last_message_number bigint)
+    LANGUAGE plpgsql STABLE SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+  BEGIN
+    RETURN QUERY
+    SELECT e.position, e.channel::text, e.message_number, e.message_type, e.message_time, e.payload, e.recorded_at,
+      e.txid::text, r.channel::text, r.type::text, r.mission::text, r.speed, r.status::text, r.exploded_reason,
+      r.launched_at::text, r.updated_at::text, r.last_message_number
+    FROM (SELECT * FROM events v WHERE v.position > after ORDER BY v.position LIMIT page) e
+    LEFT JOIN rockets r ON r.channel = e.channel
+    ORDER BY e.position;
   END $$;`,
 ];
 
@@ -747,14 +866,16 @@ class AppendFeed {
  * back on for the transaction should the server or role have it off: a call resolves only once its
  * transaction's WAL is flushed.
  *
- * Most groups take one round trip: each instance remembers the rocket row it last saw committed for
- * recently used channels that buffer nothing (ChannelCache), plans the group from that, and sends BEGIN,
- * the locks, a check of the remembered rows, the writes, the append and COMMIT at once. The check runs
- * under the channel locks and compares every column, so the plan stands on exactly the state a preload
- * would have read; if anything differs (another instance wrote the channel, a rebuild changed a row,
- * something was buffered) it raises before COMMIT, the transaction rolls back, and the group is done
- * again the long way. A group that would look up an applied message (a duplicate or conflict) or buffer
- * anything always takes the long way.
+ * Most groups take one round trip and one statement: each instance remembers the rocket row it last saw
+ * committed for recently used channels that buffer nothing (ChannelCache), plans the group from that, and
+ * calls rockets_commit_known, a function of the schema that takes the locks, checks the remembered rows,
+ * writes, appends and notifies; its statement's implicit transaction commits as it ends. Prepared once
+ * per connection, it costs the server no parsing or planning per group and the client no SQL text. The
+ * check runs under the channel locks and compares every column (each row is updated only where it still
+ * holds what the cache says), so the plan stands on exactly the state a preload would have read; if
+ * anything differs (another instance wrote the channel, a rebuild changed a row, something was buffered)
+ * it raises, the transaction rolls back, and the group is done again the long way. A group that would
+ * look up an applied message (a duplicate or conflict) or buffer anything always takes the long way.
  *
  * Per-channel serialisation is in the database: each transaction takes `pg_advisory_xact_lock` on a
  * hash of each of its channels, in ascending key order (so two transactions never wait on each other in
@@ -1016,12 +1137,13 @@ export class PostgresStore implements EventStore {
   }
 
   /**
-   * A group commit in one round trip, planned from ChannelCache instead of a preload: BEGIN, the channel
-   * locks, then a statement that checks, under those locks, that the cache was right (each rocket row
-   * equal in every column, each absent one absent, nothing buffered), then the writes, the append and
-   * COMMIT, as in `transact`. Only when the plan needs nothing more: every channel cached, no applied
-   * message looked up (a duplicate or conflict needs the log), nothing buffered (the total cap needs the
-   * count); a channel not cached whose message #1 is in the group is taken to be new (no rocket, nothing
+   * A group commit in one round trip and one statement, planned from ChannelCache instead of a preload:
+   * rockets_commit_known takes the same locks in the same order as `transact`, checks under the channel
+   * locks that the cache was right (each rocket row equal in every column, each absent one absent,
+   * nothing buffered), writes, appends and notifies; the statement's implicit transaction commits as it
+   * ends. Only when the plan needs nothing more: every channel cached, no applied message looked up (a
+   * duplicate or conflict needs the log), nothing buffered (the total cap needs the count), every channel
+   * changed; a channel not cached whose message #1 is in the group is taken to be new (no rocket, nothing
    * buffered), which the check verifies like the rest. Resolves to undefined when it cannot be used or
    * the check failed (nothing was written, the entries are dropped, and the next STALE_BACKOFF groups do
    * not try): `transact` then does it the long way.
@@ -1037,13 +1159,11 @@ export class PostgresStore implements EventStore {
     }
     const firsts = new Set(messages.filter((m) => m.messageNumber === 1).map((m) => m.channel));
     const rockets = new Map<string, Rocket>();
-    const absent: string[] = [];
     for (const channel of channels) {
       const r = this.known.get(channel);
       // Not cached, but its message #1 is here: most likely a new channel, and the check says if not.
       if (r === undefined && !firsts.has(channel)) return undefined;
       if (r) rockets.set(channel, r);
-      else absent.push(channel);
     }
     const loaded: Loaded = { rockets, pending: new Map(), arrivals: new Map(), twins: NOT_LOADED };
     let plans: BatchPlan[];
@@ -1054,17 +1174,62 @@ export class PostgresStore implements EventStore {
       throw e;
     }
     if (plans.some((p) => p.buffered.length > 0)) return undefined;
+    const net = netEffect(plans);
+    // The check rides on each channel's write, so every channel must change; and every rocket must fit in
+    // JSON (validation keeps speeds finite: this guards the store's own contract only).
+    if (
+      net.applied.length === 0 ||
+      net.rockets.size !== channels.length ||
+      [...net.rockets.values(), ...rockets.values()].some((r) => !Number.isFinite(r.speed))
+    )
+      return undefined;
+    // Rockets that exist, with the columns the cache holds for them (`was*`), and rockets that do not yet.
+    const known: object[] = [];
+    const fresh: Rocket[] = [];
+    for (const r of net.rockets.values()) {
+      const was = rockets.get(r.channel);
+      if (was === undefined) fresh.push(r);
+      else
+        known.push({
+          channel: r.channel,
+          type: r.type,
+          mission: r.mission,
+          speed: r.speed,
+          status: r.status,
+          explodedReason: r.explodedReason,
+          launchedAt: r.launchedAt,
+          updatedAt: r.updatedAt,
+          lastMessageNumber: r.lastMessageNumber,
+          wasType: was.type,
+          wasMission: was.mission,
+          wasSpeed: was.speed,
+          wasStatus: was.status,
+          wasExplodedReason: was.explodedReason,
+          wasLaunchedAt: was.launchedAt,
+          wasUpdatedAt: was.updatedAt,
+          wasLastMessageNumber: was.lastMessageNumber,
+        });
+    }
     const at = this.now();
-    const check = inline(CHECK_KNOWN_SQL, [...rocketColumns([...rockets.values()]), absent, channels]);
+    this.feed.committing();
     try {
-      return await this.transaction((c) =>
-        this.finish(c, [this.begin, execute('rockets_lock_channels', [this.schema, channels]), check], {
+      const res = await this.pool.query<{ positions: string[] }>({
+        name: 'rockets-commit-known',
+        text: COMMIT_KNOWN_SQL,
+        values: [
+          this.schemaKey,
+          this.schema,
+          this.channelName,
           channels,
-          loaded,
-          plans,
+          JSON.stringify(known),
+          JSON.stringify(fresh),
+          JSON.stringify(net.applied),
           at,
-        }),
-      );
+        ],
+      });
+      const recorded = this.recorded(plans, net, res.rows[0]?.positions ?? [], at);
+      this.remember(channels, loaded, net);
+      return recorded;
     } catch (e) {
       for (const channel of channels) this.known.delete(channel);
       if (isServerError(e) && e instanceof Error && e.message === STALE) {
@@ -1072,6 +1237,8 @@ export class PostgresStore implements EventStore {
         return undefined;
       }
       throw e;
+    } finally {
+      this.feed.committed();
     }
   }
 
@@ -1149,35 +1316,54 @@ export class PostgresStore implements EventStore {
       try {
         const done = resultsOf(await c.query(script.join(';\n')));
         // One result per statement: the append's is the third from the end, before NOTIFY's and COMMIT's.
-        const positions = (done[done.length - 3]?.rows ?? []) as { position: string }[];
-        const recordedAt = at.toISOString();
-        let next = 0;
-        const events = plans.map((p) =>
-          p.applied.map((m): StoredEvent => ({
-            position: Number(positions[next++]?.position),
-            channel: m.channel,
-            messageNumber: m.messageNumber,
-            messageType: m.messageType,
-            messageTime: m.messageTime,
-            payload: m.payload,
-            recordedAt,
-          })),
+        const rows = (done[done.length - 3]?.rows ?? []) as { position: string }[];
+        recorded = this.recorded(
+          plans,
+          net,
+          rows.map((r) => r.position),
+          at,
         );
-        const all = events.flat();
-        const rockets = [...net.rockets.values()];
-        const delivered = this.feed.appended({
-          first: all[0]?.position ?? NaN,
-          last: all[all.length - 1]?.position ?? NaN,
-          events: all,
-          rockets,
-        });
-        recorded = { plans, events, rockets, delivered };
       } finally {
         this.feed.committed();
       }
     }
+    this.remember(channels, loaded, net);
+    return recorded;
+  }
 
-    // What the channels hold now; a channel that still buffers is not cached.
+  /** A committed transaction's events, from its plans and the positions of its appends; hands them to the feed. */
+  private recorded(
+    plans: readonly BatchPlan[],
+    net: NetEffect,
+    positions: readonly (string | number)[],
+    at: Date,
+  ): Recorded {
+    const recordedAt = at.toISOString();
+    let next = 0;
+    const events = plans.map((p) =>
+      p.applied.map((m): StoredEvent => ({
+        position: Number(positions[next++]),
+        channel: m.channel,
+        messageNumber: m.messageNumber,
+        messageType: m.messageType,
+        messageTime: m.messageTime,
+        payload: m.payload,
+        recordedAt,
+      })),
+    );
+    const all = events.flat();
+    const rockets = [...net.rockets.values()];
+    const delivered = this.feed.appended({
+      first: all[0]?.position ?? NaN,
+      last: all[all.length - 1]?.position ?? NaN,
+      events: all,
+      rockets,
+    });
+    return { plans, events, rockets, delivered };
+  }
+
+  /** Remembers in ChannelCache what the channels of a committed transaction hold now; not those that buffer. */
+  private remember(channels: readonly string[], loaded: Loaded, net: NetEffect): void {
     const left = new Map<string, number>();
     for (const [channel, p] of loaded.pending) left.set(channel, p.size);
     for (const m of net.released) left.set(m.channel, (left.get(m.channel) ?? 0) - 1);
@@ -1186,7 +1372,6 @@ export class PostgresStore implements EventStore {
       if ((left.get(channel) ?? 0) === 0)
         this.known.set(channel, net.rockets.get(channel) ?? loaded.rockets.get(channel) ?? null);
       else this.known.delete(channel);
-    return recorded;
   }
 
   onAppend(listener: AppendListener): () => void {
@@ -1496,25 +1681,16 @@ const PRELOAD_SQL = `
       FROM events e JOIN (SELECT DISTINCT * FROM unnest($2::text[], $3::bigint[])) AS t(c, n)
         ON e.channel = t.c AND e.message_number = t.n) AS twins`;
 
-/** The message of the check that fails when ChannelCache was wrong. */
+/** The message of the check that fails when ChannelCache was wrong (rockets_commit_known raises it). */
 const STALE = 'the cached state of a channel is stale';
 
 /**
- * True when the channels hold what ChannelCache says: the rows given ($1..$9) equal in every column,
- * none for the channels in $10, and nothing buffered for any channel in $11. Fails otherwise.
+ * A group planned from ChannelCache as one statement in an implicit transaction (see
+ * rockets_commit_known): one round trip, prepared once per connection, and COMMIT follows it at once.
  */
-const CHECK_KNOWN_SQL = `
-  SELECT rockets_assert(
-    (SELECT count(*) FROM rockets r
-      JOIN (${ROCKET_UNNEST}) AS x(channel, type, mission, speed, status, exploded_reason, launched_at, updated_at,
-        last_message_number) ON r.channel = x.channel
-      WHERE (r.type, r.mission, r.speed, r.status, r.exploded_reason, r.launched_at, r.updated_at,
-          r.last_message_number)
-        IS NOT DISTINCT FROM (x.type, x.mission, x.speed, x.status, x.exploded_reason, x.launched_at, x.updated_at,
-          x.last_message_number)) = cardinality($1::text[])
-    AND NOT EXISTS (SELECT 1 FROM rockets r WHERE r.channel = ANY($10::text[]))
-    AND NOT EXISTS (SELECT 1 FROM pending p WHERE p.channel = ANY($11::text[])),
-    '${STALE}')`;
+const COMMIT_KNOWN_SQL = `SELECT
+  rockets_commit_known($1::integer, $2::text, $3::text, $4::text[], $5::json, $6::json, $7::json, $8::timestamptz)
+    AS positions`;
 
 /** Open gaps, oldest first: one group per channel of the (capped, so small) buffer. */
 const GAPS_SQL = `
@@ -1569,14 +1745,15 @@ const APPEND_SQL = `
     FROM ins)
   ORDER BY position`;
 
-/** A page of the log after a position, with each event's rocket as of the same snapshot. */
-const FEED_SQL = `
-  SELECT e.position, e.channel, e.message_number, e.message_type, e.message_time, e.payload, e.recorded_at,
-    e.txid::text AS txid, r.channel AS r_channel, r.type, r.mission, r.speed, r.status, r.exploded_reason,
-    r.launched_at, r.updated_at, r.last_message_number
-  FROM (SELECT * FROM events WHERE position > $1 ORDER BY position LIMIT $2) e
-  LEFT JOIN rockets r ON r.channel = e.channel
-  ORDER BY e.position`;
+/**
+ * A page of the log after a position, with each event's rocket as of the same snapshot, through
+ * rockets_feed: its plan allows only index lookups and nested loops, right for a page of a few events
+ * against any fleet. As a plain prepared statement, its plan cached for the connection was the one made
+ * while the tables were small, and joined by a scan of all of `rockets` (seen with auto_explain: every
+ * read of another instance's commit scanned 12,000 rockets); planned for each read, the page size (500)
+ * as its estimate chose the same.
+ */
+const FEED_SQL = 'SELECT * FROM rockets_feed($1::bigint, $2::integer)';
 
 /** PREPARE of every statement `execute` runs (see Prepared). */
 const PREPARE_ALL = (

@@ -441,7 +441,7 @@ describePg('PostgresStore with several instances', () => {
     const versions = await admin((cl) =>
       cl.query<{ version: number }>(`SELECT version FROM "${schema}".schema_migrations ORDER BY version`),
     );
-    expect(versions.rows.map((r) => r.version)).toEqual([1, 2, 3]);
+    expect(versions.rows.map((r) => r.version)).toEqual([1, 2, 3, 4, 5]);
     await a.commit([launched('m', 1)]);
     expect(await b.getRocket('m')).toMatchObject({ lastMessageNumber: 1 });
     expect(await c.stats()).toEqual({ rockets: 1, events: 1, buffered: 0 });
@@ -583,7 +583,11 @@ describePg('PostgresStore with several instances', () => {
   });
 
   it('gathers the calls that arrive while its transaction is in flight into the next one, without starting another', async () => {
-    const a = await open();
+    // Named, so that its sessions can be told from those of other tests running at the same time.
+    const url = new URL(DATABASE_URL);
+    url.searchParams.set('application_name', schema);
+    const a = await PostgresStore.open(url.toString(), { schema, poolSize: 4 });
+    opened.push(a);
     const gate = 0x5108;
     // As above: the transaction for channel `slow` blocks in COMMIT until the test lets it go.
     await admin(async (c) => {
@@ -614,8 +618,7 @@ describePg('PostgresStore with several instances', () => {
       await new Promise((resolve) => setTimeout(resolve, 100));
       // None of them opened a transaction: the only session of this schema in one is the blocked commit.
       const open = await holder.query<{ n: string }>(
-        `SELECT count(*) AS n FROM pg_stat_activity WHERE xact_start IS NOT NULL AND pid <> pg_backend_pid()
-          AND query LIKE '%' || $1 || '%'`,
+        `SELECT count(*) AS n FROM pg_stat_activity WHERE xact_start IS NOT NULL AND application_name = $1`,
         [schema],
       );
       expect(Number(open.rows[0]?.n)).toBe(1);
@@ -695,6 +698,33 @@ describePg('PostgresStore with several instances', () => {
     expect(log.map((e) => e.messageNumber)).toEqual([1, 2, 3, 4]);
   });
 
+  it('records a group of channels it knows in one statement, and goes the long way only when the group needs it', async () => {
+    const a = await open();
+    // A trigger records which way each append came: the one statement, or the long way's script.
+    await admin(async (c) => {
+      await c.query(`
+        CREATE TABLE "${schema}".way (way text);
+        CREATE FUNCTION "${schema}".way() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          INSERT INTO "${schema}".way
+            VALUES (CASE WHEN current_query() LIKE '%rockets_commit_known(%' THEN 'one statement' ELSE 'long' END);
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER way AFTER INSERT ON "${schema}".events FOR EACH STATEMENT EXECUTE FUNCTION "${schema}".way();`);
+    });
+    // New channels (their #1), then channels it knows.
+    await a.commit([launched('x', 1), launched('y', 1)]);
+    await a.commit([increased('x', 2, 1), increased('y', 2, 2)]);
+    // A redelivered #2 needs the log to tell a duplicate from a conflict: the long way.
+    expect(statusesOf(await a.commit([increased('x', 2, 1), increased('y', 3, 3)]))).toEqual(['duplicate', 'applied']);
+    // Then the short way again, from what the long way left.
+    await a.commit([increased('x', 3, 4), increased('y', 4, 5)]);
+    const ways = await admin((c) => c.query<{ way: string }>(`SELECT way FROM "${schema}".way`));
+    expect(ways.rows.map((r) => r.way)).toEqual(['one statement', 'one statement', 'long', 'one statement']);
+    expect(await a.getRocket('x')).toMatchObject({ speed: 505, lastMessageNumber: 3 });
+    expect(await a.getRocket('y')).toMatchObject({ speed: 510, lastMessageNumber: 4 });
+  });
+
   it('commits with synchronous_commit on even where the role or the URL turns it off', async () => {
     const url = new URL(DATABASE_URL);
     url.searchParams.set('options', '-c synchronous_commit=off');
@@ -720,5 +750,113 @@ describePg('PostgresStore with several instances', () => {
     const s = await open();
     await s.close();
     await s.close();
+  });
+});
+
+describePg('PostgresStore statements whose plans outlive the table sizes they were made for', () => {
+  let schema: string;
+  let store: PostgresStore | undefined;
+
+  beforeEach(() => {
+    schema = freshSchema();
+  });
+
+  afterEach(async () => {
+    await store?.close();
+    store = undefined;
+    await dropSchema(schema);
+  });
+
+  /** Blocks a statement read or wrote, as EXPLAIN (ANALYZE, BUFFERS) counts them; rolled back after. */
+  async function blocksOf(c: Client, sql: string, values: unknown[]): Promise<number> {
+    await c.query('BEGIN');
+    try {
+      const res = await c.query<{ 'QUERY PLAN': { Plan: Record<string, number> }[] }>(
+        `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${sql}`,
+        values,
+      );
+      const plan = res.rows[0]?.['QUERY PLAN'][0]?.Plan ?? {};
+      return (plan['Shared Hit Blocks'] ?? NaN) + (plan['Shared Read Blocks'] ?? NaN);
+    } finally {
+      await c.query('ROLLBACK');
+    }
+  }
+
+  const rocketAt = (channel: string, n: number): Rocket => ({
+    channel,
+    type: 'Falcon-9',
+    mission: 'ARTEMIS',
+    speed: 500 + n,
+    status: 'flying',
+    explodedReason: null,
+    launchedAt: '2022-02-02T19:39:05.863Z',
+    updatedAt: '2022-02-02T19:39:05.863Z',
+    lastMessageNumber: n,
+  });
+
+  /** The arguments of rockets_commit_known for message #n of a channel whose row holds rocketAt(n - 1). */
+  function commitKnown(channel: string, n: number): unknown[] {
+    const was = rocketAt(channel, n - 1);
+    const known = {
+      ...rocketAt(channel, n),
+      wasType: was.type,
+      wasMission: was.mission,
+      wasSpeed: was.speed,
+      wasStatus: was.status,
+      wasExplodedReason: was.explodedReason,
+      wasLaunchedAt: was.launchedAt,
+      wasUpdatedAt: was.updatedAt,
+      wasLastMessageNumber: was.lastMessageNumber,
+    };
+    return [
+      1,
+      schema,
+      `test_${schema}`,
+      [channel],
+      JSON.stringify([known]),
+      '[]',
+      JSON.stringify([increased(channel, n, 1)]),
+      new Date(),
+    ];
+  }
+  const COMMIT_KNOWN = `SELECT rockets_commit_known($1::integer, $2::text, $3::text, $4::text[], $5::json, $6::json,
+    $7::json, $8::timestamptz)`;
+
+  it('commits a cached group and reads a feed page by key after the tables grew past the sizes the plans were made for', async () => {
+    store = await PostgresStore.open(DATABASE_URL, { schema, poolSize: 2 });
+    await admin(async (c) => {
+      await c.query(`SET search_path TO "${schema}"`);
+      const row = (r: Rocket): unknown[] => [
+        r.channel,
+        r.type,
+        r.mission,
+        r.speed,
+        r.status,
+        r.explodedReason,
+        r.launchedAt,
+        r.updatedAt,
+        r.lastMessageNumber,
+      ];
+      for (let i = 1; i <= 10; i++)
+        await c.query('INSERT INTO rockets VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)', row(rocketAt(`k-${i}`, 1)));
+      // Enough calls while the tables are tiny for the session to keep generic plans of every statement.
+      for (let i = 1; i <= 8; i++) {
+        await c.query(COMMIT_KNOWN, commitKnown(`k-${i}`, 2));
+        await c.query('SELECT * FROM rockets_feed($1, 500)', [0]);
+      }
+
+      // The fleet grows (and some of it buffers) without the statistics being told.
+      await c.query(`INSERT INTO rockets SELECT 'g-' || i, 'Falcon-9', 'ARTEMIS', i, 'flying', NULL, 't', 't', 1
+        FROM generate_series(1, 30000) AS i`);
+      await c.query(`INSERT INTO pending SELECT 'q-' || i, 3, 'RocketSpeedIncreased', 't', '{"by":1}', now()
+        FROM generate_series(1, 5000) AS i`);
+      const pages = await c.query<{ n: string }>(`SELECT pg_relation_size('rockets') / 8192 AS n`);
+      expect(Number(pages.rows[0]?.n)).toBeGreaterThan(300);
+
+      // One rocket's commit and a page of a few events each touch a few blocks, not the whole of `rockets`.
+      expect(await blocksOf(c, COMMIT_KNOWN, commitKnown('k-9', 2))).toBeLessThan(100);
+      const head = await c.query<{ p: string }>('SELECT max(position) AS p FROM events');
+      expect(await blocksOf(c, 'SELECT * FROM rockets_feed($1, 500)', [Number(head.rows[0]?.p) - 3])).toBeLessThan(100);
+    });
   });
 });
