@@ -756,6 +756,7 @@ async function postgres(): Promise<void> {
 
 /** Runs `drive` against our server under `--cpu-prof` and prints where the CPU time went. */
 async function profiled(name: string, file: string, drive: (s: Server) => Promise<string>): Promise<void> {
+  if (only && !only.some((section) => PROFILED[section]?.includes(name))) return;
   const dir = join(TMP, `profile-${++dbCount}`);
   mkdirSync(dir);
   const figure = await withServer(ours(file, {}, ['--cpu-prof', `--cpu-prof-dir=${dir}`]), drive);
@@ -763,6 +764,15 @@ async function profiled(name: string, file: string, drive: (s: Server) => Promis
   if (profile === undefined) console.log(`### ${name}\n\nno profile written (${figure})\n`);
   else console.log(formatSummary(`${name}: ${figure} under --cpu-prof`, summarise(join(dir, profile), 30)));
 }
+
+/** Which profiles `--only=<section>` keeps, by the section that measures the same load. */
+const PROFILED: Record<string, readonly string[]> = {
+  rest: ['REST POST /messages'],
+  graphql: ['GraphQL submitMessage over HTTP', 'GraphQL submitMessage over graphql-ws'],
+  batch: ['GraphQL submitMessages (1,000 a request)'],
+  big: ['GET /rockets?sort=speed&order=desc&limit=100, 10,000 rockets'],
+  subs: ['Subscriptions at 2,000 msg/s'],
+};
 
 async function profiles(): Promise<void> {
   const ingest = (o: Omit<LoadOptions, 'prefix' | 'durationS'>) => async (s: Server) => {
@@ -784,9 +794,9 @@ async function profiles(): Promise<void> {
     freshDb('p'),
     ingest({ mode: 'batch', connections: BATCH_CONNECTIONS, batch: BATCH }),
   );
-  const file = freshDb('p-rockets');
-  await withServer(ours(file), (s) => seed(s.url, 3 * ROCKETS));
   const path = '/rockets?sort=speed&order=desc&limit=100';
+  const file = freshDb('p-rockets');
+  if (!only || only.includes('big')) await withServer(ours(file), (s) => seed(s.url, 3 * ROCKETS));
   await profiled(`GET ${path}, ${fmt(ROCKETS)} rockets`, file, async (s) => {
     const r = await solo(httpDrive(s, { mode: 'static', connections: CONNECTIONS, path }), answerRate);
     return `${fmt(answerRate(r.best))} req/s`;

@@ -30,8 +30,7 @@ if (process.argv[2] === 'read') {
       position INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL,
       message_number INTEGER NOT NULL CHECK (message_number >= 1), message_type TEXT NOT NULL,
       message_time TEXT NOT NULL, payload TEXT NOT NULL, recorded_at TEXT NOT NULL,
-      UNIQUE (channel, message_number)) STRICT;
-    CREATE INDEX events_by_channel ON events (channel, position);`);
+      UNIQUE (channel, message_number)) STRICT;`);
   const rows = Array.from({ length: total }, (_, i) => {
     const { index, n } = kth(i + 1, channels);
     const e = envelope(channelName('b', index), n);
