@@ -1191,15 +1191,7 @@ export class PostgresStore implements EventStore {
       if (was === undefined) fresh.push(r);
       else
         known.push({
-          channel: r.channel,
-          type: r.type,
-          mission: r.mission,
-          speed: r.speed,
-          status: r.status,
-          explodedReason: r.explodedReason,
-          launchedAt: r.launchedAt,
-          updatedAt: r.updatedAt,
-          lastMessageNumber: r.lastMessageNumber,
+          ...r,
           wasType: was.type,
           wasMission: was.mission,
           wasSpeed: was.speed,
