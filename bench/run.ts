@@ -666,6 +666,13 @@ async function graphqlRockets(
   naRow(measure, `n/a (refused: ${refusal})`, '≥ 0.3 × B2');
 }
 
+/** BENCH_DATABASE_URL with `schema=` set. */
+function pgUrl(schema: string): string {
+  const u = new URL(PG_URL);
+  u.searchParams.set('schema', schema);
+  return u.toString();
+}
+
 async function postgres(): Promise<void> {
   const one = 'PostgreSQL mode, REST ingest, 1 instance, 32 connections';
   const two = 'PostgreSQL mode, REST ingest, 2 instances on one database, 16 connections each';
@@ -683,10 +690,8 @@ async function postgres(): Promise<void> {
   }
   const schemas: string[] = [];
   const urlFor = (schema: string): string => {
-    const u = new URL(PG_URL);
-    u.searchParams.set('schema', schema);
     schemas.push(schema);
-    return u.toString();
+    return pgUrl(schema);
   };
   const stamp = `bench_${process.pid}_${Date.now()}`;
   try {
@@ -763,11 +768,12 @@ async function profiled(
   name: string,
   file: string,
   drive: (s: Server) => Promise<string>,
+  env: Record<string, string> = {},
 ): Promise<void> {
   if (only && !only.includes(section)) return;
   const dir = join(TMP, `profile-${++dbCount}`);
   mkdirSync(dir);
-  const figure = await withServer(ours(file, {}, ['--cpu-prof', `--cpu-prof-dir=${dir}`]), drive);
+  const figure = await withServer(ours(file, env, ['--cpu-prof', `--cpu-prof-dir=${dir}`]), drive);
   const profile = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
   if (profile === undefined) console.log(`### ${name}\n\nno profile written (${figure})\n`);
   else console.log(formatSummary(`${name}: ${figure} under --cpu-prof`, summarise(join(dir, profile), 30)));
@@ -810,6 +816,18 @@ async function profiles(): Promise<void> {
     );
     return `${fmt(r.deliveriesPerSec)} deliveries/s, p99 ${fmt(r.publishToDeliverMs.p99)} ms`;
   });
+  if (only && !only.includes('postgres')) return;
+  const schema = `bench_profile_${process.pid}_${Date.now()}`;
+  try {
+    await profiled('postgres', 'PostgreSQL, REST POST /messages, 1 instance', freshDb('p'), ingest(REST), {
+      DATABASE_URL: pgUrl(schema),
+    });
+  } finally {
+    const pg = new Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
+    await pg.connect();
+    await pg.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await pg.end();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
