@@ -104,9 +104,8 @@ const ROCKET_JSON = `channel text, type text, mission text, speed float8, status
  * when they were made (a plan made while `rockets` was one page would scan it whole forever): the
  * transaction allows only index paths and nested loops, which every statement here can use.
  */
-/** rockets_commit_known up to its rocket writes: settings and locks (the same in every version). */
-const commitKnownHead = (create: 'CREATE' | 'CREATE OR REPLACE'): string => `
-  ${create} FUNCTION rockets_commit_known(schema_key integer, lock_prefix text, notify_channel text, channels text[],
+const COMMIT_KNOWN_FUNCTION = `
+  CREATE FUNCTION rockets_commit_known(schema_key integer, lock_prefix text, notify_channel text, channels text[],
       known json, fresh json, events json, recorded timestamptz) RETURNS bigint[] LANGUAGE plpgsql AS $$
   DECLARE
     written integer;
@@ -127,10 +126,34 @@ const commitKnownHead = (create: 'CREATE' | 'CREATE OR REPLACE'): string => `
     PERFORM pg_advisory_xact_lock(s.k)
     FROM (SELECT DISTINCT hashtextextended(lock_prefix || '/' || c, 0) AS k FROM unnest(channels) AS c ORDER BY k) s;
 
-`;
-
-/** rockets_commit_known from its rocket writes on: the buffer check, the append, NOTIFY. */
-const COMMIT_KNOWN_TAIL = `    IF EXISTS (SELECT 1 FROM pending p WHERE p.channel = ANY(channels)) THEN
+    UPDATE rockets r SET type = x.type, mission = x.mission, speed = x.speed, status = x.status,
+        exploded_reason = x."explodedReason", launched_at = x."launchedAt", updated_at = x."updatedAt",
+        last_message_number = x."lastMessageNumber"
+      FROM json_to_recordset(known) AS x(${ROCKET_JSON}, "wasType" text, "wasMission" text, "wasSpeed" float8,
+        "wasStatus" text, "wasExplodedReason" text, "wasLaunchedAt" text, "wasUpdatedAt" text,
+        "wasLastMessageNumber" bigint)
+      WHERE r.channel = x.channel COLLATE "C"
+        AND (r.type, r.mission, r.speed, r.status, r.exploded_reason, r.launched_at, r.updated_at,
+          r.last_message_number)
+        IS NOT DISTINCT FROM (x."wasType", x."wasMission", x."wasSpeed", x."wasStatus", x."wasExplodedReason",
+          x."wasLaunchedAt", x."wasUpdatedAt", x."wasLastMessageNumber");
+    GET DIAGNOSTICS written = ROW_COUNT;
+    IF written <> json_array_length(known) THEN
+      RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
+    END IF;
+    IF json_array_length(fresh) > 0 THEN
+      INSERT INTO rockets (channel, type, mission, speed, status, exploded_reason, launched_at, updated_at,
+          last_message_number)
+        SELECT x.channel, x.type, x.mission, x.speed, x.status, x."explodedReason", x."launchedAt", x."updatedAt",
+          x."lastMessageNumber"
+        FROM json_to_recordset(fresh) AS x(${ROCKET_JSON})
+        ON CONFLICT (channel) DO NOTHING;
+      GET DIAGNOSTICS written = ROW_COUNT;
+      IF written <> json_array_length(fresh) THEN
+        RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
+      END IF;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pending p WHERE p.channel = ANY(channels)) THEN
       RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
     END IF;
 
@@ -161,87 +184,6 @@ const COMMIT_KNOWN_TAIL = `    IF EXISTS (SELECT 1 FROM pending p WHERE p.channe
     RETURN positions;
   END $$;`;
 
-/** Step 4: rockets_commit_known over the one `rockets` table (replaced by step 6). */
-const COMMIT_KNOWN_FUNCTION = `${commitKnownHead('CREATE')}    UPDATE rockets r SET type = x.type, mission = x.mission, speed = x.speed, status = x.status,
-        exploded_reason = x."explodedReason", launched_at = x."launchedAt", updated_at = x."updatedAt",
-        last_message_number = x."lastMessageNumber"
-      FROM json_to_recordset(known) AS x(${ROCKET_JSON}, "wasType" text, "wasMission" text, "wasSpeed" float8,
-        "wasStatus" text, "wasExplodedReason" text, "wasLaunchedAt" text, "wasUpdatedAt" text,
-        "wasLastMessageNumber" bigint)
-      WHERE r.channel = x.channel COLLATE "C"
-        AND (r.type, r.mission, r.speed, r.status, r.exploded_reason, r.launched_at, r.updated_at,
-          r.last_message_number)
-        IS NOT DISTINCT FROM (x."wasType", x."wasMission", x."wasSpeed", x."wasStatus", x."wasExplodedReason",
-          x."wasLaunchedAt", x."wasUpdatedAt", x."wasLastMessageNumber");
-    GET DIAGNOSTICS written = ROW_COUNT;
-    IF written <> json_array_length(known) THEN
-      RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
-    END IF;
-    IF json_array_length(fresh) > 0 THEN
-      INSERT INTO rockets (channel, type, mission, speed, status, exploded_reason, launched_at, updated_at,
-          last_message_number)
-        SELECT x.channel, x.type, x.mission, x.speed, x.status, x."explodedReason", x."launchedAt", x."updatedAt",
-          x."lastMessageNumber"
-        FROM json_to_recordset(fresh) AS x(${ROCKET_JSON})
-        ON CONFLICT (channel) DO NOTHING;
-      GET DIAGNOSTICS written = ROW_COUNT;
-      IF written <> json_array_length(fresh) THEN
-        RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
-      END IF;
-    END IF;
-${COMMIT_KNOWN_TAIL}`;
-
-/**
- * Step 6: rockets_commit_known over `rocket_motion` and `rocket_facts`, in one statement: every message
- * changes its rocket's motion row, guarded by the cached values of both rows as before; the facts row is
- * written only where it changes (an explosion), so most commits add no entry to its indexes.
- */
-const COMMIT_KNOWN_SPLIT_FUNCTION = `${commitKnownHead('CREATE OR REPLACE')}    WITH x AS (
-      SELECT * FROM json_to_recordset(known) AS x(${ROCKET_JSON}, "wasType" text, "wasMission" text,
-        "wasSpeed" float8, "wasStatus" text, "wasExplodedReason" text, "wasLaunchedAt" text, "wasUpdatedAt" text,
-        "wasLastMessageNumber" bigint)
-    ), moved AS (
-      UPDATE rocket_motion m SET mission = x.mission, speed = x.speed, updated_at = x."updatedAt",
-          last_message_number = x."lastMessageNumber"
-        FROM x JOIN rocket_facts f ON f.channel = x.channel COLLATE "C"
-        WHERE m.channel = x.channel COLLATE "C"
-          AND (m.mission, m.speed, m.updated_at, m.last_message_number, f.type, f.status, f.exploded_reason,
-            f.launched_at)
-          IS NOT DISTINCT FROM (x."wasMission", x."wasSpeed", x."wasUpdatedAt", x."wasLastMessageNumber",
-            x."wasType", x."wasStatus", x."wasExplodedReason", x."wasLaunchedAt")
-        RETURNING x.channel, x.type, x.status, x."explodedReason", x."launchedAt",
-          (x.type, x.status, x."explodedReason", x."launchedAt")
-            IS DISTINCT FROM (x."wasType", x."wasStatus", x."wasExplodedReason", x."wasLaunchedAt") AS changed
-    ), facts AS (
-      UPDATE rocket_facts f SET type = moved.type, status = moved.status, exploded_reason = moved."explodedReason",
-          launched_at = moved."launchedAt"
-        FROM moved
-        WHERE moved.changed AND f.channel = moved.channel COLLATE "C"
-    )
-    SELECT count(*) INTO written FROM moved;
-    IF written <> json_array_length(known) THEN
-      RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
-    END IF;
-    IF json_array_length(fresh) > 0 THEN
-      INSERT INTO rocket_facts (channel, type, status, exploded_reason, launched_at)
-        SELECT x.channel, x.type, x.status, x."explodedReason", x."launchedAt"
-        FROM json_to_recordset(fresh) AS x(${ROCKET_JSON})
-        ON CONFLICT (channel) DO NOTHING;
-      GET DIAGNOSTICS written = ROW_COUNT;
-      IF written <> json_array_length(fresh) THEN
-        RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
-      END IF;
-      INSERT INTO rocket_motion (channel, mission, speed, updated_at, last_message_number)
-        SELECT x.channel, x.mission, x.speed, x."updatedAt", x."lastMessageNumber"
-        FROM json_to_recordset(fresh) AS x(${ROCKET_JSON})
-        ON CONFLICT (channel) DO NOTHING;
-      GET DIAGNOSTICS written = ROW_COUNT;
-      IF written <> json_array_length(fresh) THEN
-        RAISE EXCEPTION USING MESSAGE = 'the cached state of a channel is stale', ERRCODE = 'XX000';
-      END IF;
-    END IF;
-${COMMIT_KNOWN_TAIL}`;
-
 /**
  * Versioned migrations: step N is applied once, in its own transaction, and recorded in
  * `schema_migrations`. Never edit a released step; append a new one.
@@ -250,7 +192,7 @@ ${COMMIT_KNOWN_TAIL}`;
  * the other stores sort. Times the senders gave stay text as received; `updated_at` and `launched_at`
  * are the projection's UTC ISO strings, whose text order is time order.
  */
-export const MIGRATIONS: readonly string[] = [
+const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE events (
     position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -321,67 +263,23 @@ export const MIGRATIONS: readonly string[] = [
     LEFT JOIN rockets r ON r.channel = e.channel
     ORDER BY e.position;
   END $$;`,
-  // 6: the projection in two tables, so that a message writes few index entries. PostgreSQL writes a new
-  // entry in every index of a row whose indexed columns change, and every message changes its rocket's
-  // `updated_at`: with one table, each of the six sort indexes took an entry per message. What every
-  // message changes (mission, speed, updated_at, last number) is in `rocket_motion`, with the three sort
-  // indexes on it; what a launch sets and an explosion changes is in `rocket_facts`, with the other three,
-  // and untouched by most messages. `rockets` becomes their join, with the same columns as before.
-  `
-  CREATE TABLE rocket_facts (
-    channel text COLLATE "C" PRIMARY KEY,
-    type text COLLATE "C",
-    status text COLLATE "C" NOT NULL,
-    exploded_reason text,
-    launched_at text COLLATE "C"
-  );
-  CREATE TABLE rocket_motion (
-    channel text COLLATE "C" PRIMARY KEY,
-    mission text COLLATE "C",
-    speed double precision NOT NULL,
-    updated_at text COLLATE "C" NOT NULL,
-    last_message_number bigint NOT NULL
-  );
-  INSERT INTO rocket_facts SELECT channel, type, status, exploded_reason, launched_at FROM rockets;
-  INSERT INTO rocket_motion SELECT channel, mission, speed, updated_at, last_message_number FROM rockets;
-  DROP TABLE rockets;
-  CREATE INDEX rockets_by_type ON rocket_facts ((COALESCE(type, '')), channel);
-  CREATE INDEX rockets_by_status ON rocket_facts (status, channel);
-  CREATE INDEX rockets_by_launched_at ON rocket_facts ((COALESCE(launched_at, '')), channel);
-  CREATE INDEX rockets_by_mission ON rocket_motion ((COALESCE(mission, '')), channel);
-  CREATE INDEX rockets_by_speed ON rocket_motion (speed, channel);
-  CREATE INDEX rockets_by_updated_at ON rocket_motion (updated_at, channel);
-  CREATE VIEW rockets AS
-    SELECT f.channel, f.type, m.mission, m.speed, f.status, f.exploded_reason, f.launched_at, m.updated_at,
-      m.last_message_number
-    FROM rocket_facts f JOIN rocket_motion m ON m.channel = f.channel;
-  ${COMMIT_KNOWN_SPLIT_FUNCTION}
-  `,
 ];
 
-/**
- * SQL sort expression per field, and the channel that breaks ties, of the table that has the field: the
- * indexes (expression, channel) of step 6 serve exactly these, keyset conditions included.
- */
-const SORT_SQL: {
-  readonly [F in RocketSortField]: { readonly expr: string; readonly tie: string; readonly numeric: boolean };
-} = {
-  channel: { expr: 'f.channel', tie: 'f.channel', numeric: false },
-  type: { expr: "COALESCE(f.type, '')", tie: 'f.channel', numeric: false },
-  mission: { expr: "COALESCE(m.mission, '')", tie: 'm.channel', numeric: false },
-  speed: { expr: 'm.speed', tie: 'm.channel', numeric: true },
-  status: { expr: 'f.status', tie: 'f.channel', numeric: false },
-  launchedAt: { expr: "COALESCE(f.launched_at, '')", tie: 'f.channel', numeric: false },
-  updatedAt: { expr: 'm.updated_at', tie: 'm.channel', numeric: false },
+/** SQL sort expression per field; the expression indexes above use exactly these. */
+const SORT_SQL: { readonly [F in RocketSortField]: { readonly expr: string; readonly numeric: boolean } } = {
+  channel: { expr: 'r.channel', numeric: false },
+  type: { expr: "COALESCE(r.type, '')", numeric: false },
+  mission: { expr: "COALESCE(r.mission, '')", numeric: false },
+  speed: { expr: 'r.speed', numeric: true },
+  status: { expr: 'r.status', numeric: false },
+  launchedAt: { expr: "COALESCE(r.launched_at, '')", numeric: false },
+  updatedAt: { expr: 'r.updated_at', numeric: false },
 };
 
-/** The `rockets` view's columns from its two tables (so that sorts and keysets name the indexed ones). */
 const ROCKET_VIEW_SQL = `
-  SELECT f.channel, f.type, m.mission, m.speed, f.status, f.exploded_reason, f.launched_at, m.updated_at,
-    m.last_message_number, b.count AS buffered, b.oldest AS oldest_since
-  FROM rocket_facts f
-  JOIN rocket_motion m ON m.channel = f.channel
-  CROSS JOIN LATERAL (SELECT count(*) AS count, min(p.received_at) AS oldest FROM pending p WHERE p.channel = f.channel) b`;
+  SELECT r.*, b.count AS buffered, b.oldest AS oldest_since
+  FROM rockets r
+  CROSS JOIN LATERAL (SELECT count(*) AS count, min(p.received_at) AS oldest FROM pending p WHERE p.channel = r.channel) b`;
 
 const EVENT_COLUMNS = 'position, channel, message_number, message_type, message_time, payload, recorded_at';
 
@@ -703,6 +601,11 @@ function rocketColumns(rs: readonly Rocket[]): SqlValue[] {
     rs.map((r) => r.lastMessageNumber),
   ];
 }
+
+const ROCKET_UNNEST = `SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[],
+  $7::text[], $8::text[], $9::bigint[])`;
+const ROCKET_INSERT = `INSERT INTO rockets (channel, type, mission, speed, status, exploded_reason, launched_at,
+  updated_at, last_message_number)`;
 
 /** A commit() call waiting for its group's transaction. */
 interface Call {
@@ -1469,7 +1372,7 @@ export class PostgresStore implements EventStore {
   }
 
   async getRocket(channel: string): Promise<RocketView | undefined> {
-    const res = await this.pool.query<RocketViewRow>(`${ROCKET_VIEW_SQL} WHERE f.channel = $1`, [channel]);
+    const res = await this.pool.query<RocketViewRow>(`${ROCKET_VIEW_SQL} WHERE r.channel = $1`, [channel]);
     const row = res.rows[0];
     return row && toView(row);
   }
@@ -1483,20 +1386,20 @@ export class PostgresStore implements EventStore {
       values.push(v);
       return `$${values.length}`;
     };
-    if (q.status !== undefined) where.push(`f.status = ${param(q.status)}`);
+    if (q.status !== undefined) where.push(`r.status = ${param(q.status)}`);
     if (q.after !== undefined) {
       const cmp = q.order === 'desc' ? '<' : '>';
       const key = sort.numeric ? Number(q.after.key) : String(q.after.key);
       if (typeof key === 'number' && Number.isNaN(key)) {
         // As the memory store: a key that is no number compares equal, so the channel decides.
-        where.push(`${sort.tie} ${cmp} ${param(q.after.channel)}`);
+        where.push(`r.channel ${cmp} ${param(q.after.channel)}`);
       } else {
         const k = `${param(key)}::${sort.numeric ? 'float8' : 'text'}`;
-        where.push(`(${sort.expr}, ${sort.tie}) ${cmp} (${k}, ${param(q.after.channel)}::text)`);
+        where.push(`(${sort.expr}, r.channel) ${cmp} (${k}, ${param(q.after.channel)}::text)`);
       }
     }
     let sql = `${ROCKET_VIEW_SQL}${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''}
-      ORDER BY ${sort.expr} ${dir}, ${sort.tie} ${dir}`;
+      ORDER BY ${sort.expr} ${dir}, r.channel ${dir}`;
     if (q.limit !== undefined) sql += ` LIMIT ${param(q.limit)}`;
     const res = await this.pool.query<RocketViewRow>(sql, values);
     return res.rows.map(toView);
@@ -1524,7 +1427,7 @@ export class PostgresStore implements EventStore {
 
   async stats(): Promise<StoreStats> {
     const res = await this.pool.query<{ rockets: string; events: string; buffered: string }>(
-      `SELECT (SELECT count(*) FROM rocket_motion) AS rockets, (SELECT count(*) FROM events) AS events,
+      `SELECT (SELECT count(*) FROM rockets) AS rockets, (SELECT count(*) FROM events) AS events,
         (SELECT count(*) FROM pending) AS buffered`,
     );
     const row = res.rows[0];
@@ -1542,7 +1445,7 @@ export class PostgresStore implements EventStore {
   rebuildProjection(): Promise<number> {
     const begin = `BEGIN; SELECT pg_advisory_xact_lock(${LOCK_REBUILD}, ${this.schemaKey}), ${DURABLE}`;
     return this.transaction(async (c) => {
-      await c.query(`${begin}; DELETE FROM rocket_facts; DELETE FROM rocket_motion`);
+      await c.query(`${begin}; DELETE FROM rockets`);
       let replayed = 0;
       let current: Rocket | undefined;
       let after: [string, number] | undefined;
@@ -1565,10 +1468,10 @@ export class PostgresStore implements EventStore {
           after = [e.channel, e.messageNumber];
         }
         replayed += res.rows.length;
-        if (done.length > 0) await c.query(UPSERT_SQL, rocketColumns(done));
+        if (done.length > 0) await c.query(`${ROCKET_INSERT} ${ROCKET_UNNEST}`, rocketColumns(done));
         if (res.rows.length < PAGE) break;
       }
-      if (current !== undefined) await c.query(UPSERT_SQL, rocketColumns([current]));
+      if (current !== undefined) await c.query(`${ROCKET_INSERT} ${ROCKET_UNNEST}`, rocketColumns([current]));
       await c.query('COMMIT');
       // The rows may differ from what this instance had seen (that is what a rebuild is for).
       this.known.clear();
@@ -1785,30 +1688,15 @@ const COMMIT_KNOWN_SQL = `SELECT
 const GAPS_SQL = `
   SELECT g.channel, g.count, g.oldest, COALESCE(r.last_message_number, 0) + 1 AS waiting_for
   FROM (SELECT channel, count(*) AS count, min(received_at) AS oldest FROM pending GROUP BY channel) g
-  LEFT JOIN rocket_motion r ON r.channel = g.channel
+  LEFT JOIN rockets r ON r.channel = g.channel
   ORDER BY g.oldest, g.channel
   LIMIT $1`;
 
-/**
- * Projection upserts of one transaction (rocketColumns): each rocket's motion row, and its facts row only
- * where they change (see step 6).
- */
+/** Projection upserts of one transaction. */
 const UPSERT_SQL = `
-  WITH u AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[],
-      $8::text[], $9::bigint[]) AS u(channel, type, mission, speed, status, exploded_reason, launched_at, updated_at,
-      last_message_number)
-  ), facts AS (
-    INSERT INTO rocket_facts AS f (channel, type, status, exploded_reason, launched_at)
-    SELECT channel, type, status, exploded_reason, launched_at FROM u
-    ON CONFLICT (channel) DO UPDATE SET type = EXCLUDED.type, status = EXCLUDED.status,
-      exploded_reason = EXCLUDED.exploded_reason, launched_at = EXCLUDED.launched_at
-    WHERE (f.type, f.status, f.exploded_reason, f.launched_at)
-      IS DISTINCT FROM (EXCLUDED.type, EXCLUDED.status, EXCLUDED.exploded_reason, EXCLUDED.launched_at)
-  )
-  INSERT INTO rocket_motion (channel, mission, speed, updated_at, last_message_number)
-  SELECT channel, mission, speed, updated_at, last_message_number FROM u
-  ON CONFLICT (channel) DO UPDATE SET mission = EXCLUDED.mission, speed = EXCLUDED.speed,
+  ${ROCKET_INSERT} ${ROCKET_UNNEST}
+  ON CONFLICT (channel) DO UPDATE SET type = EXCLUDED.type, mission = EXCLUDED.mission, speed = EXCLUDED.speed,
+    status = EXCLUDED.status, exploded_reason = EXCLUDED.exploded_reason, launched_at = EXCLUDED.launched_at,
     updated_at = EXCLUDED.updated_at, last_message_number = EXCLUDED.last_message_number`;
 
 /**
