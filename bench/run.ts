@@ -817,14 +817,22 @@ async function profiles(): Promise<void> {
     return `${fmt(r.deliveriesPerSec)} deliveries/s, p99 ${fmt(r.publishToDeliverMs.p99)} ms`;
   });
   if (only && !only.includes('postgres')) return;
+  const pg = new Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
+  try {
+    await pg.connect();
+  } catch (e) {
+    console.log(
+      `### PostgreSQL\n\nnot profiled: unreachable at BENCH_DATABASE_URL (${e instanceof Error ? e.message : String(e)})\n`,
+    );
+    return;
+  }
+  // In a schema of its own, dropped after; the SQLite file `ours` is given is not used.
   const schema = `bench_profile_${process.pid}_${Date.now()}`;
   try {
     await profiled('postgres', 'PostgreSQL, REST POST /messages, 1 instance', freshDb('p'), ingest(REST), {
       DATABASE_URL: pgUrl(schema),
     });
   } finally {
-    const pg = new Client({ connectionString: PG_URL, connectionTimeoutMillis: 3000 });
-    await pg.connect();
     await pg.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await pg.end();
   }
