@@ -4,6 +4,7 @@
 //   read:   every row of BENCH_FILE's `events` (our server's database) in position order, payload parsed.
 // Prints {"msg":"result","rows","ms","rowsPerSec"}.
 import Database from 'better-sqlite3';
+import { CREATE_EVENTS, prepareInsert } from './events';
 import { channelName, envelope, kth } from '../telemetry';
 
 const file = process.env.BENCH_FILE ?? '';
@@ -26,20 +27,13 @@ if (process.argv[2] === 'read') {
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = FULL');
-  db.exec(`CREATE TABLE events (
-      position INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL,
-      message_number INTEGER NOT NULL CHECK (message_number >= 1), message_type TEXT NOT NULL,
-      message_time TEXT NOT NULL, payload TEXT NOT NULL, recorded_at TEXT NOT NULL,
-      UNIQUE (channel, message_number)) STRICT;`);
+  db.exec(CREATE_EVENTS);
   const rows = Array.from({ length: total }, (_, i) => {
     const { index, n } = kth(i + 1, channels);
     const e = envelope(channelName('b', index), n);
     return [e.metadata.channel, n, e.metadata.messageType, e.metadata.messageTime, JSON.stringify(e.message)] as const;
   });
-  const insert = db.prepare<[string, number, string, string, string, string]>(
-    `INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
-     VALUES (?, ?, ?, ?, ?, ?)`,
-  );
+  const insert = prepareInsert(db);
   const commit = db.transaction((from: number, at: string) => {
     for (const r of rows.slice(from, from + batch)) insert.run(...r, at);
   });

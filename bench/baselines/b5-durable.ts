@@ -7,6 +7,7 @@ import { fdatasync, openSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Database from 'better-sqlite3';
+import { CREATE_EVENTS, prepareInsert } from './events';
 
 interface Body {
   metadata: { channel: string; messageNumber: number; messageTime: string; messageType: string };
@@ -17,16 +18,9 @@ const file = process.env.BENCH_FILE ?? '';
 const db = new Database(file);
 db.pragma('journal_mode = WAL');
 db.pragma('synchronous = NORMAL');
-db.exec(`CREATE TABLE events (
-    position INTEGER PRIMARY KEY AUTOINCREMENT, channel TEXT NOT NULL,
-    message_number INTEGER NOT NULL CHECK (message_number >= 1), message_type TEXT NOT NULL,
-    message_time TEXT NOT NULL, payload TEXT NOT NULL, recorded_at TEXT NOT NULL,
-    UNIQUE (channel, message_number)) STRICT`);
+db.exec(CREATE_EVENTS);
 const wal = openSync(`${file}-wal`, 'r+');
-const insert = db.prepare<[string, number, string, string, string, string]>(
-  `INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
-   VALUES (?, ?, ?, ?, ?, ?)`,
-);
+const insert = prepareInsert(db);
 
 interface Pending {
   readonly body: Body;
