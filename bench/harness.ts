@@ -3,7 +3,7 @@
  * with taskset when it exists, killed on exit, and every wait bounded.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -233,6 +233,52 @@ export async function fetchJson<T>(url: string, method = 'GET', body?: string): 
   const r = await fetchText(url, method, body);
   if (r.status < 200 || r.status > 299) throw new Error(`${method} ${url}: ${r.status} ${r.text.slice(0, 300)}`);
   return JSON.parse(r.text) as T;
+}
+
+/**
+ * CPU time, in seconds, from `/proc/<pid>/stat`: user + system of the process itself, or (`reaped`) of
+ * its children that have exited and been waited for. NaN where there is no such process or no /proc.
+ */
+function procCpu(pid: number | 'self', reaped = false): number {
+  try {
+    // Fields after the command name, which may hold spaces: state is [0], utime [11], stime [12],
+    // cutime [13], cstime [14]; in clock ticks, 100 a second for /proc on Linux.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (reaped ? Number(f[13]) + Number(f[14]) : Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU seconds used so far by the process `pid`. */
+export const cpuSeconds = (pid: number): number => procCpu(pid);
+
+/**
+ * CPU seconds used so far by this process's children that have ended: a load generator once it exits
+ * (`taskset` execs it, so it is our child).
+ */
+export const endedChildrenCpuSeconds = (): number => procCpu('self', true);
+
+/** CPU seconds used so far by every process named `postgres`: the backends and the server's own helpers. */
+export function postgresCpuSeconds(): number {
+  let total = 0;
+  let dirs: string[];
+  try {
+    dirs = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return NaN;
+  }
+  for (const d of dirs) {
+    try {
+      if (readFileSync(`/proc/${d}/comm`, 'utf8').trim() !== 'postgres') continue;
+    } catch {
+      continue; // ended meanwhile
+    }
+    const cpu = procCpu(Number(d));
+    if (Number.isFinite(cpu)) total += cpu;
+  }
+  return total;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

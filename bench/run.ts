@@ -16,12 +16,15 @@ import type { LoadResult, SeedResult, SubsResult } from './client';
 import {
   baseline,
   client,
+  cpuSeconds,
+  endedChildrenCpuSeconds,
   fetchJson,
   fetchText,
   hasTaskset,
   killAll,
   load,
   MAIN,
+  postgresCpuSeconds,
   ROOT,
   run,
   SERVER_CORE,
@@ -152,6 +155,36 @@ const httpDrive =
   (s: Server, o: Omit<LoadOptions, 'prefix' | 'durationS'>): Drive =>
   (prefix, durationS) =>
     load(s.url, { ...o, prefix, durationS });
+
+/** CPU a message acknowledged, in µs, during one load run, by where it was spent. */
+interface CpuUse {
+  readonly server: number;
+  /** Every PostgreSQL process; 0 when not metered. */
+  readonly postgres: number;
+  readonly load: number;
+}
+const cpuUse = new WeakMap<LoadResult, CpuUse>();
+
+/**
+ * `drive`, noting in `cpuUse` the CPU per message of the server `pid`, of the load generator and (with
+ * `postgresToo`) of PostgreSQL. What a server spends per message bounds its ratio to another whatever
+ * it waits on: at the same share of the machine busy, their rates are in the inverse ratio of their CPU.
+ */
+const metered =
+  (drive: Drive, pid: number, rate: (r: LoadResult) => number, postgresToo = false): Drive =>
+  async (prefix, durationS) => {
+    const pgCpu = (): number => (postgresToo ? postgresCpuSeconds() : 0);
+    const [server, postgres, load] = [cpuSeconds(pid), pgCpu(), endedChildrenCpuSeconds()];
+    const r = await drive(prefix, durationS);
+    const messages = (rate(r) * r.durationUs) / 1e6;
+    const per = (now: number, was: number): number => ((now - was) * 1e6) / messages;
+    cpuUse.set(r, {
+      server: per(cpuSeconds(pid), server),
+      postgres: per(pgCpu(), postgres),
+      load: per(endedChildrenCpuSeconds(), load),
+    });
+    return r;
+  };
 
 const bestOf = (runs: readonly LoadResult[], rate: (r: LoadResult) => number): LoadResult =>
   runs.reduce((a, b) => (rate(b) > rate(a) ? b : a));
@@ -317,15 +350,22 @@ const NO_GRAPHQL = 'n/a (GraphQL not available: POST /graphql does not answer `{
 // The measures
 
 let b0: number | undefined;
+let b0Cpu: CpuUse | undefined;
 const REST = { mode: 'rest', connections: CONNECTIONS } as const;
 
 /** B0 of this run (the REST and PostgreSQL rows share it), measured alone if the REST row did not run. */
 async function b0Rate(): Promise<number> {
-  b0 ??= okRate(
-    (await withServer(startServer('B0', baseline('b0-http')), (s) => solo(httpDrive(s, REST), okRate))).best,
-  );
+  if (b0 === undefined) {
+    const r = await withServer(startServer('B0', baseline('b0-http')), (s) =>
+      solo(metered(httpDrive(s, REST), s.pid, okRate), okRate),
+    );
+    b0 = okRate(r.best);
+    b0Cpu = cpuUse.get(r.best);
+  }
   return b0;
 }
+
+const us = (n: number | undefined): string => `${fmt(n ?? NaN)} µs`;
 
 async function restIngest(): Promise<void> {
   await withServers(
@@ -337,10 +377,11 @@ async function restIngest(): Promise<void> {
     async ([b, d, s]) => {
       if (!b || !d || !s) return;
       const [base, durable, r] = (await alternate(
-        [httpDrive(b, REST), httpDrive(d, REST), httpDrive(s, REST)],
+        [b, d, s].map((x) => metered(httpDrive(x, REST), x.pid, okRate)),
         okRate,
       )) as [Rounds, Rounds, Rounds];
       b0 = okRate(base.best);
+      b0Cpu = cpuUse.get(base.best);
       const measure = `REST \`POST /messages\`, durable SQLite (synchronous FULL), ${CONNECTIONS} connections`;
       ratioRow(measure, okRate(r.best), ` msg/s${p99(r.best)}`, 'B0', b0, 0.6);
       const b5 = okRate(durable.best);
@@ -349,6 +390,19 @@ async function restIngest(): Promise<void> {
         ours: `${fmt(okRate(r.best))} msg/s`,
         baseline: `B5 ${fmt(b5)} (${fmt(b5 / b0, 2)}× B0)`,
         ratio: `${fmt(okRate(r.best) / b5, 2)}×`,
+        target: '(information)',
+        result: '',
+      });
+      const [own, bare, durableCpu] = [r, base, durable].map((x) => cpuUse.get(x.best)?.server ?? NaN) as [
+        number,
+        number,
+        number,
+      ];
+      rows.push({
+        measure: '↳ CPU a message, server process (ratio: B0 ÷ ours, our ratio if both servers were always busy)',
+        ours: us(own),
+        baseline: `B0 ${us(bare)}, B5 ${us(durableCpu)}`,
+        ratio: `${fmt(bare / own, 2)}×`,
         target: '(information)',
         result: '',
       });
@@ -707,8 +761,20 @@ async function postgres(): Promise<void> {
       return;
     }
     await withServer(Promise.resolve(first), async (s) => {
-      const r = await solo(httpDrive(s, REST), okRate);
+      const r = await solo(metered(httpDrive(s, REST), s.pid, okRate, true), okRate);
       ratioRow(one, okRate(r.best), ` msg/s${p99(r.best)}`, 'B0', base, 0.3);
+      const c = cpuUse.get(r.best);
+      const total = c === undefined ? NaN : c.server + c.postgres + c.load;
+      const baseTotal = b0Cpu === undefined ? NaN : b0Cpu.server + b0Cpu.load;
+      rows.push({
+        measure:
+          '↳ CPU a message, node + PostgreSQL + load generator (ratio: B0 ÷ ours, ours if the machine were always busy)',
+        ours: `${fmt(c?.server ?? NaN)} + ${fmt(c?.postgres ?? NaN)} + ${fmt(c?.load ?? NaN)} = ${us(total)}`,
+        baseline: `B0 ${fmt(b0Cpu?.server ?? NaN)} + ${fmt(b0Cpu?.load ?? NaN)} = ${us(baseTotal)}`,
+        ratio: `${fmt(baseTotal / total, 2)}×`,
+        target: '(information)',
+        result: '',
+      });
       await check('REST ingest, PostgreSQL, 1 instance', s.url, r.all);
     });
     const env = { DATABASE_URL: urlFor(`${stamp}_b`), NODE_ENV: 'production' };
