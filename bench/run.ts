@@ -393,16 +393,12 @@ async function restIngest(): Promise<void> {
         target: '(information)',
         result: '',
       });
-      const [own, bare, durableCpu] = [r, base, durable].map((x) => cpuUse.get(x.best)?.server ?? NaN) as [
-        number,
-        number,
-        number,
-      ];
+      const serverCpu = (x: Rounds): number => cpuUse.get(x.best)?.server ?? NaN;
       rows.push({
         measure: '↳ CPU a message, server process (ratio: B0 ÷ ours, our ratio if both servers were always busy)',
-        ours: us(own),
-        baseline: `B0 ${us(bare)}, B5 ${us(durableCpu)}`,
-        ratio: `${fmt(bare / own, 2)}×`,
+        ours: us(serverCpu(r)),
+        baseline: `B0 ${us(serverCpu(base))}, B5 ${us(serverCpu(durable))}`,
+        ratio: `${fmt(serverCpu(base) / serverCpu(r), 2)}×`,
         target: '(information)',
         result: '',
       });
