@@ -78,8 +78,12 @@ export async function buildApp(
       connectionsCheckingInterval: Math.max(50, Math.min(30_000, config.headersTimeoutMs / 4)),
     },
     (req, res) => {
-      res.setHeader('x-request-id', requestIdOf(req) ?? nextRequestId());
-      if (debug) logRequest(log, req, res);
+      const requestId = requestIdOf(req) ?? nextRequestId();
+      if (debug) logRequest(log, req, res, requestId);
+      // A read asked before, of a store that has not changed since, answered again before any routing. A
+      // browser's cross-origin read (it sends an Origin) takes the route below, which adds the CORS headers.
+      if (req.headers.origin === undefined && rest.replay(req, res, requestId)) return;
+      res.setHeader('x-request-id', requestId);
       let url: URL;
       try {
         url = PLAIN_TARGETS.get(req.url ?? '/') ?? new URL(req.url ?? '/', 'http://localhost');
@@ -185,12 +189,12 @@ function requestIds(): () => string {
 }
 
 /** One debug line per request, when it finishes. Never at info: a line per message would flood. */
-function logRequest(log: Logger, req: IncomingMessage, res: ServerResponse): void {
+function logRequest(log: Logger, req: IncomingMessage, res: ServerResponse, requestId: string): void {
   const started = performance.now();
   res.once('finish', () => {
     log.debug(
       {
-        requestId: res.getHeader('x-request-id'),
+        requestId,
         method: req.method,
         path: req.url?.split('?')[0],
         status: res.statusCode,

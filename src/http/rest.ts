@@ -74,13 +74,85 @@ function serialisedOnce<T extends object>(json: (value: T) => unknown): (value: 
   };
 }
 
+/** A 200 answer kept by request target: its headers as name, value, name, value (with the length), and its body. */
+interface Answer {
+  readonly headers: readonly string[];
+  readonly body: Buffer;
+}
+
+/** Bytes of answers (and their targets) the REST answer cache keeps at most. */
+const ANSWER_CACHE_SIZE = 8 * 1024 * 1024;
+/** Targets longer than this are answered, not kept. */
+const ANSWER_CACHE_MAX_TARGET = 2048;
+
+/**
+ * Answers of `GET /rockets` and `GET /rockets/:channel` by request target (path and query, as sent), while the
+ * service's `readVersion()` stays the same: the first lookup that sees it changed drops them all. A repeated
+ * read then costs a map lookup and a write: no URL, no validation, no service call, no promise. Least recently
+ * used first out.
+ */
+class AnswerCache {
+  private seen: number | undefined;
+  private readonly entries = new Map<string, Answer>();
+  private size = 0;
+
+  constructor(private readonly version: () => number | undefined) {}
+
+  get(target: string): Answer | undefined {
+    if (!this.current()) return undefined;
+    const hit = this.entries.get(target);
+    if (hit === undefined) return undefined;
+    // Most recently used last.
+    this.entries.delete(target);
+    this.entries.set(target, hit);
+    return hit;
+  }
+
+  /** Keeps an answer computed after `since` was read from `readVersion()`; a later version drops it. */
+  set(target: string, since: number | undefined, answer: Answer): void {
+    if (since === undefined || !this.current() || since !== this.seen) return;
+    if (target.length > ANSWER_CACHE_MAX_TARGET || this.entries.has(target)) return;
+    this.entries.set(target, answer);
+    this.size += target.length + answer.body.length;
+    for (const [t, a] of this.entries) {
+      if (this.size <= ANSWER_CACHE_SIZE) break;
+      this.entries.delete(t);
+      this.size -= t.length + a.body.length;
+    }
+  }
+
+  /** Whether answers may be kept now; drops those of an earlier version. */
+  private current(): boolean {
+    const now = this.version();
+    if (now === undefined) return false;
+    if (now !== this.seen) {
+      this.entries.clear();
+      this.size = 0;
+      this.seen = now;
+    }
+    return true;
+  }
+}
+
 const pageBody = serialisedOnce((page: RocketPage) => page.rockets.map(rocketJson));
 const rocketBody = serialisedOnce(rocketJson);
 
-/** As `sendJson`, for a body already serialised. */
-function sendJsonBytes(res: ServerResponse, body: Buffer, headers: Record<string, string> = {}): void {
-  res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': body.length, ...headers });
-  res.end(body);
+/** A 200 with a JSON body already serialised. */
+const jsonAnswer = (body: Buffer, headers: Record<string, string> = {}): Answer => ({
+  headers: [
+    'content-type',
+    'application/json; charset=utf-8',
+    'content-length',
+    String(body.length),
+    ...Object.entries(headers).flat(),
+  ],
+  body,
+});
+
+/** Sends an answer; `more` headers (name, value, ...) join its own. */
+function send(res: ServerResponse, answer: Answer, ...more: string[]): void {
+  res.writeHead(200, more.length === 0 ? (answer.headers as string[]) : [...answer.headers, ...more]);
+  res.end(answer.body);
 }
 
 /**
@@ -92,6 +164,12 @@ export function createRestRoutes(
   options: { readonly maxBodyBytes: number; readonly ingestToken?: string | undefined; readonly log?: Logger },
 ) {
   const { maxBodyBytes, ingestToken, log } = options;
+  const answers = new AnswerCache(() => service.readVersion());
+  /** Answers a read the cache keeps (and its readers may be sent again), at the version `since`. */
+  const answer = (req: IncomingMessage, res: ServerResponse, since: number | undefined, a: Answer): void => {
+    answers.set(req.url ?? '', since, a);
+    send(res, a);
+  };
   async function postMessage(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (!mayWrite(req.headers.authorization, ingestToken)) {
       req.resume();
@@ -144,6 +222,7 @@ export function createRestRoutes(
     }
     if (path === '/rockets') {
       if (!allow('GET, HEAD')) return true;
+      const since = service.readVersion();
       const page = await service.rockets({
         sort: param(q, 'sort'),
         order: param(q, 'order'),
@@ -158,7 +237,7 @@ export function createRestRoutes(
         headers.link = `</rockets?${next.toString()}>; rel="next"`;
         headers['x-next-cursor'] = page.nextCursor;
       }
-      sendJsonBytes(res, pageBody(page), headers);
+      answer(req, res, since, jsonAnswer(pageBody(page), headers));
       return true;
     }
     const m = /^\/rockets\/([^/]+)(\/events)?$/.exec(path);
@@ -172,9 +251,10 @@ export function createRestRoutes(
         sendJson(res, 200, { ...pastRocketJson(await service.rocketAsOf(channel, point)), asOf: point });
         return true;
       }
+      const since = service.readVersion();
       const rocket = await service.rocket(channel);
       if (m[2] === undefined) {
-        sendJsonBytes(res, rocketBody(rocket));
+        answer(req, res, since, jsonAnswer(rocketBody(rocket)));
       } else {
         const events = await service.events({
           channel,
@@ -189,6 +269,17 @@ export function createRestRoutes(
   }
 
   return {
+    /**
+     * Answers a `GET` or `HEAD` of `/rockets` or `/rockets/:channel` asked before with the same target, if the
+     * store cannot have changed since: returns true once answered, false to route the request.
+     */
+    replay(req: IncomingMessage, res: ServerResponse, requestId: string): boolean {
+      if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+      const hit = answers.get(req.url ?? '');
+      if (hit === undefined) return false;
+      send(res, hit, 'x-request-id', requestId);
+      return true;
+    },
     /** Answers the request if the path is a REST route; resolves to false otherwise. Never rejects. */
     async handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> {
       try {

@@ -117,6 +117,85 @@ describe('REST: answers kept while the store has not changed', () => {
     expect(await rocketA()).toMatchObject({ speed: 107, lastMessageNumber: 2 });
   });
 
+  it('answers a target asked before again without routing it, each answer with its own request id', async () => {
+    const routed = jest.spyOn(app.service, 'rockets');
+    const target = `${base}/rockets?sort=speed&order=desc&limit=2`;
+    const first = await send(target, 'GET');
+    const again = await send(target, 'GET', undefined, { 'x-request-id': 'mine-1' });
+    const third = await send(target, 'GET');
+    expect(routed).toHaveBeenCalledTimes(1);
+    expect(first.status).toBe(200);
+    for (const r of [again, third]) {
+      expect(r.status).toBe(200);
+      expect(r.body).toEqual(first.body);
+      for (const h of ['content-type', 'content-length', 'link', 'x-next-cursor'])
+        expect([h, r.headers[h]]).toEqual([h, first.headers[h]]);
+    }
+    expect(first.headers.link).toContain('rel="next"');
+    expect(again.headers['x-request-id']).toBe('mine-1');
+    expect(new Set([first, third].map((r) => r.headers['x-request-id'])).size).toBe(2);
+    // HEAD of the same target: the same headers, no body.
+    const head = await send(target, 'HEAD');
+    expect(routed).toHaveBeenCalledTimes(1);
+    expect([head.status, head.body, head.headers['content-length']]).toEqual([
+      200,
+      '',
+      first.headers['content-length'],
+    ]);
+  });
+
+  it('answers a single rocket again while nothing changes, but asks again for one it did not find', async () => {
+    const routed = jest.spyOn(app.service, 'rocket');
+    const a1 = await getJson(`${base}/rockets/a`);
+    const a2 = await getJson(`${base}/rockets/a`);
+    expect([a1.status, a2.status]).toEqual([200, 200]);
+    expect(a2.body).toEqual(a1.body);
+    expect(routed).toHaveBeenCalledTimes(1);
+    expect((await getJson(`${base}/rockets/nope`)).status).toBe(404);
+    expect((await getJson(`${base}/rockets/nope`)).status).toBe(404);
+    expect(routed).toHaveBeenCalledTimes(3);
+    await postJson(`${base}/messages`, speedUp('a', 2, 5));
+    expect((await getJson(`${base}/rockets/a`)).body).toMatchObject({ speed: 105, lastMessageNumber: 2 });
+  });
+
+  it('gives a cross-origin read its CORS headers every time, and refuses other methods on a kept target', async () => {
+    const target = `${base}/rockets?limit=1`;
+    const origin = { origin: 'https://mission.example' };
+    await send(target, 'GET');
+    for (let i = 0; i < 2; i++) {
+      const r = await send(target, 'GET', undefined, origin);
+      expect([r.status, r.headers['access-control-allow-origin']]).toEqual([200, 'https://mission.example']);
+    }
+    const post = await send(target, 'POST', '{}', { 'content-type': 'application/json' });
+    expect([post.status, post.headers.allow]).toEqual([405, 'GET, HEAD']);
+  });
+
+  it('keeps no answer while the service says reads must not be kept', async () => {
+    jest.spyOn(app.service, 'readVersion').mockReturnValue(undefined);
+    const routed = jest.spyOn(app.service, 'rockets');
+    await getJson(`${base}/rockets`);
+    await getJson(`${base}/rockets`);
+    expect(routed).toHaveBeenCalledTimes(2);
+  });
+
+  it('does not keep an answer computed while the store changed', async () => {
+    const target = `${base}/rockets?sort=speed&order=desc`;
+    const read = app.store.listRockets.bind(app.store);
+    // A commit lands between the version read and the answer: that answer must not be served again.
+    jest.spyOn(app.store, 'listRockets').mockImplementationOnce(async (q) => {
+      const page = await read(q);
+      await app.store.commit([message(speedUp('a', 2, 500))]);
+      return page;
+    });
+    const stale = await getJson(target);
+    expect((stale.body as RocketBody[]).map((r) => r.channel)).toEqual(['b', 'c', 'a']);
+    expect(((await getJson(target)).body as RocketBody[]).map((r) => [r.channel, r.speed])).toEqual([
+      ['a', 600],
+      ['b', 300],
+      ['c', 200],
+    ]);
+  });
+
   it('does not keep a listing whose read failed', async () => {
     const failing = jest.spyOn(app.store, 'listRockets').mockRejectedValueOnce(new Error('disk on fire'));
     const logged = jest.spyOn(console, 'error').mockImplementation(() => undefined);
