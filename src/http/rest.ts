@@ -75,15 +75,20 @@ function serialisedOnce<T extends object>(json: (value: T) => unknown): (value: 
 }
 
 /** A 200 answer kept by request target: its headers as name, value, name, value (with the length), and its body. */
-interface Answer {
+export interface Answer {
   readonly headers: readonly string[];
   readonly body: Buffer;
 }
 
-/** Bytes of answers (and their targets) the REST answer cache keeps at most. */
+/** Bytes the REST answer cache keeps at most: bodies, targets, headers, and what each entry costs besides. */
 const ANSWER_CACHE_SIZE = 8 * 1024 * 1024;
 /** Targets longer than this are answered, not kept. */
 const ANSWER_CACHE_MAX_TARGET = 2048;
+/** About what an entry costs beyond its strings and body: the map entry, the answer and its header array. */
+const ANSWER_ENTRY_BYTES = 200;
+
+export const weightOf = (target: string, a: Answer): number =>
+  ANSWER_ENTRY_BYTES + target.length + a.body.length + a.headers.reduce((n, h) => n + h.length, 0);
 
 /**
  * Answers of `GET /rockets` and `GET /rockets/:channel` by request target (path and query, as sent), while the
@@ -91,12 +96,15 @@ const ANSWER_CACHE_MAX_TARGET = 2048;
  * read then costs a map lookup and a write: no URL, no validation, no service call, no promise. Least recently
  * used first out.
  */
-class AnswerCache {
+export class AnswerCache {
   private seen: number | undefined;
   private readonly entries = new Map<string, Answer>();
   private size = 0;
 
-  constructor(private readonly version: () => number | undefined) {}
+  constructor(
+    private readonly version: () => number | undefined,
+    private readonly maxBytes = ANSWER_CACHE_SIZE,
+  ) {}
 
   get(target: string): Answer | undefined {
     if (!this.current()) return undefined;
@@ -112,12 +120,14 @@ class AnswerCache {
   set(target: string, since: number | undefined, answer: Answer): void {
     if (since === undefined || !this.current() || since !== this.seen) return;
     if (target.length > ANSWER_CACHE_MAX_TARGET || this.entries.has(target)) return;
+    const weight = weightOf(target, answer);
+    if (weight > this.maxBytes) return;
     this.entries.set(target, answer);
-    this.size += target.length + answer.body.length;
+    this.size += weight;
     for (const [t, a] of this.entries) {
-      if (this.size <= ANSWER_CACHE_SIZE) break;
+      if (this.size <= this.maxBytes) break;
       this.entries.delete(t);
-      this.size -= t.length + a.body.length;
+      this.size -= weightOf(t, a);
     }
   }
 

@@ -4,7 +4,7 @@ import { validateEnvelope, type RocketMessage } from '../../src/domain/message';
 import { Hub } from '../../src/engine/hub';
 import { LanePool } from '../../src/engine/lanes';
 import { RocketService } from '../../src/engine/service';
-import { rocketJson } from '../../src/http/rest';
+import { AnswerCache, rocketJson, weightOf, type Answer } from '../../src/http/rest';
 import { MemoryStore } from '../../src/store/memory';
 import { createTestClock, type TestClock } from '../store/contract';
 import { getJson, postJson, send } from '../support/process';
@@ -264,5 +264,44 @@ describe('the read cache policy of the service', () => {
     await service.rockets();
     expect(read).toHaveBeenCalledTimes(2);
     expect(service.readVersion()).toBeUndefined();
+  });
+});
+
+describe('the REST answer cache', () => {
+  const answer = (text: string): Answer => ({ headers: ['content-type', 'text/plain'], body: Buffer.from(text) });
+  const one = weightOf('/a', answer('x'.repeat(100)));
+
+  it('keeps answers up to its size, the least recently used going first', () => {
+    const cache = new AnswerCache(() => 1, 3 * one);
+    for (const t of ['/a', '/b', '/c']) cache.set(t, 1, answer('x'.repeat(100)));
+    expect(cache.get('/a')?.body.length).toBe(100); // now the most recently used
+    cache.set('/d', 1, answer('x'.repeat(100)));
+    expect(['/a', '/b', '/c', '/d'].map((t) => cache.get(t) !== undefined)).toEqual([true, false, true, true]);
+    // An answer larger than the whole cache is not kept, and takes nothing with it that would still fit.
+    cache.set('/e', 1, answer('x'.repeat(4 * one)));
+    expect(['/a', '/c', '/d', '/e'].map((t) => cache.get(t) !== undefined)).toEqual([true, true, true, false]);
+  });
+
+  it('drops everything when the version moves, and keeps nothing computed before it or without one', () => {
+    let version: number | undefined = 1;
+    const cache = new AnswerCache(() => version, 1024 * 1024);
+    cache.set('/a', 1, answer('one'));
+    expect(cache.get('/a')?.body.toString()).toBe('one');
+    version = 2;
+    expect(cache.get('/a')).toBeUndefined();
+    cache.set('/a', 1, answer('stale'));
+    expect(cache.get('/a')).toBeUndefined();
+    cache.set('/a', 2, answer('two'));
+    expect(cache.get('/a')?.body.toString()).toBe('two');
+    version = undefined;
+    cache.set('/b', undefined, answer('none'));
+    expect([cache.get('/a'), cache.get('/b')]).toEqual([undefined, undefined]);
+  });
+
+  it('does not keep an answer to a target too long to be worth a key', () => {
+    const cache = new AnswerCache(() => 1, 1024 * 1024);
+    const long = `/rockets?x=${'y'.repeat(4096)}`;
+    cache.set(long, 1, answer('z'));
+    expect(cache.get(long)).toBeUndefined();
   });
 });
