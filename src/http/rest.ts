@@ -175,7 +175,7 @@ export function createRestRoutes(
 ) {
   const { maxBodyBytes, ingestToken, log } = options;
   const answers = new AnswerCache(() => service.readVersion());
-  /** Answers a read the cache keeps (and its readers may be sent again), at the version `since`. */
+  /** Sends a read's answer, and keeps it for its target if the store has not changed since `since`. */
   const answer = (req: IncomingMessage, res: ServerResponse, since: number | undefined, a: Answer): void => {
     answers.set(req.url ?? '', since, a);
     send(res, a);
