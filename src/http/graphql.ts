@@ -50,6 +50,7 @@ import {
   sameSecret,
   sendPreflight,
 } from './io';
+import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
 
 export interface GraphQLTransport {
   /** Answers a request to `/graphql`. Never rejects: failures become GraphQL error responses. */
@@ -306,18 +307,28 @@ interface Question {
 }
 
 /**
- * Serialised answers of queries over HTTP, by query text, operation name and variables, while the service's
- * `readVersion()` stays the same: the first lookup that sees it changed drops them all. Only answers of queries
- * without errors are kept (so nothing depends on who asked: only mutations do). A request whose query text has
- * no answer kept costs one map lookup (no key is built), so mutations pay next to nothing. Least recently used
- * first out.
+ * Serialised answers of queries over HTTP, by query text, operation name and variables, kept while the
+ * service's `readVersion()` stays the same (`KeptAnswers`). Only answers of queries without errors are kept
+ * (so nothing depends on who asked: only mutations do). A request whose query text has no answer kept costs
+ * one map lookup (no key is built), so mutations pay next to nothing.
  */
 class AnswerCache {
-  private seen: number | undefined;
-  private readonly entries = new Map<string, { readonly query: string; readonly answer: Buffer }>();
   /** How many answers are kept for each query text. */
   private readonly texts = new Map<string, number>();
-  private size = 0;
+  private readonly kept = new KeptAnswers<{ readonly query: string; readonly answer: Buffer }>(
+    ANSWER_CACHE_SIZE,
+    (key, e) => ENTRY_BYTES + key.length + e.answer.length,
+    {
+      dropped: (_, e) => {
+        const left = (this.texts.get(e.query) ?? 1) - 1;
+        if (left > 0) this.texts.set(e.query, left);
+        else this.texts.delete(e.query);
+      },
+      cleared: () => {
+        this.texts.clear();
+      },
+    },
+  );
 
   private static keyOf(q: Question): string | undefined {
     const key = `${q.operationName ?? ''}\n${JSON.stringify(q.variables ?? null)}\n${q.query}`;
@@ -325,39 +336,17 @@ class AnswerCache {
   }
 
   get(q: Question, version: number): Buffer | undefined {
-    if (version !== this.seen) {
-      this.entries.clear();
-      this.texts.clear();
-      this.size = 0;
-      this.seen = version;
-      return undefined;
-    }
-    if (!this.texts.has(q.query)) return undefined;
+    if (!this.kept.at(version) || !this.texts.has(q.query)) return undefined;
     const key = AnswerCache.keyOf(q);
-    const hit = key === undefined ? undefined : this.entries.get(key);
-    if (key === undefined || hit === undefined) return undefined;
-    // Most recently used last.
-    this.entries.delete(key);
-    this.entries.set(key, hit);
-    return hit.answer;
+    return key === undefined ? undefined : this.kept.get(key, version)?.answer;
   }
 
   /** Keeps an answer computed after `version` was read; a later version drops it. */
   set(q: Question, version: number, answer: Buffer): void {
-    if (version !== this.seen || answer.length > ANSWER_CACHE_MAX_ANSWER) return;
+    if (answer.length > ANSWER_CACHE_MAX_ANSWER) return;
     const key = AnswerCache.keyOf(q);
-    if (key === undefined || this.entries.has(key)) return;
-    this.entries.set(key, { query: q.query, answer });
-    this.texts.set(q.query, (this.texts.get(q.query) ?? 0) + 1);
-    this.size += key.length + answer.length;
-    for (const [k, e] of this.entries) {
-      if (this.size <= ANSWER_CACHE_SIZE) break;
-      this.entries.delete(k);
-      this.size -= k.length + e.answer.length;
-      const left = (this.texts.get(e.query) ?? 1) - 1;
-      if (left > 0) this.texts.set(e.query, left);
-      else this.texts.delete(e.query);
-    }
+    if (key !== undefined && this.kept.set(key, version, { query: q.query, answer }))
+      this.texts.set(q.query, (this.texts.get(q.query) ?? 0) + 1);
   }
 }
 

@@ -5,6 +5,7 @@ import type { Rocket } from '../domain/rocket';
 import type { RocketPage, RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
 import { mayWrite, readBody, sendError, sendJson } from './io';
+import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
 
 /** A rocket's state without the buffer: what time travel answers. */
 const pastRocketJson = (r: Rocket) => ({
@@ -75,7 +76,7 @@ function serialisedOnce<T extends object>(json: (value: T) => unknown): (value: 
 }
 
 /** A 200 answer kept by request target: its headers as name, value, name, value (with the length), and its body. */
-export interface Answer {
+interface Answer {
   readonly headers: readonly string[];
   readonly body: Buffer;
 }
@@ -84,65 +85,9 @@ export interface Answer {
 const ANSWER_CACHE_SIZE = 8 * 1024 * 1024;
 /** Targets longer than this are answered, not kept. */
 const ANSWER_CACHE_MAX_TARGET = 2048;
-/** About what an entry costs beyond its strings and body: the map entry, the answer and its header array. */
-const ANSWER_ENTRY_BYTES = 200;
 
-export const weightOf = (target: string, a: Answer): number =>
-  ANSWER_ENTRY_BYTES + target.length + a.body.length + a.headers.reduce((n, h) => n + h.length, 0);
-
-/**
- * Answers of `GET /rockets` and `GET /rockets/:channel` by request target (path and query, as sent), while the
- * service's `readVersion()` stays the same: the first lookup that sees it changed drops them all. A repeated
- * read then costs a map lookup and a write: no URL, no validation, no service call, no promise. Least recently
- * used first out.
- */
-export class AnswerCache {
-  private seen: number | undefined;
-  private readonly entries = new Map<string, Answer>();
-  private size = 0;
-
-  constructor(
-    private readonly version: () => number | undefined,
-    private readonly maxBytes = ANSWER_CACHE_SIZE,
-  ) {}
-
-  get(target: string): Answer | undefined {
-    if (!this.current()) return undefined;
-    const hit = this.entries.get(target);
-    if (hit === undefined) return undefined;
-    // Most recently used last.
-    this.entries.delete(target);
-    this.entries.set(target, hit);
-    return hit;
-  }
-
-  /** Keeps an answer computed after `since` was read from `readVersion()`; a later version drops it. */
-  set(target: string, since: number | undefined, answer: Answer): void {
-    if (since === undefined || !this.current() || since !== this.seen) return;
-    if (target.length > ANSWER_CACHE_MAX_TARGET || this.entries.has(target)) return;
-    const weight = weightOf(target, answer);
-    if (weight > this.maxBytes) return;
-    this.entries.set(target, answer);
-    this.size += weight;
-    for (const [t, a] of this.entries) {
-      if (this.size <= this.maxBytes) break;
-      this.entries.delete(t);
-      this.size -= weightOf(t, a);
-    }
-  }
-
-  /** Whether answers may be kept now; drops those of an earlier version. */
-  private current(): boolean {
-    const now = this.version();
-    if (now === undefined) return false;
-    if (now !== this.seen) {
-      this.entries.clear();
-      this.size = 0;
-      this.seen = now;
-    }
-    return true;
-  }
-}
+const weightOf = (target: string, a: Answer): number =>
+  ENTRY_BYTES + target.length + a.body.length + a.headers.reduce((n, h) => n + h.length, 0);
 
 const pageBody = serialisedOnce((page: RocketPage) => page.rockets.map(rocketJson));
 const rocketBody = serialisedOnce(rocketJson);
@@ -174,10 +119,15 @@ export function createRestRoutes(
   options: { readonly maxBodyBytes: number; readonly ingestToken?: string | undefined; readonly log?: Logger },
 ) {
   const { maxBodyBytes, ingestToken, log } = options;
-  const answers = new AnswerCache(() => service.readVersion());
+  /**
+   * Answers of `GET /rockets` and `GET /rockets/:channel` by request target (path and query, as sent): a
+   * repeated read costs a map lookup and a write, with no URL, validation, service call or promise.
+   */
+  const answers = new KeptAnswers<Answer>(ANSWER_CACHE_SIZE, weightOf);
   /** Sends a read's answer, and keeps it for its target if the store has not changed since `since`. */
   const answer = (req: IncomingMessage, res: ServerResponse, since: number | undefined, a: Answer): void => {
-    answers.set(req.url ?? '', since, a);
+    const target = req.url ?? '';
+    if (target.length <= ANSWER_CACHE_MAX_TARGET) answers.set(target, since, a);
     send(res, a);
   };
   async function postMessage(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -285,7 +235,7 @@ export function createRestRoutes(
      */
     replay(req: IncomingMessage, res: ServerResponse, requestId: string): boolean {
       if (req.method !== 'GET' && req.method !== 'HEAD') return false;
-      const hit = answers.get(req.url ?? '');
+      const hit = answers.get(req.url ?? '', service.readVersion());
       if (hit === undefined) return false;
       send(res, hit, 'x-request-id', requestId);
       return true;

@@ -4,7 +4,8 @@ import { validateEnvelope, type RocketMessage } from '../../src/domain/message';
 import { Hub } from '../../src/engine/hub';
 import { LanePool } from '../../src/engine/lanes';
 import { RocketService } from '../../src/engine/service';
-import { AnswerCache, rocketJson, weightOf, type Answer } from '../../src/http/rest';
+import { KeptAnswers } from '../../src/http/kept-answers';
+import { rocketJson } from '../../src/http/rest';
 import { MemoryStore } from '../../src/store/memory';
 import { createTestClock, type TestClock } from '../store/contract';
 import { getJson, postJson, send } from '../support/process';
@@ -178,7 +179,7 @@ describe('REST: answers kept while the store has not changed', () => {
     expect(routed).toHaveBeenCalledTimes(2);
   });
 
-  it('does not keep an answer computed while the store changed', async () => {
+  it('does not answer again what it computed while the store changed', async () => {
     const target = `${base}/rockets?sort=speed&order=desc`;
     const read = app.store.listRockets.bind(app.store);
     // A commit lands between the version read and the answer: that answer must not be served again.
@@ -267,41 +268,58 @@ describe('the read cache policy of the service', () => {
   });
 });
 
-describe('the REST answer cache', () => {
-  const answer = (text: string): Answer => ({ headers: ['content-type', 'text/plain'], body: Buffer.from(text) });
-  const one = weightOf('/a', answer('x'.repeat(100)));
+describe('kept answers (the REST and GraphQL answer caches)', () => {
+  const weigh = (key: string, value: string): number => key.length + value.length;
+  const one = weigh('/a', 'x'.repeat(100));
 
-  it('keeps answers up to its size, the least recently used going first', () => {
-    const cache = new AnswerCache(() => 1, 3 * one);
-    for (const t of ['/a', '/b', '/c']) cache.set(t, 1, answer('x'.repeat(100)));
-    expect(cache.get('/a')?.body.length).toBe(100); // now the most recently used
-    cache.set('/d', 1, answer('x'.repeat(100)));
-    expect(['/a', '/b', '/c', '/d'].map((t) => cache.get(t) !== undefined)).toEqual([true, false, true, true]);
+  it('keeps answers up to its size, the least recently used going first, and says which went', () => {
+    const dropped: string[] = [];
+    const kept = new KeptAnswers<string>(3 * one, weigh, { dropped: (key) => dropped.push(key) });
+    for (const t of ['/a', '/b', '/c']) expect(kept.set(t, 1, 'x'.repeat(100))).toBe(true);
+    expect(kept.get('/a', 1)?.length).toBe(100); // now the most recently used
+    kept.set('/d', 1, 'x'.repeat(100));
+    expect(['/a', '/b', '/c', '/d'].map((t) => kept.get(t, 1) !== undefined)).toEqual([true, false, true, true]);
+    expect(dropped).toEqual(['/b']);
     // An answer larger than the whole cache is not kept, and takes nothing with it that would still fit.
-    cache.set('/e', 1, answer('x'.repeat(4 * one)));
-    expect(['/a', '/c', '/d', '/e'].map((t) => cache.get(t) !== undefined)).toEqual([true, true, true, false]);
+    expect(kept.set('/e', 1, 'x'.repeat(4 * one))).toBe(false);
+    expect(['/a', '/c', '/d', '/e'].map((t) => kept.get(t, 1) !== undefined)).toEqual([true, true, true, false]);
+    // One answer per key: the first stands.
+    expect(kept.set('/a', 1, 'y')).toBe(false);
+    expect(kept.get('/a', 1)).toBe('x'.repeat(100));
   });
 
   it('drops everything when the version moves, and keeps nothing computed before it or without one', () => {
-    let version: number | undefined = 1;
-    const cache = new AnswerCache(() => version, 1024 * 1024);
-    cache.set('/a', 1, answer('one'));
-    expect(cache.get('/a')?.body.toString()).toBe('one');
-    version = 2;
-    expect(cache.get('/a')).toBeUndefined();
-    cache.set('/a', 1, answer('stale'));
-    expect(cache.get('/a')).toBeUndefined();
-    cache.set('/a', 2, answer('two'));
-    expect(cache.get('/a')?.body.toString()).toBe('two');
-    version = undefined;
-    cache.set('/b', undefined, answer('none'));
-    expect([cache.get('/a'), cache.get('/b')]).toEqual([undefined, undefined]);
+    let cleared = 0;
+    const kept = new KeptAnswers<string>(1024 * 1024, weigh, { cleared: () => cleared++ });
+    kept.set('/a', 1, 'one');
+    expect(kept.get('/a', 1)).toBe('one');
+    expect(kept.get('/a', 2)).toBeUndefined();
+    expect(cleared).toBe(2); // moving to version 1, then to 2
+    expect(kept.set('/a', 1, 'stale')).toBe(false);
+    expect(kept.get('/a', 2)).toBeUndefined();
+    kept.set('/a', 2, 'two');
+    expect(kept.get('/a', 2)).toBe('two');
+    // Kept for version 2 while the store moved on to 3: never served under 3.
+    kept.set('/b', 2, 'late');
+    expect([kept.get('/a', 3), kept.get('/b', 3)]).toEqual([undefined, undefined]);
+    expect(kept.set('/c', undefined, 'none')).toBe(false);
+    expect(kept.at(undefined)).toBe(false);
+    expect(kept.get('/c', undefined)).toBeUndefined();
   });
+});
 
-  it('does not keep an answer to a target too long to be worth a key', () => {
-    const cache = new AnswerCache(() => 1, 1024 * 1024);
-    const long = `/rockets?x=${'y'.repeat(4096)}`;
-    cache.set(long, 1, answer('z'));
-    expect(cache.get(long)).toBeUndefined();
+describe('the REST answer cache', () => {
+  it('does not keep an answer to a target too long to be worth a key', async () => {
+    const app = await buildApp({ ...loadConfig({}), databaseUrl: 'memory:' }, createLogger('silent'));
+    try {
+      const base = `http://127.0.0.1:${await app.start(0, '127.0.0.1')}`;
+      const routed = jest.spyOn(app.service, 'rockets');
+      const long = `${base}/rockets?x=${'y'.repeat(4096)}`;
+      const short = `${base}/rockets?x=y`;
+      for (const target of [long, long, short, short]) expect((await getJson(target)).status).toBe(200);
+      expect(routed).toHaveBeenCalledTimes(3);
+    } finally {
+      await app.stop();
+    }
   });
 });
