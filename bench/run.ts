@@ -39,13 +39,36 @@ import {
 import { formatSummary, summarise } from './profile';
 import { channelName, Model, sentUpTo, type IngestReport } from './telemetry';
 
+const SECTION_NAMES = ['rest', 'graphql', 'batch', 'subs', 'big', 'postgres'] as const;
+const USAGE = `usage: npm run bench [-- --quick] [-- --profile] [-- --only=${SECTION_NAMES.join(',')}]
+  --quick    smaller sizes, a run under 3 minutes
+  --profile  run our server under --cpu-prof during the ingest loads and print where the time went
+  --only=…   run only these measures (comma-separated)
+A full run (no --only, no --profile) takes about 7 minutes and writes bench/RESULTS.md.`;
+
 const argv = process.argv.slice(2);
+if (argv.includes('--help') || argv.includes('-h')) {
+  console.log(USAGE);
+  process.exit(0);
+}
 const quick = argv.includes('--quick');
 const profiling = argv.includes('--profile');
 const only = argv
   .find((a) => a.startsWith('--only='))
   ?.slice('--only='.length)
   .split(',');
+// Refuse what we do not understand before anything starts: a mistyped flag must not become a full run
+// that overwrites bench/RESULTS.md.
+const unknown = [
+  ...argv.filter((a) => a !== '--quick' && a !== '--profile' && !a.startsWith('--only=')),
+  ...(only ?? [])
+    .filter((name) => !(SECTION_NAMES as readonly string[]).includes(name))
+    .map((name) => `--only=${name}`),
+];
+if (unknown.length > 0) {
+  console.error(`unknown argument: ${unknown.join(' ')}\n${USAGE}`);
+  process.exit(2);
+}
 
 /** Counts and durations; --quick shrinks them (the table says which). */
 const SIZE = quick
@@ -902,7 +925,8 @@ async function profiles(): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------------------
 
-const SECTIONS: ReadonlyArray<readonly [string, () => Promise<void>]> = [
+/** Each measure, in order; the names are SECTION_NAMES, which --only is checked against. */
+const SECTIONS: ReadonlyArray<readonly [(typeof SECTION_NAMES)[number], () => Promise<void>]> = [
   ['rest', restIngest],
   ['graphql', graphqlIngest],
   ['batch', batchIngest],
