@@ -11,30 +11,47 @@ export class BodyTooLargeError extends Error {
 }
 
 /**
+ * How far past the limit a refused body is still read (and discarded) before the refusal is answered.
+ * A client that sends the whole body before reading the answer (Node's `http.request`, most libraries)
+ * otherwise sees the connection reset under its writes, and never the 413. Bodies declared or sent
+ * beyond it are answered at once, and the connection closed under them.
+ */
+export const DISCARD_BYTES = 4 * 1024 * 1024;
+
+/**
  * Reads the whole body, refusing more than `limit` bytes (checked against Content-Length first, then
- * while streaming). Rejects with BodyTooLargeError, or with the socket's error if the client goes away.
+ * while streaming). Rejects with BodyTooLargeError once a refused body has ended (or at once, past
+ * DISCARD_BYTES beyond the limit), or with the socket's error if the client goes away.
  */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
-  if (declared > limit) {
+  const discardUpTo = limit + DISCARD_BYTES;
+  if (declared > discardUpTo) {
     req.resume();
     return Promise.reject(new BodyTooLargeError(limit));
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    req.on('data', (c: Buffer) => {
+    let refused = declared > limit;
+    const onData = (c: Buffer): void => {
       size += c.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(new BodyTooLargeError(limit));
+      if (!refused && size <= limit) {
+        chunks.push(c);
         return;
       }
-      chunks.push(c);
-    });
+      refused = true;
+      chunks.length = 0;
+      if (size > discardUpTo) {
+        req.removeListener('data', onData);
+        req.resume();
+        reject(new BodyTooLargeError(limit));
+      }
+    };
+    req.on('data', onData);
     req.on('end', () => {
-      resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
+      if (refused) reject(new BodyTooLargeError(limit));
+      else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
     });
     req.on('error', reject);
   });

@@ -1,5 +1,7 @@
+import { connect, type Socket } from 'node:net';
 import { buildApp, type App } from '../../src/app';
 import { loadConfig } from '../../src/config';
+import { DISCARD_BYTES } from '../../src/http/io';
 import { getJson, postJson, send, type Reply } from '../support/process';
 
 const launch = (channel: string, n = 1, extra: Record<string, unknown> = {}) => ({
@@ -121,6 +123,57 @@ describe('REST API', () => {
     it('refuses a body over the size limit with a 413', async () => {
       const r = await post({ ...launch('a'), padding: 'x'.repeat(70 * 1024) });
       expect(r.status).toBe(413);
+      expect(await counts()).toEqual({ rockets: 0, events: 0, buffered: 0 });
+    });
+
+    /** A raw connection to the server: what it answered, and whether the socket failed under the client. */
+    const rawPost = (contentLength: number): { socket: Socket; answer: Promise<{ text: string; error?: Error }> } => {
+      const socket = connect(Number(new URL(base).port), '127.0.0.1');
+      const chunks: Buffer[] = [];
+      let error: Error | undefined;
+      socket.on('data', (c: Buffer) => chunks.push(c));
+      socket.on('error', (e) => (error = e));
+      const answer = new Promise<{ text: string; error?: Error }>((resolve) =>
+        socket.on('close', () => resolve({ text: Buffer.concat(chunks).toString('latin1'), ...(error && { error }) })),
+      );
+      socket.write(
+        `POST /messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${contentLength}\r\n\r\n`,
+      );
+      return { socket, answer };
+    };
+    const written = (socket: Socket, data: Buffer): Promise<void> =>
+      new Promise((resolve, reject) => socket.write(data, (e) => (e ? reject(e) : resolve())));
+
+    it('reads a refused body to its end before the 413, so a client still sending gets the answer', async () => {
+      const chunk = Buffer.alloc(64 * 1024, 0x20);
+      const chunks = 12; // 768 KiB against the 64 KiB limit
+      const { socket, answer } = rawPost(chunk.length * chunks);
+      let early = '';
+      const onEarly = (c: Buffer): void => {
+        early += c.toString('latin1');
+      };
+      socket.on('data', onEarly);
+      for (let i = 1; i < chunks; i++) {
+        await written(socket, chunk);
+        // A round trip on another connection: the server has turned its loop over what it had received.
+        expect((await getJson(`${base}/health`)).status).toBe(200);
+      }
+      // Nothing yet, while the last chunk is still to come.
+      expect(early).toBe('');
+      socket.off('data', onEarly);
+      await written(socket, chunk);
+      const { text, error } = await answer;
+      expect(error).toBeUndefined();
+      expect(text).toMatch(/^HTTP\/1\.1 413 /);
+      expect(text).toMatch(/PAYLOAD_TOO_LARGE/);
+      expect(text.toLowerCase()).toContain('connection: close');
+      expect(await counts()).toEqual({ rockets: 0, events: 0, buffered: 0 });
+    });
+
+    it('answers 413 at once, without reading it, to a body declared far beyond the limit', async () => {
+      const { answer } = rawPost(64 * 1024 + DISCARD_BYTES + 1);
+      const { text } = await answer;
+      expect(text).toMatch(/^HTTP\/1\.1 413 /);
       expect(await counts()).toEqual({ rockets: 0, events: 0, buffered: 0 });
     });
 
