@@ -39,41 +39,58 @@ export function evolve(state: Rocket | undefined, m: RocketMessage): Rocket {
  * rocket as `evolve` gives, for one conversion per rocket instead of one per event.
  */
 export function evolveAt(state: Rocket | undefined, m: RocketMessage, at: string): Rocket {
-  const base: Rocket = state ?? {
-    channel: m.channel,
-    type: null,
-    mission: null,
-    speed: 0,
-    status: 'flying',
-    explodedReason: null,
-    launchedAt: null,
-    updatedAt: at,
-    lastMessageNumber: 0,
-  };
-  const lastMessageNumber = m.messageNumber;
-  if (base.status === 'exploded') return { ...base, updatedAt: at, lastMessageNumber };
+  // A new object, written field by field in the interface's order and then changed as the message says:
+  // every state then has one shape, which makes a replay's fold about twice as fast as spreading the
+  // previous state (`{ ...state, speed }`) did. `state` itself is never changed.
+  const next: { -readonly [K in keyof Rocket]: Rocket[K] } =
+    state === undefined
+      ? {
+          channel: m.channel,
+          type: null,
+          mission: null,
+          speed: 0,
+          status: 'flying',
+          explodedReason: null,
+          launchedAt: null,
+          updatedAt: at,
+          lastMessageNumber: m.messageNumber,
+        }
+      : {
+          channel: state.channel,
+          type: state.type,
+          mission: state.mission,
+          speed: state.speed,
+          status: state.status,
+          explodedReason: state.explodedReason,
+          launchedAt: state.launchedAt,
+          updatedAt: at,
+          lastMessageNumber: m.messageNumber,
+        };
+  if (next.status === 'exploded') return next;
   switch (m.messageType) {
     case 'RocketLaunched':
-      if (base.launchedAt !== null) return { ...base, updatedAt: at, lastMessageNumber };
-      return {
-        ...base,
-        type: m.payload.type,
-        mission: m.payload.mission,
-        speed: m.payload.launchSpeed,
-        launchedAt: at,
-        updatedAt: at,
-        lastMessageNumber,
-      };
+      if (next.launchedAt === null) {
+        next.type = m.payload.type;
+        next.mission = m.payload.mission;
+        next.speed = m.payload.launchSpeed;
+        next.launchedAt = at;
+      }
+      return next;
     case 'RocketSpeedIncreased':
-      return { ...base, speed: base.speed + m.payload.by, updatedAt: at, lastMessageNumber };
+      next.speed += m.payload.by;
+      return next;
     case 'RocketSpeedDecreased':
-      return { ...base, speed: Math.max(0, base.speed - m.payload.by), updatedAt: at, lastMessageNumber };
+      next.speed = Math.max(0, next.speed - m.payload.by);
+      return next;
     case 'RocketMissionChanged':
-      return { ...base, mission: m.payload.newMission, updatedAt: at, lastMessageNumber };
+      next.mission = m.payload.newMission;
+      return next;
     case 'RocketExploded':
-      return { ...base, status: 'exploded', explodedReason: m.payload.reason, updatedAt: at, lastMessageNumber };
+      next.status = 'exploded';
+      next.explodedReason = m.payload.reason;
+      return next;
     case 'MessageSkipped':
-      return { ...base, updatedAt: at, lastMessageNumber };
+      return next;
     default: {
       const unreachable: never = m;
       throw new Error(`unknown message type ${(unreachable as RocketMessage).messageType}`);

@@ -233,13 +233,35 @@ describe('evolve', () => {
         });
     });
 
-    it('never changes the state it was given', () => {
-      const before = Object.freeze(evolve(undefined, r.launched(1)));
-      const copy = { ...before };
-      for (const m of [r.increased(2, 1), r.decreased(2, 9999), r.missionChanged(2, 'X'), r.exploded(2, 'Y')]) {
-        expect(() => evolve(before, m)).not.toThrow();
+    it('never changes the state it was given, and answers a new one', () => {
+      const launched = evolve(undefined, r.launched(1));
+      const states = [launched, evolve(launched, r.exploded(2, 'EARLY')), evolve(undefined, r.increased(1, 3))];
+      const skip: RocketMessage = {
+        channel: 'rocket-1',
+        messageNumber: 3,
+        messageTime: '2024-05-01T12:00:00.000Z',
+        messageType: MESSAGE_SKIPPED,
+        payload: { reason: 'gap' },
+      };
+      const next = [
+        r.launched(3),
+        r.increased(3, 1),
+        r.decreased(3, 9999),
+        r.missionChanged(3, 'X'),
+        r.exploded(3, 'Y'),
+        skip,
+      ];
+      for (const state of states) {
+        const before = Object.freeze(state);
+        const copy = { ...before };
+        for (const m of next) {
+          // A frozen object throws on a write in strict mode, so any write to `before` would fail here.
+          const after = evolve(before, m);
+          expect(after).not.toBe(before);
+          expect(after.lastMessageNumber).toBe(3);
+        }
+        expect(before).toStrictEqual(copy);
       }
-      expect(before).toStrictEqual(copy);
     });
 
     it('rebuilds the same state from the same history, so a replay of the log is exact', () => {
