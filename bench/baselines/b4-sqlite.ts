@@ -1,7 +1,8 @@
 // B4: raw better-sqlite3 in one process, the SQLite limit for our rows.
 //   insert: BENCH_ROWS bench messages as rows of the same `events` table as src/store/sqlite.ts (WAL,
 //           synchronous FULL like our default), one transaction per BENCH_BATCH rows, into BENCH_FILE.
-//   read:   every row of BENCH_FILE's `events` (our server's database) in position order, payload parsed.
+//   read:   every row of BENCH_FILE's `events` (our server's database) in position order, the columns a
+//           rebuild needs, payload parsed; rows as arrays (`.raw()`), better-sqlite3's fastest read.
 // Prints {"msg":"result","rows","ms","rowsPerSec"}.
 import Database from 'better-sqlite3';
 import { CREATE_EVENTS, prepareInsert } from './events';
@@ -16,8 +17,13 @@ if (process.argv[2] === 'read') {
   const db = new Database(file, { readonly: true });
   const started = performance.now();
   let rows = 0;
-  for (const row of db.prepare<[], { payload: string }>('SELECT * FROM events ORDER BY position').iterate()) {
-    if (JSON.parse(row.payload) !== null) rows++;
+  const read = db
+    .prepare<[], [string, number, string, string, string]>(
+      'SELECT channel, message_number, message_type, message_time, payload FROM events ORDER BY position',
+    )
+    .raw();
+  for (const row of read.iterate()) {
+    if (JSON.parse(row[4]) !== null) rows++;
   }
   result(rows, performance.now() - started);
 } else {
