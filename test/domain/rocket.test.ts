@@ -49,6 +49,15 @@ const launchedRocket = (changes: Partial<Rocket> = {}): Rocket => ({
 const at = (n: number) => ({ updatedAt: timeOf(n), lastMessageNumber: n });
 
 describe('evolve', () => {
+  /** A MessageSkipped, as the gap policy records it. */
+  const skipped = (n: number, time = '2024-05-01T12:00:00.000Z'): RocketMessage => ({
+    channel: 'rocket-1',
+    messageNumber: n,
+    messageTime: time,
+    messageType: MESSAGE_SKIPPED,
+    payload: { reason: 'not received within GAP_TIMEOUT (30s)' },
+  });
+
   describe('RocketLaunched', () => {
     it('creates a flying rocket with its type, mission and launch speed', () => {
       given().when(r.launched(1)).then(launchedRocket());
@@ -173,14 +182,6 @@ describe('evolve', () => {
   });
 
   describe('MessageSkipped', () => {
-    const skipped = (n: number, time = '2024-05-01T12:00:00.000Z'): RocketMessage => ({
-      channel: 'rocket-1',
-      messageNumber: n,
-      messageTime: time,
-      messageType: 'MessageSkipped',
-      payload: { reason: 'not received within GAP_TIMEOUT (30s)' },
-    });
-
     it('only records the number and the time of the skip', () => {
       given(r.launched(1), r.increased(2, 100)).when(skipped(3)).thenOnlyRecords();
     });
@@ -236,20 +237,13 @@ describe('evolve', () => {
     it('never changes the state it was given, and answers a new one', () => {
       const launched = evolve(undefined, r.launched(1));
       const states = [launched, evolve(launched, r.exploded(2, 'EARLY')), evolve(undefined, r.increased(1, 3))];
-      const skip: RocketMessage = {
-        channel: 'rocket-1',
-        messageNumber: 3,
-        messageTime: '2024-05-01T12:00:00.000Z',
-        messageType: MESSAGE_SKIPPED,
-        payload: { reason: 'gap' },
-      };
       const next = [
         r.launched(3),
         r.increased(3, 1),
         r.decreased(3, 9999),
         r.missionChanged(3, 'X'),
         r.exploded(3, 'Y'),
-        skip,
+        skipped(3),
       ];
       for (const state of states) {
         const before = Object.freeze(state);
