@@ -51,6 +51,7 @@ import {
   sendPreflight,
 } from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
+import { SharedSubscriptions } from './shared-subscriptions';
 
 export interface GraphQLTransport {
   /** Answers a request to `/graphql`. Never rejects: failures become GraphQL error responses. */
@@ -407,6 +408,7 @@ function tokenOf(params: Readonly<Record<string, unknown>> | undefined): string 
  */
 export function createGraphQLTransport(service: RocketService, config: Config): GraphQLTransport {
   const ingestToken = config.ingestToken;
+  const shared = new SharedSubscriptions();
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     context: { service, canWrite: true },
@@ -427,6 +429,8 @@ export function createGraphQLTransport(service: RocketService, config: Config): 
       ...(config.introspection ? [] : [useNoIntrospection()]),
       // Replaces only the executor: domain errors and yoga's masking work on its results as on graphql-js's.
       useGraphQlJit({}, { enableIf: jitFits, onError: (r) => yoga.logger.error('graphql-jit compilation failed', r) }),
+      // After graphql-jit, which leaves subscriptions alone: one execution of each live event per question.
+      shared.plugin(),
       useDomainErrors(),
     ],
   });
