@@ -51,6 +51,7 @@ import {
   sendPreflight,
 } from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
+import { BatchingWebSocket } from './batching-websocket';
 import { SharedSubscriptions } from './shared-subscriptions';
 
 export interface GraphQLTransport {
@@ -593,7 +594,11 @@ export function createGraphQLTransport(service: RocketService, config: Config): 
     sendText(res, requestError ? 400 : init.status, text ?? '', headers);
   }
 
-  const wss = new WebSocketServer({ noServer: true, maxPayload: config.wsMaxPayload });
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: config.wsMaxPayload,
+    WebSocket: BatchingWebSocket,
+  });
   const graphqlWs = useServer(
     {
       isProd: true,
@@ -652,6 +657,7 @@ export function createGraphQLTransport(service: RocketService, config: Config): 
         refuse(socket, 403, `origin ${req.headers.origin ?? ''} is not allowed`);
       } else {
         wss.handleUpgrade(req, socket, head, (client) => {
+          client.attach(socket);
           wss.emit('connection', client, req);
           // graphql-ws logs any socket error as a bug of the server. A WebSocket only emits one for a client's
           // protocol violation (an oversized or malformed frame), which ws answers itself by closing with 1009
