@@ -40,6 +40,7 @@ import { domainErrorOf, toGraphQLError } from '../../schema/errors';
 import { schema } from '../../schema/index';
 import type { Config } from '../config';
 import type { RocketService } from '../engine/service';
+import { BatchingWebSocket } from './batching-websocket';
 import {
   bearerOf,
   BodyTooLargeError,
@@ -51,7 +52,6 @@ import {
   sendPreflight,
 } from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
-import { BatchingWebSocket } from './batching-websocket';
 import { SharedSubscriptions } from './shared-subscriptions';
 
 export interface GraphQLTransport {
