@@ -4,6 +4,7 @@ import { LanePool } from '../../src/engine/lanes';
 import { RocketService } from '../../src/engine/service';
 import { MemoryStore } from '../../src/store/memory';
 import type { StoredEvent } from '../../src/store/types';
+import { take } from '../support/iterate';
 
 const envelope = (channel: string, n: number) => ({
   metadata: {
@@ -19,16 +20,6 @@ const msg = (channel: string, n: number): RocketMessage => {
   if (!v.ok) throw new Error('bad fixture');
   return v.message;
 };
-
-async function take<T>(it: AsyncIterator<T>, n: number): Promise<T[]> {
-  const out: T[] = [];
-  while (out.length < n) {
-    const r = await it.next();
-    if (r.done === true) break;
-    out.push(r.value);
-  }
-  return out;
-}
 
 describe('Hub', () => {
   let store: MemoryStore;

@@ -5,6 +5,7 @@ import { LanePool } from '../../src/engine/lanes';
 import { RocketService } from '../../src/engine/service';
 import { SHARED_RECENT, SharedSubscriptions } from '../../src/http/shared-subscriptions';
 import { MemoryStore } from '../../src/store/memory';
+import { take } from '../support/iterate';
 import { envelope } from '../support/telemetry';
 
 type Stream = AsyncIterableIterator<ExecutionResult>;
@@ -13,17 +14,6 @@ const EVENTS = parse(`subscription Events($channel: String) {
   eventAppended(channel: $channel) { channel messageNumber messageType }
 }`);
 const ROCKETS = parse('subscription { rocketUpdated { channel speed } }');
-
-/** The next `n` results of a stream. */
-async function take(stream: Stream, n: number): Promise<ExecutionResult[]> {
-  const out: ExecutionResult[] = [];
-  while (out.length < n) {
-    const r = await stream.next();
-    if (r.done === true) break;
-    out.push(r.value);
-  }
-  return out;
-}
 
 describe('SharedSubscriptions: one execution of each live event per question', () => {
   let hub: Hub;
