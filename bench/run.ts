@@ -36,6 +36,7 @@ import {
   type LoadOptions,
   type Server,
 } from './harness';
+import { PROJECTION } from '../src/store/sqlite';
 import { formatSummary, summarise } from './profile';
 import { channelName, Model, sentUpTo, type IngestReport } from './telemetry';
 
@@ -212,12 +213,23 @@ const metered =
 const bestOf = (runs: readonly LoadResult[], rate: (r: LoadResult) => number): LoadResult =>
   runs.reduce((a, b) => (rate(b) > rate(a) ? b : a));
 
+/**
+ * Seconds of load a server writing its rockets table behind the log (our SQLite store, PROJECTION) must
+ * have taken before a round measures it in its steady state: a row is written `afterMs` after its
+ * rocket changed, so a round begun after a pause (the warm-up, then another server's round) would do
+ * none of that work in its first `afterMs`.
+ */
+const LEAD_IN_S = Math.ceil(PROJECTION.afterMs / 1000) + 1;
+/** Drives whose every measured round follows, at once, an unmeasured lead-in of LEAD_IN_S (prefix `l0`, …). */
+const leadIns = new WeakSet<Drive>();
+const steady = (drive: Drive): Drive => {
+  leadIns.add(drive);
+  return drive;
+};
+
 /** A warm-up (prefix `w`), then SIZE.rounds measured runs (`m0`, `m1`, …); keeps the best. */
 async function solo(drive: Drive, rate: (r: LoadResult) => number): Promise<Rounds> {
-  const warm = await drive('w', SIZE.warmupS);
-  const measured: LoadResult[] = [];
-  for (let i = 0; i < SIZE.rounds; i++) measured.push(await drive(`m${i}`, SIZE.durationS));
-  return { all: [warm, ...measured], best: bestOf(measured, rate) };
+  return (await alternate([drive], rate))[0] as Rounds;
 }
 
 /**
@@ -233,13 +245,19 @@ async function duel(
   return { base: b, ours: o };
 }
 
-/** `duel` for any number of drives: each warmed up, then their measured rounds in turn. */
+/** `duel` for any number of drives: each warmed up, then their measured rounds in turn (with lead-ins). */
 async function alternate(drives: readonly Drive[], rate: (r: LoadResult) => number): Promise<Rounds[]> {
   const runs: LoadResult[][] = [];
   for (const drive of drives) runs.push([await drive('w', SIZE.warmupS)]);
+  const measured: LoadResult[][] = drives.map(() => []);
   for (let i = 0; i < SIZE.rounds; i++)
-    for (const [k, drive] of drives.entries()) runs[k]?.push(await drive(`m${i}`, SIZE.durationS));
-  return runs.map((all) => ({ all, best: bestOf(all.slice(1), rate) }));
+    for (const [k, drive] of drives.entries()) {
+      if (leadIns.has(drive)) runs[k]?.push(await drive(`l${i}`, LEAD_IN_S));
+      const r = await drive(`m${i}`, SIZE.durationS);
+      runs[k]?.push(r);
+      measured[k]?.push(r);
+    }
+  return runs.map((all, k) => ({ all, best: bestOf(measured[k] ?? [], rate) }));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -399,10 +417,12 @@ async function restIngest(): Promise<void> {
     ],
     async ([b, d, s]) => {
       if (!b || !d || !s) return;
-      const [base, durable, r] = (await alternate(
-        [b, d, s].map((x) => metered(httpDrive(x, REST), x.pid, okRate)),
-        okRate,
-      )) as [Rounds, Rounds, Rounds];
+      const drive = (x: Server): Drive => metered(httpDrive(x, REST), x.pid, okRate);
+      const [base, durable, r] = (await alternate([drive(b), drive(d), steady(drive(s))], okRate)) as [
+        Rounds,
+        Rounds,
+        Rounds,
+      ];
       b0 = okRate(base.best);
       b0Cpu = cpuUse.get(base.best);
       const measure = `REST \`POST /messages\`, durable SQLite (synchronous FULL), ${CONNECTIONS} connections`;
@@ -466,7 +486,7 @@ async function graphqlIngest(): Promise<void> {
         naRow(httpMeasure, NO_GRAPHQL, '≥ 0.5 × B1');
         return;
       }
-      const r = await duel(httpDrive(b1, gql), httpDrive(s, gql), okRate);
+      const r = await duel(httpDrive(b1, gql), steady(httpDrive(s, gql)), okRate);
       b1Http = okRate(r.base.best);
       ratioRow(httpMeasure, okRate(r.ours.best), ` msg/s${p99(r.ours.best)}`, 'B1', b1Http, 0.5);
       await check('GraphQL submitMessage over HTTP', s.url, r.ours.all);
@@ -476,7 +496,7 @@ async function graphqlIngest(): Promise<void> {
         naRow(wsMeasure, NO_GRAPHQL, '≥ 0.5 × B1');
         return;
       }
-      const r = await duel(wsDrive(b1), wsDrive(s), okRate);
+      const r = await duel(wsDrive(b1), steady(wsDrive(s)), okRate);
       const mine = okRate(r.ours.best);
       ratioRow(wsMeasure, mine, ` msg/s${p99(r.ours.best)}`, 'B1 (HTTP)', b1Http, 0.5);
       const b1Ws = okRate(r.base.best);
@@ -507,7 +527,7 @@ async function batchIngest(): Promise<void> {
       naRow(measure, NO_GRAPHQL, '≥ 0.5 × B4');
       return;
     }
-    const r = await solo(httpDrive(s, { mode: 'batch', connections: BATCH_CONNECTIONS, batch: BATCH }), okRate);
+    const r = await solo(steady(httpDrive(s, { mode: 'batch', connections: BATCH_CONNECTIONS, batch: BATCH })), okRate);
     ratioRow(measure, okRate(r.best), ` msg/s${p99(r.best)}`, `B4 (${fmt(SIZE.b4Rows)} rows)`, b4.rowsPerSec, 0.5);
     await check('GraphQL submitMessages', s.url, r.all);
   });
@@ -865,10 +885,14 @@ async function profiled(
 }
 
 async function profiles(): Promise<void> {
-  const ingest = (o: Omit<LoadOptions, 'prefix' | 'durationS'>) => async (s: Server) => {
-    if (o.mode !== 'rest' && !(await graphqlAvailable(s.url))) return 'GraphQL not available';
-    return `${fmt(okRate((await solo(httpDrive(s, o), okRate)).best))} msg/s`;
-  };
+  // SQLite unless `sqlite` is false: then no lead-in, as PostgreSQL writes the projection in the commit.
+  const ingest =
+    (o: Omit<LoadOptions, 'prefix' | 'durationS'>, sqlite = true) =>
+    async (s: Server) => {
+      if (o.mode !== 'rest' && !(await graphqlAvailable(s.url))) return 'GraphQL not available';
+      const drive = httpDrive(s, o);
+      return `${fmt(okRate((await solo(sqlite ? steady(drive) : drive, okRate)).best))} msg/s`;
+    };
   await profiled('rest', 'REST POST /messages', freshDb('p'), ingest(REST));
   await profiled(
     'graphql',
@@ -878,7 +902,7 @@ async function profiles(): Promise<void> {
   );
   await profiled('graphql', 'GraphQL submitMessage over graphql-ws', freshDb('p'), async (s) => {
     if (!(await graphqlAvailable(s.url))) return 'GraphQL not available';
-    return `${fmt(okRate((await solo(wsDrive(s), okRate)).best))} msg/s`;
+    return `${fmt(okRate((await solo(steady(wsDrive(s)), okRate)).best))} msg/s`;
   });
   await profiled(
     'batch',
@@ -914,7 +938,7 @@ async function profiles(): Promise<void> {
   // In a schema of its own, dropped after; the SQLite file `ours` is given is not used.
   const schema = `bench_profile_${process.pid}_${Date.now()}`;
   try {
-    await profiled('postgres', 'PostgreSQL, REST POST /messages, 1 instance', freshDb('p'), ingest(REST), {
+    await profiled('postgres', 'PostgreSQL, REST POST /messages, 1 instance', freshDb('p'), ingest(REST, false), {
       DATABASE_URL: pgUrl(schema),
     });
   } finally {
@@ -961,7 +985,7 @@ function environment(command: string, seconds: number): string {
     `- Node ${process.version}; CPU: ${cpu[0]?.model ?? 'unknown'}, ${cpu.length} cores; RAM ${fmt(totalmem() / 2 ** 30, 1)} GiB`,
     `- HTTP load: ${loadGen}; WebSocket load: bench/client.ts (raw graphql-transport-ws on \`ws\`)`,
     `- Placement: ${hasTaskset ? `servers on core ${SERVER_CORE}, load generators on core ${LOAD_CORE} (taskset)` : 'not pinned (taskset missing)'}; PostgreSQL unpinned`,
-    `- Sizes${quick ? ' (--quick)' : ''}: a ${SIZE.warmupS} s warm-up, then ${SIZE.rounds === 1 ? 'one measured run' : `the best of ${SIZE.rounds} measured runs`} of ${SIZE.durationS} s, baseline and ours alternating; B4 inserts ${fmt(SIZE.b4Rows)} rows; ${fmt(SIZE.bigMessages)} messages for RSS/start-up/rebuild; subscriptions ${SIZE.subsS} s per run`,
+    `- Sizes${quick ? ' (--quick)' : ''}: a ${SIZE.warmupS} s warm-up, then ${SIZE.rounds === 1 ? 'one measured run' : `the best of ${SIZE.rounds} measured runs`} of ${SIZE.durationS} s, baseline and ours alternating, each of our SQLite ingest runs right after ${LEAD_IN_S} s of the same load (the rockets table is written ${PROJECTION.afterMs / 1000} s behind the log); B4 inserts ${fmt(SIZE.b4Rows)} rows; ${fmt(SIZE.bigMessages)} messages for RSS/start-up/rebuild; subscriptions ${SIZE.subsS} s per run`,
     `- Machine load (1-minute load average): ${loadAtStart.toFixed(2)} at the start, ${loadavg()[0]?.toFixed(2) ?? '?'} at the end: other work on this machine lowers every figure`,
     '- Our server: `node dist/src/main.js`, NODE_ENV=production, defaults otherwise (WORKER_COUNT 3, SQLITE_SYNCHRONOUS FULL), a fresh database per measure',
   ].join('\n');
