@@ -70,9 +70,12 @@ const SCHEMA_VERSION = 3;
  * cheaper per row, and lengthened p99 latency); sooner while more than `maxDirty` rockets wait, which
  * bounds the memory they hold and what a read of the table writes first. One write of hundreds of rows
  * costs a fraction of as many one-row writes, each dirtying its own pages of the table and its indexes
- * to copy into the WAL, sync and checkpoint.
+ * to copy into the WAL, sync and checkpoint. Five seconds rather than one: a fleet whose rockets each
+ * report about once a second then costs one row write per five messages instead of one per message
+ * (about 7% less CPU a message over REST, measured), for at most five seconds of log to replay after a
+ * crash (0.1–0.15 s more start-up after a crash at full ingest, measured); no answer waits for the table.
  */
-export const PROJECTION: ProjectionTuning = { afterMs: 1000, chunk: 500, maxDirty: 10_000 };
+export const PROJECTION: ProjectionTuning = { afterMs: 5000, chunk: 500, maxDirty: 10_000 };
 
 const quoted = (values: readonly string[]): string => values.map((v) => `'${v}'`).join(', ');
 
@@ -364,7 +367,7 @@ const attempt = <T>(work: () => T): Promise<T> =>
  * lag. The log is the truth: opening a file, or recovering from a failed transaction, replays the events
  * after that position into the table (skipping those a row already reflects: its last message number
  * tells), so a crash loses nothing of the projection. Another process reading the file sees the table
- * about a second behind the log.
+ * up to about five seconds behind the log.
  */
 export class SqliteStore implements EventStore {
   readonly kind = 'sqlite';
