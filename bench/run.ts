@@ -45,7 +45,7 @@ const USAGE = `usage: npm run bench [-- --quick] [-- --profile] [-- --only=${SEC
   --quick    smaller sizes, a run under 3 minutes
   --profile  run our server under --cpu-prof during the ingest loads and print where the time went
   --only=…   run only these measures (comma-separated)
-A full run (no --only, no --profile) takes about 7 minutes and writes bench/RESULTS.md.`;
+A full run (no --only, no --profile) takes about 8 minutes and writes bench/RESULTS.md.`;
 
 const argv = process.argv.slice(2);
 if (argv.includes('--help') || argv.includes('-h')) {
