@@ -1,6 +1,10 @@
 // B4: raw better-sqlite3 in one process, the SQLite limit for our rows.
 //   insert: BENCH_ROWS bench messages as rows of the same `events` table as src/store/sqlite.ts (WAL,
 //           synchronous FULL like our default), one transaction per BENCH_BATCH rows, into BENCH_FILE.
+//           With BENCH_PREFILL, that many rows of other channels are written first, untimed: each row
+//           costs more as the table and its (channel, message_number) index grow, so the bench gives B4
+//           as many rows before and during its timed run as our server held before and took during its
+//           measured round.
 //   read:   every row of BENCH_FILE's `events` (our server's database) in position order, the columns a
 //           rebuild needs, payload parsed; rows as arrays (`.raw()`), better-sqlite3's fastest read.
 // Prints {"msg":"result","rows","ms","rowsPerSec"}.
@@ -30,16 +34,26 @@ if (process.argv[2] === 'read') {
   const total = Number(process.env.BENCH_ROWS ?? 100_000);
   const batch = Number(process.env.BENCH_BATCH ?? 1000);
   const channels = Number(process.env.BENCH_CHANNELS ?? 10_000);
+  const prefill = Number(process.env.BENCH_PREFILL ?? 0);
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = FULL');
   db.exec(CREATE_EVENTS);
-  const rows = Array.from({ length: total }, (_, i) => {
-    const { index, n } = kth(i + 1, channels);
-    const e = envelope(channelName('b', index), n);
-    return [e.metadata.channel, n, e.metadata.messageType, e.metadata.messageTime, JSON.stringify(e.message)] as const;
-  });
   const insert = prepareInsert(db);
+  const row = (prefix: string, k: number) => {
+    const { index, n } = kth(k, channels);
+    const e = envelope(channelName(prefix, index), n);
+    return [e.metadata.channel, n, e.metadata.messageType, e.metadata.messageTime, JSON.stringify(e.message)] as const;
+  };
+  // Untimed, so written the quickest way: no syncs, large transactions, then the WAL emptied into the file.
+  db.pragma('synchronous = OFF');
+  const fill = db.transaction((from: number, to: number, at: string) => {
+    for (let k = from + 1; k <= to; k++) insert.run(...row('p', k), at);
+  });
+  for (let from = 0; from < prefill; from += 10_000)
+    fill.immediate(from, Math.min(prefill, from + 10_000), new Date().toISOString());
+  db.pragma('wal_checkpoint(TRUNCATE)');
+  db.pragma('synchronous = FULL');
+  const rows = Array.from({ length: total }, (_, i) => row('b', i + 1));
   const commit = db.transaction((from: number, at: string) => {
     for (const r of rows.slice(from, from + batch)) insert.run(...r, at);
   });
