@@ -277,8 +277,19 @@ interface Call {
   readonly reject: (e: unknown) => void;
 }
 
+/** Each event type's payload fields, in their canonical order. */
+const PAYLOAD_KEYS = Object.fromEntries(EVENT_TYPES.map((t) => [t, Object.keys(PAYLOAD_FIELDS[t])])) as {
+  readonly [K in EventType]: string[];
+};
+
 /** The payload as stored: the contract's fields only, in their canonical order. */
-const payloadJson = (m: RocketMessage): string => JSON.stringify(m.payload, Object.keys(PAYLOAD_FIELDS[m.messageType]));
+const payloadJson = (m: RocketMessage): string => JSON.stringify(m.payload, PAYLOAD_KEYS[m.messageType]);
+
+/**
+ * Events one INSERT writes at most. A statement per row pays its step, reset and bindings' crossing into
+ * SQLite once per event; one statement of many rows pays them once for all.
+ */
+const INSERT_ROWS = 64;
 
 const rowToMessage = (row: MessageRow): RocketMessage =>
   ({
@@ -413,6 +424,8 @@ export class SqliteStore implements EventStore {
   private statusCounts: Map<string, number> | undefined;
   /** `UPDATE rockets` statements by the set of columns they set (a bit per ROCKET_FIELDS entry). */
   private readonly updates = new Map<number, Database.Statement<unknown[], never>>();
+  /** `INSERT INTO events` statements by the number of rows they write (1 to INSERT_ROWS), prepared when first used. */
+  private readonly inserts: Array<Database.Statement<unknown[], never>> = [];
   private readonly listeners = new Set<AppendListener>();
   private queue: Call[] = [];
   /** Settles once the scheduled flush has run; undefined when none is scheduled. */
@@ -856,26 +869,7 @@ export class SqliteStore implements EventStore {
   /** Writes a plan inside the caller's transaction. */
   private write(plan: BatchPlan, at: string): CommitResult {
     const sql = this.sql;
-    const events = plan.applied.map((m): StoredEvent => {
-      const { lastInsertRowid } = sql.insertEvent.run(
-        m.channel,
-        m.messageNumber,
-        m.messageType,
-        m.messageTime,
-        payloadJson(m),
-        at,
-      );
-      this.head = Number(lastInsertRowid);
-      return {
-        position: this.head,
-        channel: m.channel,
-        messageNumber: m.messageNumber,
-        messageType: m.messageType,
-        messageTime: m.messageTime,
-        payload: m.payload,
-        recordedAt: at,
-      };
-    });
+    const events = this.append(plan.applied, at);
     for (const r of plan.rockets.values()) {
       const entry = this.entry(r.channel);
       if (!this.touched.has(r.channel)) this.touched.set(r.channel, entry.rocket);
@@ -892,6 +886,55 @@ export class SqliteStore implements EventStore {
     }
     this.buffered += plan.buffered.length - plan.released.length;
     return { outcomes: plan.outcomes, events, rockets: [...plan.rockets.values()] };
+  }
+
+  /**
+   * Appends the events in order, up to INSERT_ROWS a statement. One statement's rows get consecutive
+   * positions: with AUTOINCREMENT each new row's rowid is one more than the largest the table ever had,
+   * and this connection is the file's only writer.
+   */
+  private append(messages: readonly RocketMessage[], at: string): StoredEvent[] {
+    const events = new Array<StoredEvent>(messages.length);
+    for (let from = 0; from < messages.length; from += INSERT_ROWS) {
+      const count = Math.min(INSERT_ROWS, messages.length - from);
+      const values = new Array<unknown>(count * 6);
+      for (let i = 0, v = 0; i < count; i++) {
+        const m = messages[from + i] as RocketMessage;
+        values[v++] = m.channel;
+        values[v++] = m.messageNumber;
+        values[v++] = m.messageType;
+        values[v++] = m.messageTime;
+        values[v++] = payloadJson(m);
+        values[v++] = at;
+      }
+      const last = Number(this.insertStatement(count).run(values).lastInsertRowid);
+      for (let i = 0; i < count; i++) {
+        const m = messages[from + i] as RocketMessage;
+        events[from + i] = {
+          position: last - count + 1 + i,
+          channel: m.channel,
+          messageNumber: m.messageNumber,
+          messageType: m.messageType,
+          messageTime: m.messageTime,
+          payload: m.payload,
+          recordedAt: at,
+        };
+      }
+      this.head = last;
+    }
+    return events;
+  }
+
+  private insertStatement(rows: number): Database.Statement<unknown[], never> {
+    let statement = this.inserts[rows];
+    if (statement === undefined) {
+      statement = this.db.prepare<unknown[], never>(
+        `INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
+         VALUES ${Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?)').join(', ')}`,
+      );
+      this.inserts[rows] = statement;
+    }
+    return statement;
   }
 
   /** The cached state of a channel the planner just read (so it is cached) inside the open transaction. */
@@ -1111,10 +1154,6 @@ function prepare(db: Database.Database) {
     eventAt: db.prepare<[string, number], MessageRow>(
       `SELECT channel, message_number, message_type, message_time, payload
        FROM events WHERE channel = ? AND message_number = ?`,
-    ),
-    insertEvent: db.prepare<[string, number, string, string, string, string], never>(
-      `INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
-       VALUES (?, ?, ?, ?, ?, ?)`,
     ),
     insertRocket: db.prepare<[RocketRow], never>(
       `INSERT INTO rockets (channel, type, mission, speed, status, exploded_reason, launched_at, updated_at,

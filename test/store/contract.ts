@@ -626,6 +626,23 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(next.events[0]?.position).toBeGreaterThan(events[4]?.position ?? Infinity);
         expect(await store.headPosition()).toBe(next.events[0]?.position);
       });
+
+      it('answers a large commit with each event as the log holds it, at its position', async () => {
+        // More events than one SQLite INSERT writes, interleaved over channels, after an earlier commit.
+        await submit(launched('z', 1));
+        const channels = ['a', 'b', 'c'];
+        const messages = Array.from({ length: 150 }, (_, i) => {
+          const channel = channels[i % 3] as string;
+          const n = Math.floor(i / 3) + 1;
+          return n === 1 ? launched(channel, 1) : increased(channel, n, i);
+        });
+        const result = await store.commit(messages);
+        expect(statuses(result)).toEqual(messages.map(() => 'applied'));
+        const logged = await allEvents();
+        expect(logged).toHaveLength(151);
+        expect(result.events).toEqual(logged.slice(1));
+        expect(await store.headPosition()).toBe(logged[150]?.position);
+      });
     });
 
     describe('buffer info', () => {
