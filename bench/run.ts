@@ -513,8 +513,8 @@ async function graphqlIngest(): Promise<void> {
   });
 }
 
-/** B4's insert rate: `rows` rows timed, after `prefill` rows of other channels written untimed. */
-async function b4Insert(rows: number, prefill = 0): Promise<number> {
+/** B4's insert: `rows` rows timed, after `prefill` rows of other channels written untimed. */
+async function b4Insert(rows: number, prefill = 0): Promise<{ rowsPerSec: number; cpuUsPerRow: number }> {
   const out = await run(process.execPath, [baseline('b4-sqlite'), 'insert'], {
     env: {
       BENCH_FILE: freshDb('b4'),
@@ -525,7 +525,7 @@ async function b4Insert(rows: number, prefill = 0): Promise<number> {
     core: SERVER_CORE,
     timeoutMs: 600_000,
   });
-  return (resultLine(out) as { rowsPerSec: number }).rowsPerSec;
+  return resultLine(out) as { rowsPerSec: number; cpuUsPerRow: number };
 }
 
 /**
@@ -536,7 +536,7 @@ async function b4Insert(rows: number, prefill = 0): Promise<number> {
  * B4 into a fresh file of SIZE.b4Rows, the earlier runs' baseline, is reported beside it.
  */
 async function batchIngest(): Promise<void> {
-  const fresh = await b4Insert(SIZE.b4Rows);
+  const fresh = (await b4Insert(SIZE.b4Rows)).rowsPerSec;
   const measure = `GraphQL \`submitMessages\`, ${BATCH} envelopes a request, ${BATCH_CONNECTIONS} connections`;
   const r = await withServer(ours(freshDb('batch')), async (s) => {
     if (!(await graphqlAvailable(s.url))) {
@@ -544,7 +544,7 @@ async function batchIngest(): Promise<void> {
       return undefined;
     }
     const rounds = await solo(
-      steady(httpDrive(s, { mode: 'batch', connections: BATCH_CONNECTIONS, batch: BATCH })),
+      steady(metered(httpDrive(s, { mode: 'batch', connections: BATCH_CONNECTIONS, batch: BATCH }), s.pid, okRate)),
       okRate,
     );
     await check('GraphQL submitMessages', s.url, rounds.all);
@@ -555,16 +555,29 @@ async function batchIngest(): Promise<void> {
   const before = r.all.slice(0, r.all.indexOf(r.best)).reduce((n, x) => n + stored(x), 0);
   const taken = stored(r.best);
   // The best of as many runs as ours had measured rounds: like ours, B4 is only ever slowed by the machine.
-  let sameSize = 0;
-  for (let i = 0; i < SIZE.rounds; i++) sameSize = Math.max(sameSize, await b4Insert(taken, before));
+  let sameSize = { rowsPerSec: 0, cpuUsPerRow: NaN };
+  for (let i = 0; i < SIZE.rounds; i++) {
+    const b4 = await b4Insert(taken, before);
+    if (b4.rowsPerSec > sameSize.rowsPerSec) sameSize = b4;
+  }
   ratioRow(
     measure,
     okRate(r.best),
     ` msg/s${p99(r.best)}`,
     `B4 (${fmt(taken)} rows after ${fmt(before)})`,
-    sameSize,
+    sameSize.rowsPerSec,
     0.5,
   );
+  const cpu = cpuUse.get(r.best)?.server ?? NaN;
+  rows.push({
+    measure:
+      '↳ CPU a message, server process (ratio: B4 ÷ ours, our ratio if ours were always busy and B4 never waited)',
+    ours: `${fmt(cpu, 1)} µs`,
+    baseline: `B4 ${fmt(sameSize.cpuUsPerRow, 1)} µs`,
+    ratio: `${fmt(sameSize.cpuUsPerRow / cpu, 2)}×`,
+    target: '(information)',
+    result: '',
+  });
   rows.push({
     measure: '↳ the same, against B4 into a fresh file, the baseline of earlier runs',
     ours: `${fmt(okRate(r.best))} msg/s`,

@@ -7,14 +7,15 @@
 //           measured round.
 //   read:   every row of BENCH_FILE's `events` (our server's database) in position order, the columns a
 //           rebuild needs, payload parsed; rows as arrays (`.raw()`), better-sqlite3's fastest read.
-// Prints {"msg":"result","rows","ms","rowsPerSec"}.
+// Prints {"msg":"result","rows","ms","rowsPerSec"}, and for an insert "cpuUsPerRow", the process's CPU
+// (user and system) a timed row.
 import Database from 'better-sqlite3';
 import { CREATE_EVENTS, prepareInsert } from './events';
 import { channelName, envelope, kth } from '../telemetry';
 
 const file = process.env.BENCH_FILE ?? '';
-const result = (rows: number, ms: number): void => {
-  console.log(JSON.stringify({ msg: 'result', rows, ms, rowsPerSec: Math.round((rows * 1000) / ms) }));
+const result = (rows: number, ms: number, extra: Record<string, number> = {}): void => {
+  console.log(JSON.stringify({ msg: 'result', rows, ms, rowsPerSec: Math.round((rows * 1000) / ms), ...extra }));
 };
 
 if (process.argv[2] === 'read') {
@@ -58,7 +59,9 @@ if (process.argv[2] === 'read') {
     for (const r of rows.slice(from, from + batch)) insert.run(...r, at);
   });
   const started = performance.now();
+  const cpu = process.cpuUsage();
   for (let from = 0; from < total; from += batch) commit.immediate(from, new Date().toISOString());
-  result(total, performance.now() - started);
+  const { user, system } = process.cpuUsage(cpu);
+  result(total, performance.now() - started, { cpuUsPerRow: (user + system) / total });
   db.close();
 }
