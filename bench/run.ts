@@ -1050,8 +1050,8 @@ const BASELINES = `B0 bench/baselines/b0-http.ts: bare node:http, parses the JSO
 B1 bench/baselines/b1-mercurius.ts: fastify + mercurius + graphql-jit (jit: 1) on schema/schema.graphql, submitMessage into a Map.
 B2 bench/baselines/b2-rockets.ts: bare node:http answering the same precomputed 100-rocket JSON we answered.
 B3 bench/baselines/b3-ws.ts: bare ws, each event serialised once and broadcast to the same subscribers.
-B4 bench/baselines/b4-sqlite.ts: raw better-sqlite3, our events table, WAL + synchronous FULL, 1,000 rows a transaction, after untimed rows of other channels (see Sizes); read: the columns a rebuild reads, in position order, as raw rows (\`.raw()\`) + JSON.parse.
-B5 bench/baselines/b5-durable.ts: B0 that appends each message to our events table before answering, grouped as ours (one transaction and one WAL fdatasync per group): no validation, sequencing or projection. The durable limit of this machine and disk.`;
+B4 bench/baselines/b4-sqlite.ts: raw better-sqlite3, our events table, WAL + synchronous FULL, 1,000 rows a transaction and up to 64 an \`INSERT\` (as our store appends), after untimed rows of other channels (see Sizes); read: the columns a rebuild reads, in position order, as raw rows (\`.raw()\`) + JSON.parse.
+B5 bench/baselines/b5-durable.ts: B0 that appends each message to our events table before answering, grouped as ours (one transaction and one WAL fdatasync per group, up to 64 rows an \`INSERT\`): no validation, sequencing or projection. The durable limit of this machine and disk.`;
 
 async function main(): Promise<void> {
   const started = performance.now();

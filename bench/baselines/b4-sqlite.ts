@@ -1,6 +1,7 @@
 // B4: raw better-sqlite3 in one process, the SQLite limit for our rows.
 //   insert: BENCH_ROWS bench messages as rows of the same `events` table as src/store/sqlite.ts (WAL,
-//           synchronous FULL like our default), one transaction per BENCH_BATCH rows, into BENCH_FILE.
+//           synchronous FULL like our default), one transaction per BENCH_BATCH rows and up to 64 rows an
+//           INSERT (as our store appends events), into BENCH_FILE.
 //           With BENCH_PREFILL, that many rows of other channels are written first, untimed: each row
 //           costs more as the table and its (channel, message_number) index grow, so the bench gives B4
 //           as many rows before and during its timed run as our server held before and took during its
@@ -10,7 +11,7 @@
 // Prints {"msg":"result","rows","ms","rowsPerSec"}, and for an insert "cpuUsPerRow", the process's CPU
 // (user and system) a timed row.
 import Database from 'better-sqlite3';
-import { CREATE_EVENTS, prepareInsert } from './events';
+import { CREATE_EVENTS, prepareInsert, type EventRow } from './events';
 import { channelName, envelope, kth } from '../telemetry';
 
 const file = process.env.BENCH_FILE ?? '';
@@ -40,15 +41,18 @@ if (process.argv[2] === 'read') {
   db.pragma('journal_mode = WAL');
   db.exec(CREATE_EVENTS);
   const insert = prepareInsert(db);
-  const row = (prefix: string, k: number) => {
+  const row = (prefix: string, k: number): EventRow => {
     const { index, n } = kth(k, channels);
     const e = envelope(channelName(prefix, index), n);
-    return [e.metadata.channel, n, e.metadata.messageType, e.metadata.messageTime, JSON.stringify(e.message)] as const;
+    return [e.metadata.channel, n, e.metadata.messageType, e.metadata.messageTime, JSON.stringify(e.message)];
   };
   // Untimed, so written the quickest way: no syncs, large transactions, then the WAL emptied into the file.
   db.pragma('synchronous = OFF');
   const fill = db.transaction((from: number, to: number, at: string) => {
-    for (let k = from + 1; k <= to; k++) insert.run(...row('p', k), at);
+    insert(
+      Array.from({ length: to - from }, (_, i) => row('p', from + i + 1)),
+      at,
+    );
   });
   for (let from = 0; from < prefill; from += 10_000)
     fill.immediate(from, Math.min(prefill, from + 10_000), new Date().toISOString());
@@ -56,7 +60,7 @@ if (process.argv[2] === 'read') {
   db.pragma('synchronous = FULL');
   const rows = Array.from({ length: total }, (_, i) => row('b', i + 1));
   const commit = db.transaction((from: number, at: string) => {
-    for (const r of rows.slice(from, from + batch)) insert.run(...r, at);
+    insert(rows.slice(from, from + batch), at);
   });
   const started = performance.now();
   const cpu = process.cpuUsage();

@@ -1,13 +1,14 @@
 // B5, the durable limit: B0 that also appends each message, durably, to the same SQLite `events` table as
-// ours before it answers 202, with the same group commit (one transaction per group, one fdatasync of the
-// WAL off the event loop per group, groups gathered while the previous sync runs). No validation, no
-// sequencing, no projection, no reorder buffer: what any server that acknowledges only stored messages
-// pays on this machine and disk. Our REST figure over this one is the share of that limit we reach.
+// ours before it answers 202, with the same group commit (one transaction per group, up to 64 rows an
+// INSERT, one fdatasync of the WAL off the event loop per group, groups gathered while the previous sync
+// runs). No validation, no sequencing, no projection, no reorder buffer: what any server that
+// acknowledges only stored messages pays on this machine and disk. Our REST figure over this one is the
+// share of that limit we reach.
 import { fdatasync, openSync } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Database from 'better-sqlite3';
-import { CREATE_EVENTS, prepareInsert } from './events';
+import { CREATE_EVENTS, prepareInsert, type EventRow } from './events';
 
 interface Body {
   metadata: { channel: string; messageNumber: number; messageTime: string; messageType: string };
@@ -31,15 +32,16 @@ let syncing = false;
 let scheduled = false;
 
 const commit = db.transaction((group: readonly Pending[], at: string) => {
-  for (const { body: b } of group)
-    insert.run(
+  insert(
+    group.map(({ body: b }): EventRow => [
       b.metadata.channel,
       b.metadata.messageNumber,
       b.metadata.messageType,
       b.metadata.messageTime,
       JSON.stringify(b.message),
-      at,
-    );
+    ]),
+    at,
+  );
 });
 
 function answer({ body, res }: Pending, status: number): void {
