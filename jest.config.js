@@ -4,6 +4,8 @@ module.exports = {
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': 'ts-jest' },
+  // Each test file's SqliteErrors of its own realm: see the file.
+  setupFiles: ['<rootDir>/test/support/sqlite-realm.ts'],
   // Real databases and child processes: give slow CI machines room, never used as a timing assertion.
   testTimeout: 60_000,
 };
