@@ -1098,10 +1098,15 @@ async function main(): Promise<void> {
   }
 }
 
-process.once('SIGINT', () => {
-  killAll();
-  process.exit(130);
-});
+// Stopped from a terminal (Ctrl-C) or by a job runner (kill): no server or load generator is left behind.
+for (const [signal, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+] as const)
+  process.once(signal, () => {
+    killAll();
+    process.exit(code);
+  });
 process.once('exit', () => {
   killAll();
   rmSync(TMP, { recursive: true, force: true });
