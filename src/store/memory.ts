@@ -19,6 +19,7 @@ import {
   type StoredEvent,
   type StoreStats,
   toMessage,
+  toStoredEvent,
 } from './types';
 
 interface Buffered {
@@ -112,15 +113,7 @@ export class MemoryStore implements EventStore {
   /** Writes a plan as one commit, and tells the listeners. */
   private record(plan: BatchPlan): CommitResult {
     const at = this.now().toISOString();
-    const appended: StoredEvent[] = plan.applied.map((m, i) => ({
-      position: this.events.length + i + 1,
-      channel: m.channel,
-      messageNumber: m.messageNumber,
-      messageType: m.messageType,
-      messageTime: m.messageTime,
-      payload: m.payload,
-      recordedAt: at,
-    }));
+    const appended = plan.applied.map((m, i) => toStoredEvent(m, this.events.length + i + 1, at));
     for (const e of appended) {
       this.events.push(e);
       let list = this.byChannel.get(e.channel);

@@ -7,6 +7,7 @@ import {
   DEFAULT_BUFFER_LIMITS,
   notify,
   toMessage,
+  toStoredEvent,
   type AppendListener,
   type BufferLimits,
   type CommitResult,
@@ -1332,17 +1333,7 @@ export class PostgresStore implements EventStore {
   ): Recorded {
     const recordedAt = at.toISOString();
     let next = 0;
-    const events = plans.map((p) =>
-      p.applied.map((m): StoredEvent => ({
-        position: Number(positions[next++]),
-        channel: m.channel,
-        messageNumber: m.messageNumber,
-        messageType: m.messageType,
-        messageTime: m.messageTime,
-        payload: m.payload,
-        recordedAt,
-      })),
-    );
+    const events = plans.map((p) => p.applied.map((m) => toStoredEvent(m, Number(positions[next++]), recordedAt)));
     const all = events.flat();
     const rockets = [...net.rockets.values()];
     const delivered = this.feed.appended({

@@ -8,6 +8,7 @@ import { WalSync } from './wal';
 import {
   DEFAULT_BUFFER_LIMITS,
   notify,
+  toStoredEvent,
   type AppendListener,
   type BufferInfo,
   type BufferLimits,
@@ -908,18 +909,8 @@ export class SqliteStore implements EventStore {
         values[v++] = at;
       }
       const last = Number(this.insertStatement(count).run(values).lastInsertRowid);
-      for (let i = 0; i < count; i++) {
-        const m = messages[from + i] as RocketMessage;
-        events[from + i] = {
-          position: last - count + 1 + i,
-          channel: m.channel,
-          messageNumber: m.messageNumber,
-          messageType: m.messageType,
-          messageTime: m.messageTime,
-          payload: m.payload,
-          recordedAt: at,
-        };
-      }
+      for (let i = 0; i < count; i++)
+        events[from + i] = toStoredEvent(messages[from + i] as RocketMessage, last - count + 1 + i, at);
       this.head = last;
     }
     return events;

@@ -185,6 +185,19 @@ export function sortKey(r: Rocket, field: RocketSortField): SortKey {
   return v ?? '';
 }
 
+/** An applied message as the log holds it, at `position`, recorded at `recordedAt` (UTC ISO). */
+export function toStoredEvent(m: RocketMessage, position: number, recordedAt: string): StoredEvent {
+  return {
+    position,
+    channel: m.channel,
+    messageNumber: m.messageNumber,
+    messageType: m.messageType,
+    messageTime: m.messageTime,
+    payload: m.payload,
+    recordedAt,
+  };
+}
+
 /** A stored event back as the message it was applied from. */
 export function toMessage(e: StoredEvent): RocketMessage {
   return {
