@@ -633,6 +633,10 @@ describe('parseRfc3339 and toUtcIso against the regular-expression reference', (
       '1970-01-01T00:00:00-00:00',
       '2000-02-29T12:00:00.5+12:00',
       '2016-12-31T23:59:60.5Z',
+      '2016-12-31T23:59:60.500Z',
+      '2022-02-02T18:39:05.863z',
+      '2022-02-02t18:39:05.863Z',
+      '2022-02-02 18:39:05.863Z',
     ])
       expect([text, toUtcIso(text)]).toEqual([text, new Date(referenceParse(text) as number).toISOString()]);
     fc.assert(
@@ -650,6 +654,17 @@ describe('parseRfc3339 and toUtcIso against the regular-expression reference', (
         },
       ),
       { numRuns: 20_000 },
+    );
+  });
+
+  it('answers a time already written as Date#toISOString writes it unchanged', () => {
+    // 0000-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z (Date.UTC reads years 0..99 as 1900..1999).
+    fc.assert(
+      fc.property(fc.integer({ min: -62_167_219_200_000, max: 253_402_300_799_999 }), (ms) => {
+        const text = new Date(ms).toISOString();
+        expect(toUtcIso(text)).toBe(text);
+      }),
+      { numRuns: 5_000 },
     );
   });
 
