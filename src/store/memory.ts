@@ -120,7 +120,7 @@ export class MemoryStore implements EventStore {
       if (!list) this.byChannel.set(e.channel, (list = []));
       list.push(e);
     }
-    for (const [channel, rocket] of plan.rockets) this.rockets.set(channel, rocket);
+    for (const rocket of plan.rockets) this.rockets.set(rocket.channel, rocket);
     for (const m of plan.released) this.pending.get(m.channel)?.delete(m.messageNumber);
     for (const m of plan.buffered) {
       let map = this.pending.get(m.channel);
@@ -129,7 +129,7 @@ export class MemoryStore implements EventStore {
     }
     this.buffered += plan.buffered.length - plan.released.length;
     for (const m of plan.released) if (this.pending.get(m.channel)?.size === 0) this.pending.delete(m.channel);
-    const result = { outcomes: plan.outcomes, events: appended, rockets: [...plan.rockets.values()] };
+    const result = { outcomes: plan.outcomes, events: appended, rockets: plan.rockets };
     if (appended.length > 0) notify(this.listeners, result.events, result.rockets);
     return result;
   }

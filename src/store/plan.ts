@@ -22,8 +22,8 @@ export interface BatchPlan {
   readonly outcomes: SubmitOutcome[];
   /** Messages to append to the log, in apply order. */
   readonly applied: RocketMessage[];
-  /** Final state of each rocket the batch changed. */
-  readonly rockets: Map<string, Rocket>;
+  /** Final state of each rocket the batch changed, one per channel. */
+  readonly rockets: Rocket[];
   /** Messages to add to the buffer (not those buffered and then applied within this batch). */
   readonly buffered: RocketMessage[];
   /** Buffered messages from earlier commits that this batch applied: remove them from the buffer. */
@@ -32,6 +32,8 @@ export interface BatchPlan {
 
 interface Working {
   rocket: Rocket | undefined;
+  /** Whether this batch applied a message of the channel, so `rocket` belongs in the plan. */
+  changed: boolean;
   /** The source's map until this batch changes it, then a copy (most batches change none). */
   pending: ReadonlyMap<number, RocketMessage>;
   ownPending: boolean;
@@ -39,9 +41,9 @@ interface Working {
   added: Set<number> | undefined;
   /**
    * Messages applied by this batch, in number order from `firstApplied`, so a redelivery within the batch
-   * finds its twin: a channel applies a contiguous run of numbers.
+   * finds its twin: a channel applies a contiguous run of numbers. Created by the first.
    */
-  appliedHere: RocketMessage[];
+  appliedHere: RocketMessage[] | undefined;
   firstApplied: number;
 }
 
@@ -64,7 +66,8 @@ function ownPending(w: Working): Map<number, RocketMessage> {
  * drains the buffer), so no cap can deadlock a channel; duplicates and conflicts are told as always.
  */
 export function planBatch(messages: readonly RocketMessage[], source: PlanSource, budget?: BufferBudget): BatchPlan {
-  const plan: BatchPlan = { outcomes: [], applied: [], rockets: new Map(), buffered: [], released: [] };
+  // Batches run to a thousand messages over as many channels: each allocation per message counts.
+  const plan: BatchPlan = { outcomes: [], applied: [], rockets: [], buffered: [], released: [] };
   const work = new Map<string, Working>();
   let total = budget?.buffered ?? 0;
   for (const m of messages) {
@@ -73,10 +76,11 @@ export function planBatch(messages: readonly RocketMessage[], source: PlanSource
       const s = source.channel(m.channel);
       w = {
         rocket: s.rocket,
+        changed: false,
         pending: s.pending,
         ownPending: false,
         added: undefined,
-        appliedHere: [],
+        appliedHere: undefined,
         firstApplied: 0,
       };
       work.set(m.channel, w);
@@ -85,7 +89,7 @@ export function planBatch(messages: readonly RocketMessage[], source: PlanSource
     const expected = nextExpected(state);
     const twin =
       m.messageNumber < expected
-        ? (w.appliedHere[m.messageNumber - w.firstApplied] ?? source.appliedMessage(m.channel, m.messageNumber))
+        ? (w.appliedHere?.[m.messageNumber - w.firstApplied] ?? source.appliedMessage(m.channel, m.messageNumber))
         : undefined;
     const d = decide(state, m, twin);
     const { channel, messageNumber } = m;
@@ -115,10 +119,12 @@ export function planBatch(messages: readonly RocketMessage[], source: PlanSource
       total++;
       plan.outcomes.push({ status: 'buffered', channel, messageNumber });
     } else if (d.outcome === 'applied') {
-      if (w.appliedHere.length === 0) w.firstApplied = messageNumber;
+      if (w.appliedHere === undefined) {
+        w.firstApplied = messageNumber;
+        w.appliedHere = d.applied.slice();
+      } else for (const a of d.applied) w.appliedHere.push(a);
       for (const a of d.applied) {
         plan.applied.push(a);
-        w.appliedHere.push(a);
         if (w.pending.has(a.messageNumber)) {
           ownPending(w).delete(a.messageNumber);
           total--;
@@ -126,7 +132,7 @@ export function planBatch(messages: readonly RocketMessage[], source: PlanSource
         }
       }
       w.rocket = d.rocket;
-      plan.rockets.set(channel, d.rocket);
+      w.changed = true;
       plan.outcomes.push({ status: 'applied', channel, messageNumber });
     } else if (d.outcome === 'conflict' && twin?.messageType === MESSAGE_SKIPPED) {
       plan.outcomes.push({ status: 'conflict', channel, messageNumber, skipped: true });
@@ -134,8 +140,10 @@ export function planBatch(messages: readonly RocketMessage[], source: PlanSource
       plan.outcomes.push({ status: d.outcome, channel, messageNumber });
     }
   }
-  for (const w of work.values())
+  for (const w of work.values()) {
+    if (w.changed) plan.rockets.push(w.rocket as Rocket);
     if (w.added !== undefined) for (const n of w.added) plan.buffered.push(w.pending.get(n) as RocketMessage);
+  }
   return plan;
 }
 

@@ -449,7 +449,7 @@ class Overlay implements PlanSource {
 
   /** Takes a planned batch in: the batches planned next see it. */
   advance(plan: BatchPlan): void {
-    for (const [channel, rocket] of plan.rockets) this.rockets.set(channel, rocket);
+    for (const rocket of plan.rockets) this.rockets.set(rocket.channel, rocket);
     for (const m of plan.applied) {
       this.applied.set(keyOf(m.channel, m.messageNumber), m);
       this.pendingOf(m.channel).delete(m.messageNumber);
@@ -520,7 +520,7 @@ function netEffect(plans: readonly BatchPlan[]): NetEffect {
   const buffered = new Map<string, RocketMessage>();
   const applied: RocketMessage[] = [];
   for (const p of plans) {
-    for (const [channel, rocket] of p.rockets) rockets.set(channel, rocket);
+    for (const rocket of p.rockets) rockets.set(rocket.channel, rocket);
     for (const m of p.released) {
       const key = keyOf(m.channel, m.messageNumber);
       // Released by a later call of the group than the one that buffered it: never written at all.
@@ -1131,7 +1131,7 @@ export class PostgresStore implements EventStore {
         call.resolve({
           outcomes: plan.outcomes,
           events: recorded.events[i] ?? [],
-          rockets: [...plan.rockets.values()],
+          rockets: plan.rockets,
         });
       }),
     );

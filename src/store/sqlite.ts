@@ -350,6 +350,9 @@ const bufferInfo = (r: Rocket, b: BufferRow | undefined): BufferInfo => ({
   oldestSince: b?.oldest ?? null,
 });
 
+/** The buffer of a channel that buffers nothing, shared by all: the planner copies a buffer to change it. */
+const NO_PENDING: ReadonlyMap<number, RocketMessage> = new Map();
+
 /** Runs synchronous work as a promise, so a thrown error (a closed database) becomes a rejection. */
 const attempt = <T>(work: () => T): Promise<T> =>
   new Promise((resolve) => {
@@ -497,8 +500,9 @@ export class SqliteStore implements EventStore {
         } else if (entry.pending > 0) {
           rows = sql.pendingOf.all(channel);
         }
+        if (rows === undefined || rows.length === 0) return { rocket: entry.rocket, pending: NO_PENDING };
         const pending = new Map<number, RocketMessage>();
-        if (rows !== undefined) for (const m of rows) pending.set(m.message_number, rowToMessage(m));
+        for (const m of rows) pending.set(m.message_number, rowToMessage(m));
         return { rocket: entry.rocket, pending };
       },
       appliedMessage: (channel, n) => {
@@ -871,7 +875,7 @@ export class SqliteStore implements EventStore {
   private write(plan: BatchPlan, at: string): CommitResult {
     const sql = this.sql;
     const events = this.append(plan.applied, at);
-    for (const r of plan.rockets.values()) {
+    for (const r of plan.rockets) {
       const entry = this.entry(r.channel);
       if (!this.touched.has(r.channel)) this.touched.set(r.channel, entry.rocket);
       entry.rocket = r;
@@ -886,7 +890,7 @@ export class SqliteStore implements EventStore {
       this.entry(m.channel).pending++;
     }
     this.buffered += plan.buffered.length - plan.released.length;
-    return { outcomes: plan.outcomes, events, rockets: [...plan.rockets.values()] };
+    return { outcomes: plan.outcomes, events, rockets: plan.rockets };
   }
 
   /**

@@ -154,7 +154,7 @@ describe('planBatch', () => {
     const plan = planBatch([r.increased(3, 30), r.increased(2, 20), r.launched(1)], committed([]));
     expect(plan.outcomes.map((o) => o.status)).toEqual(['buffered', 'buffered', 'applied']);
     expect(plan.applied).toStrictEqual([r.launched(1), r.increased(2, 20), r.increased(3, 30)]);
-    expect(plan.rockets).toStrictEqual(new Map([['rocket-1', fold(plan.applied)]]));
+    expect(plan.rockets).toStrictEqual([fold(plan.applied)]);
     expect(plan.buffered).toEqual([]);
     expect(plan.released).toEqual([]);
   });
@@ -183,7 +183,7 @@ describe('planBatch', () => {
     expect(plan.applied.map(key)).toEqual(['rocket-1#2', 'rocket-1#3', 'rocket-1#4']);
     expect(plan.released.map(key)).toEqual(['rocket-1#3']);
     expect(plan.buffered).toEqual([]);
-    expect(plan.rockets.get('rocket-1')?.speed).toBe(590);
+    expect(plan.rockets.map((k) => [k.channel, k.speed])).toEqual([['rocket-1', 590]]);
   });
 
   it('acknowledges a redelivery within the batch of a message applied earlier in it', () => {
@@ -207,7 +207,7 @@ describe('planBatch', () => {
     const plan = planBatch([r.increased(3, 1), r.increased(3, 1), r.increased(3, 2)], committed([r.launched(1)]));
     expect(plan.outcomes.map((o) => o.status)).toEqual(['buffered', 'duplicate', 'conflict']);
     expect(plan.buffered).toStrictEqual([r.increased(3, 1)]);
-    expect(plan.rockets.size).toBe(0);
+    expect(plan.rockets).toEqual([]);
   });
 
   it('tells redeliveries from conflicts for messages applied by earlier commits', () => {
@@ -218,13 +218,13 @@ describe('planBatch', () => {
     );
     expect(plan.outcomes.map((o) => o.status)).toEqual(['duplicate', 'conflict', 'duplicate', 'conflict']);
     expect(plan.applied).toEqual([]);
-    expect(plan.rockets.size).toBe(0);
+    expect(plan.rockets).toEqual([]);
   });
 
   it('keeps the first of two different bodies for one number within the batch', () => {
     const plan = planBatch([r.launched(1, { mission: 'FIRST' }), r.launched(1, { mission: 'SECOND' })], committed([]));
     expect(plan.outcomes.map((o) => o.status)).toEqual(['applied', 'conflict']);
-    expect(plan.rockets.get('rocket-1')?.mission).toBe('FIRST');
+    expect(plan.rockets.map((k) => k.mission)).toEqual(['FIRST']);
   });
 
   it('returns the final state of each changed rocket, and only of those', () => {
@@ -232,18 +232,25 @@ describe('planBatch', () => {
       [r.increased(2, 1), s.increased(3, 1), r.increased(3, 1), s.launched(1)],
       committed([r.launched(1), s.launched(1)]),
     );
-    expect(plan.rockets).toStrictEqual(
-      new Map([['rocket-1', fold([r.launched(1), r.increased(2, 1), r.increased(3, 1)])]]),
-    );
+    expect(plan.rockets).toStrictEqual([fold([r.launched(1), r.increased(2, 1), r.increased(3, 1)])]);
     expect(plan.outcomes.map((o) => o.status)).toEqual(['applied', 'buffered', 'applied', 'duplicate']);
     expect(plan.buffered.map(key)).toEqual(['rocket-2#3']);
+
+    const both = planBatch(
+      [r.increased(2, 1), s.increased(2, 5), r.increased(3, 1), s.increased(3, 5), r.increased(4, 1)],
+      committed([r.launched(1), s.launched(1)]),
+    );
+    expect(both.rockets).toStrictEqual([
+      fold([r.launched(1), r.increased(2, 1), r.increased(3, 1), r.increased(4, 1)]),
+      fold([s.launched(1), s.increased(2, 5), s.increased(3, 5)]),
+    ]);
   });
 
   it('plans nothing for an empty batch', () => {
     expect(planBatch([], committed([]))).toStrictEqual({
       outcomes: [],
       applied: [],
-      rockets: new Map(),
+      rockets: [],
       buffered: [],
       released: [],
     });
@@ -359,6 +366,6 @@ describe('gapsToSkip', () => {
     const plan = planBatch(skips, committed([r.launched(1)], [r.increased(4, 4)]));
     expect(plan.applied.map(key)).toEqual(['rocket-1#2', 'rocket-1#3', 'rocket-1#4']);
     expect(plan.released.map(key)).toEqual(['rocket-1#4']);
-    expect(plan.rockets.get('rocket-1')).toMatchObject({ speed: 504, lastMessageNumber: 4 });
+    expect(plan.rockets).toMatchObject([{ channel: 'rocket-1', speed: 504, lastMessageNumber: 4 }]);
   });
 });
