@@ -283,8 +283,28 @@ const PAYLOAD_KEYS = Object.fromEntries(EVENT_TYPES.map((t) => [t, Object.keys(P
   readonly [K in EventType]: string[];
 };
 
-/** The payload as stored: the contract's fields only, in their canonical order. */
-const payloadJson = (m: RocketMessage): string => JSON.stringify(m.payload, PAYLOAD_KEYS[m.messageType]);
+/** Each type's `{"field":` then `,"field":` …, to write a payload with. */
+const PAYLOAD_PREFIXES = Object.fromEntries(
+  EVENT_TYPES.map((t) => [t, PAYLOAD_KEYS[t].map((k, i) => `${i === 0 ? '{' : ','}${JSON.stringify(k)}:`)]),
+) as { readonly [K in EventType]: string[] };
+
+/**
+ * The payload as stored: the contract's fields only, in their canonical order. What
+ * `JSON.stringify(payload, keys)` writes, in about half its time: a key list sends JSON.stringify down its
+ * slow path. A field without a value (none passes validation) falls back to that path, which leaves it out.
+ */
+function payloadJson(m: RocketMessage): string {
+  const keys = PAYLOAD_KEYS[m.messageType];
+  const prefixes = PAYLOAD_PREFIXES[m.messageType];
+  const payload = m.payload as Readonly<Record<string, unknown>>;
+  let json = '';
+  for (let i = 0; i < keys.length; i++) {
+    const value = JSON.stringify(payload[keys[i] as string]) as string | undefined;
+    if (value === undefined) return JSON.stringify(payload, keys);
+    json += (prefixes[i] as string) + value;
+  }
+  return keys.length === 0 ? '{}' : `${json}}`;
+}
 
 /**
  * Events one INSERT writes at most. A statement per row pays its step, reset and bindings' crossing into

@@ -134,6 +134,33 @@ describe('SqliteStore on its file', () => {
     expect(await second.getRocket('r1')).toMatchObject({ speed: 517, buffer: { count: 0, oldestSince: null } });
   });
 
+  it('stores each payload as JSON of the contract fields alone, in their order, whatever the object holds', async () => {
+    const store = open();
+    const mission = 'quote " backslash \\ tab \t é 🚀 \u2028';
+    // As a JavaScript caller may build it: the fields in another order, and one the contract does not have.
+    const payload = { mission, extra: 'dropped', launchSpeed: 1.5e3, type: 'Falcon-9' };
+    const { messageTime } = launched('r1', 1);
+    const reordered: RocketMessage = {
+      channel: 'r1',
+      messageNumber: 1,
+      messageTime,
+      messageType: 'RocketLaunched',
+      payload,
+    };
+    await store.commit([reordered, increased('r1', 2, 0.25), missionChanged('r1', 3, ''), exploded('r1', 4, 'x')]);
+    const stored = sideConnection()
+      .prepare<[], { payload: string }>('SELECT payload FROM events ORDER BY position')
+      .all()
+      .map((r) => r.payload);
+    expect(stored).toEqual([
+      `{"type":"Falcon-9","launchSpeed":1500,"mission":${JSON.stringify(mission)}}`,
+      '{"by":0.25}',
+      '{"newMission":""}',
+      '{"reason":"x"}',
+    ]);
+    expect((await all(store))[0]?.payload).toEqual({ type: 'Falcon-9', launchSpeed: 1500, mission });
+  });
+
   it('creates the parent directory, uses WAL and records the schema version', async () => {
     const store = open();
     await store.commit([launched('r1', 1)]);
