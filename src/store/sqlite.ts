@@ -291,7 +291,7 @@ const PAYLOAD_PREFIXES = Object.fromEntries(
 /**
  * The payload as stored: the contract's fields only, in their canonical order. What
  * `JSON.stringify(payload, keys)` writes, in about half its time: a key list sends JSON.stringify down its
- * slow path. A field without a value (none passes validation) falls back to that path, which leaves it out.
+ * slow path. A field with no value (validation lets none through) falls back to that call, which omits it.
  */
 function payloadJson(m: RocketMessage): string {
   const keys = PAYLOAD_KEYS[m.messageType];
