@@ -336,12 +336,16 @@ export function validateEnvelope(input: unknown): Validation {
     });
 
   const messageTime = own(metadata, 'messageTime');
+  const instant = typeof messageTime === 'string' ? parseRfc3339(messageTime) : undefined;
   if (messageTime === undefined) issues.push({ field: 'metadata.messageTime', problem: 'is required' });
-  else if (typeof messageTime !== 'string' || parseRfc3339(messageTime) === undefined)
+  else if (instant === undefined)
     issues.push({
       field: 'metadata.messageTime',
       problem: 'must be an RFC 3339 timestamp such as 2022-02-02T19:39:05.86337+01:00',
     });
+  else if (instant < MIN_FOUR_DIGIT_YEAR || instant > MAX_FOUR_DIGIT_YEAR)
+    // The rocket's times are kept and served in UTC, where such an instant has no four-digit year.
+    issues.push({ field: 'metadata.messageTime', problem: 'must fall within the years 0000 to 9999 once in UTC' });
 
   const messageType = own(metadata, 'messageType');
   if (messageType === undefined) issues.push({ field: 'metadata.messageType', problem: 'is required' });

@@ -305,6 +305,26 @@ describe('validateEnvelope', () => {
       expectOneIssue(withMetadata({ messageTime }), 'metadata.messageTime', /must be an RFC 3339 timestamp/);
     });
 
+    it.each([
+      ['year 0000 ahead of UTC', '0000-01-01T00:30:00+01:00'],
+      ['year 9999 behind UTC', '9999-12-31T23:59:59-01:00'],
+    ])('refuses a time whose UTC instant has no four-digit year: %s', (_, messageTime) => {
+      expectOneIssue(
+        withMetadata({ messageTime }),
+        'metadata.messageTime',
+        /within the years 0000 to 9999 once in UTC/,
+      );
+    });
+
+    it.each([
+      '0000-01-01T00:00:00Z',
+      '0000-01-01T00:30:00-01:00',
+      '9999-12-31T23:59:59.999Z',
+      '9999-12-31T22:59:59+01:00',
+    ])('accepts %s, whose UTC instant stays within the years 0000 to 9999', (messageTime) => {
+      expect(accepted(withMetadata({ messageTime })).messageTime).toBe(messageTime);
+    });
+
     it('refuses a missing time, or one that is not a string', () => {
       expect(issuesOf(withMetadata({ messageTime: undefined }))).toEqual([
         { field: 'metadata.messageTime', problem: 'is required' },
