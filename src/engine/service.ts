@@ -537,8 +537,10 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
     private readonly hub: Hub,
     private readonly channel: string | undefined,
     private lastPosition: number,
+    /** Until the first event: skip the channel's events numbered up to this one (ignored without a channel). */
     private afterMessageNumber: number | undefined,
   ) {
+    if (channel === undefined) this.afterMessageNumber = undefined;
     this.live = hub.events(channel);
   }
 
@@ -561,7 +563,9 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
       try {
         const r = await this.live.next();
         if (r.done === true) return await this.return();
-        if (r.value.position > this.lastPosition) return this.emit(r.value);
+        // Catch-up may have found nothing past the number asked for: the channel had not reached it.
+        const e = r.value;
+        if (e.position > this.lastPosition && e.messageNumber > (this.afterMessageNumber ?? 0)) return this.emit(e);
       } catch (e) {
         if (!isFellBehindError(e)) throw e;
         this.live = this.hub.events(this.channel);

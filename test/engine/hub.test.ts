@@ -97,6 +97,20 @@ describe('RocketService.eventsSince (catch-up, then live)', () => {
     hub.close();
   });
 
+  it('starts after the number asked for even when the channel has not reached it yet', async () => {
+    const store = new MemoryStore();
+    const hub = new Hub(store, 1000);
+    const service = new RocketService(store, new LanePool(store, 1), hub);
+    await service.submit(envelope('a', 1));
+    const feed = service.eventsSince({ channel: 'a', afterMessageNumber: 3 });
+    const first = feed.next();
+    for (let n = 2; n <= 5; n++) await service.submit(envelope('a', n));
+    const got = [(await first).value as StoredEvent, ...(await take(feed, 1))];
+    expect(got.map((e) => e.messageNumber)).toEqual([4, 5]);
+    await feed.return();
+    hub.close();
+  });
+
   it('never loses events for a slow reader even when its live buffer overflows', async () => {
     const store = new MemoryStore();
     const hub = new Hub(store, 3);
