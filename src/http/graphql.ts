@@ -391,11 +391,16 @@ function sendText(res: ServerResponse, status: number, body: string, headers: Re
   res.end(body);
 }
 
-/** The token a client put in `connection_init`: `{token}` or `{authorization: 'Bearer …'}`. */
-function tokenOf(params: Readonly<Record<string, unknown>> | undefined): string | undefined {
-  if (typeof params?.token === 'string') return params.token;
-  const auth = params?.authorization ?? params?.Authorization;
-  return bearerOf(auth);
+/**
+ * Whether a client's `connection_init` carries `secret`, as `{token}` or `{authorization: 'Bearer …'}`: a
+ * client given different ingest and subscription tokens sends both, one in each field.
+ */
+function carries(params: Readonly<Record<string, unknown>> | undefined, secret: string): boolean {
+  const token = params?.token;
+  const bearer = bearerOf(params?.authorization ?? params?.Authorization);
+  return (
+    (typeof token === 'string' && sameSecret(token, secret)) || (bearer !== undefined && sameSecret(bearer, secret))
+  );
 }
 
 /**
@@ -602,20 +607,16 @@ export function createGraphQLTransport(service: RocketService, config: Config): 
   const graphqlWs = useServer(
     {
       isProd: true,
-      onConnect: (ctx) => {
-        const expected = config.subscriptionToken;
-        if (expected === undefined) return true;
-        const token = tokenOf(ctx.connectionParams);
-        // false closes the socket with 4403 Forbidden.
-        return token !== undefined && sameSecret(token, expected);
-      },
+      // false closes the socket with 4403 Forbidden.
+      onConnect: (ctx) =>
+        config.subscriptionToken === undefined || carries(ctx.connectionParams, config.subscriptionToken),
       // One bad operation answers with errors and leaves the socket (and its other operations) alone.
       onSubscribe: (ctx, _id, payload) =>
         prepare(
           payload.query,
           payload.variables,
           payload.operationName,
-          mayWrite(`Bearer ${tokenOf(ctx.connectionParams) ?? ''}`, ingestToken),
+          ingestToken === undefined || carries(ctx.connectionParams, ingestToken),
         ),
       execute: (args) => envelopedOf(args).execute(args),
       subscribe: (args) => envelopedOf(args).subscribe(args),

@@ -88,6 +88,42 @@ describe('access', () => {
     });
   });
 
+  describe('with INGEST_TOKEN and a different SUBSCRIPTION_TOKEN', () => {
+    beforeEach(() => boot({ INGEST_TOKEN: INGEST, SUBSCRIPTION_TOKEN: SUBSCRIBE }));
+
+    /** The first answer to a mutation over graphql-ws, or the close code when the socket is refused. */
+    const submitOverWs = async (connectionParams: Record<string, string>): Promise<unknown> => {
+      const client: Client = createClient({
+        url: base.replace('http', 'ws') + '/graphql',
+        webSocketImpl: WebSocket,
+        connectionParams,
+        retryAttempts: 0,
+      });
+      try {
+        return await new Promise((resolve) => {
+          client.subscribe(
+            { query: SUBMIT },
+            { next: resolve, error: (e) => resolve((e as { code?: number }).code), complete: () => undefined },
+          );
+        });
+      } finally {
+        await client.dispose();
+      }
+    };
+
+    it('takes each token from either field of connection_init, so a client can send both', async () => {
+      expect(await submitOverWs({ token: SUBSCRIBE, authorization: `Bearer ${INGEST}` })).toMatchObject({
+        data: { submitMessage: { status: 'APPLIED' } },
+      });
+      expect(await submitOverWs({ token: INGEST, authorization: `Bearer ${SUBSCRIBE}` })).toMatchObject({
+        data: { submitMessage: { status: 'DUPLICATE' } },
+      });
+      expect(JSON.stringify(await submitOverWs({ token: SUBSCRIBE }))).toContain('UNAUTHENTICATED');
+      expect(await submitOverWs({ authorization: `Bearer ${INGEST}` })).toBe(4403);
+      expect(await events()).toBe(1);
+    });
+  });
+
   describe('production settings', () => {
     it('turns GraphiQL and introspection off under NODE_ENV=production unless enabled', async () => {
       const production = loadConfig({ NODE_ENV: 'production' });
