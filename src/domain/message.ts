@@ -87,7 +87,10 @@ export type Validation = { ok: true; message: SentMessage } | { ok: false; issue
  */
 // eslint-disable-next-line no-control-regex -- NUL is exactly what this must find.
 const UNSTORABLE = /[\p{Cs}\u0000]/u;
-const NOT_UNICODE = 'must be valid Unicode text without NUL characters or lone surrogates';
+export const NOT_UNICODE = 'must be valid Unicode text without NUL characters or lone surrogates';
+
+/** Text every store keeps exactly (see UNSTORABLE): what a channel, or any text field, must be. */
+export const isStorableText = (text: string): boolean => !UNSTORABLE.test(text);
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 

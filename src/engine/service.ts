@@ -7,7 +7,7 @@ import {
   type DomainError,
   type Issue,
 } from '../domain/errors';
-import { parseRfc3339, validateEnvelope, type SentMessage } from '../domain/message';
+import { NOT_UNICODE, isStorableText, parseRfc3339, validateEnvelope, type SentMessage } from '../domain/message';
 import { evolve, ROCKET_STATUSES, type Rocket, type RocketStatus } from '../domain/rocket';
 import {
   ROCKET_SORT_FIELDS,
@@ -145,6 +145,18 @@ const checkCount = (field: string, v: number | undefined, min: number, max: numb
     issues.push({ field, problem: `must be an integer from ${min} to ${max}` });
 };
 
+/** A channel no message can have (text no store keeps exactly) is refused, never looked up. */
+const checkChannel = (channel: string | undefined, issues: Issue[]): void => {
+  if (channel !== undefined && !isStorableText(channel)) issues.push({ field: 'channel', problem: NOT_UNICODE });
+};
+
+/** The ValidationError for a channel no message can have, or undefined. */
+function channelError(channel: string | undefined): ValidationError | undefined {
+  const issues: Issue[] = [];
+  checkChannel(channel, issues);
+  return issues.length > 0 ? new ValidationError(issues) : undefined;
+}
+
 export function encodeCursor(sort: RocketSortField, key: SortKey, channel: string): string {
   return Buffer.from(JSON.stringify([sort, key, channel])).toString('base64url');
 }
@@ -234,10 +246,11 @@ const CACHED_ROCKETS = 10_000;
 function decodeCursor(cursor: string, sort: RocketSortField): { key: SortKey; channel: string } | undefined {
   try {
     const v: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (Array.isArray(v) && v.length === 3 && v[0] === sort && typeof v[2] === 'string') {
+    if (Array.isArray(v) && v.length === 3 && v[0] === sort && typeof v[2] === 'string' && isStorableText(v[2])) {
       const key: unknown = v[1];
       // The key's type must be the sort field's, or stores would compare text with numbers.
-      if (typeof key === (sort === 'speed' ? 'number' : 'string')) return { key: key as SortKey, channel: v[2] };
+      if (typeof key === (sort === 'speed' ? 'number' : 'string') && (typeof key !== 'string' || isStorableText(key)))
+        return { key: key as SortKey, channel: v[2] };
     }
   } catch {
     // Falls through to undefined: a cursor the caller made up is a bad input, not a server error.
@@ -345,6 +358,7 @@ export class RocketService {
    */
   async rocketAsOf(channel: string, asOf: AsOf): Promise<Rocket> {
     const issues: Issue[] = [];
+    checkChannel(channel, issues);
     const { messageNumber, time } = asOf;
     if ((messageNumber === undefined) === (time === undefined))
       issues.push({ field: 'asOf', problem: 'give exactly one of messageNumber and time' });
@@ -371,6 +385,8 @@ export class RocketService {
 
   /** The rocket, or undefined while none of its messages is applied (say #2 buffered before #1). */
   findRocket(channel: string): Promise<RocketView | undefined> {
+    const refused = channelError(channel);
+    if (refused) return Promise.reject(refused);
     const read = (): Promise<RocketView | undefined> => this.store.getRocket(channel);
     return this.single ? this.single.get(channel, read) : read();
   }
@@ -413,6 +429,7 @@ export class RocketService {
   /** Applied events in position order (for one channel, that is number order). */
   events(args: EventListArgs = {}): Promise<StoredEvent[]> {
     const issues: Issue[] = [];
+    checkChannel(args.channel, issues);
     checkCount('after', args.afterPosition, 0, Number.MAX_SAFE_INTEGER, issues);
     checkCount('afterMessageNumber', args.afterMessageNumber, 0, Number.MAX_SAFE_INTEGER, issues);
     checkCount('limit', args.limit, 1, MAX_PAGE, issues);
@@ -433,6 +450,7 @@ export class RocketService {
    */
   eventsSince(args: EventListArgs = {}): CatchUp {
     const issues: Issue[] = [];
+    checkChannel(args.channel, issues);
     checkCount('after', args.afterPosition, 0, Number.MAX_SAFE_INTEGER, issues);
     checkCount('afterMessageNumber', args.afterMessageNumber, 0, Number.MAX_SAFE_INTEGER, issues);
     if (issues.length > 0) throw new ValidationError(issues);
@@ -441,6 +459,8 @@ export class RocketService {
 
   /** Live rocket states after each commit that changed them; a slow reader gets the latest of each. */
   rocketUpdates(channel?: string): Feed<Rocket> {
+    const refused = channelError(channel);
+    if (refused) throw refused;
     return this.hub.rockets(channel);
   }
 

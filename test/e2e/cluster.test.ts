@@ -56,6 +56,15 @@ describePg('several instances on one PostgreSQL', () => {
     await expectEveryInstanceAgrees(all, histories);
   });
 
+  it('answers a channel PostgreSQL cannot hold (NUL) with a 400, not a server error', async () => {
+    const [one] = await startAll(1);
+    const url = (one as ServerProcess).url;
+    const cursor = Buffer.from(JSON.stringify(['channel', 'a\u0000', ''])).toString('base64url');
+    for (const path of ['/rockets/a%00b', '/rockets/a%00b/events', '/rockets/a%00b?asOf=1', `/rockets?after=${cursor}`])
+      expect({ path, status: (await getJson(`${url}${path}`)).status }).toEqual({ path, status: 400 });
+    expect((await getJson(`${url}/health`)).status).toBe(200);
+  });
+
   it('after kill -9 of one instance under load, the others carry on and nothing acknowledged is lost', async () => {
     const histories = fleet(60, 25, 31, 'pg');
     const stream = delivery(histories, 0.1, 32);

@@ -265,6 +265,31 @@ describe('REST API', () => {
       expect(missing.body).toMatchObject({ error: { code: 'NOT_FOUND' } });
     });
 
+    it('refuses with a 400 a channel or cursor no message could have (NUL, lone surrogates), never looks it up', async () => {
+      const cursor = Buffer.from(JSON.stringify(['channel', 'a\u0000', ''])).toString('base64url');
+      for (const path of [
+        '/rockets/a%00b',
+        '/rockets/a%00b/events',
+        '/rockets/a%00b?asOf=1',
+        `/rockets?after=${cursor}`,
+      ]) {
+        const r = await getJson(`${base}${path}`);
+        expect({ path, status: r.status }).toEqual({ path, status: 400 });
+        expect(r.body).toMatchObject({ error: { code: 'BAD_USER_INPUT' } });
+      }
+      const rocket = 'query ($c: String!) { rocket(channel: $c) { channel } }';
+      const events = 'query ($c: String!) { events(channel: $c) { position } }';
+      for (const [query, c] of [
+        [rocket, 'a\u0000b'],
+        [rocket, '\ud800'],
+        [events, 'a\u0000b'],
+      ] as const) {
+        const body = JSON.stringify({ query, variables: { c } });
+        const g = await send(`${base}/graphql`, 'POST', body, { 'content-type': 'application/json' });
+        expect(JSON.stringify(g.body)).toContain('BAD_USER_INPUT');
+      }
+    });
+
     it('lists a rocket’s events in number order, after a number and limited', async () => {
       const all = (await getJson(`${base}/rockets/d/events`)).body as Array<{ messageNumber: number }>;
       expect(all.map((e) => e.messageNumber)).toEqual([1, 2, 3]);
