@@ -61,6 +61,31 @@ const SKIP_CHANNELS_PER_TRANSACTION = 100;
 
 const SYNCHRONOUS_MODES: readonly string[] = ['FULL', 'NORMAL'];
 
+/**
+ * Holds `<file>-lock` exclusively while a store has the file open (the OS drops the lock if the process
+ * dies), so that a second writer (another server, or `--rebuild` while one runs) is refused at open
+ * instead of sequencing from a cache the first one's commits make stale. Readers of the database file
+ * itself are not affected: the lock is a file of its own.
+ */
+function lockWriter(file: string): Database.Database {
+  const lock = new Database(`${file}-lock`, { timeout: 0 });
+  try {
+    // In EXCLUSIVE locking mode the lock a write transaction takes is kept until the connection closes.
+    // The file holds nothing, so it needs no journal file beside it.
+    lock.pragma('journal_mode = MEMORY');
+    lock.pragma('locking_mode = EXCLUSIVE');
+    lock.exec('BEGIN EXCLUSIVE; COMMIT');
+    return lock;
+  } catch (e) {
+    lock.close();
+    if ((e as { code?: unknown }).code === 'SQLITE_BUSY')
+      throw new Error(`${file} is already open for writing (another server, or --rebuild): SQLite allows one writer`, {
+        cause: e,
+      });
+    throw e;
+  }
+}
+
 /** Bumped by each migration; a file written by a newer build is refused rather than misread. */
 const SCHEMA_VERSION = 3;
 
@@ -382,8 +407,9 @@ const attempt = <T>(work: () => T): Promise<T> =>
 /**
  * The event store in one SQLite file (better-sqlite3, WAL).
  *
- * Only one process may write a given file: sequencing reads the committed state and then writes, and
- * nothing but this process's single connection serialises those steps. Other processes may read it.
+ * Only one store may write a given file: sequencing reads the committed state and then writes, and
+ * nothing but this store's single connection serialises those steps. A second one (in this process or
+ * another) is refused at open (see lockWriter). Other processes may read the file.
  *
  * Commits are grouped: the `commit` calls queued while the previous group's WAL sync runs (or within
  * one tick when none runs) are recorded by one transaction, in call order, each call seeing the effects
@@ -407,6 +433,8 @@ const attempt = <T>(work: () => T): Promise<T> =>
 export class SqliteStore implements EventStore {
   readonly kind = 'sqlite';
   private readonly db: Database.Database;
+  /** Held while open, on a file: see lockWriter. */
+  private readonly writer: Database.Database | undefined;
   private readonly now: () => Date;
   private readonly limits: BufferLimits;
   /**
@@ -490,9 +518,15 @@ export class SqliteStore implements EventStore {
     this.limits = options.bufferLimits ?? DEFAULT_BUFFER_LIMITS;
     this.cacheSize = options.channelCacheSize ?? CHANNEL_CACHE_SIZE;
     this.tuning = options.projection ?? PROJECTION;
-    if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
-    this.db = new Database(file, { timeout: 5000 });
     const onDisk = file !== ':memory:';
+    if (onDisk) mkdirSync(dirname(file), { recursive: true });
+    this.writer = onDisk ? lockWriter(file) : undefined;
+    try {
+      this.db = new Database(file, { timeout: 5000 });
+    } catch (e) {
+      this.writer?.close();
+      throw e;
+    }
     try {
       this.db.pragma('journal_mode = WAL');
       // Commits never wait for the disk here: FULL is kept by syncing the WAL off the event loop (WalSync).
@@ -503,7 +537,7 @@ export class SqliteStore implements EventStore {
       // The migration wrote, so the WAL exists. What it wrote is synced like any commit, before the first one.
       if (onDisk && synchronous === 'FULL') this.wal = new WalSync(`${file}-wal`);
     } catch (e) {
-      this.db.close();
+      this.shut();
       throw e;
     }
 
@@ -629,7 +663,7 @@ export class SqliteStore implements EventStore {
     try {
       this.project();
     } catch (e) {
-      this.db.close();
+      this.shut();
       throw e;
     }
   }
@@ -835,10 +869,19 @@ export class SqliteStore implements EventStore {
         this.project();
       } finally {
         this.wal?.close();
-        this.db.close();
+        this.shut();
       }
     })();
     return this.closing;
+  }
+
+  /** Closes the database, then lets go of the writer's lock. */
+  private shut(): void {
+    try {
+      this.db.close();
+    } finally {
+      this.writer?.close();
+    }
   }
 
   /** One group commit: everything queued since the last one, in one transaction. */

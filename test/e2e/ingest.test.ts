@@ -111,6 +111,22 @@ describe('the built server as a process, on a SQLite file', () => {
     expect(await rockets(s)).toEqual(live);
   });
 
+  it('refuses to start a second server, or `--rebuild`, on the file a running server writes', async () => {
+    const s = await start();
+    const url = `sqlite:${join(dir, 'rockets.db')}`;
+    const second = startServer({ DATABASE_URL: url });
+    // Should it start after all, it is stopped, so the failure does not leave a process behind.
+    void second.then(
+      (extra) => extra.stop('SIGKILL'),
+      () => undefined,
+    );
+    await expect(second).rejects.toThrow(/already open for writing/);
+    await expect(
+      promisify(execFile)(process.execPath, [MAIN, '--rebuild'], { env: { ...process.env, DATABASE_URL: url } }),
+    ).rejects.toMatchObject({ code: 1, stdout: expect.stringMatching(/already open for writing/) as unknown });
+    expect((await postJson(`${s.url}/messages`, fleet(1, 1, 3)[0]?.[0])).status).toBe(202);
+  });
+
   it('after kill -9 under load, every acknowledged message is present exactly once', async () => {
     const histories = fleet(50, 40, 5);
     const stream = delivery(histories, 0.1, 6);

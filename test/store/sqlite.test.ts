@@ -743,6 +743,21 @@ describe('SqliteStore on its file', () => {
     expect(await store.stats()).toEqual({ rockets: 0, events: 0, buffered: 2 });
   });
 
+  it('refuses a second writer of the file while one has it open, and opens it once that one closed', async () => {
+    const first = new SqliteStore(tmp.file);
+    opened.push(first);
+    await first.commit([launched('a', 1)]);
+    expect(() => new SqliteStore(tmp.file)).toThrow(/already open for writing/);
+    // A reader of the database file is not a writer: it is not refused.
+    const reader = new Database(tmp.file, { readonly: true });
+    expect(reader.prepare('SELECT count(*) AS n FROM events').get()).toEqual({ n: 1 });
+    reader.close();
+    await first.close();
+    const second = new SqliteStore(tmp.file);
+    opened.push(second);
+    expect((await second.commit([increased('a', 2, 1)])).outcomes[0]?.status).toBe('applied');
+  });
+
   it('works with synchronous NORMAL and refuses any other setting', async () => {
     const store = new SqliteStore(tmp.file, { synchronous: 'NORMAL' });
     opened.push(store);
