@@ -118,7 +118,13 @@ export async function buildApp(
     },
   );
   server.on('upgrade', (req, socket, head) => {
-    if (new URL(req.url ?? '/', 'http://localhost').pathname === '/graphql') graphql.upgrade(req, socket, head);
+    let path: string | undefined;
+    try {
+      path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    } catch {
+      // A malformed request target: refused below like any other path. Thrown here, it would end the process.
+    }
+    if (path === '/graphql') graphql.upgrade(req, socket, head);
     else socket.destroy();
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { print } from 'graphql';
 import { auditServer, type AuditResult } from 'graphql-http';
 import { RocketUpdatedDocument } from '../generated/graphql';
@@ -211,6 +212,30 @@ describe('GraphQL hardening', () => {
       await s.init();
       s.subscribe('big', `{ rocket(channel: "${'x'.repeat(2048)}") { channel } }`);
       expect((await s.closed).code).toBe(1009);
+    });
+
+    it('drops an upgrade whose request target does not parse, and keeps serving', async () => {
+      await start();
+      const { port } = new URL(server.http);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          socket.write(
+            'GET http://[ HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+              'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+          );
+        });
+        let got = '';
+        socket.on('data', (d: Buffer) => (got += d.toString()));
+        socket.on('error', reject);
+        // The server drops such a socket at once; one it left open is cut here, and said so.
+        socket.setTimeout(5000, () => {
+          got = 'left open';
+          socket.destroy();
+        });
+        socket.on('close', () => resolve(got));
+      });
+      expect(answer).toBe('');
+      expect((await send(`${server.http}/health`, 'GET')).status).toBe(200);
     });
 
     it('pings idle sockets to keep them alive', async () => {
