@@ -73,10 +73,18 @@ export class SharedSubscriptions {
     args: ExecutionArgs,
     fallback: (args: ExecutionArgs) => PromiseOrValue<AsyncIterableIterator<ExecutionResult> | ExecutionResult>,
   ): Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult> {
+    // Keyed before any stream exists: a key that cannot be made (variables nested too deep to stringify)
+    // must not leave a stream behind that nothing would ever return. Such a question is not shared.
+    let key: string;
+    try {
+      key = this.keyOf(args);
+    } catch {
+      return fallback(args);
+    }
     const source = await createSourceEventStream(args);
     if (!isAsyncIterable(source)) return fallback(args);
     const operation = getOperationAST(args.document, args.operationName);
-    const group = this.join(this.keyOf(args));
+    const group = this.join(key);
     let joined = true;
     const leave = (): void => {
       if (!joined) return;

@@ -1,4 +1,12 @@
-import { execute, GraphQLError, parse, type DocumentNode, type ExecutionArgs, type ExecutionResult } from 'graphql';
+import {
+  execute,
+  GraphQLError,
+  parse,
+  subscribe as graphqlSubscribe,
+  type DocumentNode,
+  type ExecutionArgs,
+  type ExecutionResult,
+} from 'graphql';
 import { schema } from '../../schema/index';
 import { Hub } from '../../src/engine/hub';
 import { LanePool } from '../../src/engine/lanes';
@@ -60,6 +68,26 @@ describe('SharedSubscriptions: one execution of each live event per question', (
     service.submit(envelope(channel, 1, 'RocketLaunched', { type: 'Falcon-9', launchSpeed: 500, mission: 'M' }));
   const increase = (channel: string, n: number) =>
     service.submit(envelope(channel, n, 'RocketSpeedIncreased', { by: 10 }));
+
+  it('subscribes unshared, leaving nothing behind, a question whose variables are too deep to key', async () => {
+    let deep: unknown = [];
+    for (let i = 0; i < 20_000; i++) deep = [deep];
+    expect(() => JSON.stringify(deep)).toThrow(RangeError);
+    const args: ExecutionArgs = {
+      schema,
+      document: ROCKETS,
+      variableValues: { unused: deep },
+      contextValue: { service, canWrite: false },
+    };
+    const stream = (await shared.subscribe(args, graphqlSubscribe)) as Stream;
+    open.push(stream);
+    expect(shared.size).toBe(0);
+    expect(hub.subscribers).toBe(1);
+    await launch('a');
+    expect(await take(stream, 1)).toEqual([{ data: { rocketUpdated: { channel: 'a', speed: 500 } } }]);
+    await stream.return?.();
+    expect(hub.subscribers).toBe(0);
+  });
 
   it('hands every subscriber of the same question the one result of each event, executed once', async () => {
     const streams = [await subscribe(EVENTS), await subscribe(EVENTS), await subscribe(EVENTS)];
