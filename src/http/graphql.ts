@@ -332,8 +332,15 @@ class AnswerCache {
     },
   );
 
+  /** undefined (not kept) for a long key, or variables nested too deep for JSON.stringify. */
   private static keyOf(q: Question): string | undefined {
-    const key = `${q.operationName ?? ''}\n${JSON.stringify(q.variables ?? null)}\n${q.query}`;
+    let variables: string;
+    try {
+      variables = JSON.stringify(q.variables ?? null);
+    } catch {
+      return undefined;
+    }
+    const key = `${q.operationName ?? ''}\n${variables}\n${q.query}`;
     return key.length <= ANSWER_CACHE_MAX_KEY ? key : undefined;
   }
 

@@ -67,6 +67,15 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
     expect(listings).toHaveBeenCalledTimes(3);
   });
 
+  it('answers, and keeps no answer for, a query whose variables are nested too deep to make a key of', async () => {
+    // A body graphql-http parses, with an unused variable JSON.stringify cannot write back.
+    const body = `{"query":"{ gaps { channel } }","variables":{"unused":${'['.repeat(20_000)}${']'.repeat(20_000)}}}`;
+    for (let i = 0; i < 2; i++) {
+      const r = await send(`${server.http}/graphql`, 'POST', body, { 'content-type': 'application/json' });
+      expect({ status: r.status, body: r.body }).toEqual({ status: 200, body: { data: { gaps: [] } } });
+    }
+  });
+
   it('keeps no answer with errors: a rocket not found yet is found once applied', async () => {
     const lookups = jest.spyOn(server.app.service, 'rocket');
     for (let i = 0; i < 2; i++) {
