@@ -98,6 +98,15 @@ export async function buildApp(
         return;
       }
       if (url.pathname === '/metrics' && metrics) {
+        if (req.method !== 'GET' && req.method !== 'HEAD') {
+          sendJson(
+            res,
+            405,
+            { error: { code: 'METHOD_NOT_ALLOWED', message: 'use GET, HEAD' } },
+            { allow: 'GET, HEAD' },
+          );
+          return;
+        }
         metrics.respond(res).catch((e: unknown) => {
           sendError(res, e, log);
         });
@@ -108,6 +117,12 @@ export async function buildApp(
         const cors = corsHeaders(req, config.allowedOrigins);
         if (req.method === 'OPTIONS') {
           sendPreflight(res, cors, 'GET, POST');
+          return;
+        }
+        // CORS only keeps an answer from a page; a "simple" cross-site POST (text/plain, no preflight) would
+        // still be stored. A write from an origin not allowed is refused before it is read.
+        if (req.method !== 'GET' && req.method !== 'HEAD' && cors['access-control-allow-origin'] === undefined) {
+          sendJson(res, 403, { error: { code: 'FORBIDDEN', message: 'this origin may not write here' } });
           return;
         }
         for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);

@@ -97,9 +97,17 @@ export function loadConfig(env: Env = process.env): Config {
   const production = env.NODE_ENV === 'production';
   const sync = (env.SQLITE_SYNCHRONOUS ?? 'FULL').toUpperCase();
   if (sync !== 'FULL' && sync !== 'NORMAL') throw new ConfigError('SQLITE_SYNCHRONOUS must be FULL or NORMAL');
+  // An origin is compared without trailing slashes, as browsers send it.
   const origins = env.ALLOWED_ORIGINS?.split(',')
-    .map((o) => o.trim())
+    .map((o) => o.trim().replace(/\/+$/, ''))
     .filter((o) => o !== '');
+  const headersTimeoutMs = int(env, 'HEADERS_TIMEOUT_MS', 10_000, 100, 600_000);
+  const requestTimeoutMs = int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000);
+  // Node refuses a server whose headers may take longer than the whole request.
+  if (headersTimeoutMs > requestTimeoutMs)
+    throw new ConfigError(
+      `HEADERS_TIMEOUT_MS (${headersTimeoutMs}) must not exceed REQUEST_TIMEOUT_MS (${requestTimeoutMs})`,
+    );
   return {
     port: int(env, 'PORT', 8088, 0, 65535),
     host: env.HOST === '' ? undefined : env.HOST,
@@ -127,8 +135,8 @@ export function loadConfig(env: Env = process.env): Config {
           : origins,
     wsMaxPayload: int(env, 'WS_MAX_PAYLOAD', 1024 * 1024, 1024, 64 * 1024 * 1024),
     keepAliveMs: int(env, 'WS_KEEPALIVE_MS', 12_000, 0, 600_000),
-    headersTimeoutMs: int(env, 'HEADERS_TIMEOUT_MS', 10_000, 100, 600_000),
-    requestTimeoutMs: int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000),
+    headersTimeoutMs,
+    requestTimeoutMs,
     metrics: bool(env, 'METRICS', true),
     dashboard: bool(env, 'DASHBOARD', true),
     logLevel: level(env.LOG_LEVEL),

@@ -556,7 +556,7 @@ export function createGraphQLTransport(service: RocketService, config: Config): 
     formatError: withoutHttpHints,
   });
 
-  const allowed = config.allowedOrigins?.map((o) => o.replace(/\/+$/, ''));
+  const allowed = config.allowedOrigins;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? 'GET';

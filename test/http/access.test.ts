@@ -138,6 +138,34 @@ describe('access', () => {
       expect(JSON.stringify((await graphql('{ __schema { types { name } } }')).body)).toMatch(/introspection/i);
     });
 
+    it('refuses a write from an origin not allowed, even a simple one a browser sends without preflight', async () => {
+      await boot({ NODE_ENV: 'production', ALLOWED_ORIGINS: 'https://ok.example' });
+      const body = JSON.stringify(envelope('csrf'));
+      const evil = await send(`${base}/messages`, 'POST', body, {
+        origin: 'https://evil.example',
+        'content-type': 'text/plain',
+      });
+      expect(evil.status).toBe(403);
+      expect(evil.body).toMatchObject({ error: { code: 'FORBIDDEN' } });
+      expect(await events()).toBe(0);
+      const ok = await send(`${base}/messages`, 'POST', body, {
+        origin: 'https://ok.example',
+        'content-type': 'text/plain',
+      });
+      expect(ok.status).toBe(202);
+      expect((await postJson(`${base}/messages`, envelope('csrf', 2))).status).toBe(202);
+    });
+
+    it('compares allowed origins without trailing slashes, on REST as on GraphQL', async () => {
+      expect(loadConfig({ ALLOWED_ORIGINS: 'https://ok.example/, https://two.example' }).allowedOrigins).toEqual([
+        'https://ok.example',
+        'https://two.example',
+      ]);
+      await boot({ ALLOWED_ORIGINS: 'https://ok.example/' });
+      const r = await send(`${base}/rockets`, 'GET', undefined, { origin: 'https://ok.example' });
+      expect(r.headers['access-control-allow-origin']).toBe('https://ok.example');
+    });
+
     it('answers CORS only for allowed origins, on REST and GraphQL', async () => {
       await boot({ ALLOWED_ORIGINS: 'https://ok.example' });
       for (const path of ['/rockets', '/graphql']) {
@@ -153,6 +181,15 @@ describe('access', () => {
       const get = await send(`${base}/rockets`, 'GET', undefined, { origin: 'https://ok.example' });
       expect(get.headers['access-control-allow-origin']).toBe('https://ok.example');
     });
+  });
+});
+
+describe('timeouts', () => {
+  it('refuses a headers timeout longer than the request timeout, naming both settings', () => {
+    expect(() => loadConfig({ HEADERS_TIMEOUT_MS: '60000' })).toThrow(
+      'HEADERS_TIMEOUT_MS (60000) must not exceed REQUEST_TIMEOUT_MS (30000)',
+    );
+    expect(loadConfig({ HEADERS_TIMEOUT_MS: '60000', REQUEST_TIMEOUT_MS: '60000' }).headersTimeoutMs).toBe(60_000);
   });
 });
 

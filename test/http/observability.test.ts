@@ -42,6 +42,15 @@ describe('metrics', () => {
     expect(text).toMatch(/rockets_nodejs_eventloop_lag_seconds \d/);
   });
 
+  it('answers 405 with Allow to a method other than GET or HEAD', async () => {
+    await boot();
+    for (const method of ['POST', 'PUT', 'DELETE']) {
+      const r = await send(`${base}/metrics`, method);
+      expect({ method, status: r.status, allow: r.headers.allow }).toEqual({ method, status: 405, allow: 'GET, HEAD' });
+    }
+    expect((await send(`${base}/metrics`, 'HEAD')).status).toBe(200);
+  });
+
   it('is not served when disabled', async () => {
     await boot({ METRICS: 'false' });
     expect((await getJson(`${base}/metrics`)).status).toBe(404);
