@@ -1,6 +1,9 @@
 import {
   ValidationError,
+  isBufferFullError,
+  isConflictError,
   isDomainError,
+  isOverloadedError,
   isValidationError,
   type DomainError,
   type Issue,
@@ -212,6 +215,43 @@ const SubmitMessageError = builder.objectRef<Refused>('SubmitMessageError').impl
       type: [InputIssue],
       description: 'For BAD_USER_INPUT, each field that was wrong; empty otherwise.',
       resolve: (r) => (isValidationError(r.refused) ? r.refused.issues : []),
+    }),
+    // The details `submitMessage` gives in `extensions`, as fields.
+    channel: t.string({
+      nullable: true,
+      description: 'For CONFLICT, CHANNEL_BUFFER_FULL and BUFFER_FULL: the channel of the envelope.',
+      resolve: (r) => (isConflictError(r.refused) || isBufferFullError(r.refused) ? r.refused.channel : null),
+    }),
+    messageNumber: t.field({
+      type: SafeInt,
+      nullable: true,
+      description: 'For CONFLICT, CHANNEL_BUFFER_FULL and BUFFER_FULL: the number of the envelope.',
+      resolve: (r) => (isConflictError(r.refused) || isBufferFullError(r.refused) ? r.refused.messageNumber : null),
+    }),
+    skipped: t.boolean({
+      description: 'For CONFLICT: true when the number was skipped by the gap policy (GAP_TIMEOUT).',
+      resolve: (r) => isConflictError(r.refused) && r.refused.skipped,
+    }),
+    retryAfterSeconds: t.int({
+      nullable: true,
+      description: 'For CHANNEL_BUFFER_FULL, BUFFER_FULL and OVERLOADED: when to try again.',
+      resolve: (r) => (isOverloadedError(r.refused) ? r.refused.retryAfterSeconds : null),
+    }),
+    waitingFor: t.field({
+      type: SafeInt,
+      nullable: true,
+      description: 'For CHANNEL_BUFFER_FULL and BUFFER_FULL: the number the channel waits for.',
+      resolve: (r) => (isBufferFullError(r.refused) ? r.refused.waitingFor : null),
+    }),
+    cap: t.string({
+      nullable: true,
+      description: 'For CHANNEL_BUFFER_FULL and BUFFER_FULL: the setting reached (MAX_BUFFERED_PER_CHANNEL, ...).',
+      resolve: (r) => (isBufferFullError(r.refused) ? r.refused.setting : null),
+    }),
+    limit: t.int({
+      nullable: true,
+      description: 'For CHANNEL_BUFFER_FULL and BUFFER_FULL: the value of that setting.',
+      resolve: (r) => (isBufferFullError(r.refused) ? r.refused.limit : null),
     }),
   }),
 });

@@ -6,6 +6,7 @@ import {
   RocketsDocument,
   SubmitMessageDocument,
   SubmitMessagesDocument,
+  SubmitMessagesDetailsDocument,
   SubmitStatusDocument,
   type MessageEnvelopeInput,
   type RocketSortField,
@@ -189,6 +190,35 @@ describe('GraphQL over HTTP', () => {
         expect.objectContaining({ __typename: 'SubmitMessageError', code: 'CONFLICT', issues: [] }),
         { __typename: 'SubmitMessagePayload', status: 'DUPLICATE', channel: 'a', messageNumber: 1 },
         { __typename: 'SubmitMessagePayload', status: 'BUFFERED', channel: 'a', messageNumber: 5 },
+      ]);
+    });
+
+    it('gives a refused envelope the details submitMessage gives in extensions', async () => {
+      await status(a.launched(1, { mission: 'ARTEMIS' }));
+      const r = await data(server, SubmitMessagesDetailsDocument, {
+        messages: [a.launched(1, { mission: 'OTHER' }), a.increased(5000, 1), messages('').launched(1)],
+      });
+      const none = {
+        channel: null,
+        messageNumber: null,
+        retryAfterSeconds: null,
+        waitingFor: null,
+        cap: null,
+        limit: null,
+      };
+      expect(r.submitMessages).toEqual([
+        { ...none, code: 'CONFLICT', channel: 'a', messageNumber: 1, skipped: false },
+        {
+          code: 'CHANNEL_BUFFER_FULL',
+          channel: 'a',
+          messageNumber: 5000,
+          skipped: false,
+          retryAfterSeconds: expect.any(Number) as unknown,
+          waitingFor: 2,
+          cap: 'MAX_BUFFERED_PER_CHANNEL',
+          limit: 1000,
+        },
+        { ...none, code: 'BAD_USER_INPUT', skipped: false },
       ]);
     });
 
