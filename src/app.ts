@@ -58,7 +58,12 @@ export async function buildApp(
   const stopGapSweep = service.startGapSweep({
     skipped: (gaps) =>
       log.warn(
-        { channels: gaps.length, numbers: gaps.reduce((n, g) => n + g.to - g.from + 1, 0), first: gaps.slice(0, 10) },
+        {
+          channels: new Set(gaps.map((g) => g.channel)).size,
+          gaps: gaps.length,
+          numbers: gaps.reduce((n, g) => n + g.to - g.from + 1, 0),
+          first: gaps.slice(0, 10),
+        },
         'gaps skipped after GAP_TIMEOUT',
       ),
     failed: (err) => log.error({ err }, 'gap sweep failed'),

@@ -296,6 +296,9 @@ describe('REST API', () => {
       const some = (await getJson(`${base}/rockets/d/events?after=1&limit=1`)).body as Array<{ messageNumber: number }>;
       expect(some.map((e) => e.messageNumber)).toEqual([2]);
       expect((await getJson(`${base}/rockets/nope/events`)).status).toBe(404);
+      const bad = await getJson(`${base}/rockets/d/events?after=abc`);
+      expect(bad.status).toBe(400);
+      expect(bad.body).toMatchObject({ error: { issues: [{ field: 'after' }] } });
     });
 
     it('travels in time with ?asOf= a message number or a server time, as GraphQL does', async () => {
