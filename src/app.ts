@@ -70,7 +70,7 @@ export async function buildApp(
   });
   metrics?.observe(lanes, store, hub);
   const rest = createRestRoutes(service, { maxBodyBytes: config.maxBodyBytes, ingestToken: config.ingestToken, log });
-  const graphql = createGraphQLTransport(service, config);
+  const graphql = createGraphQLTransport(service, config, log);
   const dashboard = config.dashboard ? createDashboard(log) : undefined;
   const nextRequestId = requestIds();
   const debug = log.isLevelEnabled('debug');

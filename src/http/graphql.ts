@@ -34,6 +34,7 @@ import {
   type Plugin,
   type PromiseOrValue,
 } from 'graphql-yoga';
+import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import type { GraphQLContext } from '../../schema/builder';
 import { domainErrorOf, toGraphQLError } from '../../schema/errors';
@@ -419,7 +420,22 @@ function carries(params: Readonly<Record<string, unknown>> | undefined, secret: 
  * pipeline (`getEnveloped()`: parse and validation caches, armor, error masking) parses, validates and
  * executes. graphql-ws uses the same pipeline, so every transport has the same rules.
  */
-export function createGraphQLTransport(service: RocketService, config: Config): GraphQLTransport {
+/**
+ * Yoga's logger as the server's pino logger, so that what yoga (and this transport, through it) logs is a
+ * JSON line at LOG_LEVEL like every other, with the error under `err`.
+ */
+function yogaLogger(log: Logger): Record<'debug' | 'info' | 'warn' | 'error', (...args: unknown[]) => void> {
+  const at =
+    (level: 'debug' | 'info' | 'warn' | 'error') =>
+    (...args: unknown[]): void => {
+      const err = args.find((a) => a instanceof Error);
+      const text = args.filter((a) => typeof a === 'string').join(' ');
+      log[level](err === undefined ? {} : { err }, text !== '' ? text : err instanceof Error ? err.message : 'graphql');
+    };
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+export function createGraphQLTransport(service: RocketService, config: Config, log: Logger): GraphQLTransport {
   const ingestToken = config.ingestToken;
   const shared = new SharedSubscriptions();
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
@@ -437,6 +453,7 @@ export function createGraphQLTransport(service: RocketService, config: Config): 
     renderGraphiQL: offlineGraphiQL(),
     landingPage: false,
     maxRequestBodySize: config.maxBodyBytes,
+    logging: yogaLogger(log),
     plugins: [
       EnvelopArmorPlugin(armor(config.introspection)),
       ...(config.introspection ? [] : [useNoIntrospection()]),

@@ -164,12 +164,13 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
     it('masks an unexpected failure as "Unexpected error."', async () => {
       await warm();
       for (const first of [1, 2]) await data(server, RocketsDocument, { first });
-      const logged = jest.spyOn(console, 'error').mockImplementation(() => undefined);
+      const logged = jest.spyOn(server.app.log, 'error');
       const failing = jest
         .spyOn(server.app.store, 'listRockets')
         .mockRejectedValue(new Error('disk on fire at /var/lib/secret'));
       try {
         const r = await post(server, RocketsDocument, { first: 3 });
+        expect(logged).toHaveBeenCalled();
         expect(JSON.stringify(r.body)).not.toContain('secret');
         expect(r.body.errors).toEqual([
           expect.objectContaining({
