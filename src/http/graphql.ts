@@ -412,6 +412,24 @@ function carries(params: Readonly<Record<string, unknown>> | undefined, secret: 
 }
 
 /**
+ * Yoga's logger as the server's pino logger, so that what yoga (and this transport, through it) logs is a
+ * JSON line at LOG_LEVEL like every other: the strings as the message, an error under `err`, anything else
+ * under `details`.
+ */
+function yogaLogger(log: Logger): Record<'debug' | 'info' | 'warn' | 'error', (...args: unknown[]) => void> {
+  const at =
+    (level: 'debug' | 'info' | 'warn' | 'error') =>
+    (...args: unknown[]): void => {
+      const err = args.find((a) => a instanceof Error);
+      const text = args.filter((a) => typeof a === 'string').join(' ');
+      const details = args.filter((a) => typeof a !== 'string' && !(a instanceof Error));
+      const fields = { ...(err === undefined ? {} : { err }), ...(details.length > 0 ? { details } : {}) };
+      log[level](fields, text !== '' ? text : err instanceof Error ? err.message : 'graphql');
+    };
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+/**
  * The GraphQL layer on the shared node:http server: queries and mutations over HTTP, subscriptions (and any
  * operation) over graphql-ws on the same path, and GraphiQL.
  *
@@ -420,21 +438,6 @@ function carries(params: Readonly<Record<string, unknown>> | undefined, secret: 
  * pipeline (`getEnveloped()`: parse and validation caches, armor, error masking) parses, validates and
  * executes. graphql-ws uses the same pipeline, so every transport has the same rules.
  */
-/**
- * Yoga's logger as the server's pino logger, so that what yoga (and this transport, through it) logs is a
- * JSON line at LOG_LEVEL like every other, with the error under `err`.
- */
-function yogaLogger(log: Logger): Record<'debug' | 'info' | 'warn' | 'error', (...args: unknown[]) => void> {
-  const at =
-    (level: 'debug' | 'info' | 'warn' | 'error') =>
-    (...args: unknown[]): void => {
-      const err = args.find((a) => a instanceof Error);
-      const text = args.filter((a) => typeof a === 'string').join(' ');
-      log[level](err === undefined ? {} : { err }, text !== '' ? text : err instanceof Error ? err.message : 'graphql');
-    };
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-}
-
 export function createGraphQLTransport(service: RocketService, config: Config, log: Logger): GraphQLTransport {
   const ingestToken = config.ingestToken;
   const shared = new SharedSubscriptions();
