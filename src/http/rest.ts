@@ -206,8 +206,11 @@ export function createRestRoutes(
       const channel = decodeSegment(m[1] as string);
       const asOf = q.get('asOf');
       if (m[2] === undefined && asOf !== null) {
-        // Time travel: a message number, or a server time (RFC 3339).
-        const point = /^\d{1,16}$/.test(asOf) ? { messageNumber: Number(asOf) } : { time: asOf };
+        // Time travel: a message number, or a server time (RFC 3339). Unencoded in a query string, the `+`
+        // of an offset reads as a space, which an RFC 3339 time never holds there.
+        const point = /^\d{1,16}$/.test(asOf)
+          ? { messageNumber: Number(asOf) }
+          : { time: asOf.replace(/ (\d\d:\d\d)$/, '+$1') };
         sendJson(res, 200, { ...pastRocketJson(await service.rocketAsOf(channel, point)), asOf: point });
         return true;
       }

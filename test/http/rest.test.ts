@@ -314,6 +314,9 @@ describe('REST API', () => {
       expect((await getJson(`${base}/rockets/d?asOf=${now}`)).body).toMatchObject({ status: 'exploded' });
       expect((await getJson(`${base}/rockets/d?asOf=2000-01-01T00:00:00Z`)).status).toBe(404);
       expect((await getJson(`${base}/rockets/d?asOf=yesterday`)).status).toBe(400);
+      // An offset's `+` left unencoded in the query string reads as a space; it is taken back as `+`.
+      const later = new Date(Date.now() + 7_200_000).toISOString().replace(/\.\d+Z$/, '+01:00');
+      expect((await getJson(`${base}/rockets/d?asOf=${later}`)).body).toMatchObject({ status: 'exploded' });
       const query = '{ rocket(channel: "d", asOf: { messageNumber: 2 }) { status speed lastMessageNumber } }';
       const g = await send(`${base}/graphql`, 'POST', JSON.stringify({ query }), {
         'content-type': 'application/json',
