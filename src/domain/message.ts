@@ -327,6 +327,9 @@ export function validateEnvelope(input: unknown): Validation {
   else if (channel.length > MAX_CHANNEL_LENGTH)
     issues.push({ field: 'metadata.channel', problem: `must be at most ${MAX_CHANNEL_LENGTH} characters` });
   else if (UNSTORABLE.test(channel)) issues.push({ field: 'metadata.channel', problem: NOT_UNICODE });
+  else if (channel === '.' || channel === '..')
+    // A URL path reads them as "this" and "the parent" segment: GET /rockets/{channel} could never name them.
+    issues.push({ field: 'metadata.channel', problem: 'must not be "." or ".."' });
 
   const messageNumber = own(metadata, 'messageNumber');
   if (messageNumber === undefined) issues.push({ field: 'metadata.messageNumber', problem: 'is required' });

@@ -325,6 +325,11 @@ describe('validateEnvelope', () => {
       expect(accepted(withMetadata({ messageTime })).messageTime).toBe(messageTime);
     });
 
+    it.each(['.', '..'])('refuses the channel %j, which no URL path can name', (channel) => {
+      expectOneIssue(withMetadata({ channel }), 'metadata.channel', /must not be "\." or "\.\."/);
+      expect(accepted(withMetadata({ channel: '...' })).channel).toBe('...');
+    });
+
     it('refuses a missing time, or one that is not a string', () => {
       expect(issuesOf(withMetadata({ messageTime: undefined }))).toEqual([
         { field: 'metadata.messageTime', problem: 'is required' },

@@ -35,7 +35,11 @@ const laterStep: fc.Arbitrary<Step> = fc.oneof(
 );
 
 const channelName = fc.oneof(
-  { weight: 9, arbitrary: fc.string({ minLength: 1, maxLength: 12 }).filter((s) => s.trim() !== '') },
+  // Any name validation accepts: not blank, and not "." or "..".
+  {
+    weight: 9,
+    arbitrary: fc.string({ minLength: 1, maxLength: 12 }).filter((s) => s.trim() !== '' && s !== '.' && s !== '..'),
+  },
   { weight: 1, arbitrary: fc.constantFrom('__proto__', 'constructor', 'toString') },
 );
 
