@@ -274,6 +274,37 @@ interface Dashboard {
   readonly rocketsDashboard: { readonly stats: { readonly updates: number; readonly flushes: number } };
 }
 
+describe('the dashboard with SUBSCRIPTION_TOKEN', () => {
+  it('connects with a base64 token given as /#token=, kept as written, and takes it out of the address bar', async () => {
+    const token = 'abc+def/ghi==';
+    const app = await buildApp({
+      ...loadConfig({ LOG_LEVEL: 'silent', SUBSCRIPTION_TOKEN: token }),
+      databaseUrl: 'memory:',
+    });
+    const base = `http://127.0.0.1:${await app.start(0, '127.0.0.1')}`;
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      await page.goto(`${base}/#token=${token}`);
+      await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live', undefined, {
+        timeout: 10_000,
+      });
+      expect(await page.evaluate(() => location.href)).toBe(`${base}/`);
+      // A new page: from `/`, going to `/#token=…` would only move to a fragment of the same document.
+      const refused = await browser.newPage();
+      await refused.goto(`${base}/#token=wrong`);
+      await refused.waitForFunction(
+        () => /Forbidden/.test(document.querySelector('#connection')?.textContent ?? ''),
+        undefined,
+        { timeout: 10_000 },
+      );
+    } finally {
+      await browser.close();
+      await app.stop();
+    }
+  });
+});
+
 describe('the dashboard of the built server', () => {
   let server: ServerProcess;
 

@@ -533,8 +533,22 @@ const reason = (e) =>
     ? e.map((x) => x.message).join('; ')
     : e?.reason || e?.message || (e?.code ? `closed (${e.code})` : 'error');
 
-/** A token for SUBSCRIPTION_TOKEN, if the page was opened as /#token=… (a fragment never reaches logs). */
-const token = new URLSearchParams(location.hash.slice(1)).get('token');
+/**
+ * A token for SUBSCRIPTION_TOKEN, if the page was opened as /#token=… (a fragment never reaches logs). Read
+ * as written, percent-decoded only: form decoding would turn a base64 token's `+` into a space. Then taken
+ * out of the address bar and the history.
+ */
+function tokenFromFragment() {
+  const raw = /(?:^#|&)token=([^&]*)/.exec(location.hash)?.[1];
+  if (raw === undefined) return undefined;
+  history.replaceState(null, '', location.pathname + location.search);
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
+const token = tokenFromFragment();
 
 const client = createClient({
   url: `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/graphql`,
