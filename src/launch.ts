@@ -13,8 +13,13 @@ import { request as httpRequest, type ClientRequest, type IncomingMessage, type 
 import { request as httpsRequest } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/** Like the test program: a failed delivery is tried again after this long, forever. */
+/** Like the test program: a failed delivery is tried again after this long (see `deliver` for which). */
 export const RETRY_INTERVAL_MS = 500;
+/**
+ * One message refused with 429 for this long stops the run: the channel's missing message is likely one
+ * the generator itself still holds back (--shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL).
+ */
+const MAX_BACKPRESSURE_MS = 60_000;
 /** A request with no answer after this long counts as a network error, and is retried. */
 const REQUEST_TIMEOUT_MS = 30_000;
 /** GET /rockets for --verify is tried this many times (every 500 ms) before verification fails. */
@@ -27,8 +32,10 @@ const MAX_DIFFERENCES_SHOWN = 50;
 export const USAGE = `Usage: rockets-launch <url> [flags]
 
 Sends rocket telemetry to <url> (such as http://localhost:8088/messages) the way the challenge's test
-program does: one POST per message on a new TCP connection, and every non-2xx answer or network error
-retried every 500 ms until it is acknowledged.
+program does: one POST per message on a new TCP connection, and every network error, 5xx, 408 or 429
+retried every 500 ms until it is acknowledged. Any other answer (400, 401, 404, 405, 409, ...) can never
+succeed by retrying: the run stops, prints its summary and exits 1, as it does when one message has been
+refused with 429 for a minute.
 
 Flags of the test program:
   --concurrency-level <n>  messages in flight at once (default 3)
@@ -641,10 +648,28 @@ function ackStatus(text: string): unknown {
   }
 }
 
-/** Posts until a 2xx, every 500 ms; says once per kind of failure what is being retried. */
-async function deliver(url: URL, d: Delivery, stats: Stats, warn: (kind: string, text: string) => void): Promise<void> {
+/** An answer that retrying cannot change, or a refusal that outlasted MAX_BACKPRESSURE_MS: the run stops. */
+export class StopRun extends Error {}
+
+/** Whether an answer may change by asking again: the server was down, busy or slow. */
+const retryable = (status: number): boolean => status >= 500 || status === 408 || status === 429;
+
+/**
+ * Posts until a 2xx, every 500 ms, while the answers are ones a retry can change (`retryable`, network
+ * errors); says once per kind of failure what is being retried. Throws StopRun on any other answer, on a
+ * 429 that lasts MAX_BACKPRESSURE_MS, and when `stopped()` says another sender stopped the run.
+ */
+async function deliver(
+  url: URL,
+  d: Delivery,
+  stats: Stats,
+  warn: (kind: string, text: string) => void,
+  stopped: () => boolean,
+): Promise<void> {
   stats.sent++;
   if (d.duplicate) stats.duplicatesSent++;
+  const what = `${d.telemetry.channel} #${d.telemetry.messageNumber}`;
+  let refusedSince: number | undefined;
   for (;;) {
     try {
       const reply = await exchange(url, 'POST', d.body);
@@ -654,14 +679,22 @@ async function deliver(url: URL, d: Delivery, stats: Stats, warn: (kind: string,
         if (status === 'applied' || status === 'buffered' || status === 'duplicate') stats[status]++;
         return;
       }
-      warn(
-        `status ${reply.status}`,
-        `${reply.status} for ${d.telemetry.channel} #${d.telemetry.messageNumber}: ${reply.text.slice(0, 300)}`,
-      );
+      const text = `${reply.status} for ${what}: ${reply.text.slice(0, 300)}`;
+      if (!retryable(reply.status)) throw new StopRun(`${text} (retrying cannot change this answer)`);
+      if (reply.status === 429) {
+        refusedSince ??= performance.now();
+        if (performance.now() - refusedSince >= MAX_BACKPRESSURE_MS)
+          throw new StopRun(
+            `${text} (refused for ${MAX_BACKPRESSURE_MS / 1000} s: is --shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL?)`,
+          );
+      }
+      warn(`status ${reply.status}`, text);
     } catch (e) {
+      if (e instanceof StopRun) throw e;
       const problem = describeError(e);
       warn(problem, `${problem} posting to ${url.href}`);
     }
+    if (stopped()) throw new StopRun('stopped by another sender');
     stats.retried++;
     await sleep(RETRY_INTERVAL_MS);
   }
@@ -790,17 +823,29 @@ export async function main(argv: readonly string[]): Promise<number> {
       `delay ${o.messageDelayMs} ms, duplicates ${o.duplicates}, shuffle ${o.shuffle}, seed ${o.seed}\n`,
   );
   progress.start();
+  /** Why the run stopped before its end, once a sender met an answer it cannot get past. */
+  const run: { stop?: string } = {};
+  const stopped = (): boolean => run.stop !== undefined;
   const sender = async (): Promise<void> => {
-    for (let first = true; ; first = false) {
+    for (let first = true; !stopped(); first = false) {
       if (!first && o.messageDelayMs > 0) await sleep(o.messageDelayMs);
       const next = deliveries.next();
-      if (next.done === true) return;
-      await deliver(url, next.value, stats, warn);
+      if (next.done === true || stopped()) return;
+      try {
+        await deliver(url, next.value, stats, warn, stopped);
+      } catch (e) {
+        if (!(e instanceof StopRun)) throw e;
+        run.stop ??= e.message;
+      }
     }
   };
   await Promise.all(Array.from({ length: o.concurrencyLevel }, sender));
   const elapsed = performance.now() - started;
   progress.stop();
+  if (run.stop !== undefined) {
+    process.stdout.write(`stopped: ${run.stop}\ndone: ${summary(stats, elapsed, 'skipped')}\n`);
+    return 1;
+  }
 
   let verified: Verified = 'skipped';
   if (o.verify) {

@@ -467,6 +467,13 @@ describe('the built CLI', () => {
     expect(second.code).toBe(1);
   });
 
+  it('stops, says why and exits 1 on an answer no retry can change, such as a URL with no route', async () => {
+    const run = await launch([`${server.url}/nothing`, '--max-messages=50', '--concurrency-level=4', '--seed=13']).exit;
+    expect(run.stdout).toMatch(/^stopped: 404 for \S+ #\d+: .*no route.* \(retrying cannot change this answer\)$/m);
+    expect(run.stdout).toMatch(/^done: sent \d+, acknowledged 0 .*, retried 0, .*verified skipped$/m);
+    expect(run.code).toBe(1);
+  });
+
   it('prints the summary so far and exits 130 on Ctrl-C', async () => {
     const run = launch([`${server.url}/messages`, '--max-messages=1000000', '--message-delay=1s', '--seed=12']);
     await run.stderrLine(/^rockets-launch: 1000000 messages/);
