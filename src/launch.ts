@@ -649,7 +649,7 @@ function ackStatus(text: string): unknown {
 }
 
 /** An answer that retrying cannot change, or a refusal that outlasted MAX_BACKPRESSURE_MS: the run stops. */
-export class StopRun extends Error {}
+class StopRun extends Error {}
 
 /** Whether an answer may change by asking again: the server was down, busy or slow. */
 const retryable = (status: number): boolean => status >= 500 || status === 408 || status === 429;
