@@ -30,6 +30,26 @@ describe('access', () => {
   const graphql = (query: string, headers: Record<string, string> = {}) =>
     send(`${base}/graphql`, 'POST', JSON.stringify({ query }), { 'content-type': 'application/json', ...headers });
 
+  /** The first answer to a mutation over graphql-ws, or the close code when the socket is refused. */
+  const submitOverWs = async (connectionParams: Record<string, string>): Promise<unknown> => {
+    const client: Client = createClient({
+      url: base.replace('http', 'ws') + '/graphql',
+      webSocketImpl: WebSocket,
+      connectionParams,
+      retryAttempts: 0,
+    });
+    try {
+      return await new Promise((resolve) => {
+        client.subscribe(
+          { query: SUBMIT },
+          { next: resolve, error: (e) => resolve((e as { code?: number }).code), complete: () => undefined },
+        );
+      });
+    } finally {
+      await client.dispose();
+    }
+  };
+
   describe('with INGEST_TOKEN', () => {
     beforeEach(() => boot({ INGEST_TOKEN: INGEST }));
 
@@ -66,23 +86,8 @@ describe('access', () => {
     });
 
     it('takes the token for mutations over graphql-ws from connection_init', async () => {
-      const run = async (connectionParams: Record<string, string>): Promise<unknown> => {
-        const client: Client = createClient({
-          url: base.replace('http', 'ws') + '/graphql',
-          webSocketImpl: WebSocket,
-          connectionParams,
-          retryAttempts: 0,
-        });
-        try {
-          return await new Promise((resolve, reject) => {
-            client.subscribe({ query: SUBMIT }, { next: resolve, error: reject, complete: () => undefined });
-          });
-        } finally {
-          await client.dispose();
-        }
-      };
-      expect(JSON.stringify(await run({}))).toContain('UNAUTHENTICATED');
-      expect(await run({ authorization: `Bearer ${INGEST}` })).toMatchObject({
+      expect(JSON.stringify(await submitOverWs({}))).toContain('UNAUTHENTICATED');
+      expect(await submitOverWs({ authorization: `Bearer ${INGEST}` })).toMatchObject({
         data: { submitMessage: { status: 'APPLIED' } },
       });
     });
@@ -90,26 +95,6 @@ describe('access', () => {
 
   describe('with INGEST_TOKEN and a different SUBSCRIPTION_TOKEN', () => {
     beforeEach(() => boot({ INGEST_TOKEN: INGEST, SUBSCRIPTION_TOKEN: SUBSCRIBE }));
-
-    /** The first answer to a mutation over graphql-ws, or the close code when the socket is refused. */
-    const submitOverWs = async (connectionParams: Record<string, string>): Promise<unknown> => {
-      const client: Client = createClient({
-        url: base.replace('http', 'ws') + '/graphql',
-        webSocketImpl: WebSocket,
-        connectionParams,
-        retryAttempts: 0,
-      });
-      try {
-        return await new Promise((resolve) => {
-          client.subscribe(
-            { query: SUBMIT },
-            { next: resolve, error: (e) => resolve((e as { code?: number }).code), complete: () => undefined },
-          );
-        });
-      } finally {
-        await client.dispose();
-      }
-    };
 
     it('takes each token from either field of connection_init, so a client can send both', async () => {
       expect(await submitOverWs({ token: SUBSCRIBE, authorization: `Bearer ${INGEST}` })).toMatchObject({
