@@ -15,11 +15,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 /** Like the test program: a failed delivery is tried again after this long (see `deliver` for which). */
 export const RETRY_INTERVAL_MS = 500;
-/**
- * One message refused with 429 for this long stops the run: the channel's missing message is likely one
- * the generator itself still holds back (--shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL).
- */
-const MAX_BACKPRESSURE_MS = 60_000;
 /** A request with no answer after this long counts as a network error, and is retried. */
 const REQUEST_TIMEOUT_MS = 30_000;
 /** GET /rockets for --verify is tried this many times (every 500 ms) before verification fails. */
@@ -35,7 +30,7 @@ Sends rocket telemetry to <url> (such as http://localhost:8088/messages) the way
 program does: one POST per message on a new TCP connection, and every network error, 5xx, 408 or 429
 retried every 500 ms until it is acknowledged. Any other answer (400, 401, 404, 405, 409, ...) can never
 succeed by retrying: the run stops, prints its summary and exits 1, as it does when one message has been
-refused with 429 for a minute.
+refused with 429 for --give-up-after.
 
 Flags of the test program:
   --concurrency-level <n>  messages in flight at once (default 3)
@@ -50,6 +45,10 @@ Its own:
                            below 1 (default 0.05)
   --shuffle <window>       reorder the stream within a sliding window of this many messages; 0 keeps
                            the generation order, so only concurrency reorders (default 0)
+  --give-up-after <d>      stop the run (exit 1) once one message has been refused with 429 for this
+                           long: its channel's missing message is likely one the generator itself still
+                           holds back, with --shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL
+                           (default 1m)
   --verify                 at the end, compare every rocket of this run (GET /rockets next to <url>)
                            with the generator's own model; list the differences and exit 1 if any
   -h, --help               print this help
@@ -77,6 +76,8 @@ export interface LaunchOptions extends PlanOptions {
   readonly concurrencyLevel: number;
   /** Milliseconds each sender waits between two of its messages. */
   readonly messageDelayMs: number;
+  /** Milliseconds one message may be refused with 429 before the run stops. */
+  readonly giveUpAfterMs: number;
   readonly verify: boolean;
 }
 
@@ -170,6 +171,7 @@ const VALUE_FLAGS = [
   'rockets',
   'duplicates',
   'shuffle',
+  'give-up-after',
 ] as const;
 type ValueFlag = (typeof VALUE_FLAGS)[number];
 const isValueFlag = (name: string): name is ValueFlag => (VALUE_FLAGS as readonly string[]).includes(name);
@@ -229,6 +231,7 @@ export function parseArgs(argv: readonly string[], randomSeed: () => number = ()
         rockets: count('rockets', value('rockets', '20'), 1, 1_000_000),
         duplicates: ratio('duplicates', value('duplicates', '0.05')),
         shuffle: count('shuffle', value('shuffle', '0'), 0, 1_000_000),
+        giveUpAfterMs: duration('give-up-after', value('give-up-after', '1m')),
         verify,
       },
     };
@@ -648,7 +651,7 @@ function ackStatus(text: string): unknown {
   }
 }
 
-/** An answer that retrying cannot change, or a refusal that outlasted MAX_BACKPRESSURE_MS: the run stops. */
+/** An answer that retrying cannot change, or a refusal that outlasted --give-up-after: the run stops. */
 class StopRun extends Error {}
 
 /** Whether an answer may change by asking again: the server was down, busy or slow. */
@@ -657,7 +660,7 @@ const retryable = (status: number): boolean => status >= 500 || status === 408 |
 /**
  * Posts until a 2xx, every 500 ms, while the answers are ones a retry can change (`retryable`, network
  * errors); says once per kind of failure what is being retried. Throws StopRun on any other answer, on a
- * 429 that lasts MAX_BACKPRESSURE_MS, and when `stopped()` says another sender stopped the run.
+ * 429 that lasts `giveUpAfterMs`, and when `stopped()` says another sender stopped the run.
  */
 async function deliver(
   url: URL,
@@ -665,6 +668,7 @@ async function deliver(
   stats: Stats,
   warn: (kind: string, text: string) => void,
   stopped: () => boolean,
+  giveUpAfterMs: number,
 ): Promise<void> {
   stats.sent++;
   if (d.duplicate) stats.duplicatesSent++;
@@ -683,9 +687,9 @@ async function deliver(
       if (!retryable(reply.status)) throw new StopRun(`${text} (retrying cannot change this answer)`);
       if (reply.status === 429) {
         refusedSince ??= performance.now();
-        if (performance.now() - refusedSince >= MAX_BACKPRESSURE_MS)
+        if (performance.now() - refusedSince >= giveUpAfterMs)
           throw new StopRun(
-            `${text} (refused for ${MAX_BACKPRESSURE_MS / 1000} s: is --shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL?)`,
+            `${text} (refused for ${giveUpAfterMs / 1000} s, --give-up-after: is --shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL?)`,
           );
       }
       warn(`status ${reply.status}`, text);
@@ -832,7 +836,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       const next = deliveries.next();
       if (next.done === true || stopped()) return;
       try {
-        await deliver(url, next.value, stats, warn, stopped);
+        await deliver(url, next.value, stats, warn, stopped, o.giveUpAfterMs);
       } catch (e) {
         if (!(e instanceof StopRun)) throw e;
         run.stop ??= e.message;

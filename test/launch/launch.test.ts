@@ -65,6 +65,7 @@ describe('parseArgs', () => {
       rockets: 20,
       duplicates: 0.05,
       shuffle: 0,
+      giveUpAfterMs: 60_000,
       verify: false,
     });
   });
@@ -83,6 +84,7 @@ describe('parseArgs', () => {
         '--duplicates',
         '0.25',
         '--shuffle=16',
+        '--give-up-after=90s',
         '--verify',
       ]),
     );
@@ -94,6 +96,7 @@ describe('parseArgs', () => {
       rockets: 4,
       duplicates: 0.25,
       shuffle: 16,
+      giveUpAfterMs: 90_000,
       verify: true,
     });
   });
@@ -111,6 +114,7 @@ describe('parseArgs', () => {
     expect(invalid(parseArgs([url, '--max-messages=1e3']))).toBe('--max-messages must be a whole number, got "1e3"');
     expect(invalid(parseArgs([url, '--message-delay=5']))).toMatch(/--message-delay must be a Go duration .*"5"/);
     expect(invalid(parseArgs([url, '--message-delay=-1s']))).toBe('--message-delay must not be negative, got "-1s"');
+    expect(invalid(parseArgs([url, '--give-up-after=soon']))).toMatch(/--give-up-after must be a Go duration .*"soon"/);
     expect(invalid(parseArgs([url, '--duplicates=1']))).toMatch(/--duplicates must be a ratio from 0 to below 1/);
     expect(invalid(parseArgs([url, '--shuffle=-3']))).toMatch(/--shuffle must be a whole number/);
     expect(invalid(parseArgs([url, '--seed=abc']))).toMatch(/--seed must be a whole number/);
@@ -472,6 +476,26 @@ describe('the built CLI', () => {
     expect(run.stdout).toMatch(/^stopped: 404 for \S+ #\d+: .*no route.* \(retrying cannot change this answer\)$/m);
     expect(run.stdout).toMatch(/^done: sent \d+, acknowledged 0 .*, retried 0, .*verified skipped$/m);
     expect(run.code).toBe(1);
+  });
+
+  it('stops, says why and exits 1 once one message has been refused with 429 for --give-up-after', async () => {
+    // One sender, a shuffle far wider than the two messages the server buffers a channel: the message the
+    // channel waits for stays behind the one being refused, so the refusal never ends.
+    const narrow = await startServer({
+      DATABASE_URL: `sqlite:${join(dir, 'narrow.db')}`,
+      MAX_BUFFERED_PER_CHANNEL: '2',
+    });
+    try {
+      const args = ['--max-messages=200', '--rockets=1', '--duplicates=0', '--shuffle=100', '--seed=5'];
+      const run = await launch([`${narrow.url}/messages`, ...args, '--concurrency-level=1', '--give-up-after=1s']).exit;
+      expect(run.stdout).toMatch(
+        /^stopped: 429 for \S+ #\d+: .* \(refused for 1 s, --give-up-after: is --shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL\?\)$/m,
+      );
+      expect(run.stdout).toMatch(/^done: sent \d+, acknowledged \d+ .*, retried [1-9]\d*, .*verified skipped$/m);
+      expect(run.code).toBe(1);
+    } finally {
+      await narrow.stop();
+    }
   });
 
   it('prints the summary so far and exits 130 on Ctrl-C', async () => {
