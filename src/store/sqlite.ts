@@ -1,5 +1,5 @@
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { lstatSync, mkdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { EVENT_TYPES, MESSAGE_TYPES, PAYLOAD_FIELDS, type EventType, type RocketMessage } from '../domain/message';
 import { evolve, evolveAt, ROCKET_STATUSES, withUtcTimes, type Rocket, type RocketStatus } from '../domain/rocket';
@@ -60,6 +60,43 @@ export const CHANNEL_CACHE_SIZE = 50_000;
 const SKIP_CHANNELS_PER_TRANSACTION = 100;
 
 const SYNCHRONOUS_MODES: readonly string[] = ['FULL', 'NORMAL'];
+
+/**
+ * The file SQLite really opens, by the one name the lock and the WAL sync must use. SQLite follows a
+ * symbolic link, even one to a file not created yet, and keeps its WAL beside the target, so links are
+ * resolved too; a missing file is named from its directory's real path. A file with more than one hard
+ * link is refused: SQLite keeps a WAL per name, so a writer through another name would neither see this
+ * one's lock nor share its WAL, and what either acknowledged could be lost.
+ */
+function realDatabaseFile(file: string, hops = 0): string {
+  let real: string;
+  try {
+    real = realpathSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    if (!isSymlink(file)) return join(realpathSync(dirname(file)), basename(file));
+    if (hops >= MAX_SYMLINK_HOPS) throw new Error(`${file}: too many levels of symbolic links`, { cause: e });
+    return realDatabaseFile(resolve(dirname(file), readlinkSync(file)), hops + 1);
+  }
+  const links = statSync(real).nlink;
+  if (links > 1)
+    throw new Error(
+      `${file} has ${links} hard links: SQLite keeps a WAL per name, so writes through another name would be lost; ` +
+        'keep one name (a symbolic link is fine)',
+    );
+  return real;
+}
+
+/** As Linux's own limit on links followed in one path. */
+const MAX_SYMLINK_HOPS = 40;
+
+function isSymlink(file: string): boolean {
+  try {
+    return lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Holds `<file>-lock` exclusively while a store has the file open (the OS drops the lock if the process
@@ -520,9 +557,10 @@ export class SqliteStore implements EventStore {
     this.tuning = options.projection ?? PROJECTION;
     const onDisk = file !== ':memory:';
     if (onDisk) mkdirSync(dirname(file), { recursive: true });
-    this.writer = onDisk ? lockWriter(file) : undefined;
+    const path = onDisk ? realDatabaseFile(file) : file;
+    this.writer = onDisk ? lockWriter(path) : undefined;
     try {
-      this.db = new Database(file, { timeout: 5000 });
+      this.db = new Database(path, { timeout: 5000 });
     } catch (e) {
       this.writer?.close();
       throw e;
@@ -535,7 +573,7 @@ export class SqliteStore implements EventStore {
       this.sql = prepare(this.db);
       this.buffered = this.sql.pendingCount.get()?.count ?? 0;
       // The migration wrote, so the WAL exists. What it wrote is synced like any commit, before the first one.
-      if (onDisk && synchronous === 'FULL') this.wal = new WalSync(`${file}-wal`);
+      if (onDisk && synchronous === 'FULL') this.wal = new WalSync(`${path}-wal`);
     } catch (e) {
       this.shut();
       throw e;

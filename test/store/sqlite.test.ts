@@ -1,4 +1,4 @@
-import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -756,6 +756,48 @@ describe('SqliteStore on its file', () => {
     const second = new SqliteStore(tmp.file);
     opened.push(second);
     expect((await second.commit([increased('a', 2, 1)])).outcomes[0]?.status).toBe('applied');
+  });
+
+  it('opens a file through a symbolic link by its real name: the WAL it syncs and the lock it holds', async () => {
+    // SQLite follows the link, here to a file not created yet, and keeps its WAL beside the target.
+    const volume = join(tmp.dir, 'volume');
+    mkdirSync(volume);
+    const link = join(tmp.dir, 'linked.db');
+    symlinkSync(join(volume, 'real.db'), link);
+    const viaLink = new SqliteStore(link);
+    opened.push(viaLink);
+    await viaLink.commit([launched('a', 1)]);
+    expect(existsSync(join(volume, 'real.db-wal'))).toBe(true);
+    expect(existsSync(`${link}-wal`)).toBe(false);
+    expect(() => new SqliteStore(join(volume, 'real.db'))).toThrow(/already open for writing/);
+    await viaLink.close();
+
+    const direct = new SqliteStore(join(volume, 'real.db'));
+    opened.push(direct);
+    expect((await direct.commit([increased('a', 2, 1)])).outcomes[0]?.status).toBe('applied');
+    expect(() => new SqliteStore(link)).toThrow(/already open for writing/);
+  });
+
+  it('refuses a file with a second hard link, a link into a missing directory and a loop of links', async () => {
+    const first = new SqliteStore(tmp.file);
+    await first.commit([launched('a', 1)]);
+    await first.close();
+    const alias = join(tmp.dir, 'alias.db');
+    linkSync(tmp.file, alias);
+    expect(() => new SqliteStore(alias)).toThrow(/has 2 hard links: SQLite keeps a WAL per name/);
+    expect(() => new SqliteStore(tmp.file)).toThrow(/has 2 hard links/);
+    rmSync(alias);
+    const reopened = new SqliteStore(tmp.file);
+    opened.push(reopened);
+    expect((await reopened.commit([increased('a', 2, 1)])).outcomes[0]?.status).toBe('applied');
+
+    // A link to a file in a directory that does not exist: refused, rather than opened by the link's name.
+    const dangling = join(tmp.dir, 'dangling.db');
+    symlinkSync(join(tmp.dir, 'nowhere', 'gone.db'), dangling);
+    expect(() => new SqliteStore(dangling)).toThrow(/ENOENT.*nowhere/);
+    const loop = join(tmp.dir, 'loop.db');
+    symlinkSync(loop, loop);
+    expect(() => new SqliteStore(loop)).toThrow(/ELOOP/);
   });
 
   it('works with synchronous NORMAL and refuses any other setting', async () => {
