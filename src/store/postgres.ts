@@ -832,10 +832,11 @@ class AppendFeed {
       this.deliver(mine.events, mine.rockets, mine.last);
       mine.settle();
     } else {
-      // Another instance's commit: rocket rows as of the read, at least as new as these events.
+      // Another instance's commit: rocket rows as of the read, at least as new as these events. A row a
+      // later commit already changed is not the state this one left, so it waits for that commit's group.
       const events = first.position > this.last ? g.events : g.events.filter((e) => e.position > this.last);
       this.foreign(events);
-      this.deliver(events, [...g.rockets.values()], lastEvent.position);
+      this.deliver(events, leftBy(events, g.rockets), lastEvent.position);
     }
     this.deliverOwn();
   }
@@ -844,6 +845,13 @@ class AppendFeed {
     this.last = last;
     if (events.length > 0) notify(this.listeners, events, rockets);
   }
+}
+
+/** The rockets whose row is the state these events left them in: at the number of their last event here. */
+function leftBy(events: readonly StoredEvent[], rows: ReadonlyMap<string, Rocket>): Rocket[] {
+  const last = new Map<string, number>();
+  for (const e of events) last.set(e.channel, Math.max(last.get(e.channel) ?? 0, e.messageNumber));
+  return [...rows.values()].filter((r) => r.lastMessageNumber === last.get(r.channel));
 }
 
 /**

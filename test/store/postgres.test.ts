@@ -293,6 +293,40 @@ describePg('PostgresStore with several instances', () => {
     onB.off();
   });
 
+  it('hands B a rocket with a commit of A only in the state that commit left it, never a later one', async () => {
+    const a = await open();
+    const log = new ListenerLog();
+    const b = await open({ onListener: log.hook, reconnectDelayMs: { min: 1_000, max: 2_000 } });
+    const told: { events: StoredEvent[]; rockets: Rocket[] }[] = [];
+    const off = b.onAppend((events, rockets) => told.push({ events: [...events], rockets: [...rockets] }));
+    const onB = record(b);
+    await a.commit([launched('x', 1)]);
+    // B's listener down while A commits one message after another: B then reads them all at once, when
+    // the row of x is that of the last commit.
+    const up = log.events.filter((e) => e.state === 'listening').pop() as { state: 'listening'; pid: number };
+    const seenBefore = log.events.length;
+    const lost = log.next('lost', seenBefore);
+    await admin(async (c) => {
+      await c.query('SELECT pg_terminate_backend($1)', [up.pid]);
+    });
+    await lost;
+    for (let n = 2; n <= 30; n++) await a.commit([increased('x', n, n)]);
+    expect(log.events.slice(seenBefore).some((e) => e.state === 'listening')).toBe(false);
+    await onB.until(await a.headPosition());
+
+    const states = told.flatMap(({ events, rockets }) =>
+      rockets.map((r) => {
+        const numbers = events.filter((e) => e.channel === r.channel).map((e) => e.messageNumber);
+        expect(r.lastMessageNumber).toBe(Math.max(...numbers));
+        return r.lastMessageNumber;
+      }),
+    );
+    expectStrictlyIncreasing(states);
+    expect(states.at(-1)).toBe(30);
+    off();
+    onB.off();
+  });
+
   it('does not let a position > last reader or a feed skip a transaction that took its position early and commits late', async () => {
     const [a, b] = [await open(), await open()];
     const gate = 0x5107;
