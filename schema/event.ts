@@ -1,4 +1,5 @@
 import type { EventType, PayloadByType } from '../src/domain/message';
+import { inCallersTerms } from '../src/domain/errors';
 import type { StoredEvent } from '../src/store/types';
 import { builder, optional } from './builder';
 import { DateTime, SafeInt } from './scalars';
@@ -108,17 +109,20 @@ builder.queryField('events', (t) =>
       after: t.arg({ type: SafeInt, description: 'Only events with a position above this.' }),
       afterMessageNumber: t.arg({
         type: SafeInt,
-        description: 'Only events with a message number above this (meaningful with `channel`).',
+        description: 'Only events of `channel` with a message number above this (refused without `channel`).',
       }),
       first: t.arg.int({ description: 'At most this many (1 to 10000); 10000 when left out.' }),
     },
     resolve: (_root, args, { service }) =>
-      service.events({
-        channel: optional(args.channel),
-        afterPosition: optional(args.after),
-        afterMessageNumber: optional(args.afterMessageNumber),
-        limit: optional(args.first),
-      }),
+      inCallersTerms(
+        service.events({
+          channel: optional(args.channel),
+          afterPosition: optional(args.after),
+          afterMessageNumber: optional(args.afterMessageNumber),
+          limit: optional(args.first),
+        }),
+        { limit: 'first' },
+      ),
   }),
 );
 
@@ -139,7 +143,7 @@ builder.subscriptionField('eventAppended', (t) =>
       }),
       afterMessageNumber: t.arg({
         type: SafeInt,
-        description: 'With `channel`: start after this message number of that rocket.',
+        description: 'Start after this message number of `channel` (refused without `channel`).',
       }),
     },
     subscribe: (_root, args, { service }) =>

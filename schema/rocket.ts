@@ -1,3 +1,4 @@
+import { inCallersTerms } from '../src/domain/errors';
 import type { Rocket as RocketState } from '../src/domain/rocket';
 import type { RocketPage } from '../src/engine/service';
 import type { BufferInfo, Gap } from '../src/store/types';
@@ -74,7 +75,10 @@ export const Rocket = builder.objectRef<RocketModel>('Rocket').implement({
         first: t.arg.int({ description: 'At most this many (1 to 10000); 10000 when left out.' }),
       },
       resolve: (r, args, { service }) =>
-        service.events({ channel: r.channel, afterMessageNumber: optional(args.after), limit: optional(args.first) }),
+        inCallersTerms(
+          service.events({ channel: r.channel, afterMessageNumber: optional(args.after), limit: optional(args.first) }),
+          { afterMessageNumber: 'after', limit: 'first' },
+        ),
     }),
   }),
 });
@@ -163,13 +167,16 @@ builder.queryField('rockets', (t) =>
       after: t.arg.string({ description: 'A cursor from an earlier page of the same sort.' }),
     },
     resolve: (_root, args, { service }) =>
-      service.rockets({
-        sort: optional(args.sort),
-        order: optional(args.order),
-        status: optional(args.status),
-        limit: optional(args.first),
-        after: optional(args.after),
-      }),
+      inCallersTerms(
+        service.rockets({
+          sort: optional(args.sort),
+          order: optional(args.order),
+          status: optional(args.status),
+          limit: optional(args.first),
+          after: optional(args.after),
+        }),
+        { limit: 'first' },
+      ),
   }),
 );
 
@@ -216,6 +223,6 @@ builder.queryField('gaps', (t) =>
     type: [GapRef],
     description: 'Open gaps of the reorder buffer, oldest first (as REST `GET /gaps`).',
     args: { first: t.arg.int({ description: 'At most this many (1 to 10000); 10000 when left out.' }) },
-    resolve: (_root, args, { service }) => service.gaps({ limit: optional(args.first) }),
+    resolve: (_root, args, { service }) => inCallersTerms(service.gaps({ limit: optional(args.first) }), { limit: 'first' }),
   }),
 );

@@ -112,6 +112,17 @@ export class UnauthenticatedError extends DomainError {
   }
 }
 
+/**
+ * The same refusal in a transport's own words: each issue's field renamed as `names` says (the service's
+ * `limit` is GraphQL's `first`), so that an error names the argument or parameter the caller sent.
+ */
+export function inCallersTerms<T>(work: Promise<T>, names: Readonly<Record<string, string>>): Promise<T> {
+  return work.catch((e: unknown) => {
+    if (!(e instanceof ValidationError)) throw e;
+    throw new ValidationError(e.issues.map((i) => ({ ...i, field: names[i.field] ?? i.field })));
+  });
+}
+
 export const isDomainError = (e: unknown): e is DomainError => e instanceof DomainError;
 export const isValidationError = (e: unknown): e is ValidationError => e instanceof ValidationError;
 export const isConflictError = (e: unknown): e is ConflictError => e instanceof ConflictError;

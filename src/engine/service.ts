@@ -145,6 +145,13 @@ const checkCount = (field: string, v: number | undefined, min: number, max: numb
     issues.push({ field, problem: `must be an integer from ${min} to ${max}` });
 };
 
+/** Message numbers count within one channel: a number without one would mean nothing. */
+const checkAfterMessageNumber = (args: EventListArgs, issues: Issue[]): void => {
+  checkCount('afterMessageNumber', args.afterMessageNumber, 0, Number.MAX_SAFE_INTEGER, issues);
+  if (args.afterMessageNumber !== undefined && args.channel === undefined)
+    issues.push({ field: 'afterMessageNumber', problem: 'needs channel: message numbers count within one rocket' });
+};
+
 /** A channel no message can have (text no store keeps exactly) is refused, never looked up. */
 const checkChannel = (channel: string | undefined, issues: Issue[]): void => {
   if (channel !== undefined && !isStorableText(channel)) issues.push({ field: 'channel', problem: NOT_UNICODE });
@@ -431,7 +438,7 @@ export class RocketService {
     const issues: Issue[] = [];
     checkChannel(args.channel, issues);
     checkCount('after', args.afterPosition, 0, Number.MAX_SAFE_INTEGER, issues);
-    checkCount('afterMessageNumber', args.afterMessageNumber, 0, Number.MAX_SAFE_INTEGER, issues);
+    checkAfterMessageNumber(args, issues);
     checkCount('limit', args.limit, 1, MAX_PAGE, issues);
     if (issues.length > 0) return Promise.reject(new ValidationError(issues));
     return this.store.readEvents({
@@ -452,7 +459,7 @@ export class RocketService {
     const issues: Issue[] = [];
     checkChannel(args.channel, issues);
     checkCount('after', args.afterPosition, 0, Number.MAX_SAFE_INTEGER, issues);
-    checkCount('afterMessageNumber', args.afterMessageNumber, 0, Number.MAX_SAFE_INTEGER, issues);
+    checkAfterMessageNumber(args, issues);
     if (issues.length > 0) throw new ValidationError(issues);
     return new CatchUp(this.store, this.hub, args.channel, args.afterPosition ?? 0, args.afterMessageNumber);
   }

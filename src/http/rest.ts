@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { UnauthenticatedError, ValidationError, isValidationError } from '../domain/errors';
+import { UnauthenticatedError, ValidationError, inCallersTerms } from '../domain/errors';
 import type { Rocket } from '../domain/rocket';
 import type { RocketPage, RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
@@ -220,14 +220,10 @@ export function createRestRoutes(
         answer(req, res, since, jsonAnswer(rocketBody(rocket)));
       } else {
         // Here `after` is a message number: an issue with it names the parameter the client sent.
-        const events = await service
-          .events({ channel, afterMessageNumber: count(q, 'after'), limit: count(q, 'limit') })
-          .catch((e: unknown) => {
-            if (!isValidationError(e)) throw e;
-            throw new ValidationError(
-              e.issues.map((i) => (i.field === 'afterMessageNumber' ? { ...i, field: 'after' } : i)),
-            );
-          });
+        const events = await inCallersTerms(
+          service.events({ channel, afterMessageNumber: count(q, 'after'), limit: count(q, 'limit') }),
+          { afterMessageNumber: 'after' },
+        );
         sendJson(res, 200, events.map(eventJson));
       }
       return true;

@@ -276,9 +276,24 @@ describe('GraphQL over HTTP', () => {
       expect(events[0]?.recordedAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     });
 
-    it('refuses a page size out of range as BAD_USER_INPUT', async () => {
-      const r = await post(server, EventsDocument, { first: 0 });
-      expect(r.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', issues: [{ field: 'limit' }] });
+    it('refuses a page size out of range as BAD_USER_INPUT naming the argument sent', async () => {
+      const events = await post(server, EventsDocument, { first: 0 });
+      expect(events.body.errors?.[0]?.extensions).toMatchObject({
+        code: 'BAD_USER_INPUT',
+        issues: [{ field: 'first' }],
+      });
+      const rockets = await post(server, RocketsDocument, { first: 0 });
+      expect(rockets.body.errors?.[0]?.extensions).toMatchObject({ issues: [{ field: 'first' }] });
+      const ofOne = await post(server, RocketEventsDocument, { channel: 'a', after: -1, first: 0 });
+      expect(ofOne.body.errors?.[0]?.extensions).toMatchObject({ issues: [{ field: 'after' }, { field: 'first' }] });
+    });
+
+    it('refuses afterMessageNumber without a channel: message numbers count within one rocket', async () => {
+      const r = await post(server, EventsDocument, { afterMessageNumber: 1 });
+      expect(r.body.errors?.[0]?.extensions).toMatchObject({
+        code: 'BAD_USER_INPUT',
+        issues: [{ field: 'afterMessageNumber', problem: 'needs channel: message numbers count within one rocket' }],
+      });
     });
   });
 

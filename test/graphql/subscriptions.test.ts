@@ -314,6 +314,12 @@ describe('subscriptions over graphql-ws', () => {
         type: 'next',
         payload: { errors: [{ extensions: { code: 'BAD_USER_INPUT' } }] },
       });
+      // As the events query: a message number means nothing without its rocket.
+      s.subscribe('numberAlone', print(EventAppendedDocument), { afterMessageNumber: 2 });
+      expect(await s.nextWhere((m) => m.id === 'numberAlone')).toMatchObject({
+        type: 'next',
+        payload: { errors: [{ extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'afterMessageNumber' }] } }] },
+      });
 
       await launch('a');
       expect(await s.nextWhere((m) => m.id === 'ok')).toMatchObject({ type: 'next' });
