@@ -22,6 +22,7 @@ import {
   type SubmitOutcome,
   toMessage,
 } from '../store/types';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isFellBehindError, type Feed, type Hub } from './hub';
 import type { LanePool } from './lanes';
 import { noTelemetry, type Telemetry } from './telemetry';
@@ -29,6 +30,12 @@ import { noTelemetry, type Telemetry } from './telemetry';
 /** Largest page of rockets or events one call returns. */
 export const MAX_PAGE = 10_000;
 const CATCH_UP_PAGE = 500;
+/**
+ * A catch-up read the store failed (a dropped connection, a database restarting) is tried again, after
+ * 100 ms and then twice as long each time up to 2 s, for this long; then the subscription ends with the
+ * error, and its client resumes with `after` once the store is back.
+ */
+const CATCH_UP_RETRY_MS = 30_000;
 
 /** Arguments as transports receive them; the service checks every one. */
 export interface RocketListArgs {
@@ -577,12 +584,8 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
       const queued = this.backlog.shift();
       if (queued) return this.emit(queued);
       if (this.catchingUp) {
-        const page = await this.store.readEvents({
-          channel: this.channel,
-          afterPosition: this.lastPosition,
-          afterMessageNumber: this.afterMessageNumber,
-          limit: CATCH_UP_PAGE,
-        });
+        const page = await this.readPage();
+        if (page === undefined) continue;
         if (page.length < CATCH_UP_PAGE) this.catchingUp = false;
         this.backlog = page;
         continue;
@@ -610,6 +613,25 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
 
   [Symbol.asyncIterator](): this {
     return this;
+  }
+
+  /** The next page from the store, tried again while the store fails (see CATCH_UP_RETRY_MS); undefined once closed. */
+  private async readPage(): Promise<StoredEvent[] | undefined> {
+    const started = performance.now();
+    for (let wait = 100; ; wait = Math.min(2 * wait, 2000)) {
+      try {
+        return await this.store.readEvents({
+          channel: this.channel,
+          afterPosition: this.lastPosition,
+          afterMessageNumber: this.afterMessageNumber,
+          limit: CATCH_UP_PAGE,
+        });
+      } catch (e) {
+        if (isDomainError(e) || performance.now() - started + wait > CATCH_UP_RETRY_MS) throw e;
+      }
+      await sleep(wait, undefined, { ref: false });
+      if (this.closed) return undefined;
+    }
   }
 
   private emit(e: StoredEvent): IteratorResult<StoredEvent> {

@@ -30,6 +30,7 @@ import {
   createYoga,
   handleStreamOrSingleExecutionResult,
   isAsyncIterable,
+  maskError,
   type GraphiQLRenderer,
   type Plugin,
   type PromiseOrValue,
@@ -293,8 +294,27 @@ function envelopedOf(args: ExecutionArgs): Enveloped {
   return enveloped;
 }
 
-const unexpected = (): GraphQLError =>
-  new GraphQLError('Unexpected error.', { extensions: { code: 'INTERNAL_SERVER_ERROR' } });
+/**
+ * `extensions` of every masked error. As REST answers anything unexpected with a 503 and `Retry-After`
+ * (a store that failed, such as a dropped database connection, recorded nothing), a GraphQL client is
+ * told it may retry, in the words of the other retryable errors.
+ */
+const UNEXPECTED = { code: 'UNAVAILABLE', retryAfterSeconds: 1, unexpected: true } as const;
+
+const unexpected = (): GraphQLError => new GraphQLError('Unexpected error.', { extensions: { ...UNEXPECTED } });
+
+/** Yoga's masking (the message, no cause, the location kept), with UNEXPECTED as its extensions. */
+const maskUnexpected: typeof maskError = (error, message, isDev) => {
+  const m = maskError(error, message, isDev);
+  if (m === error || !(m instanceof GraphQLError)) return m;
+  return new GraphQLError(m.message, {
+    nodes: m.nodes,
+    source: m.source,
+    positions: m.positions,
+    path: m.path,
+    extensions: { ...m.extensions, ...UNEXPECTED },
+  });
+};
 
 /** What the answer cache of queries holds at most, in bytes of answers and UTF-16 code units of keys. */
 const ANSWER_CACHE_SIZE = 8 * 1024 * 1024;
@@ -457,6 +477,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     landingPage: false,
     maxRequestBodySize: config.maxBodyBytes,
     logging: yogaLogger(log),
+    maskedErrors: { maskError: maskUnexpected },
     plugins: [
       EnvelopArmorPlugin(armor(config.introspection)),
       ...(config.introspection ? [] : [useNoIntrospection()]),
@@ -672,8 +693,9 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
           res.destroy();
           return;
         }
-        sendText(res, 500, JSON.stringify({ errors: [unexpected()] }), {
+        sendText(res, 503, JSON.stringify({ errors: [unexpected()] }), {
           'content-type': 'application/json; charset=utf-8',
+          'retry-after': String(UNEXPECTED.retryAfterSeconds),
         });
       }
     },

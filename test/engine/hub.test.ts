@@ -111,6 +111,27 @@ describe('RocketService.eventsSince (catch-up, then live)', () => {
     hub.close();
   });
 
+  it('tries a catch-up read the store failed again, and goes on with no gap', async () => {
+    const store = new MemoryStore();
+    const hub = new Hub(store, 1000);
+    const service = new RocketService(store, new LanePool(store, 1), hub);
+    for (let n = 1; n <= 20; n++) await service.submit(envelope('a', n));
+    const read = jest.spyOn(store, 'readEvents');
+    read
+      .mockRejectedValueOnce(new Error('Connection terminated unexpectedly'))
+      .mockRejectedValueOnce(new Error('terminating connection due to administrator command'));
+    try {
+      const feed = service.eventsSince({ channel: 'a', afterMessageNumber: 5 });
+      const got = await take(feed, 15);
+      expect(got.map((e) => e.messageNumber)).toEqual(Array.from({ length: 15 }, (_, i) => i + 6));
+      expect(read).toHaveBeenCalledTimes(3);
+      await feed.return();
+    } finally {
+      read.mockRestore();
+      hub.close();
+    }
+  });
+
   it('never loses events for a slow reader even when its live buffer overflows', async () => {
     const store = new MemoryStore();
     const hub = new Hub(store, 3);

@@ -373,7 +373,46 @@ describe('GraphQL over HTTP', () => {
       expect(r.body.errors?.[0]?.extensions?.code).toBe('PAYLOAD_TOO_LARGE');
     });
 
-    it('masks an unexpected failure as "Unexpected error." and logs the cause, as JSON, on the server', async () => {
+    it('answers a mutation the store failed as REST does: UNAVAILABLE, retry, nothing recorded', async () => {
+      const failing = jest
+        .spyOn(server.app.store, 'commit')
+        .mockRejectedValue(new Error('terminating connection due to administrator command'));
+      const logged = jest.spyOn(server.app.log, 'error').mockImplementation(() => undefined);
+      try {
+        const r = await submit(messages('down').launched(1));
+        expect(r.body.errors).toEqual([
+          expect.objectContaining({
+            message: 'Unexpected error.',
+            path: ['submitMessage'],
+            extensions: { code: 'UNAVAILABLE', retryAfterSeconds: 1, unexpected: true },
+          }),
+        ]);
+        const rest = await send(
+          `${server.http}/messages`,
+          'POST',
+          JSON.stringify({
+            metadata: {
+              channel: 'down',
+              messageNumber: 1,
+              messageTime: '2022-02-02T19:39:05Z',
+              messageType: 'RocketLaunched',
+            },
+            message: { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS' },
+          }),
+          { 'content-type': 'application/json' },
+        );
+        expect(rest.status).toBe(503);
+        expect(rest.headers['retry-after']).toBe('1');
+      } finally {
+        failing.mockRestore();
+        logged.mockRestore();
+      }
+      expect((await post(server, RocketDocument, { channel: 'down' })).body.errors?.[0]?.extensions?.code).toBe(
+        'NOT_FOUND',
+      );
+    });
+
+    it('masks an unexpected failure as a retryable "Unexpected error." and logs the cause, as JSON, on the server', async () => {
       const logged = jest.spyOn(server.app.log, 'error');
       const failing = jest
         .spyOn(server.app.store, 'listRockets')
@@ -384,7 +423,7 @@ describe('GraphQL over HTTP', () => {
         expect(r.body.errors).toEqual([
           expect.objectContaining({
             message: 'Unexpected error.',
-            extensions: expect.objectContaining({ code: 'INTERNAL_SERVER_ERROR' }) as unknown,
+            extensions: { code: 'UNAVAILABLE', retryAfterSeconds: 1, unexpected: true },
           }),
         ]);
         const causes = logged.mock.calls.map(([fields]) => (fields as { err?: unknown }).err);
