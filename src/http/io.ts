@@ -152,11 +152,17 @@ export function originAllowed(req: IncomingMessage, allowed: readonly string[] |
   }
 }
 
+/**
+ * Headers of ours a page may read: without them a browser hides the next page's cursor (`Link`,
+ * `X-Next-Cursor`), the request id and `Retry-After` from a script on another origin.
+ */
+const EXPOSED_HEADERS = 'link, x-next-cursor, x-request-id, retry-after';
+
 /** CORS response headers for an allowed cross-origin request; none otherwise (the browser then refuses). */
 export function corsHeaders(req: IncomingMessage, allowed: readonly string[] | undefined): Record<string, string> {
   const origin = req.headers.origin;
   if (origin === undefined || !originAllowed(req, allowed)) return {};
-  return { 'access-control-allow-origin': origin, vary: 'origin' };
+  return { 'access-control-allow-origin': origin, 'access-control-expose-headers': EXPOSED_HEADERS, vary: 'origin' };
 }
 
 /** Answers a CORS preflight: 204, with the allowance only for an allowed origin. */

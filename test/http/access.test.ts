@@ -165,6 +165,8 @@ describe('access', () => {
       }
       const get = await send(`${base}/rockets`, 'GET', undefined, { origin: 'https://ok.example' });
       expect(get.headers['access-control-allow-origin']).toBe('https://ok.example');
+      // A page on that origin can read the cursor of the next page, and the rest of our own headers.
+      expect(get.headers['access-control-expose-headers']).toBe('link, x-next-cursor, x-request-id, retry-after');
     });
   });
 });
