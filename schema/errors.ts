@@ -19,11 +19,25 @@ export function domainErrorOf(error: unknown): DomainError | undefined {
  * that is not a DomainError is never given to this function and stays masked.
  */
 export function toGraphQLError(e: DomainError, located?: GraphQLError): GraphQLError {
-  return new GraphQLError(e.message, {
-    nodes: located?.nodes,
-    source: located?.source,
-    positions: located?.positions,
-    path: located?.path,
-    extensions: domainErrorExtensions(e),
-  });
+  return locatedAs(
+    new GraphQLError(e.message, {
+      nodes: located?.nodes,
+      source: located?.source,
+      positions: located?.positions,
+      path: located?.path,
+      extensions: domainErrorExtensions(e),
+    }),
+    located,
+  );
+}
+
+/**
+ * `error` with the locations of `located` in the query. graphql-jit's errors carry locations without the
+ * nodes graphql-js computes them from, so a new error made from one would lose them: a query would be
+ * answered with them the first time (graphql-js runs it) and without them after (graphql-jit does).
+ */
+export function locatedAs(error: GraphQLError, located: GraphQLError | undefined): GraphQLError {
+  if (error.locations === undefined && located?.locations !== undefined)
+    Object.defineProperty(error, 'locations', { value: located.locations, enumerable: true });
+  return error;
 }

@@ -38,7 +38,7 @@ import {
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import type { GraphQLContext } from '../../schema/builder';
-import { domainErrorOf, toGraphQLError } from '../../schema/errors';
+import { domainErrorOf, locatedAs, toGraphQLError } from '../../schema/errors';
 import { schema } from '../../schema/index';
 import type { Config } from '../config';
 import type { RocketService } from '../engine/service';
@@ -307,13 +307,14 @@ const unexpected = (): GraphQLError => new GraphQLError('Unexpected error.', { e
 const maskUnexpected: typeof maskError = (error, message, isDev) => {
   const m = maskError(error, message, isDev);
   if (m === error || !(m instanceof GraphQLError)) return m;
-  return new GraphQLError(m.message, {
+  const masked = new GraphQLError(m.message, {
     nodes: m.nodes,
     source: m.source,
     positions: m.positions,
     path: m.path,
     extensions: { ...m.extensions, ...UNEXPECTED },
   });
+  return locatedAs(masked, error instanceof GraphQLError ? error : undefined);
 };
 
 /** What the answer cache of queries holds at most, in bytes of answers and UTF-16 code units of keys. */

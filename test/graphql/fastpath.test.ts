@@ -161,6 +161,22 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
       });
     });
 
+    it('answers an error the same way, locations included, whichever engine ran the query', async () => {
+      const query = '{ rocket(channel: "nope") { channel speed } }';
+      const answers = [];
+      for (let i = 0; i < 3; i++) answers.push((await postRaw(server, { query })).body);
+      expect(answers[0]?.errors).toEqual([
+        {
+          message: 'rocket "nope" not found',
+          locations: [{ line: 1, column: 3 }],
+          path: ['rocket'],
+          extensions: { code: 'NOT_FOUND' },
+        },
+      ]);
+      expect(answers[1]).toEqual(answers[0]);
+      expect(answers[2]).toEqual(answers[0]);
+    });
+
     it('masks an unexpected failure as "Unexpected error."', async () => {
       await warm();
       for (const first of [1, 2]) await data(server, RocketsDocument, { first });
