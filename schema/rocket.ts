@@ -124,7 +124,10 @@ const RocketAsOfInput = builder.inputType('RocketAsOfInput', {
   description: "A point in a rocket's history: exactly one of the two.",
   isOneOf: true,
   fields: (t) => ({
-    messageNumber: t.field({ type: SafeInt, description: 'Right after this message was applied.' }),
+    messageNumber: t.field({
+      type: SafeInt,
+      description: 'Right after this message was applied; NOT_FOUND while it is not.',
+    }),
     time: t.field({
       type: DateTime,
       description: 'As the service held it at this server time (events recorded up to then).',
@@ -223,6 +226,7 @@ builder.queryField('gaps', (t) =>
     type: [GapRef],
     description: 'Open gaps of the reorder buffer, oldest first (as REST `GET /gaps`).',
     args: { first: t.arg.int({ description: 'At most this many (1 to 10000); 10000 when left out.' }) },
-    resolve: (_root, args, { service }) => inCallersTerms(service.gaps({ limit: optional(args.first) }), { limit: 'first' }),
+    resolve: (_root, args, { service }) =>
+      inCallersTerms(service.gaps({ limit: optional(args.first) }), { limit: 'first' }),
   }),
 );

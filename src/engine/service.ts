@@ -368,7 +368,8 @@ export class RocketService {
   /**
    * Time travel: the rocket's state as it was after message `messageNumber`, or as the service held it
    * at server time `time` (events recorded up to then), folded from the event log with the same
-   * `evolve`. Exactly one of the two. NotFoundError when nothing of the rocket was applied by then.
+   * `evolve`. Exactly one of the two. NotFoundError when nothing of the rocket was applied by then, and
+   * for a message not applied yet: there is no state right after it to give.
    */
   async rocketAsOf(channel: string, asOf: AsOf): Promise<Rocket> {
     const issues: Issue[] = [];
@@ -393,7 +394,13 @@ export class RocketService {
         state = evolve(state, toMessage(e));
         after = e.position;
       }
-      if (page.length < MAX_PAGE) return found(state, channel);
+      if (page.length < MAX_PAGE) {
+        if (messageNumber !== undefined && state !== undefined && state.lastMessageNumber < messageNumber)
+          throw new NotFoundError(
+            `message ${messageNumber} of rocket "${channel}" (applied up to ${state.lastMessageNumber})`,
+          );
+        return found(state, channel);
+      }
     }
   }
 

@@ -73,6 +73,16 @@ describe.each([
     await expect(service.rocketAsOf('nope', { messageNumber: 1 })).rejects.toMatchObject({ code: 'NOT_FOUND' });
     for (const bad of [{}, { messageNumber: 1, time: '2026-01-01T00:00:00Z' }, { messageNumber: 0 }, { time: 'soon' }])
       await expect(service.rocketAsOf(channel, bad)).rejects.toMatchObject({ code: 'BAD_USER_INPUT' });
-    expect((await service.rocketAsOf(channel, { messageNumber: 99 })).lastMessageNumber).toBe(3);
+  });
+
+  it('refuses a message not applied yet with NOT_FOUND: no state right after it exists', async () => {
+    const [h] = fleet(1, 3, 6, 'ahead');
+    for (const m of h ?? []) await service.submit(m);
+    const channel = h?.[0]?.metadata.channel ?? '';
+    expect((await service.rocketAsOf(channel, { messageNumber: 3 })).lastMessageNumber).toBe(3);
+    await expect(service.rocketAsOf(channel, { messageNumber: 4 })).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+      message: `message 4 of rocket "${channel}" (applied up to 3) not found`,
+    });
   });
 });
