@@ -45,6 +45,7 @@ import type { RocketService } from '../engine/service';
 import { BatchingWebSocket } from './batching-websocket';
 import {
   bearerOf,
+  BodyRefusedError,
   BodyTooLargeError,
   corsHeaders,
   mayWrite,
@@ -616,12 +617,12 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       try {
         body = (await readBody(req, config.maxBodyBytes)).toString('utf8');
       } catch (e) {
-        if (!(e instanceof BodyTooLargeError)) throw e;
-        const errors = [{ message: e.message, extensions: { code: 'PAYLOAD_TOO_LARGE' } }];
-        sendText(res, 413, JSON.stringify({ errors }), {
+        if (!(e instanceof BodyRefusedError)) throw e;
+        const errors = [{ message: e.message, extensions: { code: e.code } }];
+        sendText(res, e.status, JSON.stringify({ errors }), {
           ...cors,
           'content-type': 'application/json; charset=utf-8',
-          connection: 'close',
+          ...(e instanceof BodyTooLargeError ? { connection: 'close' } : {}),
         });
         return;
       }

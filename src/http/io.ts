@@ -3,10 +3,32 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { errorDetails, isDomainError, isOverloadedError, type DomainErrorCode } from '../domain/errors';
 
+/** A body refused before it is parsed, answered with `status` and `code` on every route. */
+export class BodyRefusedError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** The request body exceeded the configured limit. */
-export class BodyTooLargeError extends Error {
+export class BodyTooLargeError extends BodyRefusedError {
   constructor(readonly limit: number) {
-    super(`the request body is larger than ${limit} bytes`);
+    super(413, 'PAYLOAD_TOO_LARGE', `the request body is larger than ${limit} bytes`);
+  }
+}
+
+/** The body came compressed (`Content-Encoding`), which no route reads. */
+export class UnsupportedEncodingError extends BodyRefusedError {
+  constructor(encoding: string) {
+    super(
+      415,
+      'UNSUPPORTED_MEDIA_TYPE',
+      `Content-Encoding "${encoding.slice(0, 100)}" is not supported: send the body uncompressed`,
+    );
   }
 }
 
@@ -19,11 +41,16 @@ export class BodyTooLargeError extends Error {
 export const DISCARD_BYTES = 4 * 1024 * 1024;
 
 /**
- * Reads the whole body, refusing more than `limit` bytes (checked against Content-Length first, then
- * while streaming). Rejects with BodyTooLargeError once a refused body has ended (or at once, past
+ * Reads the whole body, refusing a compressed one (UnsupportedEncodingError) and more than `limit` bytes
+ * (checked against Content-Length first, then while streaming). Rejects with BodyTooLargeError once a refused body has ended (or at once, past
  * DISCARD_BYTES beyond the limit), or with the socket's error if the client goes away.
  */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const encoding = req.headers['content-encoding'];
+  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
+    req.resume();
+    return Promise.reject(new UnsupportedEncodingError(encoding));
+  }
   const declared = Number(req.headers['content-length']);
   const discardUpTo = limit + DISCARD_BYTES;
   if (declared > discardUpTo) {
@@ -96,8 +123,10 @@ export function sendError(res: ServerResponse, err: unknown, log?: Logger): void
     res.destroy();
     return;
   }
-  if (err instanceof BodyTooLargeError) {
-    sendJson(res, 413, { error: { code: 'PAYLOAD_TOO_LARGE', message: err.message } }, { connection: 'close' });
+  if (err instanceof BodyRefusedError) {
+    // A body too large may still be arriving: the connection is not kept for the next request.
+    const headers: Record<string, string> = err instanceof BodyTooLargeError ? { connection: 'close' } : {};
+    sendJson(res, err.status, { error: { code: err.code, message: err.message } }, headers);
     return;
   }
   if (isDomainError(err)) {

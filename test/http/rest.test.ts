@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { buildApp, type App } from '../../src/app';
 import { loadConfig } from '../../src/config';
 import { DISCARD_BYTES } from '../../src/http/io';
@@ -118,6 +119,31 @@ describe('REST API', () => {
       const r = await send(`${base}/messages`, 'POST', '{"metadata": ', { 'content-type': 'application/json' });
       expect(r.status).toBe(400);
       expect(JSON.stringify(r.body)).toMatch(/not valid JSON/);
+    });
+
+    it('refuses a compressed body with a 415 on REST and GraphQL, stores nothing, and keeps serving', async () => {
+      const gzipped = (body: unknown): RequestInit => ({
+        method: 'POST',
+        body: gzipSync(JSON.stringify(body)),
+        headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+      });
+      const rest = await fetch(`${base}/messages`, gzipped(launch('a')));
+      expect(rest.status).toBe(415);
+      expect(await rest.json()).toEqual({
+        error: {
+          code: 'UNSUPPORTED_MEDIA_TYPE',
+          message: 'Content-Encoding "gzip" is not supported: send the body uncompressed',
+        },
+      });
+      const graphql = await fetch(`${base}/graphql`, gzipped({ query: '{ gaps { channel } }' }));
+      expect(graphql.status).toBe(415);
+      expect(await graphql.json()).toMatchObject({ errors: [{ extensions: { code: 'UNSUPPORTED_MEDIA_TYPE' } }] });
+      expect(await counts()).toEqual({ rockets: 0, events: 0, buffered: 0 });
+      const identity = await send(`${base}/messages`, 'POST', JSON.stringify(launch('a')), {
+        'content-type': 'application/json',
+        'content-encoding': 'identity',
+      });
+      expect(identity.status).toBe(202);
     });
 
     it('refuses a body over the size limit with a 413', async () => {
