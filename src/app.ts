@@ -16,6 +16,8 @@ import type { EventStore } from './store/types';
 
 /** How long a graceful stop waits for in-flight requests before cutting connections. */
 const STOP_GRACE_MS = 10_000;
+/** While stopping, how often connections that became idle are closed. */
+const IDLE_SWEEP_MS = 50;
 
 /**
  * The parsed targets of the ingest routes, which most requests name exactly: no URL to build per message.
@@ -83,6 +85,9 @@ export async function buildApp(
       connectionsCheckingInterval: Math.max(50, Math.min(30_000, config.headersTimeoutMs / 4)),
     },
     (req, res) => {
+      // Stopping: the answer closes its connection, so that the client sends its next request elsewhere
+      // instead of on a socket about to be cut.
+      if (stopping !== undefined) res.setHeader('connection', 'close');
       const requestId = requestIdOf(req) ?? nextRequestId();
       if (debug) logRequest(log, req, res, requestId);
       // A read asked before, of a store that has not changed since, answered again before any routing. A
@@ -171,10 +176,14 @@ export async function buildApp(
       (stopping ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
+        // A connection whose request was in flight is closed once answered, before its client sends
+        // another request on it (requests that do come meanwhile are answered with Connection: close).
+        const sweep = setInterval(() => server.closeIdleConnections(), IDLE_SWEEP_MS);
         await graphql.close();
         // In-flight requests finish (and commit) unless they take longer than the bound.
         const bound = new Promise<void>((resolve) => setTimeout(resolve, STOP_GRACE_MS).unref());
         await Promise.race([closed, bound]);
+        clearInterval(sweep);
         server.closeAllConnections();
         await stopGapSweep();
         await lanes.close();

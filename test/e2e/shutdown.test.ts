@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { delivery, fleet } from '../support/model';
@@ -41,4 +43,51 @@ describe('graceful shutdown', () => {
       expect(health.events + health.buffered).toBeGreaterThanOrEqual(acked.length);
     },
   );
+
+  it('answers a request in flight when it stops, stores it, and serves nothing more on its connection', async () => {
+    const url = `sqlite:${join(dir, 'rockets.db')}`;
+    const s = (server = await startServer({ DATABASE_URL: url }));
+    const m = fleet(1, 1, 5)[0]?.[0];
+    const body = JSON.stringify(m);
+    const socket = connect(s.port, '127.0.0.1');
+    await once(socket, 'connect');
+    let answer = '';
+    const answered = new Promise<void>((resolve) =>
+      socket.on('data', (c: Buffer) => {
+        answer += c.toString('latin1');
+        if (answer.endsWith('}')) resolve();
+      }),
+    );
+    const closed = once(socket, 'close');
+    socket.on('error', () => undefined); // a reset of the closed connection under the second request
+    socket.write(
+      `POST /messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\n\r\n`,
+    );
+    // Once another request is answered, the server has read these headers: the request is in flight.
+    expect((await getJson(`${s.url}/health`)).status).toBe(200);
+    const logged = new Promise<void>((resolve) => {
+      const onData = (c: Buffer): void => {
+        if (!c.toString('utf8').includes('"stopping"')) return;
+        s.child.stdout?.off('data', onData);
+        resolve();
+      };
+      s.child.stdout?.on('data', onData);
+    });
+    const exit = s.stop('SIGTERM');
+    await logged;
+    socket.write(body);
+    await answered;
+    expect(answer).toMatch(/^HTTP\/1\.1 202 /);
+    // The next request on that connection: not served, or served with the word that the connection ends.
+    const first = answer.length;
+    socket.write('GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n');
+    await closed;
+    const next = answer.slice(first);
+    if (next !== '') expect(next).toMatch(/\r\nconnection: close\r\n/i);
+    expect(await exit).toBe(0);
+
+    const again = (server = await startServer({ DATABASE_URL: url }));
+    expect((await getJson(`${again.url}/rockets/${m?.metadata.channel ?? ''}`)).status).toBe(200);
+  });
 });
