@@ -44,7 +44,7 @@ describe('graceful shutdown', () => {
     },
   );
 
-  it('answers a request in flight when it stops, stores it, and serves nothing more on its connection', async () => {
+  it('answers a request in flight when it stops and stores it, and ends its connection after the next answer', async () => {
     const url = `sqlite:${join(dir, 'rockets.db')}`;
     const s = (server = await startServer({ DATABASE_URL: url }));
     const m = fleet(1, 1, 5)[0]?.[0];
@@ -79,7 +79,7 @@ describe('graceful shutdown', () => {
     socket.write(body);
     await answered;
     expect(answer).toMatch(/^HTTP\/1\.1 202 /);
-    // The next request on that connection: not served, or served with the word that the connection ends.
+    // The next request on that connection: served with the word that the connection ends, then it does.
     const first = answer.length;
     socket.write('GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n');
     await closed;
