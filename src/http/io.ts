@@ -41,16 +41,14 @@ export class UnsupportedEncodingError extends BodyRefusedError {
 export const DISCARD_BYTES = 4 * 1024 * 1024;
 
 /**
- * Reads the whole body, refusing a compressed one (UnsupportedEncodingError) and more than `limit` bytes
- * (checked against Content-Length first, then while streaming). Rejects with BodyTooLargeError once a refused body has ended (or at once, past
- * DISCARD_BYTES beyond the limit), or with the socket's error if the client goes away.
+ * Reads the whole body, refusing more than `limit` bytes (checked against Content-Length first, then
+ * while streaming) and a compressed one. Rejects with BodyTooLargeError once a refused body has ended (or
+ * at once, past DISCARD_BYTES beyond the limit), with UnsupportedEncodingError once a body of a
+ * `Content-Encoding` other than identity has ended, or with the socket's error if the client goes away.
  */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const encoding = req.headers['content-encoding'];
-  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') {
-    req.resume();
-    return Promise.reject(new UnsupportedEncodingError(encoding));
-  }
+  const encoding = req.headers['content-encoding']?.trim() ?? '';
+  const encoded = encoding !== '' && encoding.toLowerCase() !== 'identity';
   const declared = Number(req.headers['content-length']);
   const discardUpTo = limit + DISCARD_BYTES;
   if (declared > discardUpTo) {
@@ -78,6 +76,8 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.on('data', onData);
     req.on('end', () => {
       if (refused) reject(new BodyTooLargeError(limit));
+      // Refused once read, within the same bounds as any body, so the connection can serve the next request.
+      else if (encoded) reject(new UnsupportedEncodingError(encoding));
       else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size));
     });
     req.on('error', reject);
