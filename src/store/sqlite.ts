@@ -76,7 +76,8 @@ function realDatabaseFile(file: string, hops = 0): string {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     if (!isSymlink(file)) return join(realpathSync(dirname(file)), basename(file));
     if (hops >= MAX_SYMLINK_HOPS) throw new Error(`${file}: too many levels of symbolic links`, { cause: e });
-    return realDatabaseFile(resolve(dirname(file), readlinkSync(file)), hops + 1);
+    // A relative target is relative to where the link really is, as the kernel reads it.
+    return realDatabaseFile(resolve(realpathSync(dirname(file)), readlinkSync(file)), hops + 1);
   }
   const links = statSync(real).nlink;
   if (links > 1)

@@ -778,6 +778,18 @@ describe('SqliteStore on its file', () => {
     expect(() => new SqliteStore(link)).toThrow(/already open for writing/);
   });
 
+  it('follows a relative link to a file not created yet from where the link really is', async () => {
+    // a/linkdir -> ../x/y, and x/y/db -> ../z/r.db: the file is x/z/r.db, as the kernel and SQLite read it.
+    for (const d of ['a', 'x/y', 'x/z']) mkdirSync(join(tmp.dir, d), { recursive: true });
+    symlinkSync('../x/y', join(tmp.dir, 'a', 'linkdir'));
+    symlinkSync('../z/r.db', join(tmp.dir, 'x', 'y', 'db'));
+    const store = new SqliteStore(join(tmp.dir, 'a', 'linkdir', 'db'));
+    opened.push(store);
+    await store.commit([launched('a', 1)]);
+    expect(existsSync(join(tmp.dir, 'x', 'z', 'r.db'))).toBe(true);
+    expect(existsSync(join(tmp.dir, 'a', 'z'))).toBe(false);
+  });
+
   it('refuses a file with a second hard link, a link into a missing directory and a loop of links', async () => {
     const first = new SqliteStore(tmp.file);
     await first.commit([launched('a', 1)]);
