@@ -151,6 +151,13 @@ function duration(name: string, text: string): number {
   return ms;
 }
 
+/** A duration that must be more than 0: 0 would stop a run at its first 429, which is no limit anyone means. */
+function positiveDuration(name: string, text: string): number {
+  const ms = duration(name, text);
+  if (ms === 0) throw new InvalidFlag(`--${name} must be more than 0, got "${text}"`);
+  return ms;
+}
+
 function target(text: string): string {
   let url: URL;
   try {
@@ -231,7 +238,7 @@ export function parseArgs(argv: readonly string[], randomSeed: () => number = ()
         rockets: count('rockets', value('rockets', '20'), 1, 1_000_000),
         duplicates: ratio('duplicates', value('duplicates', '0.05')),
         shuffle: count('shuffle', value('shuffle', '0'), 0, 1_000_000),
-        giveUpAfterMs: duration('give-up-after', value('give-up-after', '1m')),
+        giveUpAfterMs: positiveDuration('give-up-after', value('give-up-after', '1m')),
         verify,
       },
     };

@@ -115,6 +115,7 @@ describe('parseArgs', () => {
     expect(invalid(parseArgs([url, '--message-delay=5']))).toMatch(/--message-delay must be a Go duration .*"5"/);
     expect(invalid(parseArgs([url, '--message-delay=-1s']))).toBe('--message-delay must not be negative, got "-1s"');
     expect(invalid(parseArgs([url, '--give-up-after=soon']))).toMatch(/--give-up-after must be a Go duration .*"soon"/);
+    expect(invalid(parseArgs([url, '--give-up-after=0s']))).toBe('--give-up-after must be more than 0, got "0s"');
     expect(invalid(parseArgs([url, '--duplicates=1']))).toMatch(/--duplicates must be a ratio from 0 to below 1/);
     expect(invalid(parseArgs([url, '--shuffle=-3']))).toMatch(/--shuffle must be a whole number/);
     expect(invalid(parseArgs([url, '--seed=abc']))).toMatch(/--seed must be a whole number/);
