@@ -10,7 +10,7 @@ import { createDashboard } from './http/dashboard';
 import { createGraphQLTransport } from './http/graphql';
 import { corsHeaders, sendError, sendJson, sendPreflight } from './http/io';
 import { Metrics } from './http/metrics';
-import { createRestRoutes } from './http/rest';
+import { createRestRoutes, methodsOf } from './http/rest';
 import { openStore } from './store/open';
 import type { EventStore } from './store/types';
 
@@ -121,12 +121,16 @@ export async function buildApp(
         return;
       }
       if (dashboard?.handle(req, res, url) === true) return;
-      if (req.headers.origin !== undefined) {
-        const cors = corsHeaders(req, config.allowedOrigins);
-        if (req.method === 'OPTIONS') {
-          sendPreflight(res, cors, 'GET, POST');
+      if (req.method === 'OPTIONS') {
+        // A CORS preflight, or a plain question of what a route allows: its own methods, for a route.
+        const methods = methodsOf(url.pathname);
+        if (methods !== undefined) {
+          sendPreflight(res, corsHeaders(req, config.allowedOrigins), methods);
           return;
         }
+      }
+      if (req.headers.origin !== undefined) {
+        const cors = corsHeaders(req, config.allowedOrigins);
         // CORS only keeps an answer from a page; a "simple" cross-site POST (text/plain, no preflight) would
         // still be stored. A write from an origin not allowed is refused before it is read.
         if (req.method !== 'GET' && req.method !== 'HEAD' && cors['access-control-allow-origin'] === undefined) {

@@ -114,6 +114,16 @@ function send(res: ServerResponse, answer: Answer, ...more: string[]): void {
  * The seed's REST routes, as a thin shim over the same application service GraphQL uses. Answers and
  * returns true when it owns the path; false lets the caller answer 404.
  */
+/** `/rockets/:channel` and `/rockets/:channel/events`. */
+const ROCKET_PATH = /^\/rockets\/([^/]+)(\/events)?$/;
+
+/** The methods a REST path answers (as `Allow` lists them), or undefined for a path that is no route. */
+export function methodsOf(path: string): string | undefined {
+  if (path === '/messages') return 'POST';
+  if (['/health', '/gaps', '/events', '/rockets'].includes(path) || ROCKET_PATH.test(path)) return 'GET, HEAD';
+  return undefined;
+}
+
 export function createRestRoutes(
   service: RocketService,
   options: { readonly maxBodyBytes: number; readonly ingestToken?: string | undefined; readonly log?: Logger },
@@ -152,36 +162,35 @@ export function createRestRoutes(
   async function route(req: IncomingMessage, res: ServerResponse, url: URL): Promise<boolean> {
     const path = url.pathname;
     const q = url.searchParams;
+    const methods = methodsOf(path);
+    if (methods === undefined) return false;
     const method = req.method ?? 'GET';
-    const allow = (methods: string): boolean => {
-      if (methods.split(', ').includes(method)) return true;
+    if (method !== methods && !methods.split(', ').includes(method)) {
       sendJson(res, 405, { error: { code: 'METHOD_NOT_ALLOWED', message: `use ${methods}` } }, { allow: methods });
-      return false;
-    };
+      return true;
+    }
 
     if (path === '/messages') {
-      if (allow('POST')) await postMessage(req, res);
+      await postMessage(req, res);
       return true;
     }
     if (path === '/health') {
-      if (allow('GET, HEAD')) sendJson(res, 200, await service.health());
+      sendJson(res, 200, await service.health());
       return true;
     }
     if (path === '/gaps') {
-      if (allow('GET, HEAD')) sendJson(res, 200, (await service.gaps({ limit: count(q, 'limit') })).map(gapJson));
+      sendJson(res, 200, (await service.gaps({ limit: count(q, 'limit') })).map(gapJson));
       return true;
     }
     if (path === '/events') {
-      if (allow('GET, HEAD'))
-        sendJson(
-          res,
-          200,
-          (await service.events({ afterPosition: count(q, 'after'), limit: count(q, 'limit') })).map(eventJson),
-        );
+      sendJson(
+        res,
+        200,
+        (await service.events({ afterPosition: count(q, 'after'), limit: count(q, 'limit') })).map(eventJson),
+      );
       return true;
     }
     if (path === '/rockets') {
-      if (!allow('GET, HEAD')) return true;
       const since = service.readVersion();
       const page = await service.rockets({
         sort: param(q, 'sort'),
@@ -200,9 +209,8 @@ export function createRestRoutes(
       answer(req, res, since, jsonAnswer(pageBody(page), headers));
       return true;
     }
-    const m = /^\/rockets\/([^/]+)(\/events)?$/.exec(path);
+    const m = ROCKET_PATH.exec(path);
     if (m) {
-      if (!allow('GET, HEAD')) return true;
       const channel = decodeSegment(m[1] as string);
       const asOf = q.get('asOf');
       if (m[2] === undefined && asOf !== null) {

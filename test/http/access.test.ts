@@ -165,6 +165,22 @@ describe('access', () => {
       }
       const get = await send(`${base}/rockets`, 'GET', undefined, { origin: 'https://ok.example' });
       expect(get.headers['access-control-allow-origin']).toBe('https://ok.example');
+      // Each route allows its own methods; a path that is no route allows nothing.
+      const messages = await send(`${base}/messages`, 'OPTIONS', undefined, {
+        origin: 'https://ok.example',
+        'access-control-request-method': 'POST',
+      });
+      expect(messages.headers['access-control-allow-methods']).toBe('POST');
+      expect(messages.headers.allow).toBe('POST, OPTIONS');
+      const rocket = await send(`${base}/rockets/a/events`, 'OPTIONS', undefined, { origin: 'https://ok.example' });
+      expect(rocket.headers['access-control-allow-methods']).toBe('GET, HEAD');
+      const nowhere = await send(`${base}/nowhere`, 'OPTIONS', undefined, { origin: 'https://ok.example' });
+      expect(nowhere.status).toBe(404);
+      expect(nowhere.headers['access-control-allow-methods']).toBeUndefined();
+      // Without an Origin, OPTIONS is a plain question: the answer lists the route's methods.
+      const plain = await send(`${base}/rockets`, 'OPTIONS');
+      expect(plain.status).toBe(204);
+      expect(plain.headers.allow).toBe('GET, HEAD, OPTIONS');
       // A page on that origin can read the cursor of the next page, and the rest of our own headers.
       expect(get.headers['access-control-expose-headers']).toBe('link, x-next-cursor, x-request-id, retry-after');
     });
