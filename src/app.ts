@@ -224,6 +224,20 @@ function requestIds(): () => string {
 }
 
 /** One debug line per request, when it finishes. Never at info: a line per message would flood. */
+/**
+ * The path of a request target, for the log: no query string, and of an absolute-form target
+ * (`http://user:secret@host/path`) only the path, never its credentials.
+ */
+function pathOf(target: string | undefined): string {
+  const path = (target ?? '/').split('?')[0] as string;
+  if (path.startsWith('/')) return path;
+  try {
+    return new URL(path).pathname;
+  } catch {
+    return '(malformed target)';
+  }
+}
+
 function logRequest(log: Logger, req: IncomingMessage, res: ServerResponse, requestId: string): void {
   const started = performance.now();
   res.once('finish', () => {
@@ -231,7 +245,7 @@ function logRequest(log: Logger, req: IncomingMessage, res: ServerResponse, requ
       {
         requestId,
         method: req.method,
-        path: req.url?.split('?')[0],
+        path: pathOf(req.url),
         status: res.statusCode,
         ms: Math.round((performance.now() - started) * 100) / 100,
       },

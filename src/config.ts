@@ -70,14 +70,15 @@ const DURATION_UNITS: Readonly<Record<string, number>> = { ms: 1, s: 1000, m: 60
 const MAX_DURATION_MS = 365 * 24 * 3_600_000;
 
 /**
- * A duration such as `500ms`, `30s`, `5m` or `1h`, in milliseconds; undefined for unset, empty, `0` or
- * `never` (which mean no timeout). Throws ConfigError naming the variable for anything else.
+ * A duration such as `500ms`, `30s`, `5m` or `1h`, in milliseconds; undefined for unset, empty, `0`
+ * (with a unit or not) or `never` (which mean no timeout). Throws ConfigError naming the variable for anything else.
  */
 export function duration(env: Env, name: string): number | undefined {
   const raw = env[name]?.trim().toLowerCase();
   if (raw === undefined || raw === '' || raw === '0' || raw === 'never') return undefined;
   const m = /^(\d{1,12})(ms|s|m|h)$/.exec(raw);
   const ms = m ? Number(m[1]) * (DURATION_UNITS[m[2] as string] ?? NaN) : NaN;
+  if (ms === 0) return undefined;
   if (!(ms >= 1 && ms <= MAX_DURATION_MS))
     throw new ConfigError(
       `${name} must be a duration such as 500ms, 30s, 5m or 1h (at most 365 days), or 0 or never for none, got "${env[name] ?? ''}"`,
@@ -87,16 +88,31 @@ export function duration(env: Env, name: string): number | undefined {
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 function level(raw: string | undefined): string {
-  const l = (raw ?? 'info').toLowerCase();
-  if (!LEVELS.includes(l)) throw new ConfigError(`LOG_LEVEL must be one of ${LEVELS.join(', ')}`);
+  const l = raw === undefined || raw.trim() === '' ? 'info' : raw.trim().toLowerCase();
+  if (!LEVELS.includes(l)) throw new ConfigError(`LOG_LEVEL must be one of ${LEVELS.join(', ')}, got "${raw ?? ''}"`);
   return l;
+}
+
+/**
+ * A secret: undefined when unset or empty. One that begins or ends with whitespace is refused: a header
+ * value is trimmed on the way in, so no client could ever send it (a newline kept from a secret file).
+ */
+function secret(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return undefined;
+  if (raw !== raw.trim())
+    throw new ConfigError(
+      `${name} must not begin or end with whitespace (a newline from a file?): no client could send it`,
+    );
+  return raw;
 }
 
 /** Reads the configuration; throws ConfigError naming the variable when a value is not acceptable. */
 export function loadConfig(env: Env = process.env): Config {
   const production = env.NODE_ENV === 'production';
-  const sync = (env.SQLITE_SYNCHRONOUS ?? 'FULL').toUpperCase();
-  if (sync !== 'FULL' && sync !== 'NORMAL') throw new ConfigError('SQLITE_SYNCHRONOUS must be FULL or NORMAL');
+  const sync = (env.SQLITE_SYNCHRONOUS?.trim() || 'FULL').toUpperCase();
+  if (sync !== 'FULL' && sync !== 'NORMAL')
+    throw new ConfigError(`SQLITE_SYNCHRONOUS must be FULL or NORMAL, got "${env.SQLITE_SYNCHRONOUS ?? ''}"`);
   // An origin is compared without trailing slashes, as browsers send it.
   const origins = env.ALLOWED_ORIGINS?.split(',')
     .map((o) => o.trim().replace(/\/+$/, ''))
@@ -123,8 +139,8 @@ export function loadConfig(env: Env = process.env): Config {
     gapTimeoutMs: duration(env, 'GAP_TIMEOUT'),
     graphiql: bool(env, 'GRAPHIQL', !production),
     introspection: bool(env, 'INTROSPECTION', !production),
-    subscriptionToken: env.SUBSCRIPTION_TOKEN === '' ? undefined : env.SUBSCRIPTION_TOKEN,
-    ingestToken: env.INGEST_TOKEN === '' ? undefined : env.INGEST_TOKEN,
+    subscriptionToken: secret(env, 'SUBSCRIPTION_TOKEN'),
+    ingestToken: secret(env, 'INGEST_TOKEN'),
     allowedOrigins:
       origins === undefined || origins.length === 0
         ? production

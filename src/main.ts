@@ -3,10 +3,18 @@ import { ConfigError, loadConfig, type Config } from './config';
 import { openStore } from './store/open';
 import type { Logger } from 'pino';
 
+const USAGE = `Usage: node dist/src/main.js [--rebuild]
+
+Serves the rockets API (REST, GraphQL, the dashboard) on PORT, configured by environment variables
+(README "Configuration"). With --rebuild it replays the event log into a fresh projection of the
+database at DATABASE_URL and exits; the server must be stopped.
+`;
+
 /** `--rebuild`: replay the event log into a fresh projection, then exit. The server must be stopped. */
 async function rebuild(config: Config, log: Logger): Promise<void> {
   const store = await openStore(config.databaseUrl, { sqliteSynchronous: config.sqliteSynchronous });
   try {
+    if (store.kind === 'memory') throw new ConfigError('--rebuild needs a stored log: DATABASE_URL is memory:');
     const started = performance.now();
     const replayed = await store.rebuildProjection();
     const stats = await store.stats();
@@ -19,11 +27,21 @@ async function rebuild(config: Config, log: Logger): Promise<void> {
   }
 }
 
+/** SIGTERM, SIGINT and SIGHUP stop gracefully; a second one, of any of them, exits at once. */
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+
 async function serve(config: Config, log: Logger): Promise<void> {
   const app = await buildApp(config, log);
   const port = await app.start();
   log.info({ port, store: app.store.kind, lanes: config.workerCount }, 'listening');
+  let stopping = false;
   const shutdown = (signal: string): void => {
+    if (stopping) {
+      // What was acknowledged is already durable; what is in flight was not acknowledged.
+      log.warn({ signal }, 'second signal while stopping: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
     log.info({ signal }, 'stopping');
     app.stop().then(
       () => {
@@ -36,16 +54,34 @@ async function serve(config: Config, log: Logger): Promise<void> {
       },
     );
   };
-  process.once('SIGTERM', shutdown);
-  process.once('SIGINT', shutdown);
+  for (const signal of STOP_SIGNALS) process.on(signal, shutdown);
 }
 
 async function main(): Promise<void> {
   let log = createLogger('info');
+  // A fault no handler caught: logged as JSON like every other line, then the process ends (what it
+  // acknowledged is durable; a supervisor restarts it).
+  const fatal = (err: unknown, msg: string): void => {
+    log.fatal({ err }, msg);
+    process.exit(1);
+  };
+  process.on('uncaughtException', (err) => fatal(err, 'uncaught exception'));
+  process.on('unhandledRejection', (err) => fatal(err, 'unhandled rejection'));
+
+  const args = process.argv.slice(2);
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const unknown = args.filter((a) => a !== '--rebuild');
+  if (unknown.length > 0) {
+    process.stderr.write(`unknown argument ${unknown.map((a) => `"${a}"`).join(', ')}\n\n${USAGE}`);
+    process.exit(2);
+  }
   try {
     const config = loadConfig();
     log = createLogger(config.logLevel);
-    await (process.argv.includes('--rebuild') ? rebuild(config, log) : serve(config, log));
+    await (args.includes('--rebuild') ? rebuild(config, log) : serve(config, log));
   } catch (e) {
     // A configuration or store error names what is wrong; it never carries DATABASE_URL.
     log.fatal({ error: e instanceof ConfigError ? e.message : String(e) }, 'cannot start');

@@ -123,6 +123,11 @@ export function sendError(res: ServerResponse, err: unknown, log?: Logger): void
     res.destroy();
     return;
   }
+  // The client went away (say, mid-body): no one to answer, and no fault of ours to report.
+  if (res.socket === null || res.socket.destroyed) {
+    log?.debug({ err, requestId }, 'client went away');
+    return;
+  }
   if (err instanceof BodyRefusedError) {
     // A body too large may still be arriving: the connection is not kept for the next request.
     const headers: Record<string, string> = err instanceof BodyTooLargeError ? { connection: 'close' } : {};

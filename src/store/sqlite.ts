@@ -79,7 +79,9 @@ function realDatabaseFile(file: string, hops = 0): string {
     // A relative target is relative to where the link really is, as the kernel reads it.
     return realDatabaseFile(resolve(realpathSync(dirname(file)), readlinkSync(file)), hops + 1);
   }
-  const links = statSync(real).nlink;
+  const found = statSync(real);
+  if (found.isDirectory()) throw new Error(`${file} is a directory, not a database file`);
+  const links = found.nlink;
   if (links > 1)
     throw new Error(
       `${file} has ${links} hard links: SQLite keeps a WAL per name, so writes through another name would be lost; ` +

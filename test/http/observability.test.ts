@@ -1,3 +1,6 @@
+import { once } from 'node:events';
+import { request, type IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
 import { buildApp, type App } from '../../src/app';
 import { loadConfig } from '../../src/config';
 import { getJson, postJson, send, startServer } from '../support/process';
@@ -83,6 +86,37 @@ describe('logs', () => {
     expect(requests).toHaveLength(2);
     expect(requests[0]).toMatchObject({ requestId: 'req-1', method: 'POST', path: '/messages', status: 202 });
     expect(s.output.join('\n')).not.toContain('sekret-token');
+  });
+
+  it('logs no credentials of an absolute-form target, and a client gone mid-body as no fault', async () => {
+    const s = await startServer({ DATABASE_URL: 'memory:', LOG_LEVEL: 'debug' });
+    const wentAway = new Promise<void>((resolve) =>
+      s.child.stdout?.on('data', (c: Buffer) => {
+        if (c.toString('utf8').includes('client went away')) resolve();
+      }),
+    );
+    try {
+      // An absolute-form target, with credentials in it.
+      const absolute = request({ host: '127.0.0.1', port: s.port, path: 'http://user:s3cret-pass@x/health' });
+      absolute.end();
+      const [reply] = (await once(absolute, 'response')) as [IncomingMessage];
+      reply.resume();
+      await once(reply, 'end');
+      // A body cut off: once another request is answered, the server has read its headers.
+      const socket = connect(s.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      await once(socket, 'connect');
+      socket.write('POST /messages HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{');
+      await getJson(`${s.url}/health`);
+      socket.destroy();
+      await wentAway;
+    } finally {
+      await s.stop('SIGTERM');
+    }
+    const lines = s.output.map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.find((l) => l.msg === 'request')).toMatchObject({ method: 'GET', path: '/health', status: 200 });
+    expect(s.output.join('\n')).not.toContain('s3cret-pass');
+    expect(lines.filter((l) => (l.level as number) >= 50)).toEqual([]);
   });
 
   it('writes no line per request at the default info level', async () => {

@@ -807,6 +807,7 @@ describe('SqliteStore on its file', () => {
     const dangling = join(tmp.dir, 'dangling.db');
     symlinkSync(join(tmp.dir, 'nowhere', 'gone.db'), dangling);
     expect(() => new SqliteStore(dangling)).toThrow(/ENOENT.*nowhere/);
+    expect(() => new SqliteStore(tmp.dir)).toThrow(`${tmp.dir} is a directory, not a database file`);
     const loop = join(tmp.dir, 'loop.db');
     symlinkSync(loop, loop);
     expect(() => new SqliteStore(loop)).toThrow(/ELOOP/);

@@ -1,0 +1,36 @@
+import { ConfigError, loadConfig } from '../src/config';
+
+describe('loadConfig', () => {
+  it('reads an empty LOG_LEVEL or SQLITE_SYNCHRONOUS as unset, as every other variable', () => {
+    expect(loadConfig({ LOG_LEVEL: '', SQLITE_SYNCHRONOUS: '' })).toMatchObject({
+      logLevel: 'info',
+      sqliteSynchronous: 'FULL',
+    });
+    expect(loadConfig({ LOG_LEVEL: ' Debug ', SQLITE_SYNCHRONOUS: 'normal' })).toMatchObject({
+      logLevel: 'debug',
+      sqliteSynchronous: 'NORMAL',
+    });
+  });
+
+  it('names the variable and the value it refuses', () => {
+    expect(() => loadConfig({ LOG_LEVEL: 'loud' })).toThrow(
+      'LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "loud"',
+    );
+    expect(() => loadConfig({ SQLITE_SYNCHRONOUS: 'OFF' })).toThrow(
+      'SQLITE_SYNCHRONOUS must be FULL or NORMAL, got "OFF"',
+    );
+  });
+
+  it('refuses a token that begins or ends with whitespace, which no client could send', () => {
+    for (const name of ['INGEST_TOKEN', 'SUBSCRIPTION_TOKEN']) {
+      for (const value of ['abc\n', ' abc', ' '])
+        expect(() => loadConfig({ [name]: value })).toThrow(
+          new ConfigError(
+            `${name} must not begin or end with whitespace (a newline from a file?): no client could send it`,
+          ),
+        );
+      expect(loadConfig({ [name]: '' })).toMatchObject({ ingestToken: undefined, subscriptionToken: undefined });
+    }
+    expect(loadConfig({ INGEST_TOKEN: 'a b' }).ingestToken).toBe('a b');
+  });
+});

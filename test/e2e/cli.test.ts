@@ -1,0 +1,64 @@
+import { execFile } from 'node:child_process';
+import { connect } from 'node:net';
+import { promisify } from 'node:util';
+import { MAIN, getJson, startServer, type ServerProcess } from '../support/process';
+
+const run = promisify(execFile);
+const failure = (args: string[], env: Record<string, string> = {}): Promise<unknown> =>
+  run(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env } }).then(
+    () => Promise.reject(new Error('expected a failure')),
+    (e: unknown) => e,
+  );
+
+describe('the server command', () => {
+  let server: ServerProcess | undefined;
+  afterEach(async () => {
+    await server?.stop('SIGKILL');
+    server = undefined;
+  });
+
+  it('prints its usage on --help, and starts nothing', async () => {
+    const { stdout } = await run(process.execPath, [MAIN, '--help']);
+    expect(stdout).toMatch(/^Usage: node dist\/src\/main\.js \[--rebuild\]/);
+  });
+
+  it('refuses an unknown argument with exit 2, rather than serving (a typo of --rebuild)', async () => {
+    expect(await failure(['--rebuld'])).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/^unknown argument "--rebuld"\n\nUsage:/) as unknown,
+    });
+  });
+
+  it('refuses --rebuild of a store with no log to replay', async () => {
+    expect(await failure(['--rebuild'], { DATABASE_URL: 'memory:' })).toMatchObject({
+      code: 1,
+      stdout: expect.stringContaining('--rebuild needs a stored log: DATABASE_URL is memory:') as unknown,
+    });
+  });
+
+  it('stops gracefully on SIGHUP as on SIGTERM', async () => {
+    const s = (server = await startServer({ DATABASE_URL: 'memory:' }));
+    expect((await getJson(`${s.url}/health`)).status).toBe(200);
+    expect(await s.stop('SIGHUP')).toBe(0);
+    expect(s.output.some((l) => l.includes('"signal":"SIGHUP"') && l.includes('"stopping"'))).toBe(true);
+  });
+
+  it('exits at once, with 1, on a second signal while it stops', async () => {
+    const s = (server = await startServer({ DATABASE_URL: 'memory:' }));
+    // A request in flight keeps the stop waiting: its body never comes.
+    const socket = connect(s.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.write('POST /messages HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{');
+    await getJson(`${s.url}/health`);
+    const stopping = new Promise<void>((resolve) =>
+      s.child.stdout?.on('data', (c: Buffer) => {
+        if (c.toString('utf8').includes('"stopping"')) resolve();
+      }),
+    );
+    s.child.kill('SIGTERM');
+    await stopping;
+    expect(await s.stop('SIGINT')).toBe(1);
+    expect(s.output.some((l) => l.includes('second signal while stopping: exiting now'))).toBe(true);
+    socket.destroy();
+  });
+});
