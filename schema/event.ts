@@ -1,6 +1,7 @@
 import type { EventType, PayloadByType } from '../src/domain/message';
 import { inCallersTerms } from '../src/domain/errors';
 import type { StoredEvent } from '../src/store/types';
+import { withinBudget } from './budget';
 import { builder, optional } from './builder';
 import { DateTime, SafeInt } from './scalars';
 
@@ -113,15 +114,17 @@ builder.queryField('events', (t) =>
       }),
       first: t.arg.int({ description: 'At most this many (1 to 10000); 10000 when left out.' }),
     },
-    resolve: (_root, args, { service }) =>
-      inCallersTerms(
-        service.events({
-          channel: optional(args.channel),
-          afterPosition: optional(args.after),
-          afterMessageNumber: optional(args.afterMessageNumber),
-          limit: optional(args.first),
-        }),
-        { limit: 'first' },
+    resolve: (_root, args, context, info) =>
+      withinBudget(context, info, optional(args.first), (limit) =>
+        inCallersTerms(
+          context.service.events({
+            channel: optional(args.channel),
+            afterPosition: optional(args.after),
+            afterMessageNumber: optional(args.afterMessageNumber),
+            limit,
+          }),
+          { limit: 'first' },
+        ),
       ),
   }),
 );

@@ -2,6 +2,7 @@ import { inCallersTerms } from '../src/domain/errors';
 import type { Rocket as RocketState } from '../src/domain/rocket';
 import type { RocketPage } from '../src/engine/service';
 import type { BufferInfo, Gap } from '../src/store/types';
+import { withinBudget } from './budget';
 import { builder, optional } from './builder';
 import { RocketEvent } from './event';
 import { DateTime, SafeInt } from './scalars';
@@ -74,10 +75,12 @@ export const Rocket = builder.objectRef<RocketModel>('Rocket').implement({
         after: t.arg({ type: SafeInt, description: 'Only events with a message number above this.' }),
         first: t.arg.int({ description: 'At most this many (1 to 10000); 10000 when left out.' }),
       },
-      resolve: (r, args, { service }) =>
-        inCallersTerms(
-          service.events({ channel: r.channel, afterMessageNumber: optional(args.after), limit: optional(args.first) }),
-          { afterMessageNumber: 'after', limit: 'first' },
+      resolve: (r, args, context, info) =>
+        withinBudget(context, info, optional(args.first), (limit) =>
+          inCallersTerms(
+            context.service.events({ channel: r.channel, afterMessageNumber: optional(args.after), limit }),
+            { afterMessageNumber: 'after', limit: 'first' },
+          ),
         ),
     }),
   }),

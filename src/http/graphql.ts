@@ -86,7 +86,8 @@ export const ARMOR_LIMITS = {
    * `edges` pages in one operation (15,212.5) do not, nor does a page of 100 rockets with every field of their
    * events (14,759.375 with only `channel` beside them), nor a page of 1,000 rockets with every field (39,875).
    * A `first` given as a variable, or left out, counts once: every field of every rocket and of their events
-   * then costs 282, and the alias and token limits bound how many such selections one operation holds.
+   * then costs 282, and the alias and token limits bound how many such selections one operation holds. What
+   * such an operation may read of the event log is bounded apart (schema/budget.ts: 10,000 events).
    */
   maxCost: 10_000,
   /** Batches go through `submitMessages`, not aliases. */

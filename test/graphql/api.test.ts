@@ -350,6 +350,46 @@ describe('GraphQL over HTTP', () => {
     });
   });
 
+  describe('the events an operation reads', () => {
+    it('are at most 10,000 over all its events fields, whatever first says or leaves out', async () => {
+      // 20 rockets of 501 events: 10,020 in all.
+      for (let r = 0; r < 20; r++) {
+        const m = messages(`b${r}`);
+        const history = [m.launched(1), ...Array.from({ length: 500 }, (_, i) => m.increased(i + 2, 1))];
+        await data(server, SubmitMessagesDocument, { messages: history });
+      }
+      const whole = await postRaw(server, { query: '{ rockets { nodes { channel events { messageNumber } } } }' });
+      expect(whole.body.errors?.[0]?.extensions).toMatchObject({
+        code: 'BAD_USER_INPUT',
+        issues: [
+          {
+            field: 'events',
+            problem:
+              'one operation reads at most 10000 events over all its events fields: page them with first and after',
+          },
+        ],
+      });
+      // A `first` given as a variable, which the cost limit counts once.
+      const page = await postRaw<{ events: unknown[] }>(server, {
+        query: 'query ($n: Int) { events(first: $n) { position } }',
+        variables: { n: 10_000 },
+      });
+      expect(page.body.errors).toBeUndefined();
+      expect(page.body.data?.events).toHaveLength(10_000);
+      const two = await postRaw(server, {
+        query: 'query ($n: Int) { x: events(first: $n) { position } y: events(first: $n) { position } }',
+        variables: { n: 6000 },
+      });
+      expect(two.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', issues: [{ field: 'events' }] });
+      // Each operation has its own count.
+      const again = await postRaw(server, {
+        query: 'query ($n: Int) { events(first: $n) { position } }',
+        variables: { n: 6000 },
+      });
+      expect(again.body.errors).toBeUndefined();
+    });
+  });
+
   describe('transport', () => {
     it('runs a query sent with GET', async () => {
       const url = `${server.http}/graphql?query=${encodeURIComponent('{ rockets { nodes { channel } } }')}`;
