@@ -384,20 +384,26 @@ class AnswerCache {
 }
 
 /** Yoga's internal hints (`extensions.http`) stay on the server; graphql-http sets the status itself. */
-const withoutHttpHints: FormatError = (err) => {
+const withoutHttpHints: FormatError = (err) => (err instanceof GraphQLError ? withoutHints(err) : err);
+
+const isErrorList = (p: PreparedArgs | readonly GraphQLError[]): p is readonly GraphQLError[] => Array.isArray(p);
+
+function withoutHints(err: GraphQLError): GraphQLError {
   // graphql-jit's errors may carry no extensions at all.
-  if (!(err instanceof GraphQLError) || (err.extensions as GraphQLErrorExtensions | undefined)?.http === undefined)
-    return err;
+  if ((err.extensions as GraphQLErrorExtensions | undefined)?.http === undefined) return err;
   const extensions = { ...err.extensions };
   delete extensions.http;
-  return new GraphQLError(err.message, {
-    nodes: err.nodes,
-    source: err.source,
-    positions: err.positions,
-    path: err.path,
-    extensions,
-  });
-};
+  return locatedAs(
+    new GraphQLError(err.message, {
+      nodes: err.nodes,
+      source: err.source,
+      positions: err.positions,
+      path: err.path,
+      extensions,
+    }),
+    err,
+  );
+}
 
 /**
  * The media type graphql-http answers with for an `Accept` header, as its handler chooses it (the first
@@ -661,14 +667,17 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       // false closes the socket with 4403 Forbidden.
       onConnect: (ctx) =>
         config.subscriptionToken === undefined || carries(ctx.connectionParams, config.subscriptionToken),
-      // One bad operation answers with errors and leaves the socket (and its other operations) alone.
-      onSubscribe: (ctx, _id, payload) =>
-        prepare(
+      // One bad operation answers with errors and leaves the socket (and its other operations) alone. Its
+      // errors lose yoga's HTTP hints, as over HTTP.
+      onSubscribe: async (ctx, _id, payload) => {
+        const prepared = await prepare(
           payload.query,
           payload.variables,
           payload.operationName,
           ingestToken === undefined || carries(ctx.connectionParams, ingestToken),
-        ),
+        );
+        return isErrorList(prepared) ? prepared.map(withoutHints) : prepared;
+      },
       execute: (args) => envelopedOf(args).execute(args),
       subscribe: (args) => envelopedOf(args).subscribe(args),
     },

@@ -305,9 +305,11 @@ describe('subscriptions over graphql-ws', () => {
         payload: [expect.objectContaining({ message: expect.stringMatching(/^Syntax Error/) as unknown })],
       });
       s.subscribe('invalid', 'subscription { rocketUpdated { warpFactor } }');
-      expect(await s.nextWhere((m) => m.id === 'invalid')).toMatchObject({
-        type: 'error',
-        payload: [{ extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } }],
+      const invalid = await s.nextWhere((m) => m.id === 'invalid');
+      expect(invalid).toMatchObject({ type: 'error', payload: [{ locations: [{ line: 1, column: 32 }] }] });
+      // The same error as over HTTP: yoga's HTTP hints stay on the server.
+      expect((invalid.payload as Array<{ extensions: unknown }>)[0]?.extensions).toEqual({
+        code: 'GRAPHQL_VALIDATION_FAILED',
       });
       s.subscribe('negative', print(EventAppendedDocument), { after: -1 });
       expect(await s.nextWhere((m) => m.id === 'negative')).toMatchObject({
