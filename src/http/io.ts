@@ -124,7 +124,8 @@ export function sendError(res: ServerResponse, err: unknown, log?: Logger): void
     return;
   }
   // The client went away (say, mid-body): no one to answer, and no fault of ours to report.
-  if (res.socket === null || res.socket.destroyed) {
+  // (A pipelined request's answer has no socket yet while the one before it is sent: that is no reason.)
+  if (res.socket?.destroyed === true) {
     log?.debug({ err, requestId }, 'client went away');
     return;
   }

@@ -381,6 +381,17 @@ describe('GraphQL over HTTP', () => {
         variables: { n: 6000 },
       });
       expect(two.body.errors?.[0]?.extensions).toMatchObject({ code: 'BAD_USER_INPUT', issues: [{ field: 'events' }] });
+      // What is read is bounded too, not only what is answered: fields that start together share the count.
+      const reads = jest.spyOn(server.app.service, 'events');
+      const aliases = Array.from({ length: 15 }, (_, i) => `a${i}: events { position }`).join(' ');
+      const many = await postRaw(server, { query: `{ ${aliases} }` });
+      expect(many.body.errors?.[0]?.extensions).toMatchObject({
+        code: 'BAD_USER_INPUT',
+        issues: [{ field: 'events' }],
+      });
+      const asked = reads.mock.calls.reduce((n, [args]) => n + (args?.limit ?? 0), 0);
+      reads.mockRestore();
+      expect(asked).toBeLessThanOrEqual(10_000 + 15);
       // Each operation has its own count.
       const again = await postRaw(server, {
         query: 'query ($n: Int) { events(first: $n) { position } }',

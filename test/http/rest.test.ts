@@ -214,6 +214,26 @@ describe('REST API', () => {
       expect((await answer).text).toMatch(/^HTTP\/1\.1 413 /);
     });
 
+    it('answers pipelined requests in order, errors included', async () => {
+      const socket = connect(Number(new URL(base).port), '127.0.0.1');
+      let text = '';
+      const answered = new Promise<void>((resolve) =>
+        socket.on('data', (c: Buffer) => {
+          text += c.toString('latin1');
+          // Answers follow one another directly: a body does not end with a newline.
+          if ((text.match(/HTTP\/1\.1 /g) ?? []).length === 3 && text.endsWith('}')) resolve();
+        }),
+      );
+      socket.write(
+        'GET /health HTTP/1.1\r\nhost: x\r\n\r\n' +
+          'GET /events?limit=abc HTTP/1.1\r\nhost: x\r\n\r\n' +
+          'GET /health HTTP/1.1\r\nhost: x\r\n\r\n',
+      );
+      await answered;
+      socket.destroy();
+      expect(text.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 400', 'HTTP/1.1 200']);
+    });
+
     it('answers 405 with Allow to another method', async () => {
       const r = await send(`${base}/messages`, 'GET');
       expect(r.status).toBe(405);
