@@ -223,7 +223,6 @@ function requestIds(): () => string {
   return () => `${prefix}-${(++n).toString(36)}`;
 }
 
-/** One debug line per request, when it finishes. Never at info: a line per message would flood. */
 /**
  * The path of a request target, for the log: no query string, and of an absolute-form target
  * (`http://user:secret@host/path`) only the path, never its credentials.
@@ -238,6 +237,7 @@ function pathOf(target: string | undefined): string {
   }
 }
 
+/** One debug line per request, when it finishes. Never at info: a line per message would flood. */
 function logRequest(log: Logger, req: IncomingMessage, res: ServerResponse, requestId: string): void {
   const started = performance.now();
   res.once('finish', () => {
