@@ -16,8 +16,8 @@ const spent = new WeakMap<object, number>();
 
 /**
  * Reads a field's events within what is left of the operation's EVENTS_PER_OPERATION, reserved before the
- * read: at most one more than is left, and refuses the field (BAD_USER_INPUT) if that many came. A subscription is not counted:
- * each of its executions resolves the one event or rocket that came.
+ * read: at most one more than is left, and refuses the field (BAD_USER_INPUT) if that many came. A
+ * subscription is not counted: each of its executions resolves the one event or rocket that came.
  */
 export async function withinBudget(
   context: object,
