@@ -19,24 +19,27 @@ export function domainErrorOf(error: unknown): DomainError | undefined {
  * that is not a DomainError is never given to this function and stays masked.
  */
 export function toGraphQLError(e: DomainError, located?: GraphQLError): GraphQLError {
-  return locatedAs(
-    new GraphQLError(e.message, {
-      nodes: located?.nodes,
-      source: located?.source,
-      positions: located?.positions,
-      path: located?.path,
-      extensions: domainErrorExtensions(e),
-    }),
-    located,
-  );
+  return relocated(e.message, domainErrorExtensions(e), located);
 }
 
 /**
- * `error` with the locations of `located` in the query. graphql-jit's errors carry locations without the
- * nodes graphql-js computes them from, so a new error made from one would lose them: a query would be
- * answered with them the first time (graphql-js runs it) and without them after (graphql-jit does).
+ * A new error, with no `originalError`, at the place of `located` in the query (its locations and path), with
+ * this message and these extensions. graphql-jit's errors carry locations without the nodes graphql-js
+ * computes them from, so they are copied as they are: otherwise a query would be answered with them the
+ * first time (graphql-js runs it) and without them after (graphql-jit does).
  */
-export function locatedAs(error: GraphQLError, located: GraphQLError | undefined): GraphQLError {
+export function relocated(
+  message: string,
+  extensions: Readonly<Record<string, unknown>>,
+  located: GraphQLError | undefined,
+): GraphQLError {
+  const error = new GraphQLError(message, {
+    nodes: located?.nodes,
+    source: located?.source,
+    positions: located?.positions,
+    path: located?.path,
+    extensions,
+  });
   if (error.locations === undefined && located?.locations !== undefined)
     Object.defineProperty(error, 'locations', { value: located.locations, enumerable: true });
   return error;

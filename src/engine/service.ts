@@ -578,10 +578,9 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
     private readonly hub: Hub,
     private readonly channel: string | undefined,
     private lastPosition: number,
-    /** Until the first event: skip the channel's events numbered up to this one (ignored without a channel). */
+    /** Until the first event: skip the channel's events numbered up to this one (the service gives it only with a channel). */
     private afterMessageNumber: number | undefined,
   ) {
-    if (channel === undefined) this.afterMessageNumber = undefined;
     this.live = hub.events(channel);
   }
 

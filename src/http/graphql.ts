@@ -38,7 +38,7 @@ import {
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import type { GraphQLContext } from '../../schema/builder';
-import { domainErrorOf, locatedAs, toGraphQLError } from '../../schema/errors';
+import { domainErrorOf, relocated, toGraphQLError } from '../../schema/errors';
 import { schema } from '../../schema/index';
 import type { Config } from '../config';
 import type { RocketService } from '../engine/service';
@@ -309,14 +309,7 @@ const unexpected = (): GraphQLError => new GraphQLError('Unexpected error.', { e
 const maskUnexpected: typeof maskError = (error, message, isDev) => {
   const m = maskError(error, message, isDev);
   if (m === error || !(m instanceof GraphQLError)) return m;
-  const masked = new GraphQLError(m.message, {
-    nodes: m.nodes,
-    source: m.source,
-    positions: m.positions,
-    path: m.path,
-    extensions: { ...m.extensions, ...UNEXPECTED },
-  });
-  return locatedAs(masked, error instanceof GraphQLError ? error : undefined);
+  return relocated(m.message, { ...m.extensions, ...UNEXPECTED }, error instanceof GraphQLError ? error : m);
 };
 
 /** What the answer cache of queries holds at most, in bytes of answers and UTF-16 code units of keys. */
@@ -393,16 +386,7 @@ function withoutHints(err: GraphQLError): GraphQLError {
   if ((err.extensions as GraphQLErrorExtensions | undefined)?.http === undefined) return err;
   const extensions = { ...err.extensions };
   delete extensions.http;
-  return locatedAs(
-    new GraphQLError(err.message, {
-      nodes: err.nodes,
-      source: err.source,
-      positions: err.positions,
-      path: err.path,
-      extensions,
-    }),
-    err,
-  );
+  return relocated(err.message, extensions, err);
 }
 
 /**

@@ -114,13 +114,15 @@ function send(res: ServerResponse, answer: Answer, ...more: string[]): void {
  * The seed's REST routes, as a thin shim over the same application service GraphQL uses. Answers and
  * returns true when it owns the path; false lets the caller answer 404.
  */
+/** The read routes with a fixed path. */
+const READ_PATHS: ReadonlySet<string> = new Set(['/health', '/gaps', '/events', '/rockets']);
 /** `/rockets/:channel` and `/rockets/:channel/events`. */
 const ROCKET_PATH = /^\/rockets\/([^/]+)(\/events)?$/;
 
 /** The methods a REST path answers (as `Allow` lists them), or undefined for a path that is no route. */
 export function methodsOf(path: string): string | undefined {
   if (path === '/messages') return 'POST';
-  if (['/health', '/gaps', '/events', '/rockets'].includes(path) || ROCKET_PATH.test(path)) return 'GET, HEAD';
+  if (READ_PATHS.has(path) || ROCKET_PATH.test(path)) return 'GET, HEAD';
   return undefined;
 }
 

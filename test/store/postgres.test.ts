@@ -93,6 +93,23 @@ class ListenerLog {
     if (found) return Promise.resolve(found);
     return new Promise((resolve) => this.waiters.push({ state, after, resolve }));
   }
+
+  /** Ends the listener's connection (pg_terminate_backend) and waits until it is lost; returns the events so far. */
+  async cut(): Promise<number> {
+    const up = this.events.filter((e) => e.state === 'listening').pop() as { state: 'listening'; pid: number };
+    const seenBefore = this.events.length;
+    const lost = this.next('lost', seenBefore);
+    await admin(async (c) => {
+      await c.query('SELECT pg_terminate_backend($1)', [up.pid]);
+    });
+    await lost;
+    return seenBefore;
+  }
+
+  /** Whether the listener was listening again at some point after the first `after` events. */
+  backSince(after: number): boolean {
+    return this.events.slice(after).some((e) => e.state === 'listening');
+  }
 }
 
 /** Polls a condition in the database (a lock wait) until it holds; each round is a real query. */
@@ -303,15 +320,9 @@ describePg('PostgresStore with several instances', () => {
     await a.commit([launched('x', 1)]);
     // B's listener down while A commits one message after another: B then reads them all at once, when
     // the row of x is that of the last commit.
-    const up = log.events.filter((e) => e.state === 'listening').pop() as { state: 'listening'; pid: number };
-    const seenBefore = log.events.length;
-    const lost = log.next('lost', seenBefore);
-    await admin(async (c) => {
-      await c.query('SELECT pg_terminate_backend($1)', [up.pid]);
-    });
-    await lost;
+    const seenBefore = await log.cut();
     for (let n = 2; n <= 30; n++) await a.commit([increased('x', n, n)]);
-    expect(log.events.slice(seenBefore).some((e) => e.state === 'listening')).toBe(false);
+    expect(log.backSince(seenBefore)).toBe(false);
     await onB.until(await a.headPosition());
 
     const states = told.flatMap(({ events, rockets }) =>
@@ -442,17 +453,11 @@ describePg('PostgresStore with several instances', () => {
     // Commit while B's listener is down; if B came back before the commit finished, cut it again.
     let provenDown = false;
     for (let attempt = 0; attempt < 5 && !provenDown; attempt++) {
-      const up = log.events.filter((e) => e.state === 'listening').pop() as { state: 'listening'; pid: number };
-      const seenBefore = log.events.length;
-      const lost = log.next('lost', seenBefore);
-      await admin(async (c) => {
-        await c.query('SELECT pg_terminate_backend($1)', [up.pid]);
-      });
-      await lost;
+      const seenBefore = await log.cut();
       const msgs = batch();
       written = [...written, ...msgs];
       await a.commit(msgs);
-      provenDown = !log.events.slice(seenBefore).some((e) => e.state === 'listening');
+      provenDown = !log.backSince(seenBefore);
       await log.next('listening', seenBefore);
     }
     expect(provenDown).toBe(true);
