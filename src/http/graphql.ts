@@ -99,6 +99,12 @@ export const ARMOR_LIMITS = {
 
 const GRAPHQL_RESPONSE = 'application/graphql-response+json';
 
+/**
+ * The methods `/graphql` answers besides OPTIONS: HEAD is answered as GET is, without the body (as REST
+ * answers it), so a HEAD that checks the endpoint sees what a GET would.
+ */
+const GRAPHQL_METHODS = 'GET, HEAD, POST';
+
 /** WebSocket close code for a server going down (RFC 6455). */
 const GOING_AWAY = 1001;
 
@@ -407,6 +413,22 @@ function responseMediaType(accept: string | undefined): string {
   return 'application/json; charset=utf-8';
 }
 
+/**
+ * A 405 of a GraphQL-over-HTTP request: an `errors` list with `METHOD_NOT_ALLOWED` and the message, in
+ * the media type the request accepts, with `Allow`.
+ */
+function methodNotAllowed(accept: string | undefined, allow: string, message: string): HttpResponse {
+  const errors = [{ message, extensions: { code: 'METHOD_NOT_ALLOWED' } }];
+  return [
+    JSON.stringify({ errors }),
+    {
+      status: 405,
+      statusText: 'Method Not Allowed',
+      headers: { allow, 'content-type': responseMediaType(accept) },
+    },
+  ];
+}
+
 function sendText(res: ServerResponse, status: number, body: string, headers: Record<string, string>): void {
   res.writeHead(status, { ...headers, 'content-length': String(Buffer.byteLength(body)) });
   res.end(body);
@@ -596,11 +618,28 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     const method = req.method ?? 'GET';
     const cors = corsHeaders(req, allowed);
     if (method === 'OPTIONS') {
-      sendPreflight(res, cors, 'GET, POST');
+      sendPreflight(res, cors, GRAPHQL_METHODS);
       return;
     }
-    if (config.graphiql && method === 'GET' && req.headers.accept?.includes('text/html') === true) {
-      await yoga.handle(req, res);
+    if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') {
+      req.resume();
+      const [text, init] = methodNotAllowed(
+        req.headers.accept,
+        `${GRAPHQL_METHODS}, OPTIONS`,
+        `/graphql answers ${GRAPHQL_METHODS} and OPTIONS, not ${method}`,
+      );
+      sendText(res, init.status, text ?? '', { ...cors, ...(init.headers as Record<string, string>) });
+      return;
+    }
+    if (config.graphiql && method !== 'POST' && req.headers.accept?.includes('text/html') === true) {
+      // Yoga answers a HEAD with 406: it is asked as a GET (the response knows it answers a HEAD, and
+      // Node sends it no body).
+      req.method = 'GET';
+      try {
+        await yoga.handle(req, res);
+      } finally {
+        req.method = method;
+      }
       return;
     }
     let body: string | null = null;
@@ -619,7 +658,8 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       }
     }
     const [text, init] = await http({
-      method,
+      // A HEAD is answered as its GET (Node sends no body to a HEAD, and keeps the GET's length).
+      method: method === 'HEAD' ? 'GET' : method,
       url: req.url ?? '/graphql',
       headers: req.headers,
       body,

@@ -119,7 +119,10 @@ const READ_PATHS: ReadonlySet<string> = new Set(['/health', '/gaps', '/events', 
 /** `/rockets/:channel` and `/rockets/:channel/events`. */
 const ROCKET_PATH = /^\/rockets\/([^/]+)(\/events)?$/;
 
-/** The methods a REST path answers (as `Allow` lists them), or undefined for a path that is no route. */
+/**
+ * The methods a REST path answers besides OPTIONS (which the server answers on every route, listing
+ * these), or undefined for a path that is no route.
+ */
 export function methodsOf(path: string): string | undefined {
   if (path === '/messages') return 'POST';
   if (READ_PATHS.has(path) || ROCKET_PATH.test(path)) return 'GET, HEAD';
@@ -168,7 +171,9 @@ export function createRestRoutes(
     if (methods === undefined) return false;
     const method = req.method ?? 'GET';
     if (method !== methods && !methods.split(', ').includes(method)) {
-      sendJson(res, 405, { error: { code: 'METHOD_NOT_ALLOWED', message: `use ${methods}` } }, { allow: methods });
+      // OPTIONS never gets here (the server answers it on every route), so `Allow` lists it too.
+      const error = { code: 'METHOD_NOT_ALLOWED', message: `use ${methods}` };
+      sendJson(res, 405, { error }, { allow: `${methods}, OPTIONS` });
       return true;
     }
 

@@ -203,7 +203,7 @@ describe('GraphQL hardening', () => {
         'access-control-request-method': 'POST',
       });
       expect(preflight.status).toBe(204);
-      expect(preflight.headers['access-control-allow-methods']).toBe('GET, POST');
+      expect(preflight.headers['access-control-allow-methods']).toBe('GET, HEAD, POST');
     });
 
     it('closes with 1009 a socket that sends a frame over the payload limit', async () => {

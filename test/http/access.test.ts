@@ -185,6 +185,58 @@ describe('access', () => {
       expect(get.headers['access-control-expose-headers']).toBe('link, x-next-cursor, x-request-id, retry-after');
     });
   });
+
+  describe('methods', () => {
+    const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
+    /** GraphQL and the REST routes, which answer OPTIONS (a preflight, or what they allow). */
+    const ROUTES = [
+      '/graphql',
+      '/messages',
+      '/rockets',
+      '/rockets/a',
+      '/rockets/a/events',
+      '/events',
+      '/gaps',
+      '/health',
+    ];
+    /** The metrics and the dashboard, which answer only GET and HEAD. */
+    const PLAIN = ['/metrics', '/', '/dashboard/nowhere.js'];
+
+    it('lists in the Allow of every 405 exactly the methods its path takes, OPTIONS too', async () => {
+      await boot({ METRICS: 'true', DASHBOARD: 'true' });
+      for (const path of [...ROUTES, ...PLAIN]) {
+        const answers = await Promise.all(METHODS.map((m) => send(`${base}${path}`, m)));
+        const answered = METHODS.filter((_, i) => answers[i]?.status !== 405);
+        const options = answered.includes('OPTIONS');
+        expect({ path, options }).toEqual({ path, options: ROUTES.includes(path) });
+        const allows = answers.flatMap((r) => (r.status === 405 ? [String(r.headers.allow)] : []));
+        const refused = METHODS.length - answered.length;
+        expect({ path, refused: allows.length }).toEqual({ path, refused });
+        // Every method the path refuses is refused alike, naming all those it answers, in any order.
+        const expected = [...answered].sort();
+        for (const allow of allows)
+          expect({ path, allow: allow.split(', ').sort() }).toEqual({ path, allow: expected });
+      }
+    });
+
+    it('answers HEAD /graphql as GET, without the body', async () => {
+      await boot({});
+      const query = `${base}/graphql?query=${encodeURIComponent('{ rockets { nodes { channel } } }')}`;
+      for (const accept of ['application/json', 'application/graphql-response+json', 'text/html']) {
+        const get = await send(query, 'GET', undefined, { accept });
+        const head = await send(query, 'HEAD', undefined, { accept });
+        expect(get.status).toBe(200);
+        const { status, body } = head;
+        expect({ accept, status, body }).toEqual({ accept, status: 200, body: '' });
+        expect(head.headers['content-type']).toBe(get.headers['content-type']);
+        expect(head.headers['content-length']).toBe(get.headers['content-length']);
+      }
+      // A request error is one for HEAD too (a 400 in application/graphql-response+json).
+      const bad = `${base}/graphql?query=${encodeURIComponent('{ nope }')}`;
+      const accept = { accept: 'application/graphql-response+json' };
+      expect((await send(bad, 'HEAD', undefined, accept)).status).toBe(400);
+    });
+  });
 });
 
 describe('timeouts', () => {

@@ -168,7 +168,7 @@ describe('REST: answers kept while the store has not changed', () => {
       expect([r.status, r.headers['access-control-allow-origin']]).toEqual([200, 'https://mission.example']);
     }
     const post = await send(target, 'POST', '{}', { 'content-type': 'application/json' });
-    expect([post.status, post.headers.allow]).toEqual([405, 'GET, HEAD']);
+    expect([post.status, post.headers.allow]).toEqual([405, 'GET, HEAD, OPTIONS']);
   });
 
   it('keeps no answer while the service says reads must not be kept', async () => {

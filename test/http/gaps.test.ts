@@ -142,7 +142,7 @@ describe('REST: the reorder buffer is bounded and visible', () => {
       expect((await getJson(`${base}/gaps?limit=many`)).status).toBe(400);
       const wrong = await send(`${base}/gaps`, 'POST', '{}');
       expect(wrong.status).toBe(405);
-      expect(wrong.headers.allow).toBe('GET, HEAD');
+      expect(wrong.headers.allow).toBe('GET, HEAD, OPTIONS');
     });
 
     it('skips a gap once it is older than GAP_TIMEOUT, and answers a late message for it with a 409 that says so', async () => {

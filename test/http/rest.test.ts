@@ -237,7 +237,7 @@ describe('REST API', () => {
     it('answers 405 with Allow to another method', async () => {
       const r = await send(`${base}/messages`, 'GET');
       expect(r.status).toBe(405);
-      expect(r.headers.allow).toBe('POST');
+      expect(r.headers.allow).toBe('POST, OPTIONS');
     });
   });
 
