@@ -578,7 +578,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
   ];
   const http = createHandler<IncomingMessage, undefined, Record<string, unknown>>({
     schema,
-    onSubscribe: (req, params) => {
+    onSubscribe: async (req, params) => {
       const version = service.readVersion();
       if (version !== undefined) {
         // The same question was parsed, validated and answered without errors at this version: answer it again.
@@ -589,12 +589,24 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         }
         cacheable.set(req.raw, { question: params, version });
       }
-      return prepare(
+      const prepared = await prepare(
         params.query,
         params.variables,
         params.operationName,
         mayWrite(req.raw.headers.authorization, ingestToken),
       );
+      // GraphQL over HTTP: a mutation over GET (or HEAD, asked as GET) is a 405 with `Allow: POST`.
+      // Answered here, so that it says why in a body of the media type asked for (graphql-http's own
+      // 405 has a body of no type).
+      if (req.method !== 'GET' || isErrorList(prepared)) return prepared;
+      const operation = getOperationAST(prepared.document, prepared.operationName)?.operation;
+      if (operation === OperationTypeNode.MUTATION)
+        return methodNotAllowed(
+          req.raw.headers.accept,
+          'POST',
+          'mutations need POST: a GET (or HEAD) of /graphql only runs queries',
+        );
+      return prepared;
     },
     execute: (args) => envelopedOf(args).execute(args),
     onOperation: (req, args, result) => {

@@ -409,12 +409,27 @@ describe('GraphQL over HTTP', () => {
       expect(r.body).toEqual({ data: { rockets: { nodes: [] } } });
     });
 
-    it('refuses a mutation sent with GET with 405, storing nothing', async () => {
+    it('refuses a mutation over GET or HEAD with a 405 asking for POST, storing nothing', async () => {
       const query = print(SubmitMessageDocument);
       const url = `${server.http}/graphql?query=${encodeURIComponent(query)}&variables=${encodeURIComponent(JSON.stringify(a.launched(1)))}`;
-      const r = await send(url, 'GET', undefined, { accept: 'application/graphql-response+json' });
-      expect(r.status).toBe(405);
-      expect(r.headers.allow).toBe('POST');
+      for (const accept of ['application/graphql-response+json', 'application/json']) {
+        for (const method of ['GET', 'HEAD']) {
+          const r = await send(url, method, undefined, { accept });
+          expect(r.status).toBe(405);
+          expect(r.headers.allow).toBe('POST');
+          // Said in the media type asked for, as the other GraphQL errors are.
+          expect(r.headers['content-type']).toBe(`${accept}; charset=utf-8`);
+          if (method === 'GET')
+            expect(r.body).toEqual({
+              errors: [
+                {
+                  message: 'mutations need POST: a GET (or HEAD) of /graphql only runs queries',
+                  extensions: { code: 'METHOD_NOT_ALLOWED' },
+                },
+              ],
+            });
+        }
+      }
       expect((await data(server, EventsDocument, {})).events).toEqual([]);
     });
 
