@@ -54,7 +54,14 @@ export async function buildApp(
   const metrics = config.metrics ? new Metrics() : undefined;
   const lanes = new LanePool(store, config.workerCount, metrics);
   const hub = new Hub(store, config.subscriberBuffer, metrics);
-  const service = new RocketService(store, lanes, hub, metrics, { gapTimeoutMs: config.gapTimeoutMs });
+  const service = new RocketService(
+    store,
+    lanes,
+    hub,
+    metrics,
+    { gapTimeoutMs: config.gapTimeoutMs },
+    { catchUpRetryMs: config.catchUpRetryMs },
+  );
   const stopGapSweep = service.startGapSweep({
     skipped: (gaps) =>
       log.warn(

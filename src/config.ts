@@ -19,6 +19,11 @@ export interface Config {
    * Undefined (the default) waits forever.
    */
   readonly gapTimeoutMs: number | undefined;
+  /**
+   * How long a catch-up read of `eventAppended` the store failed is tried again; the service's default
+   * (30 s) when undefined. No variable sets it: tests shorten it.
+   */
+  readonly catchUpRetryMs?: number | undefined;
   readonly graphiql: boolean;
   readonly introspection: boolean;
   /** When set, `connection_init` must carry `{token}` (or `{authorization: 'Bearer …'}`) equal to it. */

@@ -32,8 +32,10 @@ export const MAX_PAGE = 10_000;
 const CATCH_UP_PAGE = 500;
 /**
  * A catch-up read the store failed (a dropped connection, a database restarting) is tried again, after
- * 100 ms and then twice as long each time up to 2 s, for this long; then the subscription ends with the
- * error, and its client resumes with `after` once the store is back.
+ * 100 ms and then twice as long each time up to 2 s, for this long by default
+ * (`ServiceOptions.catchUpRetryMs`), the last wait cut short so that the last try comes as it runs
+ * out; then the subscription ends with the error, and its client resumes with `after` once the store
+ * is back.
  */
 const CATCH_UP_RETRY_MS = 30_000;
 
@@ -109,6 +111,8 @@ export interface ServiceOptions {
    * appends no event and would leave this instance's answers stale, and NOTIFY arrives after the commit.
    */
   readonly cacheReads?: boolean;
+  /** How long a catch-up read the store failed is tried again (see CATCH_UP_RETRY_MS, the default). */
+  readonly catchUpRetryMs?: number | undefined;
 }
 
 /** Retry-After of a refusal at the per-channel cap: the missing message usually follows within moments. */
@@ -280,6 +284,7 @@ export class RocketService {
   /** Commits seen on the store's append feed: other writers' (the gap sweep, other instances), and ours. */
   private appended = 0;
   private readonly caching: boolean;
+  private readonly catchUpRetryMs: number;
   private readonly pages: ReadCache<RocketPage> | undefined;
   private readonly single: ReadCache<RocketView | undefined> | undefined;
 
@@ -292,6 +297,7 @@ export class RocketService {
     options: ServiceOptions = {},
   ) {
     this.caching = options.cacheReads ?? store.kind !== 'postgres';
+    this.catchUpRetryMs = options.catchUpRetryMs ?? CATCH_UP_RETRY_MS;
     if (this.caching) {
       store.onAppend(() => {
         this.appended++;
@@ -475,7 +481,14 @@ export class RocketService {
     checkCount('after', args.afterPosition, 0, Number.MAX_SAFE_INTEGER, issues);
     checkAfterMessageNumber(args, issues);
     if (issues.length > 0) throw new ValidationError(issues);
-    return new CatchUp(this.store, this.hub, args.channel, args.afterPosition ?? 0, args.afterMessageNumber);
+    return new CatchUp(
+      this.store,
+      this.hub,
+      args.channel,
+      args.afterPosition ?? 0,
+      args.afterMessageNumber,
+      this.catchUpRetryMs,
+    );
   }
 
   /** Live rocket states after each commit that changed them; a slow reader gets the latest of each. */
@@ -580,6 +593,8 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
     private lastPosition: number,
     /** Until the first event: skip the channel's events numbered up to this one (the service gives it only with a channel). */
     private afterMessageNumber: number | undefined,
+    /** How long a read the store failed is tried again before `next()` rejects with its error. */
+    private readonly retryMs = CATCH_UP_RETRY_MS,
   ) {
     this.live = hub.events(channel);
   }
@@ -621,7 +636,10 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
     return this;
   }
 
-  /** The next page from the store, tried again while the store fails (see CATCH_UP_RETRY_MS); undefined once closed. */
+  /**
+   * The next page from the store, tried again while the store fails for up to `retryMs` (see
+   * CATCH_UP_RETRY_MS); undefined once closed.
+   */
   private async readPage(): Promise<StoredEvent[] | undefined> {
     const started = performance.now();
     for (let wait = 100; ; wait = Math.min(2 * wait, 2000)) {
@@ -633,9 +651,11 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
           limit: CATCH_UP_PAGE,
         });
       } catch (e) {
-        if (isDomainError(e) || performance.now() - started + wait > CATCH_UP_RETRY_MS) throw e;
+        const left = this.retryMs - (performance.now() - started);
+        if (isDomainError(e) || left <= 0) throw e;
+        // The last wait ends when the time does: the last try comes then, not a wait earlier.
+        await sleep(Math.min(wait, left), undefined, { ref: false });
       }
-      await sleep(wait, undefined, { ref: false });
       if (this.closed) return undefined;
     }
   }

@@ -1,3 +1,7 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { print } from 'graphql';
 import type { Client } from 'graphql-ws';
 import {
@@ -343,5 +347,53 @@ describe('subscriptions over graphql-ws', () => {
       expect(await s.closed).toEqual({ code: 1001, reason: 'the server is shutting down' });
       expect(subscribers()).toBe(0);
     });
+  });
+});
+
+describe('eventAppended while the store fails', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rockets-catch-up-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('ends with the retryable "Unexpected error." once catch-up retried for the limit', async () => {
+    // Without retries cut to the limit, the last try before 700 ms would come at 300 ms.
+    const limitMs = 700;
+    const file = join(dir, 'failing.db');
+    const databaseUrl = `sqlite:${file}`;
+    const server = await startServer({ databaseUrl, catchUpRetryMs: limitMs, keepAliveMs: 0 });
+    const side = new Database(file);
+    const client = wsClient(server);
+    const connected = new Promise((resolve) => client.on('connected', resolve));
+    try {
+      await server.app.service.submit(
+        envelope('a', 1, 'RocketLaunched', { type: 'Falcon-9', launchSpeed: 500, mission: 'M' }),
+      );
+      // A real failure of the store, as an operator could cause it: its event log gone from under it.
+      side.exec('ALTER TABLE events RENAME TO events_away');
+      // Counts the reads (each one the store's own, failing).
+      const reads = jest.spyOn(server.app.store, 'readEvents');
+      await connected;
+      // Before the server can start its catch-up, which starts its clock.
+      const started = performance.now();
+      const variables = { channel: 'a' };
+      const sub = new Subscription<EventAppendedSubscription>(client, EventAppendedDocument, variables);
+      await sub.ended();
+      const elapsed = performance.now() - started;
+      expect(sub.items).toEqual([]);
+      expect(sub.failure).toEqual([
+        expect.objectContaining({
+          message: 'Unexpected error.',
+          extensions: { code: 'UNAVAILABLE', retryAfterSeconds: 1, unexpected: true },
+        }),
+      ]);
+      expect(reads.mock.calls.length).toBeGreaterThanOrEqual(2);
+      await expect(reads.mock.results[0]?.value).rejects.toThrow('no such table: events');
+      // Not before the limit: a lower bound only, on the clock the server measures it by, started
+      // before the server's, so no speed of the machine can make it fail.
+      expect(elapsed).toBeGreaterThanOrEqual(limitMs);
+    } finally {
+      await client.dispose();
+      side.close();
+      await server.app.stop();
+    }
   });
 });
