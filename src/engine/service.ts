@@ -22,7 +22,7 @@ import {
   type SubmitOutcome,
   toMessage,
 } from '../store/types';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { isFellBehindError, type Feed, type Hub } from './hub';
 import type { LanePool } from './lanes';
 import { noTelemetry, type Telemetry } from './telemetry';
@@ -30,6 +30,8 @@ import { noTelemetry, type Telemetry } from './telemetry';
 /** Largest page of rockets or events one call returns. */
 export const MAX_PAGE = 10_000;
 const CATCH_UP_PAGE = 500;
+/** A catch-up yields to the event loop every this many events it read from the store (see CatchUp.next). */
+const CATCH_UP_TURN = 100;
 /**
  * A catch-up read the store failed (a dropped connection, a database restarting) is tried again, after
  * 100 ms and then twice as long each time up to 2 s, for this long by default
@@ -584,6 +586,8 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
   private live: Feed<StoredEvent>;
   private backlog: StoredEvent[] = [];
   private catchingUp = true;
+  /** Events taken from catch-up pages so far. */
+  private fromStore = 0;
   private closed = false;
 
   constructor(
@@ -603,7 +607,17 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
     for (;;) {
       if (this.closed) return { value: undefined, done: true };
       const queued = this.backlog.shift();
-      if (queued) return this.emit(queued);
+      if (queued) {
+        // Read from the store, events come as fast as the subscriber takes them, all in one turn of the
+        // event loop (SQLite reads at once, and a socket that keeps up takes every frame at once): every
+        // CATCH_UP_TURN of them, the event loop gets a turn, so that a long catch-up does not hold every
+        // other client, the subscriber's own `complete` or a stop until it ends.
+        if (++this.fromStore % CATCH_UP_TURN === 0) {
+          await nextTurn();
+          if (this.closed) continue;
+        }
+        return this.emit(queued);
+      }
       if (this.catchingUp) {
         const page = await this.readPage();
         if (page === undefined) continue;

@@ -132,6 +132,32 @@ describe('RocketService.eventsSince (catch-up, then live)', () => {
     }
   });
 
+  it('gives the event loop a turn every hundred events while it replays the store', async () => {
+    const store = new MemoryStore();
+    const hub = new Hub(store, 1000);
+    const service = new RocketService(store, new LanePool(store, 1), hub);
+    for (let n = 1; n <= 1200; n++) await service.submit(envelope('a', n));
+    const feed = service.eventsSince({});
+    // Anything else waiting on the event loop: a request, a `complete` from the subscriber, a stop.
+    let turned = false;
+    setImmediate(() => (turned = true));
+    let beforeTurn = 0;
+    for (let i = 1; i <= 1200; i++) {
+      const r = await feed.next();
+      expect(r.value?.messageNumber).toBe(i);
+      if (!turned) beforeTurn++;
+    }
+    expect(beforeTurn).toBe(99);
+    // Closed while it waits for its turn: nothing more comes.
+    const replay = service.eventsSince({});
+    await take(replay, 99);
+    const pending = replay.next();
+    await replay.return();
+    expect(await pending).toEqual({ value: undefined, done: true });
+    await feed.return();
+    hub.close();
+  });
+
   it('never loses events for a slow reader even when its live buffer overflows', async () => {
     const store = new MemoryStore();
     const hub = new Hub(store, 3);
