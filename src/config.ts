@@ -37,6 +37,8 @@ export interface Config {
    */
   readonly allowedOrigins: readonly string[] | undefined;
   readonly wsMaxPayload: number;
+  /** Operations one WebSocket may run at once (subscriptions, and queries or mutations not yet answered). */
+  readonly wsMaxOperations: number;
   readonly keepAliveMs: number;
   /** A client must send its request headers within this time (slowloris bound). */
   readonly headersTimeoutMs: number;
@@ -155,6 +157,7 @@ export function loadConfig(env: Env = process.env): Config {
           ? undefined
           : origins,
     wsMaxPayload: int(env, 'WS_MAX_PAYLOAD', 1024 * 1024, 1024, 64 * 1024 * 1024),
+    wsMaxOperations: int(env, 'WS_MAX_OPERATIONS', 100, 1, 100_000),
     keepAliveMs: int(env, 'WS_KEEPALIVE_MS', 12_000, 0, 600_000),
     headersTimeoutMs,
     requestTimeoutMs,

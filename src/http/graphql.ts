@@ -309,6 +309,17 @@ function envelopedOf(args: ExecutionArgs): Enveloped {
  */
 const UNEXPECTED = { code: 'UNAVAILABLE', retryAfterSeconds: 1, unexpected: true } as const;
 
+/**
+ * A socket already running its limit of operations: each subscription holds its own feed, catch-up page
+ * and buffer, so one socket must not hold them without bound. The operation is refused; the socket and
+ * its other operations go on.
+ */
+const tooManyOperations = (limit: number): GraphQLError =>
+  new GraphQLError(
+    `this socket already runs ${limit} operations (WS_MAX_OPERATIONS): complete one before starting another`,
+    { extensions: { code: 'TOO_MANY_OPERATIONS', limit } },
+  );
+
 const unexpected = (): GraphQLError => new GraphQLError('Unexpected error.', { extensions: { ...UNEXPECTED } });
 
 /** Yoga's masking (the message, no cause, the location kept), with UNEXPECTED as its extensions. */
@@ -706,6 +717,9 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       // One bad operation answers with errors and leaves the socket (and its other operations) alone. Its
       // errors lose yoga's HTTP hints, as over HTTP.
       onSubscribe: async (ctx, _id, payload) => {
+        // graphql-ws lists the operation before asking: more than the limit means this one is over it.
+        if (Object.keys(ctx.subscriptions).length > config.wsMaxOperations)
+          return [tooManyOperations(config.wsMaxOperations)];
         const prepared = await prepare(
           payload.query,
           payload.variables,

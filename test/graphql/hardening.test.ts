@@ -214,6 +214,34 @@ describe('GraphQL hardening', () => {
       expect((await s.closed).code).toBe(1009);
     });
 
+    it('refuses an operation beyond WS_MAX_OPERATIONS on one socket, and keeps the others', async () => {
+      await start({ wsMaxOperations: 3 });
+      const s = await open();
+      await s.init();
+      for (const id of ['a', 'b', 'c']) s.subscribe(id, print(RocketUpdatedDocument));
+      await until(() => server.app.service.hub.subscribers === 3);
+      s.subscribe('d', print(RocketUpdatedDocument));
+      const refused = await s.next();
+      expect(refused).toMatchObject({ id: 'd', type: 'error' });
+      expect(refused.payload).toEqual([
+        expect.objectContaining({
+          message: expect.stringContaining('WS_MAX_OPERATIONS'),
+          extensions: { code: 'TOO_MANY_OPERATIONS', limit: 3 },
+        }),
+      ]);
+      expect(server.app.service.hub.subscribers).toBe(3);
+      // Once one completes, another may start; another socket has a limit of its own.
+      s.send({ type: 'complete', id: 'a' });
+      await until(() => server.app.service.hub.subscribers === 2);
+      s.subscribe('e', print(RocketUpdatedDocument));
+      await until(() => server.app.service.hub.subscribers === 3);
+      const other = await open();
+      await other.init();
+      other.subscribe('a', print(RocketUpdatedDocument));
+      await until(() => server.app.service.hub.subscribers === 4);
+      expect(s.open && other.open).toBe(true);
+    });
+
     it('drops an upgrade whose request target does not parse, and keeps serving', async () => {
       await start();
       const { port } = new URL(server.http);
