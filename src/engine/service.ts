@@ -614,7 +614,7 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
         // other client, the subscriber's own `complete` or a stop until it ends.
         if (++this.fromStore % CATCH_UP_TURN === 0) {
           await nextTurn();
-          if (this.closed) continue;
+          if (this.isClosed()) continue;
         }
         return this.emit(queued);
       }
@@ -648,6 +648,11 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
 
   [Symbol.asyncIterator](): this {
     return this;
+  }
+
+  /** Whether `return()` has been called: read anew after an await, where `this.closed` reads narrowed. */
+  private isClosed(): boolean {
+    return this.closed;
   }
 
   /**

@@ -139,13 +139,13 @@ describe('RocketService.eventsSince (catch-up, then live)', () => {
     for (let n = 1; n <= 1200; n++) await service.submit(envelope('a', n));
     const feed = service.eventsSince({});
     // Anything else waiting on the event loop: a request, a `complete` from the subscriber, a stop.
-    let turned = false;
-    setImmediate(() => (turned = true));
+    const turn = { taken: false };
+    setImmediate(() => (turn.taken = true));
     let beforeTurn = 0;
     for (let i = 1; i <= 1200; i++) {
       const r = await feed.next();
-      expect(r.value?.messageNumber).toBe(i);
-      if (!turned) beforeTurn++;
+      expect((r.value as StoredEvent).messageNumber).toBe(i);
+      if (!turn.taken) beforeTurn++;
     }
     expect(beforeTurn).toBe(99);
     // Closed while it waits for its turn: nothing more comes.

@@ -225,7 +225,7 @@ describe('GraphQL hardening', () => {
       expect(refused).toMatchObject({ id: 'd', type: 'error' });
       expect(refused.payload).toEqual([
         expect.objectContaining({
-          message: expect.stringContaining('WS_MAX_OPERATIONS'),
+          message: expect.stringContaining('WS_MAX_OPERATIONS') as unknown,
           extensions: { code: 'TOO_MANY_OPERATIONS', limit: 3 },
         }),
       ]);
