@@ -53,6 +53,7 @@ import {
   readBody,
   sameSecret,
   sendPreflight,
+  utf8Text,
 } from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
 import { SharedSubscriptions } from './shared-subscriptions';
@@ -668,7 +669,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     let body: string | null = null;
     if (method === 'POST') {
       try {
-        body = (await readBody(req, config.maxBodyBytes)).toString('utf8');
+        body = utf8Text(await readBody(req, config.maxBodyBytes));
       } catch (e) {
         if (!(e instanceof BodyRefusedError)) throw e;
         const errors = [{ message: e.message, extensions: { code: e.code } }];

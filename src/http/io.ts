@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
@@ -82,6 +83,21 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     });
     req.on('error', reject);
   });
+}
+
+/**
+ * A body as text. JSON is UTF-8 (RFC 8259), whatever charset a request names; a byte sequence that is
+ * not UTF-8 would otherwise be read as U+FFFD, so that two different channels (or missions) would read as
+ * one. Throws BodyRefusedError (400).
+ */
+export function utf8Text(body: Buffer): string {
+  if (!isUtf8(body))
+    throw new BodyRefusedError(
+      400,
+      'BAD_USER_INPUT',
+      'the body is not valid UTF-8: JSON is sent in UTF-8 (a body in another charset must be converted first)',
+    );
+  return body.toString('utf8');
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {

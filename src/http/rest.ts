@@ -4,7 +4,7 @@ import { UnauthenticatedError, ValidationError, inCallersTerms } from '../domain
 import type { Rocket } from '../domain/rocket';
 import type { RocketPage, RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
-import { mayWrite, readBody, sendError, sendJson } from './io';
+import { mayWrite, readBody, sendError, sendJson, utf8Text } from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
 
 /** A rocket's state without the buffer: what time travel answers. */
@@ -150,11 +150,11 @@ export function createRestRoutes(
       req.resume();
       throw new UnauthenticatedError('POST /messages needs Authorization: Bearer <INGEST_TOKEN>');
     }
-    const raw = await readBody(req, maxBodyBytes);
+    const text = utf8Text(await readBody(req, maxBodyBytes));
     let body: unknown;
     try {
       // Whatever the Content-Type says: some senders mislabel JSON, and refusing it would lose data.
-      body = JSON.parse(raw.toString('utf8'));
+      body = JSON.parse(text);
     } catch (e) {
       throw new ValidationError([
         { field: '', problem: `the body is not valid JSON (${e instanceof Error ? e.message : 'parse error'})` },

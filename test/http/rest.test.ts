@@ -181,6 +181,41 @@ describe('REST API', () => {
       expect(await counts()).toEqual({ rockets: 0, events: 0, buffered: 0 });
     });
 
+    it('refuses a body that is not UTF-8 with a 400 on REST and GraphQL, and stores nothing', async () => {
+      // "café" in ISO-8859-1: read as UTF-8 it would be "caf\uFFFD", as would "cafè", one channel for two.
+      const latin1 = (body: unknown): RequestInit => ({
+        method: 'POST',
+        body: Buffer.from(JSON.stringify(body), 'latin1'),
+        headers: { 'content-type': 'application/json; charset=iso-8859-1' },
+      });
+      const rest = await fetch(`${base}/messages`, latin1(launch('caf\u00e9')));
+      expect(rest.status).toBe(400);
+      expect(await rest.json()).toEqual({
+        error: { code: 'BAD_USER_INPUT', message: expect.stringMatching(/^the body is not valid UTF-8/) as unknown },
+      });
+      const mutation = `mutation { submitMessage(metadata: { channel: "caf\u00e8", messageNumber: 1,
+        messageTime: "2022-02-02T19:39:05Z", messageType: ROCKET_LAUNCHED },
+        message: { rocketLaunched: { type: "F", launchSpeed: 1, mission: "M" } }) { status } }`;
+      const graphql = await fetch(`${base}/graphql`, latin1({ query: mutation }));
+      expect(graphql.status).toBe(400);
+      expect(await graphql.json()).toMatchObject({
+        errors: [
+          {
+            message: expect.stringMatching(/^the body is not valid UTF-8/) as unknown,
+            extensions: { code: 'BAD_USER_INPUT' },
+          },
+        ],
+      });
+      expect(await counts()).toEqual({ rockets: 0, events: 0, buffered: 0 });
+      // The same bytes in UTF-8 are taken, whatever charset is named.
+      const utf8 = await fetch(`${base}/messages`, {
+        ...latin1(launch('caf\u00e9')),
+        body: JSON.stringify(launch('caf\u00e9')),
+      });
+      expect(utf8.status).toBe(202);
+      expect((await getJson(`${base}/rockets/caf%C3%A9`)).status).toBe(200);
+    });
+
     it('refuses a compressed body with a 415 on REST and GraphQL, stores nothing, and keeps serving', async () => {
       const gzipped = (body: unknown): RequestInit => ({
         method: 'POST',
