@@ -1,8 +1,12 @@
+import { isUtf8 } from 'node:buffer';
 import type { Duplex } from 'node:stream';
 import { WebSocket } from 'ws';
 
 /** Bytes a socket may hold unsent before a send waits for the write to finish, as every send of ws does. */
 export const SEND_HIGH_WATER = 64 * 1024;
+
+/** RFC 6455: a frame's data is not what its type says (here, not UTF-8). */
+const INVALID_PAYLOAD = 1007;
 
 type SendCallback = (err?: Error) => void;
 type SendOptions = Exclude<Parameters<WebSocket['send']>[1], SendCallback | undefined>;
@@ -48,6 +52,19 @@ export class BatchingWebSocket extends WebSocket {
     }
     super.send(data, options);
     queueMicrotask(() => cb());
+  }
+
+  /**
+   * graphql-ws reads every frame as text. ws checks a text frame's UTF-8, but a binary frame would be
+   * decoded with U+FFFD for its bad bytes, and two channels could read as one, as over HTTP: a binary frame
+   * that is not UTF-8 closes the socket with 1007 (invalid frame payload data) before anyone reads it.
+   */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'message' && args[1] === true && Buffer.isBuffer(args[0]) && !isUtf8(args[0])) {
+      this.close(INVALID_PAYLOAD, 'a binary frame that is not UTF-8: send graphql-ws messages as text');
+      return true;
+    }
+    return super.emit(event, ...args);
   }
 
   /**

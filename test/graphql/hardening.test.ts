@@ -242,6 +242,32 @@ describe('GraphQL hardening', () => {
       expect(s.open && other.open).toBe(true);
     });
 
+    it('closes with 1007 a socket that sends a binary frame that is not UTF-8, storing nothing', async () => {
+      await start();
+      const submit = (channel: string): string =>
+        JSON.stringify({
+          id: channel,
+          type: 'subscribe',
+          payload: {
+            query: `mutation { submitMessage(metadata: { channel: "${channel}", messageNumber: 1,
+              messageTime: "2022-02-02T19:39:05Z", messageType: ROCKET_LAUNCHED },
+              message: { rocketLaunched: { type: "F", launchSpeed: 1, mission: "M" } }) { status } }`,
+          },
+        });
+      // A binary frame of UTF-8 is read as ever.
+      const fine = await open();
+      await fine.init();
+      fine.socket.send(Buffer.from(submit('caf\u00e9'), 'utf8'), { binary: true });
+      expect(await fine.next()).toMatchObject({ id: 'caf\u00e9', type: 'next' });
+      // "cafè" in ISO-8859-1 would read as "caf\uFFFD".
+      const bad = await open();
+      await bad.init();
+      bad.socket.send(Buffer.from(submit('caf\u00e8'), 'latin1'), { binary: true });
+      expect((await bad.closed).code).toBe(1007);
+      const health = await send(`${server.http}/health`, 'GET');
+      expect(health.body).toMatchObject({ rockets: 1, events: 1 });
+    });
+
     it('drops an upgrade whose request target does not parse, and keeps serving', async () => {
       await start();
       const { port } = new URL(server.http);
