@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { UnauthenticatedError, ValidationError, inCallersTerms } from '../domain/errors';
 import type { Rocket } from '../domain/rocket';
-import type { RocketPage, RocketService } from '../engine/service';
+import { MAX_PAGE, type RocketPage, type RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
 import { mayWrite, readBody, sendError, sendJson, utf8Text } from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
@@ -116,6 +116,26 @@ function send(res: ServerResponse, answer: Answer, ...more: string[]): void {
  */
 /** The read routes with a fixed path. */
 const READ_PATHS: ReadonlySet<string> = new Set(['/health', '/gaps', '/events', '/rockets']);
+/**
+ * The headers that lead from a full page of events to the next, as `GET /rockets` pages: `Link` to the
+ * same query with `after` set to the page's last `cursor`, and that cursor in `X-Next-Cursor`. A page
+ * shorter than its limit (by default, the largest page) is the last; a full one may be followed by an
+ * empty one.
+ */
+function nextPage(
+  path: string,
+  q: URLSearchParams,
+  events: readonly StoredEvent[],
+  limit: number | undefined,
+  cursor: (e: StoredEvent) => number,
+): Record<string, string> {
+  const last = events[events.length - 1];
+  if (last === undefined || events.length < (limit ?? MAX_PAGE)) return {};
+  const next = new URLSearchParams(q);
+  next.set('after', String(cursor(last)));
+  return { link: `<${path}?${next.toString()}>; rel="next"`, 'x-next-cursor': String(cursor(last)) };
+}
+
 /** `/rockets/:channel` and `/rockets/:channel/events`. */
 const ROCKET_PATH = /^\/rockets\/([^/]+)(\/events)?$/;
 
@@ -190,10 +210,13 @@ export function createRestRoutes(
       return true;
     }
     if (path === '/events') {
+      const limit = count(q, 'limit');
+      const events = await service.events({ afterPosition: count(q, 'after'), limit });
       sendJson(
         res,
         200,
-        (await service.events({ afterPosition: count(q, 'after'), limit: count(q, 'limit') })).map(eventJson),
+        events.map(eventJson),
+        nextPage(path, q, events, limit, (e) => e.position),
       );
       return true;
     }
@@ -235,11 +258,16 @@ export function createRestRoutes(
         answer(req, res, since, jsonAnswer(rocketBody(rocket)));
       } else {
         // Here `after` is a message number: an issue with it names the parameter the client sent.
-        const events = await inCallersTerms(
-          service.events({ channel, afterMessageNumber: count(q, 'after'), limit: count(q, 'limit') }),
-          { afterMessageNumber: 'after' },
+        const limit = count(q, 'limit');
+        const events = await inCallersTerms(service.events({ channel, afterMessageNumber: count(q, 'after'), limit }), {
+          afterMessageNumber: 'after',
+        });
+        sendJson(
+          res,
+          200,
+          events.map(eventJson),
+          nextPage(path, q, events, limit, (e) => e.messageNumber),
         );
-        sendJson(res, 200, events.map(eventJson));
       }
       return true;
     }

@@ -393,6 +393,31 @@ describe('REST API', () => {
       expect(bad.body).toMatchObject({ error: { issues: [{ field: 'after' }] } });
     });
 
+    it('leads from a full page of events to the next with Link and X-Next-Cursor, as /rockets does', async () => {
+      const follow = async (first: string): Promise<{ seen: number[]; pages: number }> => {
+        const seen: number[] = [];
+        let pages = 0;
+        let url: string | undefined = `${base}${first}`;
+        while (url) {
+          const r = await getJson(url);
+          pages++;
+          const events = r.body as Array<{ position: number; messageNumber: number }>;
+          seen.push(...events.map((e) => (first.startsWith('/events') ? e.position : e.messageNumber)));
+          const link = r.headers.link as string | undefined;
+          if (link !== undefined) expect(r.headers['x-next-cursor']).toBe(String(seen[seen.length - 1]));
+          url = link ? `${base}${/<([^>]+)>; rel="next"/.exec(link)?.[1] ?? ''}` : undefined;
+        }
+        return { seen, pages };
+      };
+      // Nine events: pages of 2 end with a short one, pages of 3 with an empty one after the full third.
+      expect(await follow('/events?limit=2')).toEqual({ seen: [1, 2, 3, 4, 5, 6, 7, 8, 9], pages: 5 });
+      expect(await follow('/events?limit=3')).toEqual({ seen: [1, 2, 3, 4, 5, 6, 7, 8, 9], pages: 4 });
+      expect(await follow('/rockets/d/events?limit=2')).toEqual({ seen: [1, 2, 3], pages: 2 });
+      expect(await follow('/rockets/d/events?after=1&limit=1')).toEqual({ seen: [2, 3], pages: 3 });
+      // A page shorter than the largest, with no limit asked: the last.
+      expect((await getJson(`${base}/events`)).headers.link).toBeUndefined();
+    });
+
     it('travels in time with ?asOf= a message number or a server time, as GraphQL does', async () => {
       const past = await getJson(`${base}/rockets/d?asOf=2`);
       expect(past.body).toMatchObject({
