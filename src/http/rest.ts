@@ -43,12 +43,18 @@ export const gapJson = (g: Gap) => ({
 
 /** A query-string count: absent stays undefined; anything but digits becomes NaN, which the service refuses. */
 function count(q: URLSearchParams, name: string): number | undefined {
-  const v = q.get(name);
-  if (v === null) return undefined;
+  const v = param(q, name);
+  if (v === undefined) return undefined;
   return /^\d{1,16}$/.test(v) ? Number(v) : NaN;
 }
 
-const param = (q: URLSearchParams, name: string): string | undefined => q.get(name) ?? undefined;
+/** A query parameter, or undefined. One given more than once is refused: no copy is more right than another. */
+function param(q: URLSearchParams, name: string): string | undefined {
+  const values = q.getAll(name);
+  if (values.length > 1)
+    throw new ValidationError([{ field: name, problem: `is given ${values.length} times: give it once` }]);
+  return values[0];
+}
 
 function decodeSegment(segment: string): string {
   try {
@@ -242,8 +248,8 @@ export function createRestRoutes(
     const m = ROCKET_PATH.exec(path);
     if (m) {
       const channel = decodeSegment(m[1] as string);
-      const asOf = q.get('asOf');
-      if (m[2] === undefined && asOf !== null) {
+      const asOf = param(q, 'asOf');
+      if (m[2] === undefined && asOf !== undefined) {
         // Time travel: a message number, or a server time (RFC 3339). Unencoded in a query string, the `+`
         // of an offset reads as a space, which an RFC 3339 time never holds there.
         const point = /^\d{1,16}$/.test(asOf)

@@ -347,6 +347,30 @@ describe('REST API', () => {
       }
     });
 
+    it('refuses a query parameter given twice with a 400 naming it, whichever copy is valid', async () => {
+      for (const [path, field] of [
+        ['/rockets?limit=5&limit=abc', 'limit'],
+        ['/rockets?limit=abc&limit=5', 'limit'],
+        ['/rockets?sort=speed&sort=type', 'sort'],
+        ['/rockets?status=flying&status=flying', 'status'],
+        ['/events?after=1&after=2', 'after'],
+        ['/rockets/d/events?limit=1&limit=2', 'limit'],
+        ['/rockets/d?asOf=1&asOf=2', 'asOf'],
+        ['/gaps?limit=1&limit=1', 'limit'],
+      ] as const) {
+        const r = await getJson(`${base}${path}`);
+        expect({ path, status: r.status }).toEqual({ path, status: 400 });
+        expect(r.body).toEqual({
+          error: {
+            code: 'BAD_USER_INPUT',
+            message: `${field}: is given 2 times: give it once`,
+            issues: [{ field, problem: 'is given 2 times: give it once' }],
+            requestId: expect.any(String) as unknown,
+          },
+        });
+      }
+    });
+
     it('answers one rocket, or 404 with a JSON error', async () => {
       expect((await getJson(`${base}/rockets/d`)).body).toMatchObject({
         status: 'exploded',
