@@ -8,7 +8,7 @@ import { LanePool } from './engine/lanes';
 import { RocketService } from './engine/service';
 import { createDashboard } from './http/dashboard';
 import { createGraphQLTransport } from './http/graphql';
-import { corsHeaders, sendError, sendJson, sendPreflight } from './http/io';
+import { corsHeaders, sendError, sendPreflight, sendProblem } from './http/io';
 import { Metrics } from './http/metrics';
 import { createRestRoutes, methodsOf } from './http/rest';
 import { openStore } from './store/open';
@@ -103,7 +103,7 @@ export async function buildApp(
       try {
         url = PLAIN_TARGETS.get(req.url ?? '/') ?? new URL(req.url ?? '/', 'http://localhost');
       } catch {
-        sendJson(res, 400, { error: { code: 'BAD_REQUEST', message: 'malformed request target' } });
+        sendProblem(res, 400, { code: 'BAD_REQUEST', message: 'malformed request target' });
         return;
       }
       if (url.pathname === '/graphql') {
@@ -114,12 +114,7 @@ export async function buildApp(
       }
       if (url.pathname === '/metrics' && metrics) {
         if (req.method !== 'GET' && req.method !== 'HEAD') {
-          sendJson(
-            res,
-            405,
-            { error: { code: 'METHOD_NOT_ALLOWED', message: 'use GET, HEAD' } },
-            { allow: 'GET, HEAD' },
-          );
+          sendProblem(res, 405, { code: 'METHOD_NOT_ALLOWED', message: 'use GET, HEAD' }, { allow: 'GET, HEAD' });
           return;
         }
         metrics.respond(res).catch((e: unknown) => {
@@ -141,13 +136,13 @@ export async function buildApp(
         // CORS only keeps an answer from a page; a "simple" cross-site POST (text/plain, no preflight) would
         // still be stored. A write from an origin not allowed is refused before it is read.
         if (req.method !== 'GET' && req.method !== 'HEAD' && cors['access-control-allow-origin'] === undefined) {
-          sendJson(res, 403, { error: { code: 'FORBIDDEN', message: 'this origin may not write here' } });
+          sendProblem(res, 403, { code: 'FORBIDDEN', message: 'this origin may not write here' });
           return;
         }
         for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);
       }
       void rest.handle(req, res, url).then((handled) => {
-        if (!handled) sendJson(res, 404, { error: { code: 'NOT_FOUND', message: `no route for ${url.pathname}` } });
+        if (!handled) sendProblem(res, 404, { code: 'NOT_FOUND', message: `no route for ${url.pathname}` });
       });
     },
   );

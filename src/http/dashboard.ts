@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, extname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { sendJson } from './io';
+import { sendProblem } from './io';
 
 /** The page's own files, committed as-is: plain HTML, CSS and one ES module, with no build step. */
 const PAGE_FILES = ['index.html', 'dashboard.css', 'dashboard.js'] as const;
@@ -134,13 +134,13 @@ export function createDashboard(log?: Logger): Dashboard {
       if (path !== '/' && !path.startsWith(PREFIX)) return false;
       const method = req.method ?? 'GET';
       if (method !== 'GET' && method !== 'HEAD') {
-        sendJson(res, 405, { error: { code: 'METHOD_NOT_ALLOWED', message: 'use GET, HEAD' } }, { allow: 'GET, HEAD' });
+        sendProblem(res, 405, { code: 'METHOD_NOT_ALLOWED', message: 'use GET, HEAD' }, { allow: 'GET, HEAD' });
         return true;
       }
       const file = assets.get(path);
       if (file === undefined) {
         const message = missing !== undefined ? `the dashboard is unavailable: ${missing}` : `no route for ${path}`;
-        sendJson(res, 404, { error: { code: 'NOT_FOUND', message } });
+        sendProblem(res, 404, { code: 'NOT_FOUND', message });
         return true;
       }
       const headers: Record<string, string> = {

@@ -110,6 +110,20 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
   res.end(text);
 }
 
+/**
+ * Answers an error of the transport itself (no route, a method a route does not take, a body refused) as
+ * `{error: {code, message, requestId}}`, as domain errors are answered.
+ */
+export function sendProblem(
+  res: ServerResponse,
+  status: number,
+  error: { readonly code: string; readonly message: string },
+  headers?: Record<string, string>,
+): void {
+  const requestId = res.getHeader('x-request-id');
+  sendJson(res, status, { error: requestId === undefined ? error : { ...error, requestId } }, headers);
+}
+
 const STATUS: Record<DomainErrorCode, number> = {
   BAD_USER_INPUT: 400,
   UNAUTHENTICATED: 401,
@@ -148,7 +162,7 @@ export function sendError(res: ServerResponse, err: unknown, log?: Logger): void
   if (err instanceof BodyRefusedError) {
     // A body too large may still be arriving: the connection is not kept for the next request.
     const headers: Record<string, string> = err instanceof BodyTooLargeError ? { connection: 'close' } : {};
-    sendJson(res, err.status, { error: { code: err.code, message: err.message } }, headers);
+    sendProblem(res, err.status, { code: err.code, message: err.message }, headers);
     return;
   }
   if (isDomainError(err)) {

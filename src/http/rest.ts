@@ -4,7 +4,7 @@ import { UnauthenticatedError, ValidationError, inCallersTerms } from '../domain
 import type { Rocket } from '../domain/rocket';
 import { MAX_PAGE, type RocketPage, type RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
-import { mayWrite, readBody, sendError, sendJson, utf8Text } from './io';
+import { mayWrite, readBody, sendError, sendJson, sendProblem, utf8Text } from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
 
 /** A rocket's state without the buffer: what time travel answers. */
@@ -198,8 +198,12 @@ export function createRestRoutes(
     const method = req.method ?? 'GET';
     if (method !== methods && !methods.split(', ').includes(method)) {
       // OPTIONS never gets here (the server answers it on every route), so `Allow` lists it too.
-      const error = { code: 'METHOD_NOT_ALLOWED', message: `use ${methods}` };
-      sendJson(res, 405, { error }, { allow: `${methods}, OPTIONS` });
+      sendProblem(
+        res,
+        405,
+        { code: 'METHOD_NOT_ALLOWED', message: `use ${methods}` },
+        { allow: `${methods}, OPTIONS` },
+      );
       return true;
     }
 

@@ -191,7 +191,11 @@ describe('REST API', () => {
       const rest = await fetch(`${base}/messages`, latin1(launch('caf\u00e9')));
       expect(rest.status).toBe(400);
       expect(await rest.json()).toEqual({
-        error: { code: 'BAD_USER_INPUT', message: expect.stringMatching(/^the body is not valid UTF-8/) as unknown },
+        error: {
+          code: 'BAD_USER_INPUT',
+          message: expect.stringMatching(/^the body is not valid UTF-8/) as unknown,
+          requestId: expect.any(String) as unknown,
+        },
       });
       const mutation = `mutation { submitMessage(metadata: { channel: "caf\u00e8", messageNumber: 1,
         messageTime: "2022-02-02T19:39:05Z", messageType: ROCKET_LAUNCHED },
@@ -228,6 +232,7 @@ describe('REST API', () => {
         error: {
           code: 'UNSUPPORTED_MEDIA_TYPE',
           message: 'Content-Encoding "gzip" is not supported: send the body uncompressed',
+          requestId: expect.any(String) as unknown,
         },
       });
       const graphql = await fetch(`${base}/graphql`, gzipped({ query: '{ gaps { channel } }' }));
@@ -481,6 +486,26 @@ describe('REST API', () => {
       const r = await getJson(`${base}/nowhere`);
       expect(r.status).toBe(404);
       expect(r.body).toMatchObject({ error: { code: 'NOT_FOUND' } });
+    });
+
+    it('repeats the request id in every error body, the transport’s own errors too', async () => {
+      const json = { 'content-type': 'application/json' };
+      const refusals: Array<[string, Promise<Reply>, number]> = [
+        ['no route', getJson(`${base}/nowhere`), 404],
+        ['a dashboard asset that is not there', getJson(`${base}/dashboard/nowhere.js`), 404],
+        ['a method', send(`${base}/rockets`, 'DELETE'), 405],
+        ['a method on /metrics', send(`${base}/metrics`, 'POST'), 405],
+        ['a body too large', send(`${base}/messages`, 'POST', 'x'.repeat(64 * 1024 + 1), json), 413],
+        ['a compressed body', send(`${base}/messages`, 'POST', '{}', { ...json, 'content-encoding': 'br' }), 415],
+        ['invalid input', send(`${base}/messages`, 'POST', '{}', json), 400],
+      ];
+      for (const [what, reply, status] of refusals) {
+        const r = await reply;
+        expect({ what, status: r.status }).toEqual({ what, status });
+        const id = r.headers['x-request-id'];
+        expect({ what, id: typeof id }).toEqual({ what, id: 'string' });
+        expect({ what, body: r.body }).toMatchObject({ what, body: { error: { requestId: id } } });
+      }
     });
   });
 });
