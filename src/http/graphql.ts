@@ -133,9 +133,20 @@ const armor = (introspection: boolean): Parameters<typeof EnvelopArmorPlugin>[0]
 });
 
 /**
+ * An error of the request itself, given `BAD_USER_INPUT` unless it has a code; one caused by anything but
+ * GraphQL (a store that failed while a subscription started, say) is left to masking.
+ */
+const badInput = (e: GraphQLError): GraphQLError =>
+  (e.extensions as GraphQLErrorExtensions | undefined)?.code === undefined &&
+  (e.originalError === undefined || e.originalError instanceof GraphQLError)
+    ? relocated(e.message, { ...e.extensions, code: 'BAD_USER_INPUT' }, e)
+    : e;
+
+/**
  * Turns errors the domain raises on purpose (thrown by resolvers, subscription sources and streams) into
  * GraphQLErrors with `extensions.code`, before yoga's error masking runs: masking then lets them through and
- * still hides everything else as "Unexpected error.".
+ * still hides everything else as "Unexpected error.". An operation that did not run (no `data`) failed on
+ * its variables: those errors get `BAD_USER_INPUT`.
  */
 function useDomainErrors(): Plugin {
   const convert = (error: unknown): unknown => {
@@ -149,7 +160,17 @@ function useDomainErrors(): Plugin {
     result: ExecutionResult;
     setResult: (r: ExecutionResult) => void;
   }): void => {
-    if (result.errors?.some((e) => domainErrorOf(e) !== undefined))
+    if (result.errors === undefined) return;
+    if (result.data === undefined) {
+      // Not run at all: its variables did not coerce (graphql-js says so without a code), or a subscription's
+      // source refused its arguments.
+      setResult({
+        ...result,
+        errors: result.errors.map((e) => (domainErrorOf(e) ? (convert(e) as GraphQLError) : badInput(e))),
+      });
+      return;
+    }
+    if (result.errors.some((e) => domainErrorOf(e) !== undefined))
       setResult({ ...result, errors: result.errors.map((e) => convert(e) as GraphQLError) });
   };
   return {
@@ -731,6 +752,9 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       },
       execute: (args) => envelopedOf(args).execute(args),
       subscribe: (args) => envelopedOf(args).subscribe(args),
+      // So do the errors of running one (variables that do not coerce, say), sent as its result.
+      onNext: (_ctx, _id, _payload, _args, result) =>
+        result.errors === undefined ? undefined : { ...result, errors: result.errors.map(withoutHints) },
     },
     wss,
     config.keepAliveMs,

@@ -5,7 +5,7 @@ import { RocketUpdatedDocument } from '../generated/graphql';
 import { send } from '../support/process';
 import { ARMOR_LIMITS } from '../../src/http/graphql';
 import type { Config } from '../../src/config';
-import { postRaw, RawSocket, startServer, until, type TestServer } from './support';
+import { postRaw, RawSocket, startServer, until, type ProtocolMessage, type TestServer } from './support';
 
 const times = (n: number, f: (i: number) => string): string => Array.from({ length: n }, (_, i) => f(i)).join(' ');
 
@@ -240,6 +240,38 @@ describe('GraphQL hardening', () => {
       other.subscribe('a', print(RocketUpdatedDocument));
       await until(() => server.app.service.hub.subscribers === 4);
       expect(s.open && other.open).toBe(true);
+    });
+
+    it('answers variables that do not coerce with BAD_USER_INPUT and no HTTP hints, over HTTP and graphql-ws', async () => {
+      await start();
+      const query = 'query ($n: Int) { events(first: $n) { position } }';
+      const subscription = 'subscription ($c: String!) { rocketUpdated(channel: $c) { channel } }';
+      const http = await send(`${server.http}/graphql`, 'POST', JSON.stringify({ query, variables: { n: 'x' } }), {
+        'content-type': 'application/json',
+      });
+      const s = await open();
+      await s.init();
+      /** The first frame of operation `id` but its `complete`. */
+      const answerOf = async (id: string): Promise<ProtocolMessage> => {
+        for (;;) {
+          const m = await s.next();
+          if (m.id === id && m.type !== 'complete') return m;
+        }
+      };
+      s.subscribe('q', query, { n: 'x' });
+      const overWs = await answerOf('q');
+      s.subscribe('s', subscription);
+      const subscribed = await answerOf('s');
+      const answers = [http.body, overWs.payload, subscribed.payload] as Array<{ errors?: unknown[] }>;
+      for (const answer of answers) {
+        expect(answer.errors).toEqual([
+          expect.objectContaining({
+            message: expect.stringMatching(/^Variable "\$[nc]"/) as unknown,
+            extensions: { code: 'BAD_USER_INPUT' },
+          }),
+        ]);
+      }
+      expect([overWs.type, subscribed.type]).toEqual(['next', 'next']);
     });
 
     it('closes with 1007 a socket that sends a binary frame that is not UTF-8, storing nothing', async () => {
