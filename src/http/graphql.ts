@@ -462,6 +462,25 @@ function methodNotAllowed(accept: string | undefined, allow: string, message: st
   ];
 }
 
+/**
+ * GraphQL over HTTP: a mutation over GET (or HEAD, asked as GET) is a 405 with `Allow: POST`. Answered
+ * before graphql-http's own, so that it says why in a body of the media type asked for (graphql-http's
+ * 405 has a body of no type).
+ */
+function noMutationOverGet(
+  req: IncomingMessage,
+  prepared: PreparedArgs | readonly GraphQLError[],
+): PreparedArgs | readonly GraphQLError[] | HttpResponse {
+  if (isErrorList(prepared)) return prepared;
+  const operation = getOperationAST(prepared.document, prepared.operationName)?.operation;
+  if (operation !== OperationTypeNode.MUTATION) return prepared;
+  return methodNotAllowed(
+    req.headers.accept,
+    'POST',
+    'mutations need POST: a GET (or HEAD) of /graphql only runs queries',
+  );
+}
+
 function sendText(res: ServerResponse, status: number, body: string, headers: Record<string, string>): void {
   res.writeHead(status, { ...headers, 'content-length': String(Buffer.byteLength(body)) });
   res.end(body);
@@ -611,7 +630,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
   ];
   const http = createHandler<IncomingMessage, undefined, Record<string, unknown>>({
     schema,
-    onSubscribe: async (req, params) => {
+    onSubscribe: (req, params) => {
       const version = service.readVersion();
       if (version !== undefined) {
         // The same question was parsed, validated and answered without errors at this version: answer it again.
@@ -622,24 +641,13 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         }
         cacheable.set(req.raw, { question: params, version });
       }
-      const prepared = await prepare(
+      const prepared = prepare(
         params.query,
         params.variables,
         params.operationName,
         mayWrite(req.raw.headers.authorization, ingestToken),
       );
-      // GraphQL over HTTP: a mutation over GET (or HEAD, asked as GET) is a 405 with `Allow: POST`.
-      // Answered here, so that it says why in a body of the media type asked for (graphql-http's own
-      // 405 has a body of no type).
-      if (req.method !== 'GET' || isErrorList(prepared)) return prepared;
-      const operation = getOperationAST(prepared.document, prepared.operationName)?.operation;
-      if (operation === OperationTypeNode.MUTATION)
-        return methodNotAllowed(
-          req.raw.headers.accept,
-          'POST',
-          'mutations need POST: a GET (or HEAD) of /graphql only runs queries',
-        );
-      return prepared;
+      return req.method === 'GET' ? prepared.then((p) => noMutationOverGet(req.raw, p)) : prepared;
     },
     execute: (args) => envelopedOf(args).execute(args),
     onOperation: (req, args, result) => {
