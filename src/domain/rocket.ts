@@ -21,9 +21,15 @@ export interface Rocket {
   readonly lastMessageNumber: number;
 }
 
+/** The highest speed a rocket reaches: the largest integer a double holds with every unit below it. */
+export const MAX_SPEED = Number.MAX_SAFE_INTEGER;
+
 /**
  * Applies one message, in number order, to a rocket's state. The rules:
  * - a decrease below zero stops the rocket at speed 0;
+ * - an increase past MAX_SPEED (2^53 − 1) holds the rocket at MAX_SPEED: past it a double can no longer
+ *   count every unit, so a later increase by 1 could vanish. A message is never refused for it, as a
+ *   refused message would leave its number a gap in the channel for good;
  * - after RocketExploded, later messages are recorded but change nothing (the first reason stands);
  * - a second RocketLaunched is recorded but changes nothing: a rocket launches once;
  * - MessageSkipped (the gap policy gave up on that number) changes nothing but the number and time.
@@ -72,12 +78,13 @@ export function evolveAt(state: Rocket | undefined, m: RocketMessage, at: string
       if (next.launchedAt === null) {
         next.type = m.payload.type;
         next.mission = m.payload.mission;
-        next.speed = m.payload.launchSpeed;
+        // Validation caps every amount at MAX_SPEED; an unchecked launch speed is held too.
+        next.speed = Math.min(MAX_SPEED, m.payload.launchSpeed);
         next.launchedAt = at;
       }
       return next;
     case 'RocketSpeedIncreased':
-      next.speed += m.payload.by;
+      next.speed = Math.min(MAX_SPEED, next.speed + m.payload.by);
       return next;
     case 'RocketSpeedDecreased':
       next.speed = Math.max(0, next.speed - m.payload.by);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { MESSAGE_SKIPPED, toUtcIso, type RocketMessage } from '../../src/domain/message';
-import { evolve, evolveAt, withUtcTimes, type Rocket } from '../../src/domain/rocket';
+import { evolve, evolveAt, MAX_SPEED, withUtcTimes, type Rocket } from '../../src/domain/rocket';
 import { rocket, timeOf } from '../support/telemetry';
 
 /**
@@ -102,6 +102,30 @@ describe('evolve', () => {
 
     it('by zero only records the message', () => {
       given(r.launched(1)).when(r.increased(2, 0)).thenOnlyRecords();
+    });
+
+    it('holds the rocket at MAX_SPEED (2^53 - 1), past which a unit could vanish', () => {
+      const max = Number.MAX_SAFE_INTEGER;
+      expect(MAX_SPEED).toBe(max);
+      given(r.launched(1, { launchSpeed: max }), r.increased(2, max))
+        .when(r.increased(3, 1))
+        .then(launchedRocket({ speed: max, ...at(3) }));
+      given(r.launched(1, { launchSpeed: max - 1 }))
+        .when(r.increased(2, 5))
+        .then(launchedRocket({ speed: max, ...at(2) }));
+    });
+
+    it('leaves no hidden surplus: a decrease after a held increase counts from MAX_SPEED', () => {
+      given(r.launched(1, { launchSpeed: MAX_SPEED }), r.increased(2, MAX_SPEED))
+        .when(r.decreased(3, 1))
+        .then(launchedRocket({ speed: MAX_SPEED - 1, ...at(3) }));
+    });
+
+    it('holds a launch speed above MAX_SPEED (which validation refuses) at MAX_SPEED as well', () => {
+      const valid = r.launched(1);
+      const payload = { ...valid.payload, launchSpeed: 1e300 };
+      const unchecked = { ...valid, payload } as RocketMessage;
+      expect(evolve(undefined, unchecked).speed).toBe(MAX_SPEED);
     });
   });
 

@@ -599,10 +599,39 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       });
 
       it('keeps fractional and large speeds exactly', async () => {
-        await oneByOne(launched('r1', 1, { launchSpeed: 0.1 }), increased('r1', 2, 0.2), increased('r1', 3, 1e300));
-        expect((await rocket('r1'))?.speed).toBe(0.1 + 0.2 + 1e300);
+        await oneByOne(launched('r1', 1, { launchSpeed: 0.1 }), increased('r1', 2, 0.2));
+        await submit(increased('r1', 3, 1e15));
+        expect((await rocket('r1'))?.speed).toBe(0.1 + 0.2 + 1e15);
         await oneByOne(launched('r2', 1, { launchSpeed: 0.1 }), increased('r2', 2, 0.2));
         expect((await rocket('r2'))?.speed).toBe(0.1 + 0.2);
+      });
+
+      it('holds the speed at 2^53 - 1 past it: in the rocket, its listing, a rebuild', async () => {
+        const max = Number.MAX_SAFE_INTEGER;
+        const messages = [launched('r1', 1, { launchSpeed: max }), increased('r1', 2, max)];
+        messages.push(increased('r1', 3, 1));
+        expect(await oneByOne(...messages)).toEqual(['applied', 'applied', 'applied']);
+        expect(await rocket('r1')).toMatchObject({ speed: max, lastMessageNumber: 3 });
+        // Every amount is recorded as sent: only the state is held.
+        expect((await allEvents()).map((e) => e.payload)).toEqual(messages.map((m) => m.payload));
+        expect(await submit(decreased('r1', 4, 1))).toEqual(['applied']);
+        expect(await rocket('r1')).toMatchObject({ speed: max - 1 });
+        // Within one commit, and sorted by speed among others.
+        const r2 = launched('r2', 1, { launchSpeed: max - 2 });
+        expect(await submit(r2, increased('r2', 2, 3), increased('r2', 3, 1))).toEqual([
+          'applied',
+          'applied',
+          'applied',
+        ]);
+        const bySpeed = await store.listRockets({ sort: 'speed', order: 'desc' });
+        expect(bySpeed.map((r) => [r.channel, r.speed])).toEqual([
+          ['r2', max],
+          ['r1', max - 1],
+        ]);
+        const live = await store.listRockets({ sort: 'channel', order: 'asc' });
+        await store.rebuildProjection();
+        expect(await store.listRockets({ sort: 'channel', order: 'asc' })).toEqual(live);
+        expect(await rocket('r2')).toMatchObject({ speed: max });
       });
     });
 

@@ -86,7 +86,7 @@ export function expected(messages: readonly Envelope[]): ModelRocket {
         }
         break;
       case 'RocketSpeedIncreased':
-        s.speed += Number(p.by);
+        s.speed = Math.min(Number.MAX_SAFE_INTEGER, s.speed + Number(p.by));
         break;
       case 'RocketSpeedDecreased':
         s.speed = Math.max(0, s.speed - Number(p.by));
