@@ -156,4 +156,18 @@ describe.each([
     );
     expect(restConflict.status).toBe(409);
   });
+
+  it('answers a speed held at 2^53 - 1 the same over both transports', async () => {
+    const max = Number.MAX_SAFE_INTEGER;
+    const rest = async (e: unknown) => (await postJson(`${server.http}/messages`, e)).body;
+    const launch = envelope('max', 1, 'RocketLaunched', { type: 'T', launchSpeed: max, mission: 'M' });
+    expect(await rest(launch)).toMatchObject({ status: 'applied' });
+    const viaGraphql = await data(server, SubmitMessageDocument, messages('max').increased(2, max));
+    expect(viaGraphql.submitMessage).toMatchObject({ status: 'APPLIED', rocket: { speed: max } });
+    const plusOne = envelope('max', 3, 'RocketSpeedIncreased', { by: 1 });
+    expect(await rest(plusOne)).toMatchObject({ status: 'applied' });
+    const { rocket } = await data(server, RocketDocument, { channel: 'max' });
+    expect(rocket?.speed).toBe(max);
+    expect(rocket && asRest(rocket)).toEqual((await getJson(`${server.http}/rockets/max`)).body);
+  });
 });
