@@ -275,6 +275,17 @@ export function toUtcIso(messageTime: string): string {
   return ms !== undefined && isCanonical(messageTime) ? messageTime : isoString(ms ?? NaN);
 }
 
+/** What a sender wrote to make a non-finite number: JSON cannot spell NaN or Infinity themselves. */
+const huge = (value: number): string =>
+  Number.isNaN(value)
+    ? 'NaN'
+    : value > 0
+      ? 'a number too large to represent'
+      : 'a negative number too large to represent';
+
+/** The largest amount (a speed, or a change of speed) a message may carry. */
+const MAX_AMOUNT = Number.MAX_SAFE_INTEGER;
+
 function checkField(field: Field, value: unknown, path: string, issues: Issue[]): void {
   if (value === undefined) {
     issues.push({ field: path, problem: 'is required' });
@@ -283,13 +294,17 @@ function checkField(field: Field, value: unknown, path: string, issues: Issue[])
     else if (value.length > MAX_TEXT_LENGTH)
       issues.push({ field: path, problem: `must be at most ${MAX_TEXT_LENGTH} characters` });
     else if (UNSTORABLE.test(value)) issues.push({ field: path, problem: NOT_UNICODE });
-  } else if (typeof value !== 'number' || !Number.isFinite(value)) {
+  } else if (typeof value !== 'number') {
     issues.push({ field: path, problem: `must be a number, got ${describe(value)}` });
+  } else if (!Number.isFinite(value)) {
+    // JSON has no Infinity, but JSON.parse reads 1e400 as one: say what was sent, a huge number.
+    const problem = `must be a finite number no larger than ${MAX_AMOUNT}, got ${huge(value)}`;
+    issues.push({ field: path, problem });
   } else if (value < 0) {
     issues.push({ field: path, problem: 'must not be negative' });
-  } else if (value > Number.MAX_SAFE_INTEGER) {
+  } else if (value > MAX_AMOUNT) {
     // Keeps every speed finite: sums of such amounts can never reach Infinity (which JSON cannot carry).
-    issues.push({ field: path, problem: `must be at most ${Number.MAX_SAFE_INTEGER}` });
+    issues.push({ field: path, problem: `must be at most ${MAX_AMOUNT}` });
   }
 }
 

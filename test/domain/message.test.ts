@@ -418,20 +418,28 @@ describe('validateEnvelope', () => {
       expect(issuesOf(withPayload(messageType, payload))).toEqual([{ field, problem }]);
     });
 
-    it('whose amount overflows to Infinity in JSON', () => {
+    const finite = `must be a finite number no larger than ${Number.MAX_SAFE_INTEGER}, got`;
+
+    it.each([
+      ['by', 'RocketSpeedIncreased', '{"by":1e309}'],
+      ['launchSpeed', 'RocketLaunched', '{"type":"F","launchSpeed":1e400,"mission":"M"}'],
+    ])('whose %s overflows to Infinity in JSON, saying the number is too large', (name, type, body) => {
       const input: unknown = JSON.parse(
         '{"metadata":{"channel":"r","messageNumber":1,"messageTime":"2022-02-02T19:39:05Z",' +
-          '"messageType":"RocketSpeedIncreased"},"message":{"by":1e309}}',
+          `"messageType":"${type}"},"message":${body}}`,
       );
-      expectOneIssue(input, 'message.by', 'must be a number');
+      expect(issuesOf(input)).toEqual([
+        { field: `message.${name}`, problem: `${finite} a number too large to represent` },
+      ]);
     });
 
     it.each([
-      ['NaN', NaN],
-      ['Infinity', Infinity],
-      ['-Infinity', -Infinity],
-    ])('whose amount is %s, as a caller that does not speak JSON can send', (_, by) => {
-      expectOneIssue(withPayload('RocketSpeedIncreased', { by }), 'message.by', 'must be a number, got a number');
+      ['NaN', NaN, 'NaN'],
+      ['Infinity', Infinity, 'a number too large to represent'],
+      ['-Infinity', -Infinity, 'a negative number too large to represent'],
+    ])('whose amount is %s, as a caller that does not speak JSON can send', (_, by, got) => {
+      const issues = issuesOf(withPayload('RocketSpeedIncreased', { by }));
+      expect(issues).toEqual([{ field: 'message.by', problem: `${finite} ${got}` }]);
     });
 
     it('whose amount is a boxed number or a bigint', () => {
