@@ -394,9 +394,37 @@ export function validateEnvelope(input: unknown): Validation {
   };
 }
 
-/** True when two messages for the same (channel, number) carry the same content: a harmless redelivery. */
+/**
+ * The instant of an RFC 3339 text to the nanosecond, as a key equal for texts of the same instant
+ * however written (offset, `T`, `t` or space, `Z` or `z`, trailing zeros of the fraction), or undefined
+ * when the text is not one. Finer than `parseRfc3339`, which truncates to the millisecond: the log
+ * keeps the text, so every digit a sender may write counts. A leap second (:60, which `parseRfc3339`
+ * reads as :59) stays a second of its own.
+ */
+export function instantKey(text: string): string | undefined {
+  const ms = parseRfc3339(text);
+  if (ms === undefined) return undefined;
+  // The fraction's digits after the millisecond ones, padded to six (parseRfc3339 allows nine in all).
+  let end = text.charCodeAt(19) === DOT ? 20 : 19;
+  while (isDigit(text.charCodeAt(end))) end++;
+  const beyondMillis = end > 23 ? text.slice(23, end).padEnd(6, '0') : '000000';
+  return `${ms}.${beyondMillis}${text.charCodeAt(17) === SIX ? ' leap' : ''}`;
+}
+
+/** Whether two message times are one instant (see instantKey); a non-time is only itself. */
+export function sameInstant(a: string, b: string): boolean {
+  if (a === b) return true;
+  const key = instantKey(a);
+  return key !== undefined && key === instantKey(b);
+}
+
+/**
+ * True when two messages for the same (channel, number) carry the same content: a harmless redelivery.
+ * The times are compared as instants, to the nanosecond, so the same instant written another way (an
+ * offset, `.000`, lower case) is a duplicate too. Whichever came first is what the log keeps.
+ */
 export function sameContent(a: RocketMessage, b: RocketMessage): boolean {
-  if (a.messageType !== b.messageType || a.messageTime !== b.messageTime) return false;
+  if (a.messageType !== b.messageType || !sameInstant(a.messageTime, b.messageTime)) return false;
   const pa = a.payload as unknown as Record<string, unknown>;
   const pb = b.payload as unknown as Record<string, unknown>;
   return Object.keys(PAYLOAD_FIELDS[a.messageType]).every((k) => pa[k] === pb[k]);

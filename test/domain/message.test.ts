@@ -3,8 +3,10 @@ import { ValidationError, type Issue } from '../../src/domain/errors';
 import {
   MAX_CHANNEL_LENGTH,
   MAX_TEXT_LENGTH,
+  instantKey,
   parseRfc3339,
   sameContent,
+  sameInstant,
   toEnvelope,
   toUtcIso,
   validateEnvelope,
@@ -732,10 +734,52 @@ describe('sameContent', () => {
     expect(sameContent(r.increased(2, 10), r.decreased(2, 10))).toBe(false);
   });
 
-  it('compares message times as sent, so the same instant written differently is different content', () => {
-    const a = r.increased(2, 10, '2022-02-02T18:39:05Z');
-    expect(sameContent(a, r.increased(2, 10, '2022-02-02T18:39:05Z'))).toBe(true);
-    expect(sameContent(a, r.increased(2, 10, '2022-02-02T19:39:05+01:00'))).toBe(false);
+  it('compares message times as instants: one instant written differently is the same content', () => {
+    const a = r.increased(2, 10, '2022-01-01T00:00:00Z');
+    for (const same of [
+      '2022-01-01T00:00:00Z',
+      '2022-01-01T00:00:00.000Z',
+      '2022-01-01T00:00:00.000000000Z',
+      '2022-01-01T01:00:00+01:00',
+      '2021-12-31T19:30:00-04:30',
+      '2022-01-01t00:00:00z',
+      '2022-01-01 00:00:00+00:00',
+      '2022-01-01T00:00:00-00:00',
+    ])
+      expect([same, sameContent(a, r.increased(2, 10, same))]).toEqual([same, true]);
+    expect(sameContent(a, r.increased(2, 11, '2022-01-01T01:00:00+01:00'))).toBe(false);
+    expect(sameContent(a, r.decreased(2, 10, '2022-01-01T01:00:00+01:00'))).toBe(false);
+  });
+
+  it('tells instants apart to the nanosecond, finer than the milliseconds parseRfc3339 keeps', () => {
+    const a = r.increased(2, 10, '2022-01-01T00:00:00.123456789Z');
+    const at = (time: string) => sameContent(a, r.increased(2, 10, time));
+    expect(at('2022-01-01T01:00:00.123456789+01:00')).toBe(true);
+    expect(at('2022-01-01T00:00:00.123456788Z')).toBe(false);
+    expect(at('2022-01-01T00:00:00.123Z')).toBe(false);
+    expect(at('2022-01-01T00:00:00.124Z')).toBe(false);
+    const b = r.increased(2, 10, '2022-01-01T00:00:00.5Z');
+    expect(sameContent(b, r.increased(2, 10, '2022-01-01T00:00:00.500000Z'))).toBe(true);
+    expect(sameContent(b, r.increased(2, 10, '2022-01-01T01:00:00.50+01:00'))).toBe(true);
+    expect(sameContent(b, r.increased(2, 10, '2022-01-01T00:00:00.5000001Z'))).toBe(false);
+    expect(sameContent(b, r.increased(2, 10, '2022-01-01T00:00:00.05Z'))).toBe(false);
+  });
+
+  it('keeps a leap second apart from the second before it, which parseRfc3339 reads it as', () => {
+    const leap = r.increased(2, 10, '2016-12-31T23:59:60Z');
+    expect(parseRfc3339('2016-12-31T23:59:60Z')).toBe(parseRfc3339('2016-12-31T23:59:59Z'));
+    expect(sameContent(leap, r.increased(2, 10, '2016-12-31T23:59:59Z'))).toBe(false);
+    expect(sameContent(leap, r.increased(2, 10, '2017-01-01T00:59:60+01:00'))).toBe(true);
+    expect(sameContent(leap, r.increased(2, 10, '2016-12-31T23:59:60.000Z'))).toBe(true);
+  });
+
+  it('keys an instant to the nanosecond, and nothing that is not a time', () => {
+    const half = instantKey('2022-01-01T00:00:00.500000000Z');
+    expect(instantKey('2022-01-01T01:00:00.5+01:00')).toBe(half);
+    expect(instantKey('2022-01-01T00:00:00.0000001Z')).not.toBe(instantKey('2022-01-01T00:00:00Z'));
+    expect(instantKey('2022-02-30T00:00:00Z')).toBeUndefined();
+    expect(sameInstant('not a time', 'not a time')).toBe(true);
+    expect(sameInstant('not a time', 'not a time ')).toBe(false);
   });
 
   it('ignores unknown fields the sender added, since validation never keeps them', () => {

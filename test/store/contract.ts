@@ -128,6 +128,17 @@ export function stripBuffer(v: RocketView): Rocket {
 
 const ALL = Number.MAX_SAFE_INTEGER;
 
+/** 2022-01-01T00:00:00Z written in other ways RFC 3339 allows: the same instant. */
+export const SAME_INSTANT = [
+  '2022-01-01T00:00:00Z',
+  '2022-01-01T00:00:00.000Z',
+  '2022-01-01T00:00:00.000000000Z',
+  '2022-01-01T01:00:00+01:00',
+  '2021-12-31T19:30:00-04:30',
+  '2022-01-01t00:00:00z',
+  '2022-01-01 00:00:00.0+00:00',
+];
+
 // ---------------------------------------------------------------------------------------------------
 // Reference ordering, independent of every store
 
@@ -474,6 +485,60 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
 
       it('accepts an empty commit', async () => {
         expect(await store.commit([])).toEqual({ outcomes: [], events: [], rockets: [] });
+      });
+
+      it('takes one instant written another way for a duplicate, applied or buffered', async () => {
+        const time = '2022-01-01T00:00:00Z';
+        const third = '2022-01-01T00:00:03.5+00:00';
+        await oneByOne(launched('r1', 1, {}, time), increased('r1', 3, 5, third));
+        const before = { events: await allEvents(), stats: await store.stats() };
+        expect(await store.getRocket('r1')).toMatchObject({
+          launchedAt: '2022-01-01T00:00:00.000Z',
+          buffer: { count: 1 },
+        });
+        for (const same of SAME_INSTANT)
+          expect([same, await submit(launched('r1', 1, {}, same))]).toEqual([same, ['duplicate']]);
+        for (const same of ['2022-01-01t01:00:03.50+01:00', '2022-01-01 00:00:03.5z'])
+          expect([same, await submit(increased('r1', 3, 5, same))]).toEqual([same, ['duplicate']]);
+        // In one commit with the message it repeats, and once that buffered message has applied.
+        const twice = [increased('r1', 2, 1), increased('r1', 2, 1, '2022-02-02T20:39:07+01:00')];
+        const result = await store.commit(twice);
+        expect(statuses(result)).toEqual(['applied', 'duplicate']);
+        const late = increased('r1', 3, 5, '2021-12-31T23:00:03.5-01:00');
+        expect(await submit(late)).toEqual(['duplicate']);
+        // The first one stands: its text in the log, and the state it made.
+        const events = await allEvents();
+        expect(events.slice(0, 1)).toEqual(before.events);
+        expect(events.map((e) => e.messageTime)).toEqual([time, at(2), third]);
+        const launchedAt = '2022-01-01T00:00:00.000Z';
+        expect(await rocket('r1')).toMatchObject({ launchedAt, speed: 506 });
+        expect(await store.stats()).toEqual({ ...before.stats, events: 3, buffered: 0 });
+      });
+
+      it('reports a conflict for another instant, to the nanosecond and leap second', async () => {
+        await oneByOne(
+          launched('r1', 1, {}, '2022-01-01T00:00:00.123456789Z'),
+          increased('r1', 2, 5, '2016-12-31T23:59:60Z'),
+          increased('r1', 4, 5, '2022-01-01T00:00:04.000000001Z'),
+        );
+        const events = await allEvents();
+        expect(
+          await oneByOne(
+            launched('r1', 1, {}, '2022-01-01T00:00:00.123456788Z'),
+            launched('r1', 1, {}, '2022-01-01T00:00:00.123Z'),
+            increased('r1', 2, 5, '2016-12-31T23:59:59Z'),
+            increased('r1', 4, 5, '2022-01-01T00:00:04Z'),
+            launched('r1', 1, {}, '2022-01-01T01:00:00.12345679+01:00'),
+          ),
+        ).toEqual(['conflict', 'conflict', 'conflict', 'conflict', 'conflict']);
+        expect(
+          await oneByOne(
+            launched('r1', 1, {}, '2022-01-01T01:00:00.123456789+01:00'),
+            increased('r1', 2, 5, '2017-01-01T00:59:60.000+01:00'),
+            increased('r1', 4, 5, '2022-01-01T01:00:04.000000001+01:00'),
+          ),
+        ).toEqual(['duplicate', 'duplicate', 'duplicate']);
+        expect(await allEvents()).toEqual(events);
       });
     });
 

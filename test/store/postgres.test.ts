@@ -222,6 +222,28 @@ describePg('PostgresStore with several instances', () => {
     }
   });
 
+  it('takes one instant written differently for a duplicate on another instance too', async () => {
+    const [a, b] = [await open(), await open()];
+    const statuses = (...rs: CommitResult[]) => rs.flatMap((r) => r.outcomes.map((o) => o.status));
+    const [one, three] = ['2022-01-01T00:00:00Z', '2022-01-01T00:00:03.5+00:00'];
+    await a.commit([launched('t', 1, {}, one), increased('t', 3, 5, three)]);
+    const events = await a.readEvents({ limit: ALL });
+    // Applied and buffered on A; B finds both in the database.
+    const sameOnB = [launched('t', 1, {}, '2022-01-01t01:00:00.000+01:00')];
+    sameOnB.push(increased('t', 3, 5, '2022-01-01 00:00:03.5z'));
+    expect(statuses(await b.commit(sameOnB))).toEqual(['duplicate', 'duplicate']);
+    const later = launched('t', 1, {}, '2022-01-01T00:00:00.001Z');
+    expect(statuses(await b.commit([later]))).toEqual(['conflict']);
+    // At once on both instances, one instant written two ways: applied once, then a duplicate.
+    const both = await Promise.all([
+      a.commit([increased('t', 2, 1, '2022-01-01T00:00:02Z')]),
+      b.commit([increased('t', 2, 1, '2022-01-01T02:00:02+02:00')]),
+    ]);
+    expect(statuses(...both).sort()).toEqual(['applied', 'duplicate']);
+    expect((await b.readEvents({ limit: ALL })).slice(0, 1)).toEqual(events);
+    expect(await b.getRocket('t')).toMatchObject({ speed: 506, lastMessageNumber: 3 });
+  });
+
   it('feeds instance B every event committed by instance A, in order, once per transaction, with no gap', async () => {
     const [a, b] = [await open(), await open()];
     const onA = record(a);

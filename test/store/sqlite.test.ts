@@ -134,6 +134,26 @@ describe('SqliteStore on its file', () => {
     expect(await second.getRocket('r1')).toMatchObject({ speed: 517, buffer: { count: 0, oldestSince: null } });
   });
 
+  it('after a reopen, takes one instant written differently for a duplicate', async () => {
+    const first = open(createTestClock());
+    const [one, three] = ['2022-01-01T00:00:00Z', '2022-01-01T00:00:03.5+00:00'];
+    await first.commit([launched('r1', 1, {}, one), increased('r1', 3, 5, three)]);
+    const events = await all(first);
+    await first.close();
+
+    const second = open(createTestClock());
+    const statuses = async (...ms: RocketMessage[]) => {
+      const { outcomes } = await second.commit(ms);
+      return outcomes.map((o) => o.status);
+    };
+    const again = [launched('r1', 1, {}, '2022-01-01t01:00:00.000+01:00')];
+    again.push(increased('r1', 3, 5, '2022-01-01 00:00:03.5z'));
+    expect(await statuses(...again)).toEqual(['duplicate', 'duplicate']);
+    expect(await statuses(launched('r1', 1, {}, '2022-01-01T00:00:00.001Z'))).toEqual(['conflict']);
+    expect(await all(second)).toEqual(events);
+    expect((await second.getRocket('r1'))?.buffer.count).toBe(1);
+  });
+
   it('stores each payload as JSON of the contract fields alone, in their order, whatever the object holds', async () => {
     const store = open();
     const mission = 'quote " backslash \\ tab \t é 🚀 \u2028';
@@ -419,7 +439,10 @@ describe('SqliteStore on its file', () => {
     await first.close();
     const second = new SqliteStore(tmp.file, { bufferLimits });
     opened.push(second);
-    const statuses = async (...ms: RocketMessage[]) => (await second.commit(ms)).outcomes.map((o) => o.status);
+    const statuses = async (...ms: RocketMessage[]) => {
+      const { outcomes } = await second.commit(ms);
+      return outcomes.map((o) => o.status);
+    };
     expect(await statuses(increased('c', 2, 1))).toEqual(['refused']);
     expect(await statuses(launched('a', 1), increased('c', 2, 1), increased('d', 2, 1))).toEqual([
       'applied',
