@@ -53,7 +53,9 @@ export const Rocket = builder.objectRef<RocketModel>('Rocket').implement({
     channel: t.exposeString('channel', { description: 'The rocket: its channel id.' }),
     type: t.exposeString('type', { nullable: true, description: 'Null until a RocketLaunched is applied.' }),
     mission: t.exposeString('mission', { nullable: true }),
-    speed: t.exposeFloat('speed', { description: 'Never negative.' }),
+    speed: t.exposeFloat('speed', {
+      description: 'Never negative; an increase past 9007199254740991 (2^53 - 1) holds it there.',
+    }),
     status: t.expose('status', { type: RocketStatusEnum }),
     explodedReason: t.exposeString('explodedReason', { nullable: true }),
     launchedAt: t.expose('launchedAt', { type: DateTime, nullable: true }),
