@@ -267,7 +267,8 @@ builder.mutationField('submitMessage', (t) =>
     description: [
       "Records one message of the seed's envelope. Answers once it is durably applied or buffered (or known to",
       'be a duplicate). Errors: BAD_USER_INPUT with `extensions.issues` naming each wrong field (nothing stored),',
-      'CONFLICT when the number was already received with a different body (the first one stands).',
+      'CONFLICT when the number was already received with a different body (the first one stands). A',
+      'messageTime is compared as an instant: the same instant written differently is a duplicate.',
     ].join('\n'),
     args: {
       metadata: t.arg({ type: MessageMetadataInput, required: true }),
