@@ -60,9 +60,14 @@ export class BatchingWebSocket extends WebSocket {
    * that is not UTF-8 closes the socket with 1007 (invalid frame payload data) before anyone reads it.
    */
   override emit(event: string | symbol, ...args: unknown[]): boolean {
-    if (event === 'message' && args[1] === true && Buffer.isBuffer(args[0]) && !isUtf8(args[0])) {
-      this.close(INVALID_PAYLOAD, 'a binary frame that is not UTF-8: send graphql-ws messages as text');
-      return true;
+    if (event === 'message') {
+      // Frames that were already on the way when the socket began to close are read no more, as ws does
+      // after a text frame that is not UTF-8.
+      if (this.readyState !== WebSocket.OPEN) return true;
+      if (args[1] === true && Buffer.isBuffer(args[0]) && !isUtf8(args[0])) {
+        this.close(INVALID_PAYLOAD, 'a binary frame that is not UTF-8: send graphql-ws messages as text');
+        return true;
+      }
     }
     return super.emit(event, ...args);
   }
