@@ -137,10 +137,19 @@ const armor = (introspection: boolean): Parameters<typeof EnvelopArmorPlugin>[0]
  * GraphQL (a store that failed while a subscription started, say) is left to masking.
  */
 const badInput = (e: GraphQLError): GraphQLError =>
-  (e.extensions as GraphQLErrorExtensions | undefined)?.code === undefined &&
-  (e.originalError === undefined || e.originalError instanceof GraphQLError)
+  (e.extensions as GraphQLErrorExtensions | undefined)?.code === undefined && onlyGraphQL(e)
     ? relocated(e.message, { ...e.extensions, code: 'BAD_USER_INPUT' }, e)
     : e;
+
+/** Whether every error down the chain of causes is a GraphQL one, as yoga's masking asks. */
+function onlyGraphQL(e: GraphQLError): boolean {
+  let cause: unknown = e;
+  while (cause instanceof GraphQLError) {
+    if (cause.originalError === undefined) return true;
+    cause = cause.originalError;
+  }
+  return false;
+}
 
 /**
  * Turns errors the domain raises on purpose (thrown by resolvers, subscription sources and streams) into
