@@ -252,8 +252,8 @@ export function createRestRoutes(
     const m = ROCKET_PATH.exec(path);
     if (m) {
       const channel = decodeSegment(m[1] as string);
-      const asOf = param(q, 'asOf');
-      if (m[2] === undefined && asOf !== undefined) {
+      const asOf = m[2] === undefined ? param(q, 'asOf') : undefined;
+      if (asOf !== undefined) {
         // Time travel: a message number, or a server time (RFC 3339). Unencoded in a query string, the `+`
         // of an offset reads as a space, which an RFC 3339 time never holds there.
         const point = /^\d{1,16}$/.test(asOf)

@@ -374,6 +374,8 @@ describe('REST API', () => {
           },
         });
       }
+      // One a route does not read is no matter to it, given once or twice.
+      expect((await getJson(`${base}/rockets/d/events?asOf=1&asOf=2`)).status).toBe(200);
     });
 
     it('answers one rocket, or 404 with a JSON error', async () => {
