@@ -272,6 +272,21 @@ describe('GraphQL hardening', () => {
         ]);
       }
       expect([overWs.type, subscribed.type]).toEqual(['next', 'next']);
+      // A scalar that fails with a plain error (graphql-scalars' SafeInt reading an object) stays masked,
+      // as every error caused by anything but GraphQL is, on graphql-js's first run and graphql-jit's after.
+      const safeInt = 'query ($a: SafeInt) { events(after: $a) { position } }';
+      for (let run = 1; run <= 3; run++) {
+        const r = await send(
+          `${server.http}/graphql`,
+          'POST',
+          JSON.stringify({ query: safeInt, variables: { a: { toString: 1 } } }),
+          { 'content-type': 'application/json' },
+        );
+        expect({ run, body: r.body }).toMatchObject({
+          run,
+          body: { errors: [{ message: 'Unexpected error.', extensions: { code: 'UNAVAILABLE' } }] },
+        });
+      }
     });
 
     it('closes with 1007 a socket that sends a binary frame that is not UTF-8, storing nothing', async () => {
@@ -295,6 +310,8 @@ describe('GraphQL hardening', () => {
       const bad = await open();
       await bad.init();
       bad.socket.send(Buffer.from(submit('caf\u00e8'), 'latin1'), { binary: true });
+      // A frame already on its way is not read either.
+      bad.socket.send(submit('after'));
       expect((await bad.closed).code).toBe(1007);
       const health = await send(`${server.http}/health`, 'GET');
       expect(health.body).toMatchObject({ rockets: 1, events: 1 });
