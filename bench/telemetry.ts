@@ -147,7 +147,7 @@ export class Model {
           ? { ...next, type: String(p.type), mission: String(p.mission), speed: Number(p.launchSpeed) }
           : next;
       case 'RocketSpeedIncreased':
-        return { ...next, speed: s.speed + Number(p.by) };
+        return { ...next, speed: Math.min(Number.MAX_SAFE_INTEGER, s.speed + Number(p.by)) };
       case 'RocketSpeedDecreased':
         return { ...next, speed: Math.max(0, s.speed - Number(p.by)) };
       case 'RocketMissionChanged':

@@ -63,15 +63,19 @@ const MessageMetadataInput = builder.inputType('MessageMetadataInput', {
 const RocketLaunchedInput = builder.inputType('RocketLaunchedInput', {
   fields: (t) => ({
     type: t.string({ required: true }),
-    launchSpeed: t.float({ required: true, description: 'Not negative.' }),
+    launchSpeed: t.float({ required: true, description: 'Not negative; at most 9007199254740991 (2^53 − 1).' }),
     mission: t.string({ required: true }),
   }),
 });
 const RocketSpeedIncreasedInput = builder.inputType('RocketSpeedIncreasedInput', {
-  fields: (t) => ({ by: t.float({ required: true, description: 'Not negative.' }) }),
+  fields: (t) => ({
+    by: t.float({ required: true, description: 'Not negative; at most 9007199254740991 (2^53 − 1).' }),
+  }),
 });
 const RocketSpeedDecreasedInput = builder.inputType('RocketSpeedDecreasedInput', {
-  fields: (t) => ({ by: t.float({ required: true, description: 'Not negative.' }) }),
+  fields: (t) => ({
+    by: t.float({ required: true, description: 'Not negative; at most 9007199254740991 (2^53 − 1).' }),
+  }),
 });
 const RocketMissionChangedInput = builder.inputType('RocketMissionChangedInput', {
   fields: (t) => ({ newMission: t.string({ required: true }) }),

@@ -520,7 +520,8 @@ export function evolveModel(state: ModelRocket | undefined, t: Telemetry): Model
         ? s
         : { ...s, type: t.message.type, mission: t.message.mission, speed: t.message.launchSpeed, launchedAt: at };
     case 'RocketSpeedIncreased':
-      return { ...s, speed: s.speed + t.message.by };
+      // Held at 2^53 − 1, as the service holds it (README, "Rules of the rocket state").
+      return { ...s, speed: Math.min(Number.MAX_SAFE_INTEGER, s.speed + t.message.by) };
     case 'RocketSpeedDecreased':
       return { ...s, speed: Math.max(0, s.speed - t.message.by) };
     case 'RocketMissionChanged':

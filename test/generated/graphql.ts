@@ -52,7 +52,7 @@ export type RocketExplodedInput = {
 };
 
 export type RocketLaunchedInput = {
-  /** Not negative. */
+  /** Not negative; at most 9007199254740991 (2^53 − 1). */
   launchSpeed: number;
   mission: string;
   type: string;
@@ -73,12 +73,12 @@ export type RocketSortField =
   | 'UPDATED_AT';
 
 export type RocketSpeedDecreasedInput = {
-  /** Not negative. */
+  /** Not negative; at most 9007199254740991 (2^53 − 1). */
   by: number;
 };
 
 export type RocketSpeedIncreasedInput = {
-  /** Not negative. */
+  /** Not negative; at most 9007199254740991 (2^53 − 1). */
   by: number;
 };
 
