@@ -14,6 +14,7 @@ import {
   type StoredEvent,
   type SubmitStatus,
 } from '../../src/store/types';
+import { SAME_INSTANT } from '../support/telemetry';
 
 /** A clock the test moves by hand; give `now` to the store under test. */
 export interface TestClock {
@@ -127,17 +128,6 @@ export function stripBuffer(v: RocketView): Rocket {
 }
 
 const ALL = Number.MAX_SAFE_INTEGER;
-
-/** 2022-01-01T00:00:00Z written in other ways RFC 3339 allows: the same instant. */
-export const SAME_INSTANT = [
-  '2022-01-01T00:00:00Z',
-  '2022-01-01T00:00:00.000Z',
-  '2022-01-01T00:00:00.000000000Z',
-  '2022-01-01T01:00:00+01:00',
-  '2021-12-31T19:30:00-04:30',
-  '2022-01-01t00:00:00z',
-  '2022-01-01 00:00:00.0+00:00',
-];
 
 // ---------------------------------------------------------------------------------------------------
 // Reference ordering, independent of every store

@@ -12,6 +12,19 @@ const T0 = Date.UTC(2022, 1, 2, 18, 39, 5);
 export const timeOf = (messageNumber: number): string =>
   new Date(T0 + (messageNumber % 1_000_000) * 1000).toISOString();
 
+/** 2022-01-01T00:00:00Z written in other ways RFC 3339 allows: the same instant. */
+export const SAME_INSTANT = [
+  '2022-01-01T00:00:00Z',
+  '2022-01-01T00:00:00.000Z',
+  '2022-01-01T00:00:00.000000000Z',
+  '2022-01-01T01:00:00+01:00',
+  '2021-12-31T19:30:00-04:30',
+  '2022-01-01t00:00:00z',
+  '2022-01-01 00:00:00+00:00',
+  '2022-01-01 00:00:00.0+00:00',
+  '2022-01-01T00:00:00-00:00',
+];
+
 /** Runs the real validation, so every message a test builds is one the service could have accepted. */
 export function parse(envelope: unknown): RocketMessage {
   const v = validateEnvelope(envelope);
