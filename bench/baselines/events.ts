@@ -16,13 +16,14 @@ const INSERT_ROWS = 64;
 
 /**
  * Inserts rows in order, up to INSERT_ROWS a statement (one prepared statement per row count), the way
- * our store appends events: a statement per row would pay its step, reset and bindings once per row.
+ * our store appends events: a statement per row would pay its step, reset and bindings once per row; OR
+ * ROLLBACK, as ours, spares SQLite a statement journal.
  */
 export function prepareInsert(db: Database): (rows: readonly EventRow[], at: string) => void {
   const statements: Array<Statement<unknown[], never>> = [];
   const statement = (count: number): Statement<unknown[], never> =>
     (statements[count] ??= db.prepare<unknown[], never>(
-      `INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
+      `INSERT OR ROLLBACK INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
        VALUES ${Array.from({ length: count }, () => '(?, ?, ?, ?, ?, ?)').join(', ')}`,
     ));
   return (rows, at) => {

@@ -318,6 +318,50 @@ describe('SqliteStore on its file', () => {
     expect(await store.stats()).toEqual({ rockets: 2, events: 3, buffered: 1 });
   });
 
+  it('rolls back the whole group when an event breaks the log’s unique constraint', async () => {
+    // The log's inserts run OR ROLLBACK (no statement journal): a broken constraint must still undo
+    // everything the group wrote before it, and leave the store able to go on.
+    const store = open();
+    await store.commit([launched('ok', 1)]);
+    const before = { events: await all(store), stats: await store.stats(), ok: await store.getRocket('ok') };
+    // Another writer took number 1 of "taken", which this store has not read: it plans that number anew.
+    const db = sideConnection();
+    db.prepare(
+      `INSERT INTO events (channel, message_number, message_type, message_time, payload, recorded_at)
+       VALUES ('taken', 1, 'RocketLaunched', '2022-02-02T19:39:05Z', '{}', '2022-02-02T19:39:05Z')`,
+    ).run();
+    const heard: StoredEvent[] = [];
+    store.onAppend((events) => heard.push(...events));
+
+    const settled = await Promise.allSettled([
+      store.commit([increased('ok', 2, 1)]),
+      store.commit([launched('taken', 1)]),
+      store.commit([launched('fresh', 1)]),
+    ]);
+    expect(settled.map((s) => s.status)).toEqual(['rejected', 'rejected', 'rejected']);
+    for (const s of settled) expect(s.status === 'rejected' && String(s.reason)).toMatch(/UNIQUE constraint failed/);
+    db.prepare("DELETE FROM events WHERE channel = 'taken'").run();
+    expect(await all(store)).toEqual(before.events);
+    expect(await store.stats()).toEqual(before.stats);
+    expect(await store.getRocket('ok')).toEqual(before.ok);
+    expect(heard).toEqual([]);
+
+    const retried = await Promise.all([
+      store.commit([increased('ok', 2, 1)]),
+      store.commit([launched('taken', 1)]),
+      store.commit([launched('fresh', 1)]),
+    ]);
+    expect(retried.map((r) => r.outcomes[0]?.status)).toEqual(['applied', 'applied', 'applied']);
+    expect(await store.stats()).toMatchObject({ rockets: 3, buffered: 0 });
+    // Position 2 was the other writer's, and is never handed out again.
+    expect((await all(store)).map((e) => `${e.position} ${e.channel}#${e.messageNumber}`)).toEqual([
+      '1 ok#1',
+      '3 ok#2',
+      '4 taken#1',
+      '5 fresh#1',
+    ]);
+  });
+
   it('records the commits of one tick in one transaction and tells listeners once', async () => {
     const store = open();
     const calls: StoredEvent[][] = [];
