@@ -132,15 +132,16 @@ export function createDashboard(log?: Logger): Dashboard {
     handle(req, res, url) {
       const path = url.pathname;
       if (path !== '/' && !path.startsWith(PREFIX)) return false;
-      const method = req.method ?? 'GET';
-      if (method !== 'GET' && method !== 'HEAD') {
-        sendProblem(res, 405, { code: 'METHOD_NOT_ALLOWED', message: 'use GET, HEAD' }, { allow: 'GET, HEAD' });
-        return true;
-      }
+      // A path that is no file is no route, whatever the method: a 405 would say it exists.
       const file = assets.get(path);
       if (file === undefined) {
         const message = missing !== undefined ? `the dashboard is unavailable: ${missing}` : `no route for ${path}`;
         sendProblem(res, 404, { code: 'NOT_FOUND', message });
+        return true;
+      }
+      const method = req.method ?? 'GET';
+      if (method !== 'GET' && method !== 'HEAD') {
+        sendProblem(res, 405, { code: 'METHOD_NOT_ALLOWED', message: 'use GET, HEAD' }, { allow: 'GET, HEAD' });
         return true;
       }
       const headers: Record<string, string> = {

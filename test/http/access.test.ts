@@ -201,7 +201,7 @@ describe('access', () => {
       '/health',
     ];
     /** The metrics and the dashboard, which answer only GET and HEAD. */
-    const PLAIN = ['/metrics', '/', '/dashboard/nowhere.js'];
+    const PLAIN = ['/metrics', '/', '/dashboard/dashboard.js'];
 
     it('lists in the Allow of every 405 exactly the methods its path takes, OPTIONS too', async () => {
       await boot({ METRICS: 'true', DASHBOARD: 'true' });
@@ -218,6 +218,19 @@ describe('access', () => {
         for (const allow of allows)
           expect({ path, allow: allow.split(', ').sort() }).toEqual({ path, allow: expected });
       }
+    });
+
+    it('answers 404, whatever the method, to a dashboard file that is not there', async () => {
+      await boot({ DASHBOARD: 'true' });
+      for (const method of ['GET', 'POST', 'PUT', 'DELETE', 'PATCH']) {
+        const r = await send(`${base}/dashboard/nowhere.js`, method);
+        expect({ method, status: r.status, body: r.body }).toMatchObject({
+          method,
+          status: 404,
+          body: { error: { code: 'NOT_FOUND' } },
+        });
+      }
+      expect((await send(`${base}/dashboard/dashboard.js`, 'POST')).status).toBe(405);
     });
 
     /** What the server sends back to `request` and then a GET of /health, pipelined on one connection. */
