@@ -8,7 +8,7 @@ import { LanePool } from './engine/lanes';
 import { RocketService } from './engine/service';
 import { createDashboard } from './http/dashboard';
 import { createGraphQLTransport } from './http/graphql';
-import { corsHeaders, sendError, sendPreflight, sendProblem } from './http/io';
+import { READ_METHODS, corsHeaders, sendError, sendMethodNotAllowed, sendPreflight, sendProblem } from './http/io';
 import { Metrics } from './http/metrics';
 import { createRestRoutes, methodsOf } from './http/rest';
 import { openStore } from './store/open';
@@ -79,6 +79,9 @@ export async function buildApp(
   const rest = createRestRoutes(service, { maxBodyBytes: config.maxBodyBytes, ingestToken: config.ingestToken, log });
   const graphql = createGraphQLTransport(service, config, log);
   const dashboard = config.dashboard ? createDashboard(log) : undefined;
+  /** The methods a route other than /graphql answers besides OPTIONS; undefined for no route. */
+  const routeMethodsOf = (path: string): string | undefined =>
+    methodsOf(path) ?? (path === '/metrics' && metrics ? READ_METHODS : dashboard?.methodsOf(path));
   const nextRequestId = requestIds();
   const debug = log.isLevelEnabled('debug');
 
@@ -112,9 +115,17 @@ export async function buildApp(
         });
         return;
       }
+      if (req.method === 'OPTIONS') {
+        // A CORS preflight, or a plain question of what a route allows: its own methods, for a route.
+        const methods = routeMethodsOf(url.pathname);
+        if (methods !== undefined) {
+          sendPreflight(res, corsHeaders(req, config.allowedOrigins), methods);
+          return;
+        }
+      }
       if (url.pathname === '/metrics' && metrics) {
         if (req.method !== 'GET' && req.method !== 'HEAD') {
-          sendProblem(res, 405, { code: 'METHOD_NOT_ALLOWED', message: 'use GET, HEAD' }, { allow: 'GET, HEAD' });
+          sendMethodNotAllowed(res, READ_METHODS);
           return;
         }
         metrics.respond(res).catch((e: unknown) => {
@@ -123,14 +134,6 @@ export async function buildApp(
         return;
       }
       if (dashboard?.handle(req, res, url) === true) return;
-      if (req.method === 'OPTIONS') {
-        // A CORS preflight, or a plain question of what a route allows: its own methods, for a route.
-        const methods = methodsOf(url.pathname);
-        if (methods !== undefined) {
-          sendPreflight(res, corsHeaders(req, config.allowedOrigins), methods);
-          return;
-        }
-      }
       if (req.headers.origin !== undefined) {
         const cors = corsHeaders(req, config.allowedOrigins);
         // CORS only keeps an answer from a page; a "simple" cross-site POST (text/plain, no preflight) would

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, extname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { sendProblem } from './io';
+import { READ_METHODS, sendMethodNotAllowed, sendProblem } from './io';
 
 /** The page's own files, committed as-is: plain HTML, CSS and one ES module, with no build step. */
 const PAGE_FILES = ['index.html', 'dashboard.css', 'dashboard.js'] as const;
@@ -113,6 +113,8 @@ export interface Dashboard {
    * answered nothing, for any other path. Never throws.
    */
   handle(req: IncomingMessage, res: ServerResponse, url: URL): boolean;
+  /** The methods a path answers besides OPTIONS: READ_METHODS for a file, else undefined (no route). */
+  methodsOf(path: string): string | undefined;
 }
 
 /**
@@ -141,7 +143,7 @@ export function createDashboard(log?: Logger): Dashboard {
       }
       const method = req.method ?? 'GET';
       if (method !== 'GET' && method !== 'HEAD') {
-        sendProblem(res, 405, { code: 'METHOD_NOT_ALLOWED', message: 'use GET, HEAD' }, { allow: 'GET, HEAD' });
+        sendMethodNotAllowed(res, READ_METHODS);
         return true;
       }
       const headers: Record<string, string> = {
@@ -159,5 +161,6 @@ export function createDashboard(log?: Logger): Dashboard {
       res.end(method === 'HEAD' ? undefined : file.body);
       return true;
     },
+    methodsOf: (path) => (assets.has(path) ? READ_METHODS : undefined),
   };
 }

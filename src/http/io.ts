@@ -230,6 +230,17 @@ export function corsHeaders(req: IncomingMessage, allowed: readonly string[] | u
   return { 'access-control-allow-origin': origin, 'access-control-expose-headers': EXPOSED_HEADERS, vary: 'origin' };
 }
 
+/** The methods of a route that only reads, besides OPTIONS. */
+export const READ_METHODS = 'GET, HEAD';
+
+/**
+ * Answers a method a route does not take: 405, with `Allow` listing the route's `methods` and OPTIONS,
+ * which the server answers on every route (see sendPreflight).
+ */
+export function sendMethodNotAllowed(res: ServerResponse, methods: string): void {
+  sendProblem(res, 405, { code: 'METHOD_NOT_ALLOWED', message: `use ${methods}` }, { allow: `${methods}, OPTIONS` });
+}
+
 /** Answers a CORS preflight: 204, with the allowance only for an allowed origin. */
 export function sendPreflight(res: ServerResponse, cors: Record<string, string>, methods: string): void {
   const allowance =

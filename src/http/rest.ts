@@ -4,7 +4,7 @@ import { UnauthenticatedError, ValidationError, inCallersTerms } from '../domain
 import type { Rocket } from '../domain/rocket';
 import { MAX_PAGE, type RocketPage, type RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
-import { mayWrite, readBody, sendError, sendJson, sendProblem, utf8Text } from './io';
+import { READ_METHODS, mayWrite, readBody, sendError, sendJson, sendMethodNotAllowed, utf8Text } from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
 
 /** A rocket's state without the buffer: what time travel answers. */
@@ -151,7 +151,7 @@ const ROCKET_PATH = /^\/rockets\/([^/]+)(\/events)?$/;
  */
 export function methodsOf(path: string): string | undefined {
   if (path === '/messages') return 'POST';
-  if (READ_PATHS.has(path) || ROCKET_PATH.test(path)) return 'GET, HEAD';
+  if (READ_PATHS.has(path) || ROCKET_PATH.test(path)) return READ_METHODS;
   return undefined;
 }
 
@@ -197,13 +197,7 @@ export function createRestRoutes(
     if (methods === undefined) return false;
     const method = req.method ?? 'GET';
     if (method !== methods && !methods.split(', ').includes(method)) {
-      // OPTIONS never gets here (the server answers it on every route), so `Allow` lists it too.
-      sendProblem(
-        res,
-        405,
-        { code: 'METHOD_NOT_ALLOWED', message: `use ${methods}` },
-        { allow: `${methods}, OPTIONS` },
-      );
+      sendMethodNotAllowed(res, methods);
       return true;
     }
 

@@ -185,11 +185,36 @@ describe('access', () => {
       // A page on that origin can read the cursor of the next page, and the rest of our own headers.
       expect(get.headers['access-control-expose-headers']).toBe('link, x-next-cursor, x-request-id, retry-after');
     });
+
+    it('answers OPTIONS on /metrics and the dashboard as on a REST route of GET and HEAD', async () => {
+      await boot({ ALLOWED_ORIGINS: 'https://ok.example', METRICS: 'true', DASHBOARD: 'true' });
+      /** What an OPTIONS answer says: its status, and what it allows whom. */
+      const options = async (path: string, headers: Record<string, string>) => {
+        const r = await send(`${base}${path}`, 'OPTIONS', undefined, headers);
+        return {
+          status: r.status,
+          ...Object.fromEntries(
+            Object.entries(r.headers).filter(([name]) => name === 'allow' || name.startsWith('access-control-')),
+          ),
+        };
+      };
+      const asks: Array<Record<string, string>> = [
+        { origin: 'https://ok.example', 'access-control-request-method': 'GET' },
+        { origin: 'https://evil.example', 'access-control-request-method': 'GET' },
+        {},
+      ];
+      for (const headers of asks) {
+        const rest = await options('/health', headers);
+        expect(rest).toMatchObject({ status: 204, allow: 'GET, HEAD, OPTIONS' });
+        for (const path of ['/metrics', '/', '/dashboard/dashboard.js'])
+          expect({ path, headers, answer: await options(path, headers) }).toEqual({ path, headers, answer: rest });
+      }
+    });
   });
 
   describe('methods', () => {
     const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
-    /** GraphQL and the REST routes, which answer OPTIONS (a preflight, or what they allow). */
+    /** Every route, each of which answers OPTIONS (a preflight, or what it allows). */
     const ROUTES = [
       '/graphql',
       '/messages',
@@ -199,17 +224,17 @@ describe('access', () => {
       '/events',
       '/gaps',
       '/health',
+      '/metrics',
+      '/',
+      '/dashboard/dashboard.js',
     ];
-    /** The metrics and the dashboard, which answer only GET and HEAD. */
-    const PLAIN = ['/metrics', '/', '/dashboard/dashboard.js'];
 
     it('lists in the Allow of every 405 exactly the methods its path takes, OPTIONS too', async () => {
       await boot({ METRICS: 'true', DASHBOARD: 'true' });
-      for (const path of [...ROUTES, ...PLAIN]) {
+      for (const path of ROUTES) {
         const answers = await Promise.all(METHODS.map((m) => send(`${base}${path}`, m)));
         const answered = METHODS.filter((_, i) => answers[i]?.status !== 405);
-        const options = answered.includes('OPTIONS');
-        expect({ path, options }).toEqual({ path, options: ROUTES.includes(path) });
+        expect({ path, options: answered.includes('OPTIONS') }).toEqual({ path, options: true });
         const allows = answers.flatMap((r) => (r.status === 405 ? [String(r.headers.allow)] : []));
         const refused = METHODS.length - answered.length;
         expect({ path, refused: allows.length }).toEqual({ path, refused });

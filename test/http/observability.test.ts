@@ -45,18 +45,22 @@ describe('metrics', () => {
     expect(text).toMatch(/rockets_nodejs_eventloop_lag_seconds \d/);
   });
 
-  it('answers 405 with Allow to a method other than GET or HEAD', async () => {
+  it('answers 405 with Allow to a method other than GET, HEAD or OPTIONS', async () => {
     await boot();
+    const allow = 'GET, HEAD, OPTIONS';
     for (const method of ['POST', 'PUT', 'DELETE']) {
       const r = await send(`${base}/metrics`, method);
-      expect({ method, status: r.status, allow: r.headers.allow }).toEqual({ method, status: 405, allow: 'GET, HEAD' });
+      expect({ method, status: r.status, allow: r.headers.allow }).toEqual({ method, status: 405, allow });
     }
     expect((await send(`${base}/metrics`, 'HEAD')).status).toBe(200);
+    const options = await send(`${base}/metrics`, 'OPTIONS');
+    expect({ status: options.status, allow: options.headers.allow }).toEqual({ status: 204, allow });
   });
 
   it('is not served when disabled', async () => {
     await boot({ METRICS: 'false' });
     expect((await getJson(`${base}/metrics`)).status).toBe(404);
+    expect((await send(`${base}/metrics`, 'OPTIONS')).status).toBe(404);
   });
 
   it('echoes a request id, and puts it in error bodies', async () => {
