@@ -115,13 +115,24 @@ export async function buildApp(
         });
         return;
       }
-      if (req.method === 'OPTIONS') {
-        // A CORS preflight, or a plain question of what a route allows: its own methods, for a route.
-        const methods = routeMethodsOf(url.pathname);
-        if (methods !== undefined) {
-          sendPreflight(res, corsHeaders(req, config.allowedOrigins), methods);
+      // The methods of the route asked for, besides OPTIONS; undefined for no route, which is a 404 below
+      // whatever the method and origin.
+      const methods = routeMethodsOf(url.pathname);
+      if (methods !== undefined && req.method === 'OPTIONS') {
+        // A CORS preflight, or a plain question of what a route allows: its own methods.
+        sendPreflight(res, corsHeaders(req, config.allowedOrigins), methods);
+        return;
+      }
+      if (methods !== undefined && req.headers.origin !== undefined) {
+        const cors = corsHeaders(req, config.allowedOrigins);
+        // CORS only keeps an answer from a page; a "simple" cross-site POST (text/plain, no preflight) would
+        // still be stored. A write from an origin not allowed is refused before it is read.
+        if (req.method !== 'GET' && req.method !== 'HEAD' && cors['access-control-allow-origin'] === undefined) {
+          sendProblem(res, 403, { code: 'FORBIDDEN', message: 'this origin may not write here' });
           return;
         }
+        // On every route that a preflight allowed, the answer itself carries the allowance too.
+        for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);
       }
       if (url.pathname === '/metrics' && metrics) {
         if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -134,16 +145,6 @@ export async function buildApp(
         return;
       }
       if (dashboard?.handle(req, res, url) === true) return;
-      if (req.headers.origin !== undefined) {
-        const cors = corsHeaders(req, config.allowedOrigins);
-        // CORS only keeps an answer from a page; a "simple" cross-site POST (text/plain, no preflight) would
-        // still be stored. A write from an origin not allowed is refused before it is read.
-        if (req.method !== 'GET' && req.method !== 'HEAD' && cors['access-control-allow-origin'] === undefined) {
-          sendProblem(res, 403, { code: 'FORBIDDEN', message: 'this origin may not write here' });
-          return;
-        }
-        for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);
-      }
       void rest.handle(req, res, url).then((handled) => {
         if (!handled) sendProblem(res, 404, { code: 'NOT_FOUND', message: `no route for ${url.pathname}` });
       });

@@ -209,6 +209,33 @@ describe('access', () => {
         for (const path of ['/metrics', '/', '/dashboard/dashboard.js'])
           expect({ path, headers, answer: await options(path, headers) }).toEqual({ path, headers, answer: rest });
       }
+      // What a preflight allowed, the answer carries too: else a browser passes the one and drops the other.
+      const cors = async (path: string, method: string, origin: string): Promise<Record<string, unknown>> => {
+        const r = await send(`${base}${path}`, method, undefined, { origin });
+        return {
+          status: r.status,
+          ...Object.fromEntries(Object.entries(r.headers).filter(([name]) => name.startsWith('access-control-'))),
+        };
+      };
+      for (const origin of ['https://ok.example', 'https://evil.example']) {
+        const rest = await cors('/health', 'GET', origin);
+        expect(rest.status).toBe(200);
+        for (const path of ['/metrics', '/', '/dashboard/dashboard.js'])
+          expect({ path, origin, answer: await cors(path, 'GET', origin) }).toEqual({ path, origin, answer: rest });
+      }
+      expect((await cors('/metrics', 'GET', 'https://ok.example'))['access-control-allow-origin']).toBe(
+        'https://ok.example',
+      );
+    });
+
+    it('answers 404 to a path that is no route, whatever the method and the origin', async () => {
+      await boot({ ALLOWED_ORIGINS: 'https://ok.example', METRICS: 'true', DASHBOARD: 'true' });
+      for (const origin of [undefined, 'https://ok.example', 'https://evil.example'])
+        for (const method of ['GET', 'POST', 'DELETE', 'OPTIONS'])
+          for (const path of ['/nowhere', '/dashboard/nowhere.js']) {
+            const r = await send(`${base}${path}`, method, undefined, origin === undefined ? {} : { origin });
+            expect({ path, method, origin, status: r.status }).toEqual({ path, method, origin, status: 404 });
+          }
     });
   });
 
