@@ -1026,9 +1026,11 @@ export class SqliteStore implements EventStore {
 
   /**
    * OR ROLLBACK: a broken constraint ends the whole transaction, as any failure of a group does (see
-   * `flush`). A plain INSERT of several rows may abort alone, so SQLite first copies every page it is
-   * about to change into a statement journal, a temporary file once past 64 KiB: measured under `perf`,
-   * those copies took about a tenth of the CPU of a `submitMessages` message.
+   * `flush`). So an append must run in a top-level transaction (never a nested one, a savepoint) whose
+   * every error ends it: a caller that caught the error and went on would be writing outside any. A
+   * plain INSERT of several rows may abort alone, so SQLite first copies every page it is about to change
+   * into a statement journal, a temporary file once past 64 KiB: measured under `perf`, those copies
+   * took about a tenth of the CPU of a `submitMessages` message.
    */
   private insertStatement(rows: number): Database.Statement<unknown[], never> {
     let statement = this.inserts[rows];
