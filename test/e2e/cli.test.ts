@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { MAIN, getJson, startServer, type ServerProcess } from '../support/process';
 
@@ -41,6 +42,29 @@ describe('the server command', () => {
     expect((await getJson(`${s.url}/health`)).status).toBe(200);
     expect(await s.stop('SIGHUP')).toBe(0);
     expect(s.output.some((l) => l.includes('"signal":"SIGHUP"') && l.includes('"stopping"'))).toBe(true);
+  });
+
+  it.each(['exception', 'rejection'])('logs an uncaught %s as JSON, at level fatal, then exits 1', async (kind) => {
+    const preload = join(__dirname, '..', 'support', 'raise-on-signal.js');
+    const s = (server = await startServer({
+      DATABASE_URL: 'memory:',
+      RAISE: kind,
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${preload}`,
+    }));
+    const exited = new Promise<number | null>((resolve) => s.child.once('close', resolve));
+    s.child.kill('SIGUSR2');
+    expect(await exited).toBe(1);
+    const lines = s.output.flatMap((l) => {
+      try {
+        return [JSON.parse(l) as { level?: number; msg?: string; err?: { message?: string } }];
+      } catch {
+        return [];
+      }
+    });
+    expect(lines.find((l) => l.level === 60)).toMatchObject({
+      msg: kind === 'exception' ? 'uncaught exception' : 'unhandled rejection',
+      err: { message: `raised by the test: ${kind}` },
+    });
   });
 
   it('exits at once, with 1, on a second signal while it stops', async () => {
