@@ -49,7 +49,7 @@ describe('the server command', () => {
     const s = (server = await startServer({
       DATABASE_URL: 'memory:',
       RAISE: kind,
-      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require ${preload}`,
+      NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --require "${preload}"`,
     }));
     const exited = new Promise<number | null>((resolve) => s.child.once('close', resolve));
     s.child.kill('SIGUSR2');
