@@ -123,15 +123,20 @@ export async function buildApp(
         sendPreflight(res, corsHeaders(req, config.allowedOrigins), methods);
         return;
       }
-      if (methods !== undefined && req.headers.origin !== undefined) {
+      if (req.headers.origin !== undefined) {
         const cors = corsHeaders(req, config.allowedOrigins);
         // CORS only keeps an answer from a page; a "simple" cross-site POST (text/plain, no preflight) would
-        // still be stored. A write from an origin not allowed is refused before it is read.
-        if (req.method !== 'GET' && req.method !== 'HEAD' && cors['access-control-allow-origin'] === undefined) {
+        // still be stored. A write to a route from an origin not allowed is refused before it is read.
+        if (
+          methods !== undefined &&
+          req.method !== 'GET' &&
+          req.method !== 'HEAD' &&
+          cors['access-control-allow-origin'] === undefined
+        ) {
           sendProblem(res, 403, { code: 'FORBIDDEN', message: 'this origin may not write here' });
           return;
         }
-        // On every route that a preflight allowed, the answer itself carries the allowance too.
+        // Every answer to an allowed origin carries the allowance, a 404 too: a page can read what went wrong.
         for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);
       }
       if (url.pathname === '/metrics' && metrics) {

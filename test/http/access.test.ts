@@ -234,7 +234,15 @@ describe('access', () => {
         for (const method of ['GET', 'POST', 'DELETE', 'OPTIONS'])
           for (const path of ['/nowhere', '/dashboard/nowhere.js']) {
             const r = await send(`${base}${path}`, method, undefined, origin === undefined ? {} : { origin });
-            expect({ path, method, origin, status: r.status }).toEqual({ path, method, origin, status: 404 });
+            // An allowed origin's page may read the 404; no other gets the allowance.
+            const allowed = origin === 'https://ok.example' ? origin : undefined;
+            expect({ path, method, origin, status: r.status, cors: r.headers['access-control-allow-origin'] }).toEqual({
+              path,
+              method,
+              origin,
+              status: 404,
+              cors: allowed,
+            });
           }
     });
   });
