@@ -114,15 +114,35 @@ function secret(env: Env, name: string): string | undefined {
   return raw;
 }
 
+/**
+ * One entry of ALLOWED_ORIGINS, as browsers send an `Origin`: scheme, host and a port other than the
+ * scheme's own, lower case, nothing after (a trailing slash is dropped). An origin is compared as sent,
+ * so any other spelling could never match: refused, with the spelling that would, where there is one.
+ */
+function origin(raw: string): string {
+  const o = raw.replace(/\/+$/, '');
+  if (o === '' || o === '*') return o;
+  let url: URL | undefined;
+  try {
+    url = new URL(o);
+  } catch {
+    url = undefined;
+  }
+  if (url?.origin === o) return o;
+  const hint = url && url.origin !== 'null' ? `; did you mean "${url.origin}"?` : ' such as "https://example.com"';
+  throw new ConfigError(
+    `ALLOWED_ORIGINS: "${raw}" is not an origin as browsers send it (scheme://host[:port], lower case)${hint}`,
+  );
+}
+
 /** Reads the configuration; throws ConfigError naming the variable when a value is not acceptable. */
 export function loadConfig(env: Env = process.env): Config {
   const production = env.NODE_ENV === 'production';
   const sync = (env.SQLITE_SYNCHRONOUS?.trim() || 'FULL').toUpperCase();
   if (sync !== 'FULL' && sync !== 'NORMAL')
     throw new ConfigError(`SQLITE_SYNCHRONOUS must be FULL or NORMAL, got "${env.SQLITE_SYNCHRONOUS ?? ''}"`);
-  // An origin is compared without trailing slashes, as browsers send it.
   const origins = env.ALLOWED_ORIGINS?.split(',')
-    .map((o) => o.trim().replace(/\/+$/, ''))
+    .map((o) => origin(o.trim()))
     .filter((o) => o !== '');
   const headersTimeoutMs = int(env, 'HEADERS_TIMEOUT_MS', 10_000, 100, 600_000);
   const requestTimeoutMs = int(env, 'REQUEST_TIMEOUT_MS', 30_000, 100, 3_600_000);

@@ -33,4 +33,25 @@ describe('loadConfig', () => {
     }
     expect(loadConfig({ INGEST_TOKEN: 'a b' }).ingestToken).toBe('a b');
   });
+
+  it('refuses an ALLOWED_ORIGINS entry that no browser would send, naming the one it would', () => {
+    const refused = (value: string, hint: string): void => {
+      expect(() => loadConfig({ ALLOWED_ORIGINS: `https://ok.example, ${value}` })).toThrow(
+        new ConfigError(
+          `ALLOWED_ORIGINS: "${value}" is not an origin as browsers send it (scheme://host[:port], lower case)${hint}`,
+        ),
+      );
+    };
+    refused('HTTP://Example.COM', '; did you mean "http://example.com"?');
+    refused('http://example.com:80', '; did you mean "http://example.com"?');
+    refused('https://example.com/app', '; did you mean "https://example.com"?');
+    refused('example.com', ' such as "https://example.com"');
+    refused('not a url', ' such as "https://example.com"');
+    refused('null', ' such as "https://example.com"');
+    refused('file:///tmp/page.html', ' such as "https://example.com"');
+    expect(
+      loadConfig({ ALLOWED_ORIGINS: 'https://ok.example/, http://localhost:5173, http://[::1]:8080' }).allowedOrigins,
+    ).toEqual(['https://ok.example', 'http://localhost:5173', 'http://[::1]:8080']);
+    expect(loadConfig({ ALLOWED_ORIGINS: ' * ' }).allowedOrigins).toBeUndefined();
+  });
 });
