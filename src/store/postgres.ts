@@ -977,6 +977,14 @@ export class PostgresStore implements EventStore {
     }
     if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:')
       throw new Error(`a PostgreSQL URL starts with postgres:// or postgresql://, not ${parsed.protocol}//`);
+    // The URL is the only place an operator names the schema: a spelling pg would ignore, or a second
+    // value, would quietly put this instance in another schema's fleet.
+    for (const key of new Set(parsed.searchParams.keys())) {
+      if (key !== 'schema' && key.toLowerCase() === 'schema')
+        throw new Error(`the PostgreSQL URL's "${key}=" parameter is spelt "schema=" (lower case)`);
+    }
+    if (parsed.searchParams.getAll('schema').length > 1)
+      throw new Error('the PostgreSQL URL names "schema=" more than once');
     const schema = options.schema ?? parsed.searchParams.get('schema') ?? 'public';
     if (!SCHEMA_NAME.test(schema))
       throw new Error(`schema "${schema}" must be letters, digits and _ (at most 48), not starting with a digit`);

@@ -524,6 +524,24 @@ describePg('PostgresStore with several instances', () => {
     await expect(PostgresStore.open(DATABASE_URL, { schema: 'bad"name' })).rejects.toThrow(/schema/);
   });
 
+  it('refuses a URL that spells schema= otherwise or names it twice, rather than join another schema', async () => {
+    const withParams = (params: string): string => {
+      const url = new URL(DATABASE_URL);
+      url.search = `?${params}${url.search === '' ? '' : `&${url.search.slice(1)}`}`;
+      return url.toString();
+    };
+    await expect(PostgresStore.open(withParams(`Schema=${schema}`))).rejects.toThrow(
+      'the PostgreSQL URL\'s "Schema=" parameter is spelt "schema=" (lower case)',
+    );
+    await expect(PostgresStore.open(withParams(`schema=${schema}&schema=other`))).rejects.toThrow(
+      'the PostgreSQL URL names "schema=" more than once',
+    );
+    const tables = await admin((c) =>
+      c.query('SELECT 1 FROM information_schema.tables WHERE table_schema = $1', [schema]),
+    );
+    expect(tables.rowCount).toBe(0);
+  });
+
   it('skips each number once when two instances sweep the same stale gaps at once, and both feeds hear it', async () => {
     const clock = createTestClock();
     const [a, b] = [await open({ now: clock.now }), await open({ now: clock.now })];
