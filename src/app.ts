@@ -50,6 +50,16 @@ export async function buildApp(
     now,
     sqliteSynchronous: config.sqliteSynchronous,
     bufferLimits: config.bufferLimits,
+    // While it is down, this instance's subscribers wait for what other instances write (nothing is lost:
+    // it catches up once back), and nothing else would show it.
+    onListener: (event) => {
+      if (event.state === 'listening') log.info({ backendPid: event.pid }, 'PostgreSQL LISTEN connection up');
+      else
+        log.warn(
+          { err: event.error },
+          'PostgreSQL LISTEN connection lost: live events from other instances wait until it is back (retrying)',
+        );
+    },
   });
   const metrics = config.metrics ? new Metrics() : undefined;
   const lanes = new LanePool(store, config.workerCount, metrics);

@@ -1,5 +1,5 @@
 import { MemoryStore } from './memory';
-import { PostgresStore } from './postgres';
+import { PostgresStore, type ListenerEvent } from './postgres';
 import { SqliteStore } from './sqlite';
 import type { BufferLimits, EventStore } from './types';
 
@@ -10,6 +10,8 @@ export interface OpenStoreOptions {
   readonly sqliteSynchronous?: 'FULL' | 'NORMAL';
   /** Bounds of the reorder buffer; DEFAULT_BUFFER_LIMITS when not given. */
   readonly bufferLimits?: BufferLimits;
+  /** PostgreSQL only: told when the LISTEN connection that wakes this instance is up or lost. */
+  readonly onListener?: (event: ListenerEvent) => void;
 }
 
 export const DEFAULT_SQLITE_PATH = './data/rockets.db';
@@ -50,7 +52,11 @@ function open(url: string, options: OpenStoreOptions): EventStore | Promise<Even
   if (url === 'memory:') return new MemoryStore(options.now, options.bufferLimits);
   if (/^postgres(ql)?:\/\//i.test(url)) {
     // postgres: schema from the URL's `schema=` parameter (default public); migrations run on open.
-    return PostgresStore.open(url, { now: options.now, bufferLimits: options.bufferLimits });
+    return PostgresStore.open(url, {
+      now: options.now,
+      bufferLimits: options.bufferLimits,
+      onListener: options.onListener,
+    });
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
   throw new Error(`unsupported database URL${scheme === undefined ? '' : ` (scheme "${scheme}")`}; ${ACCEPTED}`);

@@ -1,5 +1,7 @@
 import { delivery, expected, fleet, rng, type Envelope, type ModelRocket, modelOf } from '../support/model';
-import { describePg, dropSchema, freshSchema, urlWithSchema } from '../support/postgres';
+import { parse } from 'graphql';
+import { Subscription, wsClient } from '../graphql/support';
+import { admin, describePg, dropSchema, freshSchema, urlWithSchema } from '../support/postgres';
 import { getJson, pool, postJson, startServer, type ServerProcess, deliver } from '../support/process';
 
 interface RocketJson extends ModelRocket {
@@ -10,6 +12,38 @@ async function channelNumbers(instance: ServerProcess, channel: string): Promise
   const r = await getJson(`${instance.url}/rockets/${encodeURIComponent(channel)}/events`);
   if (r.status === 404) return [];
   return (r.body as Array<{ messageNumber: number }>).map((e) => e.messageNumber);
+}
+
+/**
+ * The next log line of `instance` (JSON) that `matches`, from the lines it prints from now on. A plain
+ * 'data' listener, removed once it matched: closing a readline interface would pause the stream for the
+ * other readers too.
+ */
+function nextLog(
+  instance: ServerProcess,
+  matches: (line: Record<string, unknown>) => boolean,
+): Promise<Record<string, unknown>> {
+  const stdout = instance.child.stdout as NodeJS.ReadableStream;
+  return new Promise((resolve) => {
+    let rest = '';
+    const onData = (chunk: Buffer | string): void => {
+      const lines = (rest + String(chunk)).split('\n');
+      rest = lines.pop() ?? '';
+      for (const text of lines) {
+        let line: Record<string, unknown>;
+        try {
+          line = JSON.parse(text) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
+        if (!matches(line)) continue;
+        stdout.off('data', onData);
+        resolve(line);
+        return;
+      }
+    };
+    stdout.on('data', onData);
+  });
 }
 
 /** Every instance answers the model for every rocket, and every log holds 1..n once each. */
@@ -113,5 +147,36 @@ describePg('several instances on one PostgreSQL', () => {
       await deliver(survivors[Math.floor(pickSurvivor() * 2)] as ServerProcess, m);
     });
     await expectEveryInstanceAgrees(survivors, histories);
+  });
+
+  it('logs when its LISTEN connection is lost and when it is back, and then feeds what another instance writes', async () => {
+    const [a, b] = (await startAll(2)) as [ServerProcess, ServerProcess];
+    const up = b.output
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { msg?: string; backendPid?: number })
+      .find((l) => l.msg === 'PostgreSQL LISTEN connection up');
+    expect(up?.backendPid).toEqual(expect.any(Number));
+    const lost = nextLog(b, (l) => l.level === 40 && String(l.msg).startsWith('PostgreSQL LISTEN connection lost'));
+    const back = nextLog(b, (l) => l.level === 30 && l.msg === 'PostgreSQL LISTEN connection up');
+    await admin(async (c) => {
+      await c.query('SELECT pg_terminate_backend($1)', [up?.backendPid]);
+    });
+    await lost;
+    expect((await back).backendPid).not.toBe(up?.backendPid);
+
+    const client = wsClient({ ws: `${b.url.replace('http:', 'ws:')}/graphql` });
+    try {
+      const feed = new Subscription<{ eventAppended: { channel: string; messageNumber: number } }>(
+        client,
+        parse('subscription { eventAppended(after: 0) { channel messageNumber } }'),
+      );
+      const launch = (fleet(1, 1, 41, 'listen')[0] as Envelope[])[0] as Envelope;
+      expect((await postJson(`${a.url}/messages`, launch)).status).toBe(202);
+      const [event] = await feed.until((items) => items.length > 0);
+      expect(event?.eventAppended).toEqual({ channel: launch.metadata.channel, messageNumber: 1 });
+      feed.unsubscribe();
+    } finally {
+      await client.dispose();
+    }
   });
 });

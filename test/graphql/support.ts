@@ -83,7 +83,7 @@ export async function until(check: () => boolean | Promise<boolean>): Promise<vo
 }
 
 /** A graphql-ws client over `ws`, connecting at once and never retrying, so failures surface in the test. */
-export function wsClient(server: TestServer, options: Partial<ClientOptions> = {}): Client {
+export function wsClient(server: Pick<TestServer, 'ws'>, options: Partial<ClientOptions> = {}): Client {
   return createClient({ url: server.ws, webSocketImpl: WebSocket, lazy: false, retryAttempts: 0, ...options });
 }
 
