@@ -72,7 +72,10 @@ export const Rocket = builder.objectRef<RocketModel>('Rocket').implement({
     }),
     events: t.field({
       type: [RocketEvent],
-      description: 'Applied events of this rocket, in message number order.',
+      description: [
+        'Applied events of this rocket, in message number order, up to its `lastMessageNumber`: the events of',
+        'the state shown (with `asOf`, none after that point).',
+      ].join('\n'),
       args: {
         after: t.arg({ type: SafeInt, description: 'Only events with a message number above this.' }),
         first: t.arg.int({ description: 'At most this many (1 to 10000); 10000 when left out.' }),
@@ -82,11 +85,22 @@ export const Rocket = builder.objectRef<RocketModel>('Rocket').implement({
           inCallersTerms(
             context.service.events({ channel: r.channel, afterMessageNumber: optional(args.after), limit }),
             { afterMessageNumber: 'after', limit: 'first' },
-          ),
+          ).then((events) => upTo(events, r.lastMessageNumber)),
         ),
     }),
   }),
 });
+
+/**
+ * A page of a rocket's events cut at the state it goes with: a past state (`asOf`), or a present one that
+ * was read before a later event was applied.
+ */
+function upTo<E extends { readonly messageNumber: number }>(events: E[], lastMessageNumber: number): E[] {
+  const last = events[events.length - 1];
+  return last === undefined || last.messageNumber <= lastMessageNumber
+    ? events
+    : events.filter((e) => e.messageNumber <= lastMessageNumber);
+}
 
 /** An edge: a rocket of a page, whose cursor the page makes only when a client asks for it. */
 interface Edge {

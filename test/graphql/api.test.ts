@@ -270,6 +270,26 @@ describe('GraphQL over HTTP', () => {
       expect(events.map((e) => e.payload)).toEqual([{ __typename: 'RocketSpeedDecreased', by: 20 }]);
     });
 
+    it('gives a past state (asOf) with its events up to that point, and no later one', async () => {
+      const at = (asOf: string, args = '') =>
+        postRaw<{ rocket: { lastMessageNumber: number; events: Array<{ messageNumber: number }> } | null }>(server, {
+          query: `{ rocket(channel: "a"${asOf}) { lastMessageNumber events${args} { messageNumber } } }`,
+        });
+      const numbers = async (asOf: string, args = '') => {
+        const r = await at(asOf, args);
+        expect(r.body.errors).toBeUndefined();
+        return {
+          last: r.body.data?.rocket?.lastMessageNumber,
+          events: r.body.data?.rocket?.events.map((e) => e.messageNumber),
+        };
+      };
+      expect(await numbers(', asOf: { messageNumber: 2 }')).toEqual({ last: 2, events: [1, 2] });
+      expect(await numbers(', asOf: { messageNumber: 2 }', '(after: 1)')).toEqual({ last: 2, events: [2] });
+      expect(await numbers(', asOf: { messageNumber: 2 }', '(after: 2)')).toEqual({ last: 2, events: [] });
+      expect(await numbers(', asOf: { messageNumber: 3 }', '(first: 10)')).toEqual({ last: 3, events: [1, 2, 3] });
+      expect(await numbers('')).toEqual({ last: 4, events: [1, 2, 3, 4] });
+    });
+
     it("keeps the sender's message time as text and gives server times as UTC DateTime", async () => {
       const { events } = await data(server, EventsDocument, { channel: 'a', first: 1 });
       expect(events[0]?.messageTime).toBe('2022-02-02T18:39:06.000Z');
