@@ -267,6 +267,19 @@ function jitPlanOf(schema: GraphQLSchema, document: DocumentNode): JitPlan {
   return plan;
 }
 
+/**
+ * The error for a valid document whose operation to run cannot be told: it names none that is there, or
+ * names none and holds several. graphql-http and graphql-ws would answer it without a code.
+ */
+function unresolvedOperation(document: DocumentNode, operationName: string | null | undefined): GraphQLError {
+  const count = document.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION).length;
+  const message =
+    operationName == null
+      ? `the document holds ${count} operations: name the one to run in operationName`
+      : `the document holds no operation named "${operationName}"`;
+  return new GraphQLError(message, { extensions: { code: 'OPERATION_RESOLUTION_FAILURE' } });
+}
+
 /** The one operation of a document, if it holds exactly one; undefined otherwise. */
 function soleOperation(document: DocumentNode): OperationDefinitionNode | undefined {
   const ops = document.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
@@ -613,6 +626,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       if (errors.length > 0) return errors;
       valid.add(document);
     }
+    if (getOperationAST(document, operationName) === null) return [unresolvedOperation(document, operationName)];
     return {
       schema: enveloped.schema,
       document,

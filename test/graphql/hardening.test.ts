@@ -54,6 +54,40 @@ describe('GraphQL hardening', () => {
     });
   });
 
+  describe('a document whose operation cannot be told', () => {
+    const query = 'query A { gaps { channel } } query B { rockets { nodes { channel } } }';
+    const several = 'the document holds 2 operations: name the one to run in operationName';
+    const missing = 'the document holds no operation named "C"';
+    const code = 'OPERATION_RESOLUTION_FAILURE';
+
+    it('is answered 400 over HTTP with a message and a code', async () => {
+      await start();
+      for (const [body, message] of [
+        [{ query }, several],
+        [{ query, operationName: 'C' }, missing],
+      ] as const) {
+        const r = await postRaw(server, body);
+        expect({ status: r.status, body: r.body }).toEqual({
+          status: 400,
+          body: { errors: [{ message, extensions: { code } }] },
+        });
+      }
+      expect((await postRaw(server, { query, operationName: 'A' })).body).toEqual({ data: { gaps: [] } });
+    });
+
+    it('is answered with an error message and a code over graphql-ws, and the socket stays open', async () => {
+      await start();
+      const s = await open();
+      await s.init();
+      s.send({ type: 'subscribe', id: '1', payload: { query } });
+      expect(await s.next()).toEqual({ type: 'error', id: '1', payload: [{ message: several, extensions: { code } }] });
+      s.send({ type: 'subscribe', id: '2', payload: { query, operationName: 'C' } });
+      expect(await s.next()).toEqual({ type: 'error', id: '2', payload: [{ message: missing, extensions: { code } }] });
+      s.send({ type: 'subscribe', id: '3', payload: { query, operationName: 'A' } });
+      expect(await s.next()).toEqual({ type: 'next', id: '3', payload: { data: { gaps: [] } } });
+    });
+  });
+
   describe('graphql-armor limits', () => {
     beforeEach(() => start());
 
