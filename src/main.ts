@@ -12,14 +12,20 @@ database at DATABASE_URL and exits; the server must be stopped.
 
 /** `--rebuild`: replay the event log into a fresh projection, then exit. The server must be stopped. */
 async function rebuild(config: Config, log: Logger): Promise<void> {
-  const store = await openStore(config.databaseUrl, { sqliteSynchronous: config.sqliteSynchronous });
+  if (config.databaseUrl === 'memory:') throw new ConfigError('--rebuild needs a stored log: DATABASE_URL is memory:');
+  // `existing`: a mistyped path or schema is refused, not rebuilt as a new, empty store.
+  const store = await openStore(config.databaseUrl, { sqliteSynchronous: config.sqliteSynchronous, existing: true });
   try {
-    if (store.kind === 'memory') throw new ConfigError('--rebuild needs a stored log: DATABASE_URL is memory:');
     const started = performance.now();
     const replayed = await store.rebuildProjection();
     const stats = await store.stats();
     log.info(
-      { events: replayed, rockets: stats.rockets, ms: Math.round(performance.now() - started) },
+      {
+        events: replayed,
+        rockets: stats.rockets,
+        ms: Math.round(performance.now() - started),
+        database: store.location,
+      },
       'projection rebuilt',
     );
   } finally {
@@ -33,7 +39,7 @@ const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 async function serve(config: Config, log: Logger): Promise<void> {
   const app = await buildApp(config, log);
   const port = await app.start();
-  log.info({ port, store: app.store.kind, lanes: config.workerCount }, 'listening');
+  log.info({ port, store: app.store.kind, database: app.store.location, lanes: config.workerCount }, 'listening');
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) {

@@ -50,6 +50,7 @@ const compareSortKeys = (a: SortKey, b: SortKey): number =>
 /** Everything in RAM: for tests and demos. Lost when the process ends. */
 export class MemoryStore implements EventStore {
   readonly kind = 'memory';
+  readonly location = 'memory';
   private readonly events: StoredEvent[] = [];
   private readonly byChannel = new Map<string, StoredEvent[]>();
   private readonly rockets = new Map<string, Rocket>();

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { MemoryStore } from './memory';
 import { PostgresStore, type ListenerEvent } from './postgres';
 import { SqliteStore } from './sqlite';
@@ -10,6 +12,8 @@ export interface OpenStoreOptions {
   readonly sqliteSynchronous?: 'FULL' | 'NORMAL';
   /** Bounds of the reorder buffer; DEFAULT_BUFFER_LIMITS when not given. */
   readonly bufferLimits?: BufferLimits;
+  /** Refuse a database that holds no store yet (a missing SQLite file, a PostgreSQL schema without tables) instead of creating it. */
+  readonly existing?: boolean;
   /** PostgreSQL only: told when the LISTEN connection that wakes this instance is up or lost. */
   readonly onListener?: (event: ListenerEvent) => void;
 }
@@ -36,12 +40,15 @@ export function openStore(databaseUrl: string | undefined, options: OpenStoreOpt
 }
 
 function open(url: string, options: OpenStoreOptions): EventStore | Promise<EventStore> {
-  const sqlite = (file: string): EventStore =>
-    new SqliteStore(file, {
+  const sqlite = (file: string): EventStore => {
+    if (options.existing === true && !existsSync(file))
+      throw new Error(`there is no SQLite database at ${resolve(file)}`);
+    return new SqliteStore(file, {
       now: options.now,
       synchronous: options.sqliteSynchronous,
       bufferLimits: options.bufferLimits,
     });
+  };
   if (url === '') return sqlite(DEFAULT_SQLITE_PATH);
   if (url.startsWith('sqlite:')) {
     let file = url.slice('sqlite:'.length);
@@ -56,6 +63,7 @@ function open(url: string, options: OpenStoreOptions): EventStore | Promise<Even
       now: options.now,
       bufferLimits: options.bufferLimits,
       onListener: options.onListener,
+      existing: options.existing,
     });
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];

@@ -45,6 +45,8 @@ export interface PostgresStoreOptions {
   readonly reconnectDelayMs?: { readonly min: number; readonly max: number } | undefined;
   /** Told when the LISTEN connection is up or lost. A hook that throws is ignored. */
   readonly onListener?: ((event: ListenerEvent) => void) | undefined;
+  /** Refuse a schema that holds no store yet, instead of creating one (for `--rebuild`). */
+  readonly existing?: boolean | undefined;
 }
 
 /** Advisory lock classes (the two-int4 key space, apart from the bigint space used for channels). */
@@ -914,6 +916,11 @@ function leftBy(events: readonly StoredEvent[], rows: ReadonlyMap<string, Rocket
  */
 export class PostgresStore implements EventStore {
   readonly kind = 'postgres';
+
+  get location(): string {
+    const url = new URL(this.url);
+    return `postgres://${url.host}${url.pathname} (schema ${this.schema})`;
+  }
   private readonly feed: AppendFeed;
   private readonly limits: BufferLimits;
   private listener: Client | undefined;
@@ -1005,6 +1012,8 @@ export class PostgresStore implements EventStore {
     pool.on('error', () => undefined);
     let store: PostgresStore | undefined;
     try {
+      if (options.existing === true && !(await holdsStore(pool, schema)))
+        throw new Error(`schema "${schema}" holds no rockets store yet`);
       const schemaKey = await migrate(pool, schema);
       const head = await queryHead(pool);
       store = new PostgresStore(pool, connectionString, schema, schemaKey, head, options);
@@ -1613,6 +1622,15 @@ export class PostgresStore implements EventStore {
 /** An error the server reported (it has an SQLSTATE): the connection itself is still usable. */
 const isServerError = (e: unknown): boolean =>
   typeof e === 'object' && e !== null && typeof (e as { code?: unknown }).code === 'string' && 'severity' in e;
+
+/** Whether `schema` holds the tables of a store (its migrations table). */
+async function holdsStore(pool: Pool, schema: string): Promise<boolean> {
+  const res = await pool.query(
+    "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'schema_migrations'",
+    [schema],
+  );
+  return (res.rowCount ?? 0) > 0;
+}
 
 async function queryHead(pool: Pool): Promise<number> {
   const res = await pool.query<{ head: string }>('SELECT COALESCE(max(position), 0) AS head FROM events');

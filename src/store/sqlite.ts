@@ -472,6 +472,8 @@ const attempt = <T>(work: () => T): Promise<T> =>
  */
 export class SqliteStore implements EventStore {
   readonly kind = 'sqlite';
+  /** The database file, with its symbolic links resolved (`:memory:` for none). */
+  readonly location: string;
   private readonly db: Database.Database;
   /** Held while open, on a file: see lockWriter. */
   private readonly writer: Database.Database | undefined;
@@ -561,6 +563,7 @@ export class SqliteStore implements EventStore {
     const onDisk = file !== ':memory:';
     if (onDisk) mkdirSync(dirname(file), { recursive: true });
     const path = onDisk ? realDatabaseFile(file) : file;
+    this.location = path;
     this.writer = onDisk ? lockWriter(path) : undefined;
     try {
       this.db = new Database(path, { timeout: 5000 });

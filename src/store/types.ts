@@ -140,6 +140,8 @@ export type StoreKind = 'memory' | 'sqlite' | 'postgres';
  */
 export interface EventStore {
   readonly kind: StoreKind;
+  /** Where the data lives, for logs: a file, `memory`, or a PostgreSQL server, database and schema (never credentials). */
+  readonly location: string;
   /**
    * Sequences a batch with `decide` and records the result atomically: appended events, the updated
    * projection and the buffer change in one transaction. Resolves only once that transaction is

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -106,9 +106,30 @@ describe('the built server as a process, on a SQLite file', () => {
     const { stdout: out } = await promisify(execFile)(process.execPath, [MAIN, '--rebuild'], {
       env: { ...process.env, DATABASE_URL: `sqlite:${join(dir, 'rockets.db')}` },
     });
-    expect(JSON.parse(out)).toMatchObject({ msg: 'projection rebuilt', events: 450, rockets: 30 });
+    expect(JSON.parse(out)).toMatchObject({
+      msg: 'projection rebuilt',
+      events: 450,
+      rockets: 30,
+      database: realpathSync(join(dir, 'rockets.db')),
+    });
     s = await start();
     expect(await rockets(s)).toEqual(live);
+  });
+
+  it('names the database file it serves, and refuses `--rebuild` of a file that is not there, creating nothing', async () => {
+    const s = await start();
+    const listening = s.output.find((l) => l.includes('"msg":"listening"')) ?? '{}';
+    expect(JSON.parse(listening)).toMatchObject({ store: 'sqlite', database: realpathSync(join(dir, 'rockets.db')) });
+    const typo = join(dir, 'typo', 'rockets.db');
+    await expect(
+      promisify(execFile)(process.execPath, [MAIN, '--rebuild'], {
+        env: { ...process.env, DATABASE_URL: `sqlite:${typo}` },
+      }),
+    ).rejects.toMatchObject({
+      code: 1,
+      stdout: expect.stringContaining(`there is no SQLite database at ${typo}`) as unknown,
+    });
+    expect(existsSync(join(dir, 'typo'))).toBe(false);
   });
 
   it('refuses to start a second server, or `--rebuild`, on the file a running server writes', async () => {

@@ -542,6 +542,18 @@ describePg('PostgresStore with several instances', () => {
     expect(tables.rowCount).toBe(0);
   });
 
+  it('refuses a schema that holds no store when asked for an existing one, and creates nothing', async () => {
+    await expect(PostgresStore.open(DATABASE_URL, { schema, existing: true })).rejects.toThrow(
+      `schema "${schema}" holds no rockets store yet`,
+    );
+    const found = await admin((c) => c.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schema]));
+    expect(found.rowCount).toBe(0);
+    const store = await open();
+    expect(store.location).toMatch(new RegExp(`^postgres://[^@/]+/[^ ]+ \\(schema ${schema}\\)$`));
+    const again = await open({ existing: true });
+    expect(await again.stats()).toEqual({ rockets: 0, events: 0, buffered: 0 });
+  });
+
   it('skips each number once when two instances sweep the same stale gaps at once, and both feeds hear it', async () => {
     const clock = createTestClock();
     const [a, b] = [await open({ now: clock.now }), await open({ now: clock.now })];
