@@ -362,7 +362,8 @@ export function validateEnvelope(input: unknown): Validation {
   else if (instant === undefined)
     issues.push({
       field: 'metadata.messageTime',
-      problem: 'must be an RFC 3339 timestamp such as 2022-02-02T19:39:05.86337+01:00',
+      problem:
+        'must be an RFC 3339 timestamp such as 2022-02-02T19:39:05.86337+01:00 (fractional seconds to at most 9 digits)',
     });
   else if (instant < MIN_FOUR_DIGIT_YEAR || instant > MAX_FOUR_DIGIT_YEAR)
     // The rocket's times are kept and served in UTC, where such an instant has no four-digit year.

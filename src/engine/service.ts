@@ -388,7 +388,10 @@ export class RocketService {
     checkCount('asOf.messageNumber', messageNumber, 1, Number.MAX_SAFE_INTEGER, issues);
     const until = time === undefined ? undefined : parseRfc3339(time);
     if (time !== undefined && until === undefined)
-      issues.push({ field: 'asOf.time', problem: 'must be an RFC 3339 timestamp such as 2026-11-26T20:30:00Z' });
+      issues.push({
+        field: 'asOf.time',
+        problem: 'must be an RFC 3339 timestamp such as 2026-11-26T20:30:00Z (fractional seconds to at most 9 digits)',
+      });
     if (issues.length > 0) throw new ValidationError(issues);
 
     const reached = (e: StoredEvent): boolean =>

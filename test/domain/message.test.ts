@@ -303,8 +303,13 @@ describe('validateEnvelope', () => {
       ['a five-digit year', '20222-02-02T19:39:05Z'],
       ['unicode digits', '٢٠٢٢-02-02T19:39:05Z'],
       ['epoch seconds as a string', '1643827145'],
+      ['ten fractional digits (nanoseconds are the limit)', '2022-02-02T19:39:05.1234567891Z'],
     ])('refuses %s', (_, messageTime) => {
-      expectOneIssue(withMetadata({ messageTime }), 'metadata.messageTime', /must be an RFC 3339 timestamp/);
+      expectOneIssue(
+        withMetadata({ messageTime }),
+        'metadata.messageTime',
+        /^must be an RFC 3339 timestamp such as \S+ \(fractional seconds to at most 9 digits\)$/,
+      );
     });
 
     it.each([
