@@ -272,7 +272,7 @@ function jitPlanOf(schema: GraphQLSchema, document: DocumentNode): JitPlan {
  * names none and holds several. graphql-http and graphql-ws would answer it without a code.
  */
 function unresolvedOperation(document: DocumentNode, operationName: string | null | undefined): GraphQLError {
-  const count = document.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION).length;
+  const count = operationsOf(document).length;
   const message =
     operationName == null
       ? `the document holds ${count} operations: name the one to run in operationName`
@@ -280,9 +280,13 @@ function unresolvedOperation(document: DocumentNode, operationName: string | nul
   return new GraphQLError(message, { extensions: { code: 'OPERATION_RESOLUTION_FAILURE' } });
 }
 
+/** The operations of a document, in order. */
+const operationsOf = (document: DocumentNode): OperationDefinitionNode[] =>
+  document.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
+
 /** The one operation of a document, if it holds exactly one; undefined otherwise. */
 function soleOperation(document: DocumentNode): OperationDefinitionNode | undefined {
-  const ops = document.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
+  const ops = operationsOf(document);
   return ops.length === 1 ? ops[0] : undefined;
 }
 
