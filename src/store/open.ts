@@ -26,7 +26,8 @@ const ACCEPTED = `leave it unset for SQLite at ${DEFAULT_SQLITE_PATH}, or use sq
  * Opens the store a database URL names:
  * - undefined or '': SQLite at `./data/rockets.db` (relative to the working directory);
  * - `sqlite:<path>`: SQLite at that file, created with its directory when missing (`sqlite:///abs/x.db`
- *   and `sqlite://rel/x.db` are read as `/abs/x.db` and `rel/x.db`);
+ *   and `sqlite://rel/x.db` are read as `/abs/x.db` and `rel/x.db`); a `?` is refused, as it would only
+ *   be part of the file's name;
  * - `memory:`: everything in RAM, lost when the process ends;
  * - `postgres://…` or `postgresql://…`: PostgreSQL.
  *
@@ -54,6 +55,11 @@ function open(url: string, options: OpenStoreOptions): EventStore | Promise<Even
     let file = url.slice('sqlite:'.length);
     if (file.startsWith('//')) file = file.slice(2);
     if (file === '') throw new Error(`the SQLite database URL names no file; ${ACCEPTED}`);
+    // SQLite's own URI parameters (`?mode=ro`) are not read here: the file would be named with them.
+    if (file.includes('?'))
+      throw new Error(
+        `the SQLite database URL takes no parameters ("${file.slice(file.indexOf('?'))}"): name the file only`,
+      );
     return sqlite(file);
   }
   if (url === 'memory:') return new MemoryStore(options.now, options.bufferLimits);

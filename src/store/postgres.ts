@@ -79,6 +79,33 @@ const PAGE = 500;
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/;
 
 /**
+ * The parameters a PostgreSQL URL may carry: `schema` (ours), and those pg reads from a connection string
+ * and that leave its answers as this store expects them (not `binary`, `replication` or
+ * `client_encoding`: pg decodes text as UTF-8). libpq's others, such as `connect_timeout` or
+ * `target_session_attrs`, pg would ignore.
+ */
+const URL_PARAMETERS: ReadonlySet<string> = new Set([
+  'schema',
+  'host',
+  'user',
+  'password',
+  'ssl',
+  'sslmode',
+  'sslcert',
+  'sslkey',
+  'sslrootcert',
+  'sslnegotiation',
+  'uselibpqcompat',
+  'application_name',
+  'fallback_application_name',
+  'options',
+  'statement_timeout',
+  'lock_timeout',
+  'query_timeout',
+  'idle_in_transaction_session_timeout',
+]);
+
+/**
  * A select-list item for a transaction's first statement: `synchronous_commit` on for the transaction
  * when the server, database or role set it off. Any other value (on, local, remote_write, remote_apply)
  * already flushes the WAL locally before COMMIT returns, and is kept.
@@ -989,6 +1016,12 @@ export class PostgresStore implements EventStore {
     for (const key of new Set(parsed.searchParams.keys())) {
       if (key !== 'schema' && key.toLowerCase() === 'schema')
         throw new Error(`the PostgreSQL URL's "${key}=" parameter is spelt "schema=" (lower case)`);
+      // pg passes every other parameter on as a setting of its own and ignores the ones it does not
+      // know, so a misspelt `sslmode` would connect without TLS and say nothing.
+      if (!URL_PARAMETERS.has(key))
+        throw new Error(
+          `the PostgreSQL URL's "${key}=" parameter is not one this server or pg reads; it takes ${[...URL_PARAMETERS].map((k) => `${k}=`).join(', ')}`,
+        );
     }
     if (parsed.searchParams.getAll('schema').length > 1)
       throw new Error('the PostgreSQL URL names "schema=" more than once');

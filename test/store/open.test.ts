@@ -41,6 +41,15 @@ describe('openStore', () => {
     await expect(openStore('sqlite:')).rejects.toThrow(/names no file/);
   });
 
+  it('refuses parameters after a sqlite: path rather than make them part of the file name', async () => {
+    const file = join(dir, 'c.db');
+    await expect(openStore(`sqlite:${file}?mode=ro`)).rejects.toThrow(
+      'the SQLite database URL takes no parameters ("?mode=ro"): name the file only',
+    );
+    expect(existsSync(`${file}?mode=ro`)).toBe(false);
+    expect(existsSync(file)).toBe(false);
+  });
+
   it('names the accepted forms for anything else, without repeating the URL', async () => {
     const error = openStore('mysql://root:secret@db/rockets');
     await expect(error).rejects.toThrow(/sqlite:<path>, memory: or postgres:/);

@@ -524,7 +524,7 @@ describePg('PostgresStore with several instances', () => {
     await expect(PostgresStore.open(DATABASE_URL, { schema: 'bad"name' })).rejects.toThrow(/schema/);
   });
 
-  it('refuses a URL that spells schema= otherwise or names it twice, rather than join another schema', async () => {
+  it('refuses a URL that spells schema= otherwise, names it twice or carries a parameter pg would ignore', async () => {
     const withParams = (params: string): string => {
       const url = new URL(DATABASE_URL);
       url.search = `?${params}${url.search === '' ? '' : `&${url.search.slice(1)}`}`;
@@ -536,10 +536,24 @@ describePg('PostgresStore with several instances', () => {
     await expect(PostgresStore.open(withParams(`schema=${schema}&schema=other`))).rejects.toThrow(
       'the PostgreSQL URL names "schema=" more than once',
     );
+    // A misspelt sslmode would otherwise connect without TLS; connect_timeout is libpq's, which pg ignores.
+    for (const key of ['sslmod', 'connect_timeout', 'client_encoding', 'binary'])
+      await expect(PostgresStore.open(withParams(`schema=${schema}&${key}=1`))).rejects.toThrow(
+        `the PostgreSQL URL's "${key}=" parameter is not one this server or pg reads; it takes schema=, host=`,
+      );
     const tables = await admin((c) =>
       c.query('SELECT 1 FROM information_schema.tables WHERE table_schema = $1', [schema]),
     );
     expect(tables.rowCount).toBe(0);
+    // The parameters pg reads still reach it.
+    const named = await PostgresStore.open(withParams(`schema=${schema}&application_name=${schema}-app`));
+    opened.push(named);
+    const seen = await admin((c) =>
+      c.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [
+        `${schema}-app`,
+      ]),
+    );
+    expect(Number(seen.rows[0]?.n)).toBeGreaterThan(0);
   });
 
   it('refuses a schema that holds no store when asked for an existing one, and creates nothing', async () => {
