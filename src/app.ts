@@ -49,6 +49,7 @@ export async function buildApp(
   const store = await openStore(config.databaseUrl, {
     now,
     sqliteSynchronous: config.sqliteSynchronous,
+    postgresPoolSize: config.databasePoolSize,
     bufferLimits: config.bufferLimits,
     // While it is down, this instance's subscribers wait for what other instances write (nothing is lost:
     // it catches up once back), and nothing else would show it.

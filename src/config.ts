@@ -7,6 +7,8 @@ export interface Config {
   /** unset: SQLite at ./data/rockets.db; `sqlite:<path>`; `memory:`; `postgres://…`. */
   readonly databaseUrl: string | undefined;
   readonly workerCount: number;
+  /** PostgreSQL only: connections of the instance's pool (besides its one LISTEN connection). */
+  readonly databasePoolSize: number;
   readonly sqliteSynchronous: 'FULL' | 'NORMAL';
   /** Largest request body accepted on any route, in bytes. */
   readonly maxBodyBytes: number;
@@ -156,6 +158,7 @@ export function loadConfig(env: Env = process.env): Config {
     host: env.HOST === '' ? undefined : env.HOST,
     databaseUrl: env.DATABASE_URL === '' ? undefined : env.DATABASE_URL,
     workerCount: int(env, 'WORKER_COUNT', 3, 1, 256),
+    databasePoolSize: int(env, 'DATABASE_POOL_SIZE', 10, 2, 1000),
     sqliteSynchronous: sync,
     maxBodyBytes: int(env, 'MAX_BODY_BYTES', 1024 * 1024, 1024, 64 * 1024 * 1024),
     subscriberBuffer: int(env, 'SUBSCRIBER_BUFFER', 1000, 1, 1_000_000),

@@ -14,7 +14,11 @@ database at DATABASE_URL and exits; the server must be stopped.
 async function rebuild(config: Config, log: Logger): Promise<void> {
   if (config.databaseUrl === 'memory:') throw new ConfigError('--rebuild needs a stored log: DATABASE_URL is memory:');
   // `existing`: a mistyped path or schema is refused, not rebuilt as a new, empty store.
-  const store = await openStore(config.databaseUrl, { sqliteSynchronous: config.sqliteSynchronous, existing: true });
+  const store = await openStore(config.databaseUrl, {
+    sqliteSynchronous: config.sqliteSynchronous,
+    postgresPoolSize: config.databasePoolSize,
+    existing: true,
+  });
   try {
     const started = performance.now();
     const replayed = await store.rebuildProjection();

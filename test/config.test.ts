@@ -21,6 +21,12 @@ describe('loadConfig', () => {
     );
   });
 
+  it('reads the PostgreSQL pool size, 10 by default, and refuses a pool of one', () => {
+    expect(loadConfig({}).databasePoolSize).toBe(10);
+    expect(loadConfig({ DATABASE_POOL_SIZE: '4' }).databasePoolSize).toBe(4);
+    expect(() => loadConfig({ DATABASE_POOL_SIZE: '1' })).toThrow(/^DATABASE_POOL_SIZE must be/);
+  });
+
   it('refuses a token that begins or ends with whitespace, which no client could send', () => {
     for (const name of ['INGEST_TOKEN', 'SUBSCRIPTION_TOKEN']) {
       for (const value of ['abc\n', ' abc', ' '])

@@ -14,6 +14,8 @@ export interface OpenStoreOptions {
   readonly bufferLimits?: BufferLimits;
   /** Refuse a database that holds no store yet (a missing SQLite file, a PostgreSQL schema without tables) instead of creating it. */
   readonly existing?: boolean;
+  /** PostgreSQL only: connections of the pool (10 when not given). */
+  readonly postgresPoolSize?: number;
   /** PostgreSQL only: told when the LISTEN connection that wakes this instance is up or lost. */
   readonly onListener?: (event: ListenerEvent) => void;
 }
@@ -70,6 +72,7 @@ function open(url: string, options: OpenStoreOptions): EventStore | Promise<Even
       bufferLimits: options.bufferLimits,
       onListener: options.onListener,
       existing: options.existing,
+      poolSize: options.postgresPoolSize,
     });
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];

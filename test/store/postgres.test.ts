@@ -2,6 +2,7 @@ import { Client } from 'pg';
 import type { RocketMessage } from '../../src/domain/message';
 import type { Rocket } from '../../src/domain/rocket';
 import { LanePool } from '../../src/engine/lanes';
+import { openStore } from '../../src/store/open';
 import { PostgresStore, type ListenerEvent, type PostgresStoreOptions } from '../../src/store/postgres';
 import type { AppendListener, CommitResult, StoredEvent, SubmitOutcome } from '../../src/store/types';
 import { delivery, expected, fleet } from '../support/model';
@@ -554,6 +555,29 @@ describePg('PostgresStore with several instances', () => {
       ]),
     );
     expect(Number(seen.rows[0]?.n)).toBeGreaterThan(0);
+  });
+
+  it('opens no more pool connections than openStore was given, however many commits and reads wait', async () => {
+    const url = new URL(DATABASE_URL);
+    url.searchParams.set('schema', schema);
+    url.searchParams.set('application_name', `${schema}-pool`);
+    const store = await openStore(url.toString(), { postgresPoolSize: 2 });
+    try {
+      const work = Array.from({ length: 30 }, (_, i) =>
+        i % 2 === 0 ? store.commit([launched(`c${i}`, 1)]) : store.listRockets({ sort: 'channel', order: 'asc' }),
+      );
+      await Promise.all(work);
+      const seen = await admin((c) =>
+        c.query<{ n: string }>('SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1', [
+          `${schema}-pool`,
+        ]),
+      );
+      // The pool's two, and the LISTEN connection.
+      expect(Number(seen.rows[0]?.n)).toBeLessThanOrEqual(3);
+      expect((await store.stats()).rockets).toBe(15);
+    } finally {
+      await store.close();
+    }
   });
 
   it('refuses a schema that holds no store when asked for an existing one, and creates nothing', async () => {
