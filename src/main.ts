@@ -69,10 +69,13 @@ async function serve(config: Config, log: Logger): Promise<void> {
 
 async function main(): Promise<void> {
   let log = createLogger('info');
+  // Why the process ends is always told, even under LOG_LEVEL=silent: an operator who silenced the
+  // logs must still see why the service did not start or stopped.
+  const fatalLog = (): Logger => (log.isLevelEnabled('fatal') ? log : createLogger('fatal'));
   // A fault no handler caught: logged as JSON like every other line, then the process ends (what it
   // acknowledged is durable; a supervisor restarts it).
   const fatal = (err: unknown, msg: string): void => {
-    log.fatal({ err }, msg);
+    fatalLog().fatal({ err }, msg);
     process.exit(1);
   };
   process.on('uncaughtException', (err) => fatal(err, 'uncaught exception'));
@@ -94,7 +97,7 @@ async function main(): Promise<void> {
     await (args.includes('--rebuild') ? rebuild(config, log) : serve(config, log));
   } catch (e) {
     // A configuration or store error names what is wrong; it never carries DATABASE_URL.
-    log.fatal({ error: e instanceof ConfigError ? e.message : String(e) }, 'cannot start');
+    fatalLog().fatal({ error: e instanceof ConfigError ? e.message : String(e) }, 'cannot start');
     process.exit(1);
   }
 }

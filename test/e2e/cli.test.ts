@@ -37,6 +37,15 @@ describe('the server command', () => {
     });
   });
 
+  it('says why it cannot start even under LOG_LEVEL=silent', async () => {
+    expect(await failure([], { LOG_LEVEL: 'silent', DATABASE_URL: 'mysql://x/y' })).toMatchObject({
+      code: 1,
+      stdout: expect.stringMatching(
+        /"level":60,.*unsupported database URL \(scheme \\"mysql\\"\).*"msg":"cannot start"/,
+      ) as unknown,
+    });
+  });
+
   it('stops gracefully on SIGHUP as on SIGTERM', async () => {
     const s = (server = await startServer({ DATABASE_URL: 'memory:' }));
     expect((await getJson(`${s.url}/health`)).status).toBe(200);
