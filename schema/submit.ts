@@ -238,7 +238,7 @@ const SubmitMessageError = builder.objectRef<Refused>('SubmitMessageError').impl
     }),
     retryAfterSeconds: t.int({
       nullable: true,
-      description: 'For CHANNEL_BUFFER_FULL, BUFFER_FULL and OVERLOADED: when to try again.',
+      description: 'For CHANNEL_BUFFER_FULL and BUFFER_FULL: when to try again.',
       resolve: (r) => (isOverloadedError(r.refused) ? r.refused.retryAfterSeconds : null),
     }),
     waitingFor: t.field({

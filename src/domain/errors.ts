@@ -8,7 +8,6 @@ export type DomainErrorCode =
   | 'CONFLICT'
   | 'NOT_FOUND'
   | 'UNAUTHENTICATED'
-  | 'OVERLOADED'
   | 'CHANNEL_BUFFER_FULL'
   | 'BUFFER_FULL'
   | 'UNAVAILABLE'
@@ -61,12 +60,12 @@ export class NotFoundError extends DomainError {
   }
 }
 
-/** A bound was reached (buffer caps, shutdown). The caller may retry later; nothing was stored. */
+/** A cap of the reorder buffer was reached. The caller may retry later; nothing was stored. */
 export class OverloadedError extends DomainError {
   constructor(
     message: string,
     readonly retryAfterSeconds: number,
-    code: 'OVERLOADED' | 'CHANNEL_BUFFER_FULL' | 'BUFFER_FULL' = 'OVERLOADED',
+    code: 'CHANNEL_BUFFER_FULL' | 'BUFFER_FULL',
   ) {
     super(code, message);
   }

@@ -18,6 +18,7 @@ import {
   type ExecutionArgs,
   type ExecutionResult,
   type GraphQLErrorExtensions,
+  type GraphQLFormattedError,
   type GraphQLInputObjectType,
   type GraphQLInputType,
   type GraphQLSchema,
@@ -367,6 +368,48 @@ const tooManyOperations = (limit: number): GraphQLError =>
     `this socket already runs ${limit} operations (WS_MAX_OPERATIONS): complete one before starting another`,
     { extensions: { code: 'TOO_MANY_OPERATIONS', limit } },
   );
+
+/** The code of a request graphql-http refused on its own, by status. */
+const REFUSAL_CODES: Readonly<Record<number, string>> = {
+  400: 'BAD_REQUEST',
+  406: 'NOT_ACCEPTABLE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+};
+/** What to do about such a refusal that came with no message. */
+const REFUSAL_MESSAGES: Readonly<Record<number, string>> = {
+  406: '/graphql answers application/graphql-response+json or application/json: accept one of them',
+  415: '/graphql reads a JSON body: send Content-Type: application/json',
+};
+
+/**
+ * A refusal of graphql-http (a body that is not JSON, no query, a media type it does not read, an Accept
+ * it cannot answer) as every other error is sent: `errors` with a message and `extensions.code`.
+ * Undefined when the answer already is so (parse and validation errors, and ours).
+ */
+function coded(text: string | null, status: number): string | undefined {
+  const code = REFUSAL_CODES[status] ?? 'BAD_REQUEST';
+  if (text === null || text === '')
+    return JSON.stringify({
+      errors: [{ message: REFUSAL_MESSAGES[status] ?? STATUS_CODES[status] ?? 'refused', extensions: { code } }],
+    });
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const errors = (body as { errors?: unknown }).errors;
+  if (!Array.isArray(errors)) return undefined;
+  const bare = (e: unknown): boolean =>
+    typeof e === 'object' && e !== null && (e as GraphQLFormattedError).extensions?.code === undefined;
+  if (!errors.some(bare)) return undefined;
+  return JSON.stringify({
+    ...(body as object),
+    errors: errors.map((e: unknown) =>
+      bare(e) ? { ...(e as object), extensions: { ...(e as GraphQLFormattedError).extensions, code } } : e,
+    ),
+  });
+}
 
 const unexpected = (): GraphQLError => new GraphQLError('Unexpected error.', { extensions: { ...UNEXPECTED } });
 
@@ -747,6 +790,14 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       context: undefined,
     });
     const headers = { ...cors, ...(init.headers as Record<string, string>) };
+    if (init.status >= 400 && init.status < 500) {
+      // graphql-http's own refusals come with a bare message or none.
+      const refusal = coded(text, init.status);
+      if (refusal !== undefined) {
+        sendText(res, init.status, refusal, { ...headers, 'content-type': 'application/json; charset=utf-8' });
+        return;
+      }
+    }
     const cached = cachedBodies.get(req);
     if (cached) {
       res.writeHead(init.status, { ...headers, 'content-length': String(cached.length) });

@@ -129,7 +129,6 @@ const STATUS: Record<DomainErrorCode, number> = {
   UNAUTHENTICATED: 401,
   NOT_FOUND: 404,
   CONFLICT: 409,
-  OVERLOADED: 503,
   // One sender is ahead of itself: slow that sender down. The whole buffer full: the server is overloaded.
   CHANNEL_BUFFER_FULL: 429,
   BUFFER_FULL: 503,

@@ -54,6 +54,39 @@ describe('GraphQL hardening', () => {
     });
   });
 
+  describe('requests graphql-http refuses before any GraphQL', () => {
+    it('answers each with an error that carries a message and extensions.code', async () => {
+      await start({ graphiql: false });
+      const url = `${server.http}/graphql`;
+      const json = { 'content-type': 'application/json' };
+      const cases: Array<[string, Promise<{ status: number; body: unknown }>, number, string, RegExp]> = [
+        ['no query', send(url, 'POST', '{}', json), 400, 'BAD_REQUEST', /^Missing query$/],
+        ['a body that is not JSON', send(url, 'POST', 'not json', json), 400, 'BAD_REQUEST', /^Unparsable JSON body$/],
+        [
+          "curl's default form body",
+          send(url, 'POST', '{"query":"{__typename}"}', { 'content-type': 'application/x-www-form-urlencoded' }),
+          415,
+          'UNSUPPORTED_MEDIA_TYPE',
+          /send Content-Type: application\/json/,
+        ],
+        [
+          'a browser asking for a page, GraphiQL off',
+          send(`${url}?query=%7B__typename%7D`, 'GET', undefined, { accept: 'text/html' }),
+          406,
+          'NOT_ACCEPTABLE',
+          /accept one of them/,
+        ],
+      ];
+      for (const [what, reply, status, code, message] of cases) {
+        const r = await reply;
+        expect({ what, status: r.status }).toEqual({ what, status });
+        const errors = (r.body as { errors?: Array<{ message: string; extensions?: { code?: string } }> }).errors;
+        expect({ what, code: errors?.[0]?.extensions?.code }).toEqual({ what, code });
+        expect(errors?.[0]?.message).toMatch(message);
+      }
+    });
+  });
+
   describe('a document whose operation cannot be told', () => {
     const query = 'query A { gaps { channel } } query B { rockets { nodes { channel } } }';
     const several = 'the document holds 2 operations: name the one to run in operationName';
@@ -190,7 +223,8 @@ describe('GraphQL hardening', () => {
       await start({ graphiql: false });
       const r = await send(`${server.http}/graphql`, 'GET', undefined, { accept: 'text/html' });
       expect(r.status).toBe(406);
-      expect(r.headers['content-type']).toBeUndefined();
+      // An error saying what it answers instead, not a page.
+      expect(r.headers['content-type']).toBe('application/json; charset=utf-8');
     });
   });
 
