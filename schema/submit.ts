@@ -9,7 +9,7 @@ import {
   type Issue,
   UnauthenticatedError,
 } from '../src/domain/errors';
-import type { MessageType } from '../src/domain/message';
+import { validateEnvelope, type MessageType } from '../src/domain/message';
 import type { RocketService, SubmitResult } from '../src/engine/service';
 import { builder } from './builder';
 import { MessageTypeEnum } from './event';
@@ -120,7 +120,10 @@ function toEnvelope(input: EnvelopeInput): { envelope: unknown; field: PayloadFi
   const given = Object.keys(input.message) as PayloadField[];
   const body: unknown = (input.message as Partial<Record<PayloadField, unknown>>)[expected];
   if (given.length !== 1 || body === undefined || body === null) {
+    // The metadata's own problems too, as REST names every problem of a body at once.
+    const metadata = validateEnvelope({ metadata: input.metadata, message: {} });
     throw new ValidationError([
+      ...(metadata.ok ? [] : metadata.issues.filter((i) => i.field.startsWith('metadata'))),
       {
         field: 'message',
         problem: `must hold the ${expected} payload, since metadata.messageType is ${ENUM_NAME[messageType]}; got ${given.join(', ')}`,

@@ -128,6 +128,21 @@ describe('GraphQL over HTTP', () => {
       expect((await data(server, EventsDocument, {})).events).toEqual([]);
     });
 
+    it('names the metadata problems too when the payload does not match messageType, as REST does', async () => {
+      const bad = messages('').launched(0);
+      const r = await submit({
+        ...bad,
+        metadata: { ...bad.metadata, messageTime: '2022-01-01' },
+        message: { rocketExploded: { reason: 'boom' } },
+      });
+      expect(r.body.errors?.[0]?.extensions?.issues?.map((i) => i.field)).toEqual([
+        'metadata.channel',
+        'metadata.messageNumber',
+        'metadata.messageTime',
+        'message',
+      ]);
+    });
+
     it('refuses a message beyond the per-channel buffer cap with CHANNEL_BUFFER_FULL and when to retry', async () => {
       await server.app.stop();
       server = await startServer({ bufferLimits: { perChannel: 2, total: 100 } });
