@@ -152,25 +152,45 @@ function onlyGraphQL(e: GraphQLError): boolean {
   return false;
 }
 
+/** Errors logged with their request's id, before masking: yoga's own line for them is left out. */
+const loggedWithRequest = new WeakSet<object>();
+
+/**
+ * The errors of an HTTP request's result that masking will hide, logged as REST logs them: `unexpected
+ * error` with the request id its answer carries in `x-request-id`, so a user's report leads to the line.
+ * Errors of graphql-ws operations (no request id) are left to yoga's logger.
+ */
+function logUnexpected(log: Logger, errors: readonly GraphQLError[], requestId: string | undefined): void {
+  if (requestId === undefined) return;
+  for (const e of errors) {
+    if (domainErrorOf(e) !== undefined || maskUnexpected(e, 'Unexpected error.', false) === e) continue;
+    loggedWithRequest.add(e);
+    log.error({ err: e.originalError ?? e, requestId }, 'unexpected error');
+  }
+}
+
 /**
  * Turns errors the domain raises on purpose (thrown by resolvers, subscription sources and streams) into
  * GraphQLErrors with `extensions.code`, before yoga's error masking runs: masking then lets them through and
  * still hides everything else as "Unexpected error.". An operation that did not run (no `data`) failed on
  * its variables: those errors get `BAD_USER_INPUT`.
  */
-function useDomainErrors(): Plugin {
+function useDomainErrors(log: Logger): Plugin {
   const convert = (error: unknown): unknown => {
     const domain = domainErrorOf(error);
     return domain ? toGraphQLError(domain, error instanceof GraphQLError ? error : undefined) : error;
   };
   const onResult = ({
+    args,
     result,
     setResult,
   }: {
+    args: ExecutionArgs;
     result: ExecutionResult;
     setResult: (r: ExecutionResult) => void;
   }): void => {
     if (result.errors === undefined) return;
+    logUnexpected(log, result.errors, (args.contextValue as { requestId?: string } | undefined)?.requestId);
     if (result.data === undefined) {
       // Not run at all: its variables did not coerce (graphql-js says so without a code), or a subscription's
       // source refused its arguments.
@@ -577,6 +597,7 @@ function yogaLogger(log: Logger): Record<'debug' | 'info' | 'warn' | 'error', (.
     (level: 'debug' | 'info' | 'warn' | 'error') =>
     (...args: unknown[]): void => {
       const err = args.find((a) => a instanceof Error);
+      if (err !== undefined && loggedWithRequest.has(err)) return;
       const text = args.filter((a) => typeof a === 'string').join(' ');
       const details = args.filter((a) => typeof a !== 'string' && !(a instanceof Error));
       const fields = { ...(err === undefined ? {} : { err }), ...(details.length > 0 ? { details } : {}) };
@@ -621,7 +642,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       useGraphQlJit({}, { enableIf: jitFits, onError: (r) => yoga.logger.error('graphql-jit compilation failed', r) }),
       // After graphql-jit, which leaves subscriptions alone: one execution of each live event per question.
       shared.plugin(),
-      useDomainErrors(),
+      useDomainErrors(log),
     ],
   });
 
@@ -638,6 +659,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     variables: Readonly<Record<string, unknown>> | null | undefined,
     operationName: string | null | undefined,
     canWrite: boolean,
+    requestId?: string,
   ): Promise<PreparedArgs | readonly GraphQLError[]> {
     const enveloped: Enveloped = yoga.getEnveloped({});
     let document: DocumentNode;
@@ -679,11 +701,13 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       document,
       variableValues: variables,
       operationName,
-      contextValue: { ...(await enveloped.contextFactory()), canWrite },
+      contextValue: { ...(await enveloped.contextFactory()), canWrite, requestId },
       [ENVELOPED]: enveloped,
     };
   }
 
+  /** The id each HTTP request is answered with (`x-request-id`), for the log of its unexpected errors. */
+  const requestIds = new WeakMap<IncomingMessage, string>();
   /** Requests whose execution produced no `data` (a request error, such as variables that do not coerce). */
   const requestErrors = new WeakSet<IncomingMessage>();
   const answers = new AnswerCache();
@@ -716,6 +740,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         params.variables,
         params.operationName,
         mayWrite(req.raw.headers.authorization, ingestToken),
+        requestIds.get(req.raw),
       );
       return req.method === 'GET' ? prepared.then((p) => noMutationOverGet(req.raw, p)) : prepared;
     },
@@ -765,6 +790,8 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       }
       return;
     }
+    const requestId = res.getHeader('x-request-id');
+    if (typeof requestId === 'string') requestIds.set(req, requestId);
     let body: string | null = null;
     if (method === 'POST') {
       try {

@@ -519,7 +519,7 @@ describe('GraphQL over HTTP', () => {
         .spyOn(server.app.store, 'listRockets')
         .mockRejectedValue(new Error('disk on fire at /var/lib/secret'));
       try {
-        const r = await post(server, RocketsDocument, {});
+        const r = await post(server, RocketsDocument, {}, { 'x-request-id': 'report-42' });
         expect(JSON.stringify(r.body)).not.toContain('secret');
         expect(r.body.errors).toEqual([
           expect.objectContaining({
@@ -527,8 +527,13 @@ describe('GraphQL over HTTP', () => {
             extensions: { code: 'UNAVAILABLE', retryAfterSeconds: 1, unexpected: true },
           }),
         ]);
-        const causes = logged.mock.calls.map(([fields]) => (fields as { err?: unknown }).err);
-        expect(causes).toContainEqual(expect.objectContaining({ message: 'disk on fire at /var/lib/secret' }));
+        // Once, as REST logs it: with the request id the answer carried, so a user's report finds it.
+        const lines = logged.mock.calls.filter(
+          ([fields]) => (fields as { err?: { message?: string } }).err?.message === 'disk on fire at /var/lib/secret',
+        );
+        expect(lines).toEqual([
+          [expect.objectContaining({ requestId: 'report-42', err: expect.any(Error) as unknown }), 'unexpected error'],
+        ]);
       } finally {
         failing.mockRestore();
         logged.mockRestore();
