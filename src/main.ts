@@ -42,7 +42,15 @@ const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 async function serve(config: Config, log: Logger): Promise<void> {
   const app = await buildApp(config, log);
-  const port = await app.start();
+  let port: number;
+  try {
+    port = await app.start();
+  } catch (e) {
+    await app.stop();
+    // Named by the variables that chose the address: the system's own words alone name neither.
+    const where = `HOST ${config.host === undefined ? '(every address)' : `"${config.host}"`} PORT ${config.port}`;
+    throw new ConfigError(`cannot listen on ${where}: ${e instanceof Error ? e.message : String(e)}`);
+  }
   log.info({ port, store: app.store.kind, database: app.store.location, lanes: config.workerCount }, 'listening');
   let stopping = false;
   const shutdown = (signal: string): void => {

@@ -46,6 +46,13 @@ describe('the server command', () => {
     });
   });
 
+  it('names HOST and PORT when it cannot listen where they say', async () => {
+    expect(await failure([], { DATABASE_URL: 'memory:', HOST: 'nonexistent.invalid', PORT: '0' })).toMatchObject({
+      code: 1,
+      stdout: expect.stringContaining('cannot listen on HOST \\"nonexistent.invalid\\" PORT 0: ') as unknown,
+    });
+  });
+
   it('stops gracefully on SIGHUP as on SIGTERM', async () => {
     const s = (server = await startServer({ DATABASE_URL: 'memory:' }));
     expect((await getJson(`${s.url}/health`)).status).toBe(200);
