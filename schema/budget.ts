@@ -11,13 +11,65 @@ import type { StoredEvent } from '../src/store/types';
  */
 export const EVENTS_PER_OPERATION = MAX_PAGE;
 
-/** Events read so far by the operation whose context this is. */
-const spent = new WeakMap<object, number>();
+/** The count of one operation: events read or reserved, the reads under way, and the fields waiting. */
+interface Budget {
+  /** Events read by fields that are done, plus the reservations of the reads under way. */
+  used: number;
+  inFlight: number;
+  /** Fields that found too little left while other reads were under way, first come first. */
+  readonly waiting: Array<{ readonly want: number; readonly start: (r: Reservation) => void }>;
+}
+
+/** What a field may read: `limit` events, `left` of which fit (`limit` is `left + 1` when it is short). */
+interface Reservation {
+  readonly limit: number;
+  readonly left: number;
+}
+
+const budgets = new WeakMap<object, Budget>();
 
 /**
- * Reads a field's events within what is left of the operation's EVENTS_PER_OPERATION, reserved before the
- * read: at most one more than is left, and refuses the field (BAD_USER_INPUT) if that many came. A
- * subscription is not counted: each of its executions resolves the one event or rocket that came.
+ * Reserves up to `want` events, or returns undefined while that would be guessing: less is left than
+ * `want` and reads under way may yet give back what they reserved and did not read. With no read under
+ * way, what is left is exact, and a short field reserves one more than that, to learn whether it is over.
+ * A limit of 0 says the operation is over already: the field is refused without a read.
+ */
+function reserve(budget: Budget, want: number): Reservation | undefined {
+  const left = EVENTS_PER_OPERATION - budget.used;
+  if (left < want && budget.inFlight > 0) return undefined;
+  const limit = left >= want ? want : Math.max(left + 1, 0);
+  budget.used += limit;
+  if (limit > 0) budget.inFlight += 1;
+  return { limit, left };
+}
+
+/** Starts the waiting fields, first come first, while the one at the head can start. */
+function startWaiting(budget: Budget): void {
+  for (let head = budget.waiting[0]; head !== undefined; head = budget.waiting[0]) {
+    const reservation = reserve(budget, head.want);
+    if (reservation === undefined) return;
+    budget.waiting.shift();
+    head.start(reservation);
+  }
+}
+
+const overBudget = (): ValidationError =>
+  new ValidationError([
+    {
+      field: 'events',
+      problem: `one operation reads at most ${EVENTS_PER_OPERATION} events over all its events fields: page them with first and after`,
+    },
+  ]);
+
+/**
+ * Reads a field's events within what is left of the operation's EVENTS_PER_OPERATION, and refuses the
+ * field (BAD_USER_INPUT) if what the operation reads would go beyond it. Each read reserves its `first`
+ * before it starts, so the events read stay bounded while sibling fields (an alias each, or the rockets
+ * of a listing) read together: fields that fit in what is left start at once, and a field that does not
+ * waits for the reads under way to end and give back what they did not read. So whether a field is
+ * refused depends on what the operation reads, not on which sibling started first, and the operation
+ * reads at most one event beyond the budget: the one that shows it is over. A subscription is not
+ * counted: each of its executions resolves the one event or rocket that came.
  */
 export async function withinBudget(
   context: object,
@@ -26,21 +78,23 @@ export async function withinBudget(
   read: (limit: number) => Promise<StoredEvent[]>,
 ): Promise<StoredEvent[]> {
   if (info.operation.operation === OperationTypeNode.SUBSCRIPTION) return read(first ?? MAX_PAGE);
-  const left = EVENTS_PER_OPERATION - (spent.get(context) ?? 0);
   // A `first` out of range is passed as given, for the service to refuse it by name.
-  const inRange = first === undefined || (Number.isSafeInteger(first) && first >= 1 && first <= MAX_PAGE);
-  const limit = inRange ? Math.min(first ?? MAX_PAGE, left + 1) : first;
-  // Reserved before the read: sibling fields start together, and each must see what the others may read.
-  const reserved = inRange ? limit : 0;
-  spent.set(context, EVENTS_PER_OPERATION - left + reserved);
-  const events = await read(limit);
-  spent.set(context, (spent.get(context) ?? 0) - reserved + events.length);
-  if (events.length > left)
-    throw new ValidationError([
-      {
-        field: 'events',
-        problem: `one operation reads at most ${EVENTS_PER_OPERATION} events over all its events fields: page them with first and after`,
-      },
-    ]);
+  if (first !== undefined && !(Number.isSafeInteger(first) && first >= 1 && first <= MAX_PAGE)) return read(first);
+  const budget = budgets.get(context) ?? { used: 0, inFlight: 0, waiting: [] };
+  budgets.set(context, budget);
+  const want = first ?? MAX_PAGE;
+  const { limit, left } =
+    reserve(budget, want) ?? (await new Promise<Reservation>((start) => budget.waiting.push({ want, start })));
+  if (limit === 0) throw overBudget();
+  let events: StoredEvent[] = [];
+  try {
+    events = await read(limit);
+  } finally {
+    // Gives back what was reserved and not read (all of it if the read failed), then lets waiting fields on.
+    budget.used -= limit - events.length;
+    budget.inFlight -= 1;
+    startWaiting(budget);
+  }
+  if (events.length > left) throw overBudget();
   return events;
 }

@@ -436,6 +436,99 @@ describe('GraphQL over HTTP', () => {
     });
   });
 
+  describe('the events budget, shared by sibling fields', () => {
+    /** Submits `count` events of one rocket, 1,000 a request. */
+    const history = async (channel: string, count: number) => {
+      const m = messages(channel);
+      const all = [m.launched(1), ...Array.from({ length: count - 1 }, (_, i) => m.increased(i + 2, 1))];
+      for (let i = 0; i < all.length; i += 1000)
+        await data(server, SubmitMessagesDocument, { messages: all.slice(i, i + 1000) });
+    };
+    /** Counts the events the service hands the GraphQL fields: what the store read for them. */
+    const countReads = () => {
+      const reads = jest.spyOn(server.app.service, 'events');
+      return async () => {
+        const settled = await Promise.allSettled(reads.mock.results.map((r) => r.value as Promise<unknown[]>));
+        reads.mockRestore();
+        return settled.reduce((n, r) => n + (r.status === 'fulfilled' ? r.value.length : 0), 0);
+      };
+    };
+    const refusal = {
+      code: 'BAD_USER_INPUT',
+      issues: [
+        {
+          field: 'events',
+          problem:
+            'one operation reads at most 10000 events over all its events fields: page them with first and after',
+        },
+      ],
+    };
+
+    it('answers sibling events fields that each leave first out, when what they read fits', async () => {
+      await history('t1', 5);
+      await history('rocket-1', 2);
+      const r = await postRaw<Record<string, { events: unknown[] }>>(server, {
+        query:
+          '{ a: rocket(channel: "t1") { events { messageNumber } } b: rocket(channel: "rocket-1") { events { messageNumber } } }',
+      });
+      expect(r.body.errors).toBeUndefined();
+      expect(r.body.data?.a?.events).toHaveLength(5);
+      expect(r.body.data?.b?.events).toHaveLength(2);
+      const both = await postRaw<Record<string, unknown[]>>(server, {
+        query:
+          'query ($n: Int) { x: events(channel: "t1") { position } y: events { position } z: events(first: $n) { position } }',
+        variables: { n: 10_000 },
+      });
+      expect(both.body.errors).toBeUndefined();
+      expect(both.body.data?.x).toHaveLength(5);
+      expect(both.body.data?.y).toHaveLength(7);
+      expect(both.body.data?.z).toHaveLength(7);
+    });
+
+    it("answers every rocket's events in one listing, when they fit", async () => {
+      for (let r = 0; r < 5; r++) await history(`n${r}`, 3 + r);
+      const r = await postRaw<{ rockets: { nodes: Array<{ channel: string; events: unknown[] }> } }>(server, {
+        query: '{ rockets { nodes { channel events { messageNumber } } } }',
+      });
+      expect(r.body.errors).toBeUndefined();
+      expect(r.body.data?.rockets.nodes.map((n) => n.events.length)).toEqual([3, 4, 5, 6, 7]);
+    });
+
+    it('answers exactly 10,000 events over several fields, and refuses the one that goes beyond', async () => {
+      await history('x', 6000);
+      await history('y', 3000);
+      await history('z', 1000);
+      const fields = ['x', 'y', 'z'].map((c) => `${c}: rocket(channel: "${c}") { events { messageNumber } }`);
+      const fits = await postRaw(server, { query: `{ ${fields.join(' ')} }` });
+      expect(fits.body.errors).toBeUndefined();
+      // One more event anywhere is over: one field is refused, the others are answered in full.
+      await history('w', 1);
+      fields.push('w: rocket(channel: "w") { events { messageNumber } }');
+      const read = countReads();
+      const over = await postRaw<Record<string, { events: unknown[] } | null>>(server, {
+        query: `{ ${fields.join(' ')} }`,
+      });
+      expect(await read()).toBeLessThanOrEqual(10_001);
+      expect(over.body.errors).toHaveLength(1);
+      expect(over.body.errors?.[0]?.extensions).toEqual(refusal);
+      const refused = over.body.errors?.[0]?.path?.[0] as string;
+      expect(over.body.errors?.[0]?.path).toEqual([refused, 'events']);
+      const sizes = { x: 6000, y: 3000, z: 1000, w: 1 };
+      for (const [c, n] of Object.entries(sizes))
+        expect(over.body.data?.[c]?.events.length ?? null).toBe(c === refused ? null : n);
+    });
+
+    it('reads at most one event beyond 10,000 over all the rockets of a listing, and then refuses', async () => {
+      // 30 rockets of 400 events: 12,000 in all, 10,000 of which fit.
+      for (let r = 0; r < 30; r++) await history(`r${String(r).padStart(2, '0')}`, 400);
+      const read = countReads();
+      const r = await postRaw(server, { query: '{ rockets { nodes { channel events { messageNumber } } } }' });
+      expect(r.body.errors?.[0]?.extensions).toEqual(refusal);
+      // The budget is spent before the refusal, and no more: the event that proves it over is the only extra.
+      expect(await read()).toBe(10_001);
+    });
+  });
+
   describe('transport', () => {
     it('runs a query sent with GET', async () => {
       const url = `${server.http}/graphql?query=${encodeURIComponent('{ rockets { nodes { channel } } }')}`;
