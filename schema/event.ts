@@ -107,10 +107,14 @@ builder.queryField('events', (t) =>
     description: 'Applied events in position order, of one rocket or of all (for one rocket, that is number order).',
     args: {
       channel: t.arg.string({ description: 'Only this rocket; every rocket when left out.' }),
-      after: t.arg({ type: SafeInt, description: 'Only events with a position above this.' }),
+      after: t.arg({
+        type: SafeInt,
+        description: 'Only events with a position above this (not with `afterMessageNumber`).',
+      }),
       afterMessageNumber: t.arg({
         type: SafeInt,
-        description: 'Only events of `channel` with a message number above this (refused without `channel`).',
+        description:
+          'Only events of `channel` with a message number above this (refused without `channel`, and with `after`).',
       }),
       first: t.arg.int({ description: 'At most this many (1 to 10000); 10000 when left out.' }),
     },
@@ -142,11 +146,12 @@ builder.subscriptionField('eventAppended', (t) =>
       channel: t.arg.string({ description: 'Only this rocket; every rocket when left out.' }),
       after: t.arg({
         type: SafeInt,
-        description: 'Start after this position; 0 (the start of the log) when left out.',
+        description:
+          'Start after this position; 0 (the start of the log) when left out (not with `afterMessageNumber`).',
       }),
       afterMessageNumber: t.arg({
         type: SafeInt,
-        description: 'Start after this message number of `channel` (refused without `channel`).',
+        description: 'Start after this message number of `channel` (refused without `channel`, and with `after`).',
       }),
     },
     subscribe: (_root, args, { service }) =>

@@ -158,11 +158,19 @@ const checkCount = (field: string, v: number | undefined, min: number, max: numb
     issues.push({ field, problem: `must be an integer from ${min} to ${max}` });
 };
 
-/** Message numbers count within one channel: a number without one would mean nothing. */
+/**
+ * Message numbers count within one channel: a number without one would mean nothing. And a read starts
+ * after one point: given a position too, one of the two would be silently dropped.
+ */
 const checkAfterMessageNumber = (args: EventListArgs, issues: Issue[]): void => {
   checkCount('afterMessageNumber', args.afterMessageNumber, 0, Number.MAX_SAFE_INTEGER, issues);
   if (args.afterMessageNumber !== undefined && args.channel === undefined)
     issues.push({ field: 'afterMessageNumber', problem: 'needs channel: message numbers count within one rocket' });
+  if (args.afterMessageNumber !== undefined && args.afterPosition !== undefined)
+    issues.push({
+      field: 'afterMessageNumber',
+      problem: 'cannot be combined with after: give a position (after) or a message number, not both',
+    });
 };
 
 /** A channel no message can have (text no store keeps exactly) is refused, never looked up. */

@@ -330,6 +330,31 @@ describe('GraphQL over HTTP', () => {
         issues: [{ field: 'afterMessageNumber', problem: 'needs channel: message numbers count within one rocket' }],
       });
     });
+    it('refuses after and afterMessageNumber together, naming both, rather than dropping after', async () => {
+      const both = await post(server, EventsDocument, { channel: 'a', after: 1, afterMessageNumber: 1, first: 10 });
+      expect(both.body.data).toBeNull();
+      expect(both.body.errors).toEqual([
+        expect.objectContaining({
+          message:
+            'afterMessageNumber: cannot be combined with after: give a position (after) or a message number, not both',
+          path: ['events'],
+          extensions: {
+            code: 'BAD_USER_INPUT',
+            issues: [
+              {
+                field: 'afterMessageNumber',
+                problem: 'cannot be combined with after: give a position (after) or a message number, not both',
+              },
+            ],
+          },
+        }),
+      ]);
+      // Each alone is answered.
+      const after = await data(server, EventsDocument, { channel: 'a', after: 1, first: 10 });
+      expect(after.events.map((e) => e.position)).toEqual([3, 4, 6]);
+      const number = await data(server, EventsDocument, { channel: 'a', afterMessageNumber: 1, first: 10 });
+      expect(number.events.map((e) => e.messageNumber)).toEqual([2, 3, 4]);
+    });
   });
 
   describe('rockets', () => {

@@ -326,6 +326,20 @@ describe('subscriptions over graphql-ws', () => {
         type: 'next',
         payload: { errors: [{ extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'afterMessageNumber' }] } }] },
       });
+      // Nor two starting points: one of them would be dropped.
+      s.subscribe('twoStarts', print(EventAppendedDocument), { channel: 'a', after: 1, afterMessageNumber: 1 });
+      expect(await s.nextWhere((m) => m.id === 'twoStarts')).toMatchObject({
+        type: 'next',
+        payload: {
+          errors: [
+            {
+              message:
+                'afterMessageNumber: cannot be combined with after: give a position (after) or a message number, not both',
+              extensions: { code: 'BAD_USER_INPUT', issues: [{ field: 'afterMessageNumber' }] },
+            },
+          ],
+        },
+      });
 
       await launch('a');
       expect(await s.nextWhere((m) => m.id === 'ok')).toMatchObject({ type: 'next' });
