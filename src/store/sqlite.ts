@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import { EVENT_TYPES, MESSAGE_TYPES, PAYLOAD_FIELDS, type EventType, type RocketMessage } from '../domain/message';
 import { evolve, evolveAt, ROCKET_STATUSES, withUtcTimes, type Rocket, type RocketStatus } from '../domain/rocket';
 import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type PlanSource } from './plan';
-import { WalCheckpoints, WalSync } from './wal';
+import { WalSync } from './wal';
 import {
   DEFAULT_BUFFER_LIMITS,
   notify,
@@ -527,8 +527,6 @@ export class SqliteStore implements EventStore {
   private closing: Promise<void> | undefined;
   /** Syncs the WAL before a commit resolves (synchronous FULL, on a file). */
   private readonly wal: WalSync | undefined;
-  /** With `wal`: checkpoints whose disk waits are off the event loop, instead of SQLite's own. */
-  private readonly checkpoints: WalCheckpoints | undefined;
   /** Transactions committed (groups, skips, rebuilds): with `walSyncs`, how many one sync covered. */
   transactions = 0;
 
@@ -581,10 +579,7 @@ export class SqliteStore implements EventStore {
       this.sql = prepare(this.db);
       this.buffered = this.sql.pendingCount.get()?.count ?? 0;
       // The migration wrote, so the WAL exists. What it wrote is synced like any commit, before the first one.
-      if (onDisk && synchronous === 'FULL') {
-        this.wal = new WalSync(`${path}-wal`);
-        this.checkpoints = new WalCheckpoints(path, this.db, this.wal, (done) => this.afterSync(done));
-      }
+      if (onDisk && synchronous === 'FULL') this.wal = new WalSync(`${path}-wal`);
     } catch (e) {
       this.shut();
       throw e;
@@ -680,7 +675,6 @@ export class SqliteStore implements EventStore {
     });
     this.projectTransaction = (count) => {
       project.immediate(count);
-      this.checkpoints?.wrote();
       let left = count;
       for (const channel of this.dirty.keys()) {
         if (left-- === 0) break;
@@ -879,7 +873,6 @@ export class SqliteStore implements EventStore {
         throw e;
       }
       this.transactions++;
-      this.checkpoints?.wrote();
       this.trimCache();
       await this.durable();
       if (done.result.events.length > 0) notify(this.listeners, done.result.events, done.result.rockets);
@@ -901,7 +894,6 @@ export class SqliteStore implements EventStore {
   async rebuildProjection(): Promise<number> {
     const replayed = await attempt(() => this.rebuildTransaction());
     this.transactions++;
-    this.checkpoints?.wrote();
     await this.durable();
     return replayed;
   }
@@ -917,8 +909,6 @@ export class SqliteStore implements EventStore {
         else if (this.wal?.busy === true) await this.wal.drained();
         else this.schedule();
       }
-      this.checkpoints?.stop();
-      await this.checkpoints?.drained();
       try {
         this.project();
       } finally {
@@ -932,8 +922,6 @@ export class SqliteStore implements EventStore {
   /** Closes the database, then lets go of the writer's lock. */
   private shut(): void {
     try {
-      // The writer closes last, so that SQLite checkpoints (with its syncs) and removes the WAL.
-      this.checkpoints?.close();
       this.db.close();
     } finally {
       this.writer?.close();
@@ -957,7 +945,6 @@ export class SqliteStore implements EventStore {
       return;
     }
     this.transactions++;
-    this.checkpoints?.wrote();
     this.trimCache();
     if (this.wal === undefined) {
       this.settle(calls, results);

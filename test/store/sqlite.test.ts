@@ -1,16 +1,4 @@
-import {
-  closeSync,
-  copyFileSync,
-  existsSync,
-  linkSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readSync,
-  rmSync,
-  statSync,
-  symlinkSync,
-} from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -421,59 +409,6 @@ describe('SqliteStore on its file', () => {
     await Promise.all([first, ...later]);
     expect(groups).toEqual([['a'], ['b', 'c']]);
     expect(store.transactions).toBe(3);
-  });
-
-  it('checkpoints the WAL into the database file as commits go on, each commit resolving in turn', async () => {
-    // The rockets table written behind often: its transactions too start checkpoints, at any time.
-    const store = new SqliteStore(tmp.file, { projection: { afterMs: 1, chunk: 100, maxDirty: 10_000 } });
-    opened.push(store);
-    let n = 0;
-    // Four writers, each asking for its next commit once its last resolved, also while a checkpoint syncs:
-    // a commit that waits for a sync must be written once that sync ends, whoever asked for it.
-    const writer = async (): Promise<void> => {
-      for (let c = 0; c < 20; c++) {
-        // As a request would: a later turn of the event loop, whatever runs then.
-        await new Promise((resolve) => setImmediate(resolve));
-        await store.commit(Array.from({ length: 500 }, () => launched(`rocket-${++n}-${'x'.repeat(100)}`, 1)));
-      }
-    };
-    await Promise.all([writer(), writer(), writer(), writer()]);
-    // The database file holds most of what was written, and the WAL, started over after each checkpoint,
-    // stays near 1,000 pages of 4 KiB.
-    expect(statSync(tmp.file).size).toBeGreaterThan(8 * 1024 * 1024);
-    expect(statSync(`${tmp.file}-wal`).size).toBeLessThan(8 * 1024 * 1024);
-    expect((await store.stats()).events).toBe(40_000);
-  });
-
-  it('writes a commit asked for while a checkpoint waits for its WAL sync alone', async () => {
-    const store = new SqliteStore(tmp.file, { projection: { afterMs: 60_000, chunk: 500, maxDirty: 10_000 } });
-    opened.push(store);
-    const shm = Buffer.alloc(100);
-    const backlog = (): number => {
-      const fd = openSync(`${tmp.file}-shm`, 'r');
-      try {
-        readSync(fd, shm, 0, 100, 0);
-      } finally {
-        closeSync(fd);
-      }
-      return shm.readUInt32LE(16) - shm.readUInt32LE(96);
-    };
-    let n = 0;
-    const rockets = (count: number): RocketMessage[] =>
-      Array.from({ length: count }, () => launched(`rocket-${++n}-${'x'.repeat(100)}`, 1));
-    while (backlog() < 700) await store.commit(rockets(100));
-    expect(backlog()).toBeLessThan(1000);
-    const a = store.commit(rockets(1));
-    await new Promise((resolve) => setImmediate(resolve));
-    // A read writes the rockets table first: past 1,000 frames, a checkpoint starts while a's sync runs,
-    // and so waits for a sync of its own.
-    await store.listRockets({ sort: 'channel', order: 'asc', limit: 1 });
-    expect(backlog()).toBeGreaterThanOrEqual(1000);
-    await a;
-    // Asked for during that sync: written once it ends.
-    const b = store.commit(rockets(1));
-    const late = new Promise((resolve) => setTimeout(resolve, 5000, 'not written').unref());
-    expect(await Promise.race([b.then(() => 'written'), late])).toBe('written');
   });
 
   it('syncs nothing itself with synchronous NORMAL', async () => {
