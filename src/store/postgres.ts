@@ -1011,6 +1011,17 @@ export class PostgresStore implements EventStore {
     }
     if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:')
       throw new Error(`a PostgreSQL URL starts with postgres:// or postgresql://, not ${parsed.protocol}//`);
+    // pg would fail on it later with a message about something else; the value itself is never repeated.
+    for (const [part, value] of [
+      ['user', parsed.username],
+      ['password', parsed.password],
+    ] as const) {
+      try {
+        decodeURIComponent(value);
+      } catch {
+        throw new Error(`the PostgreSQL URL's ${part} holds a malformed percent escape: write a % as %25`);
+      }
+    }
     // The URL is the only place an operator names the schema: a spelling pg would ignore, or a second
     // value, would quietly put this instance in another schema's fleet.
     for (const key of new Set(parsed.searchParams.keys())) {

@@ -522,6 +522,11 @@ describePg('PostgresStore with several instances', () => {
 
   it('refuses URLs that are not PostgreSQL and schema names it would have to quote', async () => {
     await expect(PostgresStore.open('mysql://localhost/x')).rejects.toThrow(/postgres:\/\//);
+    const escape = PostgresStore.open('postgres://postgres:sec%ZZret@127.0.0.1:5432/test');
+    await expect(escape).rejects.toThrow(
+      "the PostgreSQL URL's password holds a malformed percent escape: write a % as %25",
+    );
+    await expect(escape).rejects.not.toThrow(/sec/);
     await expect(PostgresStore.open(DATABASE_URL, { schema: 'bad"name' })).rejects.toThrow(/schema/);
   });
 
