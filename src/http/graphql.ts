@@ -706,8 +706,6 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     };
   }
 
-  /** The id each HTTP request is answered with (`x-request-id`), for the log of its unexpected errors. */
-  const requestIds = new WeakMap<IncomingMessage, string>();
   /** Requests whose execution produced no `data` (a request error, such as variables that do not coerce). */
   const requestErrors = new WeakSet<IncomingMessage>();
   const answers = new AnswerCache();
@@ -722,7 +720,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     body,
     { status: 200, statusText: 'OK', headers: { 'content-type': responseMediaType(req.headers.accept) } },
   ];
-  const http = createHandler<IncomingMessage, undefined, Record<string, unknown>>({
+  const http = createHandler<IncomingMessage, string | undefined, Record<string, unknown>>({
     schema,
     onSubscribe: (req, params) => {
       const version = service.readVersion();
@@ -740,7 +738,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         params.variables,
         params.operationName,
         mayWrite(req.raw.headers.authorization, ingestToken),
-        requestIds.get(req.raw),
+        req.context,
       );
       return req.method === 'GET' ? prepared.then((p) => noMutationOverGet(req.raw, p)) : prepared;
     },
@@ -790,8 +788,6 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       }
       return;
     }
-    const requestId = res.getHeader('x-request-id');
-    if (typeof requestId === 'string') requestIds.set(req, requestId);
     let body: string | null = null;
     if (method === 'POST') {
       try {
@@ -807,6 +803,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         return;
       }
     }
+    const requestId = res.getHeader('x-request-id');
     const [text, init] = await http({
       // A HEAD is answered as its GET (Node sends no body to a HEAD, and keeps the GET's length).
       method: method === 'HEAD' ? 'GET' : method,
@@ -814,7 +811,8 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       headers: req.headers,
       body,
       raw: req,
-      context: undefined,
+      // The id the answer carries in `x-request-id`, for the log of its unexpected errors.
+      context: typeof requestId === 'string' ? requestId : undefined,
     });
     const headers = { ...cors, ...(init.headers as Record<string, string>) };
     if (init.status >= 400 && init.status < 500) {
