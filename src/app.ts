@@ -7,7 +7,7 @@ import { Hub } from './engine/hub';
 import { LanePool } from './engine/lanes';
 import { RocketService } from './engine/service';
 import { createDashboard } from './http/dashboard';
-import { createGraphQLTransport } from './http/graphql';
+import { createGraphQLTransport } from './http/graphql/transport';
 import { READ_METHODS, corsHeaders, sendError, sendMethodNotAllowed, sendPreflight, sendProblem } from './http/io';
 import { Metrics } from './http/metrics';
 import { createRestRoutes, methodsOf } from './http/rest';

@@ -3,7 +3,7 @@ import { print } from 'graphql';
 import { auditServer, type AuditResult } from 'graphql-http';
 import { RocketUpdatedDocument } from '../generated/graphql';
 import { send } from '../support/process';
-import { ARMOR_LIMITS } from '../../src/http/graphql';
+import { ARMOR_LIMITS } from '../../src/http/graphql/transport';
 import type { Config } from '../../src/config';
 import { postRaw, RawSocket, startServer, until, type ProtocolMessage, type TestServer } from './support';
 

@@ -11,7 +11,7 @@ import { schema } from '../../schema/index';
 import { Hub } from '../../src/engine/hub';
 import { LanePool } from '../../src/engine/lanes';
 import { RocketService } from '../../src/engine/service';
-import { SHARED_RECENT, SharedSubscriptions } from '../../src/http/shared-subscriptions';
+import { SHARED_RECENT, SharedSubscriptions } from '../../src/http/graphql/shared-subscriptions';
 import { MemoryStore } from '../../src/store/memory';
 import { take } from '../support/iterate';
 import { envelope } from '../support/telemetry';

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
-import { BatchingWebSocket, SEND_HIGH_WATER } from '../../src/http/batching-websocket';
+import { BatchingWebSocket, SEND_HIGH_WATER } from '../../src/http/graphql/batching-websocket';
 
 /** A ws server using BatchingWebSocket, as the GraphQL transport does, and the server side of each connection. */
 async function serve(): Promise<{

@@ -1,3 +1,7 @@
+/**
+ * The GraphQL layer on the shared node:http server: GraphQL over HTTP through graphql-http, graphql-ws on the
+ * same path, and GraphiQL, all running operations through one yoga envelop pipeline.
+ */
 import type * as RenderGraphiQL from '@graphql-yoga/render-graphiql';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -5,45 +9,24 @@ import { useGraphQlJit } from '@envelop/graphql-jit';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import {
   GraphQLError,
-  getNamedType,
   getOperationAST,
-  isInputObjectType,
-  isListType,
-  isNonNullType,
-  Kind,
   NoSchemaIntrospectionCustomRule,
   OperationTypeNode,
-  typeFromAST,
   type DocumentNode,
   type ExecutionArgs,
   type ExecutionResult,
-  type GraphQLErrorExtensions,
-  type GraphQLFormattedError,
-  type GraphQLInputObjectType,
-  type GraphQLInputType,
   type GraphQLSchema,
-  type OperationDefinitionNode,
   type ValidationContext,
 } from 'graphql';
-import { createHandler, type FormatError, type Response as HttpResponse } from 'graphql-http';
+import { createHandler, type Response as HttpResponse } from 'graphql-http';
 import { useServer } from 'graphql-ws/use/ws';
-import {
-  createYoga,
-  handleStreamOrSingleExecutionResult,
-  isAsyncIterable,
-  maskError,
-  type GraphiQLRenderer,
-  type Plugin,
-  type PromiseOrValue,
-} from 'graphql-yoga';
+import { createYoga, isAsyncIterable, type GraphiQLRenderer, type Plugin, type PromiseOrValue } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
-import type { GraphQLContext } from '../../schema/builder';
-import { domainErrorOf, relocated, toGraphQLError } from '../../schema/errors';
-import { schema } from '../../schema/index';
-import type { Config } from '../config';
-import type { RocketService } from '../engine/service';
-import { BatchingWebSocket } from './batching-websocket';
+import type { GraphQLContext } from '../../../schema/builder';
+import { schema } from '../../../schema/index';
+import type { Config } from '../../config';
+import type { RocketService } from '../../engine/service';
 import {
   bearerOf,
   BodyRefusedError,
@@ -55,8 +38,22 @@ import {
   sameSecret,
   sendPreflight,
   utf8Text,
-} from './io';
-import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
+} from '../io';
+import { AnswerCache, type Question } from './answer-cache';
+import { BatchingWebSocket } from './batching-websocket';
+import {
+  coded,
+  maskUnexpected,
+  tooManyOperations,
+  unexpected,
+  UNEXPECTED,
+  unresolvedOperation,
+  useDomainErrors,
+  withoutHints,
+  withoutHttpHints,
+  yogaLogger,
+} from './errors';
+import { jitFits } from './jit';
 import { SharedSubscriptions } from './shared-subscriptions';
 
 export interface GraphQLTransport {
@@ -133,203 +130,6 @@ const armor = (introspection: boolean): Parameters<typeof EnvelopArmorPlugin>[0]
   blockFieldSuggestion: { enabled: !introspection },
 });
 
-/**
- * An error of the request itself, given `BAD_USER_INPUT` unless it has a code; one caused by anything but
- * GraphQL (a store that failed while a subscription started, say) is left to masking.
- */
-const badInput = (e: GraphQLError): GraphQLError =>
-  (e.extensions as GraphQLErrorExtensions | undefined)?.code === undefined && onlyGraphQL(e)
-    ? relocated(e.message, { ...e.extensions, code: 'BAD_USER_INPUT' }, e)
-    : e;
-
-/** Whether every error down the chain of causes is a GraphQL one, as yoga's masking asks. */
-function onlyGraphQL(e: GraphQLError): boolean {
-  let cause: unknown = e;
-  while (cause instanceof GraphQLError) {
-    if (cause.originalError === undefined) return true;
-    cause = cause.originalError;
-  }
-  return false;
-}
-
-/** Errors logged with their request's id, before masking: yoga's own line for them is left out. */
-const loggedWithRequest = new WeakSet<object>();
-
-/**
- * The errors of an HTTP request's result that masking will hide, logged as REST logs them: `unexpected
- * error` with the request id its answer carries in `x-request-id`, so a user's report leads to the line.
- * Errors of graphql-ws operations (no request id) are left to yoga's logger.
- */
-function logUnexpected(log: Logger, errors: readonly GraphQLError[], requestId: string | undefined): void {
-  if (requestId === undefined) return;
-  for (const e of errors) {
-    if (domainErrorOf(e) !== undefined || maskUnexpected(e, 'Unexpected error.', false) === e) continue;
-    loggedWithRequest.add(e);
-    log.error({ err: e.originalError ?? e, requestId }, 'unexpected error');
-  }
-}
-
-/**
- * Turns errors the domain raises on purpose (thrown by resolvers, subscription sources and streams) into
- * GraphQLErrors with `extensions.code`, before yoga's error masking runs: masking then lets them through and
- * still hides everything else as "Unexpected error.". An operation that did not run (no `data`) failed on
- * its variables: those errors get `BAD_USER_INPUT`.
- */
-function useDomainErrors(log: Logger): Plugin {
-  const convert = (error: unknown): unknown => {
-    const domain = domainErrorOf(error);
-    return domain ? toGraphQLError(domain, error instanceof GraphQLError ? error : undefined) : error;
-  };
-  const onResult = ({
-    args,
-    result,
-    setResult,
-  }: {
-    args: ExecutionArgs;
-    result: ExecutionResult;
-    setResult: (r: ExecutionResult) => void;
-  }): void => {
-    if (result.errors === undefined) return;
-    logUnexpected(log, result.errors, (args.contextValue as { requestId?: string } | undefined)?.requestId);
-    if (result.data === undefined) {
-      // Not run at all: its variables did not coerce (graphql-js says so without a code), or a subscription's
-      // source refused its arguments.
-      setResult({
-        ...result,
-        errors: result.errors.map((e) => (domainErrorOf(e) ? (convert(e) as GraphQLError) : badInput(e))),
-      });
-      return;
-    }
-    if (result.errors.some((e) => domainErrorOf(e) !== undefined))
-      setResult({ ...result, errors: result.errors.map((e) => convert(e) as GraphQLError) });
-  };
-  return {
-    onExecute: () => ({ onExecuteDone: (payload) => handleStreamOrSingleExecutionResult(payload, onResult) }),
-    onSubscribe: () => ({
-      onSubscribeResult: (payload) => handleStreamOrSingleExecutionResult(payload, onResult),
-      onSubscribeError: ({ error, setError }) => setError(convert(error)),
-    }),
-  };
-}
-
-/** Per input object type, its fields whose type holds a `@oneOf` input object somewhere: all a check walks. */
-const oneOfFields = new WeakMap<GraphQLInputObjectType, ReadonlyArray<readonly [string, GraphQLInputType]>>();
-/** Input object types whose `oneOfFields` are being worked out (input types may be recursive). */
-const working = new Set<GraphQLInputObjectType>();
-
-function fieldsHoldingOneOf(type: GraphQLInputObjectType): ReadonlyArray<readonly [string, GraphQLInputType]> {
-  let fields = oneOfFields.get(type);
-  if (fields === undefined) {
-    working.add(type);
-    fields = Object.values(type.getFields())
-      .filter((f) => holdsOneOf(f.type))
-      .map((f) => [f.name, f.type] as const);
-    working.delete(type);
-    oneOfFields.set(type, fields);
-  }
-  return fields;
-}
-
-function holdsOneOf(type: GraphQLInputType): boolean {
-  const named = getNamedType(type);
-  if (!isInputObjectType(named)) return false;
-  // A type met again inside itself counts as holding one: walking it is only wasted, skipping it could miss one.
-  return named.isOneOf || working.has(named) || fieldsHoldingOneOf(named).length > 0;
-}
-
-/**
- * Whether an input value breaks a `@oneOf` input object anywhere inside it (not exactly one field, or that
- * field null). graphql-js refuses such variables while coercing them; graphql-jit's compiled coercion does
- * not check `@oneOf`, so such a request is left to graphql-js, which answers it as before.
- */
-function breaksOneOf(type: GraphQLInputType, value: unknown): boolean {
-  if (value === null || value === undefined) return false;
-  if (isNonNullType(type)) return breaksOneOf(type.ofType, value);
-  if (isListType(type)) {
-    const item = type.ofType;
-    return Array.isArray(value) ? value.some((v) => breaksOneOf(item, v)) : breaksOneOf(item, value);
-  }
-  if (!isInputObjectType(type) || typeof value !== 'object') return false;
-  const given = value as Record<string, unknown>;
-  if (type.isOneOf) {
-    let count = 0;
-    for (const name in given) {
-      if (++count > 1 || given[name] === null || type.getFields()[name] === undefined) return true;
-    }
-    if (count !== 1) return true;
-  }
-  for (const [name, fieldType] of fieldsHoldingOneOf(type)) if (breaksOneOf(fieldType, given[name])) return true;
-  return false;
-}
-
-/** What deciding on graphql-jit needs of a document, worked out once per document. */
-interface JitPlan {
-  /** The document's operation when it holds exactly one that is a query or a mutation. */
-  readonly operation: OperationDefinitionNode | undefined;
-  /** Its variables whose type holds a `@oneOf` input object: their values are checked per request. */
-  readonly oneOfVariables: ReadonlyArray<readonly [string, GraphQLInputType]>;
-  /** Executions so far. */
-  runs: number;
-}
-const jitPlans = new WeakMap<DocumentNode, JitPlan>();
-
-function jitPlanOf(schema: GraphQLSchema, document: DocumentNode): JitPlan {
-  let plan = jitPlans.get(document);
-  if (plan === undefined) {
-    const op = soleOperation(document);
-    const operation = op && op.operation !== OperationTypeNode.SUBSCRIPTION ? op : undefined;
-    const oneOfVariables = (operation?.variableDefinitions ?? []).flatMap((def) => {
-      const type = typeFromAST(schema, def.type) as GraphQLInputType | undefined;
-      return type && holdsOneOf(type) ? [[def.variable.name.value, type] as const] : [];
-    });
-    plan = { operation, oneOfVariables, runs: 0 };
-    jitPlans.set(document, plan);
-  }
-  return plan;
-}
-
-/**
- * The error for a valid document whose operation to run cannot be told: it names none that is there, or
- * names none and holds several. graphql-http and graphql-ws would answer it without a code.
- */
-function unresolvedOperation(document: DocumentNode, operationName: string | null | undefined): GraphQLError {
-  const count = operationsOf(document).length;
-  const message =
-    operationName == null
-      ? `the document holds ${count} operations: name the one to run in operationName`
-      : `the document holds no operation named "${operationName}"`;
-  return new GraphQLError(message, { extensions: { code: 'OPERATION_RESOLUTION_FAILURE' } });
-}
-
-/** The operations of a document, in order. */
-const operationsOf = (document: DocumentNode): OperationDefinitionNode[] =>
-  document.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
-
-/** The one operation of a document, if it holds exactly one; undefined otherwise. */
-function soleOperation(document: DocumentNode): OperationDefinitionNode | undefined {
-  const ops = operationsOf(document);
-  return ops.length === 1 ? ops[0] : undefined;
-}
-
-/**
- * Which executions graphql-jit runs: queries and mutations of a document holding just that operation, from
- * its second execution on (compiling costs about what parsing and validating do, a millisecond: a document
- * sent once, as every one of a flood of distinct documents is, is not worth it). The plugin keeps one
- * compiled query per document, whatever the operation name, so a document with several operations (or an
- * operation name it does not hold) stays on graphql-js; subscriptions too (their source streams and the
- * live feeds stay on the path they were built and tested with). Variables that break a `@oneOf` input also
- * stay on graphql-js, whose coercion refuses them (see `breaksOneOf`).
- */
-function jitFits(args: ExecutionArgs): boolean {
-  const plan = jitPlanOf(args.schema, args.document);
-  const { operation, oneOfVariables } = plan;
-  if (!operation || ++plan.runs < 2) return false;
-  if (args.operationName != null && args.operationName !== operation.name?.value) return false;
-  const variables = args.variableValues;
-  if (variables) for (const [name, type] of oneOfVariables) if (breaksOneOf(type, variables[name])) return false;
-  return true;
-}
-
 const useNoIntrospection = (): Plugin => ({
   onValidate: ({ addValidationRule }) => addValidationRule(NoSchemaIntrospectionCustomRule),
 });
@@ -371,151 +171,7 @@ function envelopedOf(args: ExecutionArgs): Enveloped {
   return enveloped;
 }
 
-/**
- * `extensions` of every masked error. As REST answers anything unexpected with a 503 and `Retry-After`
- * (a store that failed, such as a dropped database connection, recorded nothing), a GraphQL client is
- * told it may retry, in the words of the other retryable errors.
- */
-const UNEXPECTED = { code: 'UNAVAILABLE', retryAfterSeconds: 1, unexpected: true } as const;
-
-/**
- * A socket already running its limit of operations: each subscription holds its own feed, catch-up page
- * and buffer, so one socket must not hold them without bound. The operation is refused; the socket and
- * its other operations go on.
- */
-const tooManyOperations = (limit: number): GraphQLError =>
-  new GraphQLError(
-    `this socket already runs ${limit} operations (WS_MAX_OPERATIONS): complete one before starting another`,
-    { extensions: { code: 'TOO_MANY_OPERATIONS', limit } },
-  );
-
-/** The code of a request graphql-http refused on its own, by status. */
-const REFUSAL_CODES: Readonly<Record<number, string>> = {
-  400: 'BAD_REQUEST',
-  406: 'NOT_ACCEPTABLE',
-  415: 'UNSUPPORTED_MEDIA_TYPE',
-};
-/** What to do about such a refusal that came with no message. */
-const REFUSAL_MESSAGES: Readonly<Record<number, string>> = {
-  406: '/graphql answers application/graphql-response+json or application/json: accept one of them',
-  415: '/graphql reads a JSON body: send Content-Type: application/json',
-};
-
-/**
- * A refusal of graphql-http (a body that is not JSON, no query, a media type it does not read, an Accept
- * it cannot answer) as every other error is sent: `errors` with a message and `extensions.code`.
- * Undefined when the answer already is so (parse and validation errors, and ours).
- */
-function coded(text: string | null, status: number): string | undefined {
-  const code = REFUSAL_CODES[status] ?? 'BAD_REQUEST';
-  if (text === null || text === '')
-    return JSON.stringify({
-      errors: [{ message: REFUSAL_MESSAGES[status] ?? STATUS_CODES[status] ?? 'refused', extensions: { code } }],
-    });
-  let body: unknown;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  const errors = (body as { errors?: unknown }).errors;
-  if (!Array.isArray(errors)) return undefined;
-  const bare = (e: unknown): boolean =>
-    typeof e === 'object' && e !== null && (e as GraphQLFormattedError).extensions?.code === undefined;
-  if (!errors.some(bare)) return undefined;
-  return JSON.stringify({
-    ...(body as object),
-    errors: errors.map((e: unknown) =>
-      bare(e) ? { ...(e as object), extensions: { ...(e as GraphQLFormattedError).extensions, code } } : e,
-    ),
-  });
-}
-
-const unexpected = (): GraphQLError => new GraphQLError('Unexpected error.', { extensions: { ...UNEXPECTED } });
-
-/** Yoga's masking (the message, no cause, the location kept), with UNEXPECTED as its extensions. */
-const maskUnexpected: typeof maskError = (error, message, isDev) => {
-  const m = maskError(error, message, isDev);
-  if (m === error || !(m instanceof GraphQLError)) return m;
-  return relocated(m.message, { ...m.extensions, ...UNEXPECTED }, error instanceof GraphQLError ? error : m);
-};
-
-/** What the answer cache of queries holds at most, in bytes of answers and UTF-16 code units of keys. */
-const ANSWER_CACHE_SIZE = 8 * 1024 * 1024;
-/** Larger answers (every rocket of a big fleet) are not kept, nor are questions with a longer key. */
-const ANSWER_CACHE_MAX_ANSWER = 1024 * 1024;
-const ANSWER_CACHE_MAX_KEY = 16 * 1024;
-
-/** A GraphQL-over-HTTP request as graphql-http parsed it: what its answer depends on, with the data. */
-interface Question {
-  readonly query: string;
-  readonly operationName?: string | null | undefined;
-  readonly variables?: Readonly<Record<string, unknown>> | null | undefined;
-}
-
-/**
- * Serialised answers of queries over HTTP, by query text, operation name and variables, kept while the
- * service's `readVersion()` stays the same (`KeptAnswers`). Only answers of queries without errors are kept
- * (so nothing depends on who asked: only mutations do). A request whose query text has no answer kept costs
- * one map lookup (no key is built), so mutations pay next to nothing.
- */
-class AnswerCache {
-  /** How many answers are kept for each query text. */
-  private readonly texts = new Map<string, number>();
-  private readonly kept = new KeptAnswers<{ readonly query: string; readonly answer: Buffer }>(
-    ANSWER_CACHE_SIZE,
-    (key, e) => ENTRY_BYTES + key.length + e.answer.length,
-    {
-      dropped: (_, e) => {
-        const left = (this.texts.get(e.query) ?? 1) - 1;
-        if (left > 0) this.texts.set(e.query, left);
-        else this.texts.delete(e.query);
-      },
-      cleared: () => {
-        this.texts.clear();
-      },
-    },
-  );
-
-  /** undefined (not kept) for a long key, or variables nested too deep for JSON.stringify. */
-  private static keyOf(q: Question): string | undefined {
-    let variables: string;
-    try {
-      variables = JSON.stringify(q.variables ?? null);
-    } catch {
-      return undefined;
-    }
-    const key = `${q.operationName ?? ''}\n${variables}\n${q.query}`;
-    return key.length <= ANSWER_CACHE_MAX_KEY ? key : undefined;
-  }
-
-  get(q: Question, version: number): Buffer | undefined {
-    if (!this.kept.at(version) || !this.texts.has(q.query)) return undefined;
-    const key = AnswerCache.keyOf(q);
-    return key === undefined ? undefined : this.kept.get(key, version)?.answer;
-  }
-
-  /** Keeps an answer computed after `version` was read; a later version drops it. */
-  set(q: Question, version: number, answer: Buffer): void {
-    if (answer.length > ANSWER_CACHE_MAX_ANSWER) return;
-    const key = AnswerCache.keyOf(q);
-    if (key !== undefined && this.kept.set(key, version, { query: q.query, answer }))
-      this.texts.set(q.query, (this.texts.get(q.query) ?? 0) + 1);
-  }
-}
-
-/** Yoga's internal hints (`extensions.http`) stay on the server; graphql-http sets the status itself. */
-const withoutHttpHints: FormatError = (err) => (err instanceof GraphQLError ? withoutHints(err) : err);
-
 const isErrorList = (p: PreparedArgs | readonly GraphQLError[]): p is readonly GraphQLError[] => Array.isArray(p);
-
-function withoutHints(err: GraphQLError): GraphQLError {
-  // graphql-jit's errors may carry no extensions at all.
-  if ((err.extensions as GraphQLErrorExtensions | undefined)?.http === undefined) return err;
-  const extensions = { ...err.extensions };
-  delete extensions.http;
-  return relocated(err.message, extensions, err);
-}
 
 /**
  * The media type graphql-http answers with for an `Accept` header, as its handler chooses it (the first
@@ -585,25 +241,6 @@ function carries(params: Readonly<Record<string, unknown>> | undefined, secret: 
   return (
     (typeof token === 'string' && sameSecret(token, secret)) || (bearer !== undefined && sameSecret(bearer, secret))
   );
-}
-
-/**
- * Yoga's logger as the server's pino logger, so that what yoga (and this transport, through it) logs is a
- * JSON line at LOG_LEVEL like every other: the strings as the message, an error under `err`, anything else
- * under `details`.
- */
-function yogaLogger(log: Logger): Record<'debug' | 'info' | 'warn' | 'error', (...args: unknown[]) => void> {
-  const at =
-    (level: 'debug' | 'info' | 'warn' | 'error') =>
-    (...args: unknown[]): void => {
-      const err = args.find((a) => a instanceof Error);
-      if (err !== undefined && loggedWithRequest.has(err)) return;
-      const text = args.filter((a) => typeof a === 'string').join(' ');
-      const details = args.filter((a) => typeof a !== 'string' && !(a instanceof Error));
-      const fields = { ...(err === undefined ? {} : { err }), ...(details.length > 0 ? { details } : {}) };
-      log[level](fields, text !== '' ? text : err instanceof Error ? err.message : 'graphql');
-    };
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
 
 /**

@@ -1,0 +1,210 @@
+/**
+ * What the GraphQL transports answer when something goes wrong: the domain's errors given their codes,
+ * unexpected ones masked (and logged with their request's id), and graphql-http's own refusals coded like
+ * every other error. Kept apart from the transports, which only choose where each applies.
+ */
+import { STATUS_CODES } from 'node:http';
+import {
+  GraphQLError,
+  type DocumentNode,
+  type ExecutionArgs,
+  type ExecutionResult,
+  type GraphQLErrorExtensions,
+  type GraphQLFormattedError,
+} from 'graphql';
+import type { FormatError } from 'graphql-http';
+import { handleStreamOrSingleExecutionResult, maskError, type Plugin } from 'graphql-yoga';
+import type { Logger } from 'pino';
+import { domainErrorOf, relocated, toGraphQLError } from '../../../schema/errors';
+import { operationsOf } from './jit';
+
+/**
+ * An error of the request itself, given `BAD_USER_INPUT` unless it has a code; one caused by anything but
+ * GraphQL (a store that failed while a subscription started, say) is left to masking.
+ */
+const badInput = (e: GraphQLError): GraphQLError =>
+  (e.extensions as GraphQLErrorExtensions | undefined)?.code === undefined && onlyGraphQL(e)
+    ? relocated(e.message, { ...e.extensions, code: 'BAD_USER_INPUT' }, e)
+    : e;
+
+/** Whether every error down the chain of causes is a GraphQL one, as yoga's masking asks. */
+function onlyGraphQL(e: GraphQLError): boolean {
+  let cause: unknown = e;
+  while (cause instanceof GraphQLError) {
+    if (cause.originalError === undefined) return true;
+    cause = cause.originalError;
+  }
+  return false;
+}
+
+/** Errors logged with their request's id, before masking: yoga's own line for them is left out. */
+const loggedWithRequest = new WeakSet<object>();
+
+/**
+ * The errors of an HTTP request's result that masking will hide, logged as REST logs them: `unexpected
+ * error` with the request id its answer carries in `x-request-id`, so a user's report leads to the line.
+ * Errors of graphql-ws operations (no request id) are left to yoga's logger.
+ */
+function logUnexpected(log: Logger, errors: readonly GraphQLError[], requestId: string | undefined): void {
+  if (requestId === undefined) return;
+  for (const e of errors) {
+    if (domainErrorOf(e) !== undefined || maskUnexpected(e, 'Unexpected error.', false) === e) continue;
+    loggedWithRequest.add(e);
+    log.error({ err: e.originalError ?? e, requestId }, 'unexpected error');
+  }
+}
+
+/**
+ * Turns errors the domain raises on purpose (thrown by resolvers, subscription sources and streams) into
+ * GraphQLErrors with `extensions.code`, before yoga's error masking runs: masking then lets them through and
+ * still hides everything else as "Unexpected error.". An operation that did not run (no `data`) failed on
+ * its variables: those errors get `BAD_USER_INPUT`.
+ */
+export function useDomainErrors(log: Logger): Plugin {
+  const convert = (error: unknown): unknown => {
+    const domain = domainErrorOf(error);
+    return domain ? toGraphQLError(domain, error instanceof GraphQLError ? error : undefined) : error;
+  };
+  const onResult = ({
+    args,
+    result,
+    setResult,
+  }: {
+    args: ExecutionArgs;
+    result: ExecutionResult;
+    setResult: (r: ExecutionResult) => void;
+  }): void => {
+    if (result.errors === undefined) return;
+    logUnexpected(log, result.errors, (args.contextValue as { requestId?: string } | undefined)?.requestId);
+    if (result.data === undefined) {
+      // Not run at all: its variables did not coerce (graphql-js says so without a code), or a subscription's
+      // source refused its arguments.
+      setResult({
+        ...result,
+        errors: result.errors.map((e) => (domainErrorOf(e) ? (convert(e) as GraphQLError) : badInput(e))),
+      });
+      return;
+    }
+    if (result.errors.some((e) => domainErrorOf(e) !== undefined))
+      setResult({ ...result, errors: result.errors.map((e) => convert(e) as GraphQLError) });
+  };
+  return {
+    onExecute: () => ({ onExecuteDone: (payload) => handleStreamOrSingleExecutionResult(payload, onResult) }),
+    onSubscribe: () => ({
+      onSubscribeResult: (payload) => handleStreamOrSingleExecutionResult(payload, onResult),
+      onSubscribeError: ({ error, setError }) => setError(convert(error)),
+    }),
+  };
+}
+
+/**
+ * The error for a valid document whose operation to run cannot be told: it names none that is there, or
+ * names none and holds several. graphql-http and graphql-ws would answer it without a code.
+ */
+export function unresolvedOperation(document: DocumentNode, operationName: string | null | undefined): GraphQLError {
+  const count = operationsOf(document).length;
+  const message =
+    operationName == null
+      ? `the document holds ${count} operations: name the one to run in operationName`
+      : `the document holds no operation named "${operationName}"`;
+  return new GraphQLError(message, { extensions: { code: 'OPERATION_RESOLUTION_FAILURE' } });
+}
+
+/**
+ * `extensions` of every masked error. As REST answers anything unexpected with a 503 and `Retry-After`
+ * (a store that failed, such as a dropped database connection, recorded nothing), a GraphQL client is
+ * told it may retry, in the words of the other retryable errors.
+ */
+export const UNEXPECTED = { code: 'UNAVAILABLE', retryAfterSeconds: 1, unexpected: true } as const;
+
+/**
+ * A socket already running its limit of operations: each subscription holds its own feed, catch-up page
+ * and buffer, so one socket must not hold them without bound. The operation is refused; the socket and
+ * its other operations go on.
+ */
+export const tooManyOperations = (limit: number): GraphQLError =>
+  new GraphQLError(
+    `this socket already runs ${limit} operations (WS_MAX_OPERATIONS): complete one before starting another`,
+    { extensions: { code: 'TOO_MANY_OPERATIONS', limit } },
+  );
+
+/** The code of a request graphql-http refused on its own, by status. */
+const REFUSAL_CODES: Readonly<Record<number, string>> = {
+  400: 'BAD_REQUEST',
+  406: 'NOT_ACCEPTABLE',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+};
+/** What to do about such a refusal that came with no message. */
+const REFUSAL_MESSAGES: Readonly<Record<number, string>> = {
+  406: '/graphql answers application/graphql-response+json or application/json: accept one of them',
+  415: '/graphql reads a JSON body: send Content-Type: application/json',
+};
+
+/**
+ * A refusal of graphql-http (a body that is not JSON, no query, a media type it does not read, an Accept
+ * it cannot answer) as every other error is sent: `errors` with a message and `extensions.code`.
+ * Undefined when the answer already is so (parse and validation errors, and ours).
+ */
+export function coded(text: string | null, status: number): string | undefined {
+  const code = REFUSAL_CODES[status] ?? 'BAD_REQUEST';
+  if (text === null || text === '')
+    return JSON.stringify({
+      errors: [{ message: REFUSAL_MESSAGES[status] ?? STATUS_CODES[status] ?? 'refused', extensions: { code } }],
+    });
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const errors = (body as { errors?: unknown }).errors;
+  if (!Array.isArray(errors)) return undefined;
+  const bare = (e: unknown): boolean =>
+    typeof e === 'object' && e !== null && (e as GraphQLFormattedError).extensions?.code === undefined;
+  if (!errors.some(bare)) return undefined;
+  return JSON.stringify({
+    ...(body as object),
+    errors: errors.map((e: unknown) =>
+      bare(e) ? { ...(e as object), extensions: { ...(e as GraphQLFormattedError).extensions, code } } : e,
+    ),
+  });
+}
+
+export const unexpected = (): GraphQLError => new GraphQLError('Unexpected error.', { extensions: { ...UNEXPECTED } });
+
+/** Yoga's masking (the message, no cause, the location kept), with UNEXPECTED as its extensions. */
+export const maskUnexpected: typeof maskError = (error, message, isDev) => {
+  const m = maskError(error, message, isDev);
+  if (m === error || !(m instanceof GraphQLError)) return m;
+  return relocated(m.message, { ...m.extensions, ...UNEXPECTED }, error instanceof GraphQLError ? error : m);
+};
+
+/** Yoga's internal hints (`extensions.http`) stay on the server; graphql-http sets the status itself. */
+export const withoutHttpHints: FormatError = (err) => (err instanceof GraphQLError ? withoutHints(err) : err);
+
+export function withoutHints(err: GraphQLError): GraphQLError {
+  // graphql-jit's errors may carry no extensions at all.
+  if ((err.extensions as GraphQLErrorExtensions | undefined)?.http === undefined) return err;
+  const extensions = { ...err.extensions };
+  delete extensions.http;
+  return relocated(err.message, extensions, err);
+}
+
+/**
+ * Yoga's logger as the server's pino logger, so that what yoga (and this transport, through it) logs is a
+ * JSON line at LOG_LEVEL like every other: the strings as the message, an error under `err`, anything else
+ * under `details`.
+ */
+export function yogaLogger(log: Logger): Record<'debug' | 'info' | 'warn' | 'error', (...args: unknown[]) => void> {
+  const at =
+    (level: 'debug' | 'info' | 'warn' | 'error') =>
+    (...args: unknown[]): void => {
+      const err = args.find((a) => a instanceof Error);
+      if (err !== undefined && loggedWithRequest.has(err)) return;
+      const text = args.filter((a) => typeof a === 'string').join(' ');
+      const details = args.filter((a) => typeof a !== 'string' && !(a instanceof Error));
+      const fields = { ...(err === undefined ? {} : { err }), ...(details.length > 0 ? { details } : {}) };
+      log[level](fields, text !== '' ? text : err instanceof Error ? err.message : 'graphql');
+    };
+  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
