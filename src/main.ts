@@ -1,14 +1,59 @@
 import { buildApp, createLogger } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
-import { openStore } from './store/open';
+import { openStore, sqliteFileOf } from './store/open';
+import { backupSqlite } from './store/sqlite/backup';
 import type { Logger } from 'pino';
 
-const USAGE = `Usage: node dist/src/main.js [--rebuild]
+const USAGE = `Usage: node dist/src/main.js [--rebuild | --backup <file>]
 
 Serves the rockets API (REST, GraphQL, the dashboard) on PORT, configured by environment variables
 (README "Configuration"). With --rebuild it replays the event log into a fresh projection of the
-database at DATABASE_URL and exits; the server must be stopped.
+database at DATABASE_URL and exits; the server must be stopped. With --backup it copies the SQLite
+database at DATABASE_URL into <file>, a new file, as one consistent snapshot, and exits; a server may
+go on writing meanwhile.
 `;
+
+type Command = { readonly kind: 'serve' | 'rebuild' } | { readonly kind: 'backup'; readonly target: string };
+
+/** The command the arguments ask for, or why they ask for none. */
+function commandOf(args: readonly string[]): Command | string {
+  if (args.includes('--rebuild') && args.includes('--backup')) return 'give --rebuild or --backup <file>, not both';
+  const [first, second, ...rest] = args;
+  let extra = args;
+  if (first === undefined) return { kind: 'serve' };
+  if (first === '--rebuild') {
+    if (second === undefined) return { kind: 'rebuild' };
+    extra = args.slice(1);
+  } else if (first === '--backup') {
+    if (second === undefined || second.startsWith('-')) return '--backup needs the file to write: --backup <file>';
+    if (rest.length === 0) return { kind: 'backup', target: second };
+    extra = rest;
+  }
+  return `unknown argument ${extra.map((a) => `"${a}"`).join(', ')}`;
+}
+
+/** `--backup <file>`: a consistent copy of the SQLite store, taken beside a running server. */
+function backup(config: Config, log: Logger, target: string): void {
+  const file = sqliteFileOf(config.databaseUrl ?? '');
+  if (file === undefined)
+    throw new ConfigError(
+      config.databaseUrl === 'memory:'
+        ? '--backup needs a stored log: DATABASE_URL is memory:'
+        : "--backup copies a SQLite database; back up PostgreSQL with pg_dump (--schema names the store's schema)",
+    );
+  const started = performance.now();
+  const r = backupSqlite(file, target);
+  log.info(
+    {
+      file: r.file,
+      events: r.events,
+      lastPosition: r.lastPosition,
+      bytes: r.bytes,
+      ms: Math.round(performance.now() - started),
+    },
+    'backup written',
+  );
+}
 
 /** `--rebuild`: replay the event log into a fresh projection, then exit. The server must be stopped. */
 async function rebuild(config: Config, log: Logger): Promise<void> {
@@ -94,18 +139,20 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  const unknown = args.filter((a) => a !== '--rebuild');
-  if (unknown.length > 0) {
-    process.stderr.write(`unknown argument ${unknown.map((a) => `"${a}"`).join(', ')}\n\n${USAGE}`);
+  const command = commandOf(args);
+  if (typeof command === 'string') {
+    process.stderr.write(`${command}\n\n${USAGE}`);
     process.exit(2);
   }
   try {
     const config = loadConfig();
     log = createLogger(config.logLevel);
-    await (args.includes('--rebuild') ? rebuild(config, log) : serve(config, log));
+    if (command.kind === 'backup') backup(config, log, command.target);
+    else await (command.kind === 'rebuild' ? rebuild(config, log) : serve(config, log));
   } catch (e) {
     // A configuration or store error names what is wrong; it never carries DATABASE_URL.
-    fatalLog().fatal({ error: e instanceof ConfigError ? e.message : String(e) }, 'cannot start');
+    const error = e instanceof ConfigError ? e.message : String(e);
+    fatalLog().fatal({ error }, command.kind === 'backup' ? 'backup failed' : 'cannot start');
     process.exit(1);
   }
 }

@@ -42,8 +42,27 @@ export function openStore(databaseUrl: string | undefined, options: OpenStoreOpt
   });
 }
 
+/**
+ * The SQLite file a database URL names (see `openStore`), or undefined for one that names another store.
+ * Throws for a `sqlite:` URL that names no file or carries parameters.
+ */
+export function sqliteFileOf(url: string): string | undefined {
+  if (url === '') return DEFAULT_SQLITE_PATH;
+  if (!url.startsWith('sqlite:')) return undefined;
+  let file = url.slice('sqlite:'.length);
+  if (file.startsWith('//')) file = file.slice(2);
+  if (file === '') throw new Error(`the SQLite database URL names no file; ${ACCEPTED}`);
+  // SQLite's own URI parameters (`?mode=ro`) are not read here: the file would be named with them.
+  if (file.includes('?'))
+    throw new Error(
+      `the SQLite database URL takes no parameters ("${file.slice(file.indexOf('?'))}"): name the file only`,
+    );
+  return file;
+}
+
 function open(url: string, options: OpenStoreOptions): EventStore | Promise<EventStore> {
-  const sqlite = (file: string): EventStore => {
+  const file = sqliteFileOf(url);
+  if (file !== undefined) {
     if (options.existing === true && !existsSync(file))
       throw new Error(`there is no SQLite database at ${resolve(file)}`);
     return new SqliteStore(file, {
@@ -51,18 +70,6 @@ function open(url: string, options: OpenStoreOptions): EventStore | Promise<Even
       synchronous: options.sqliteSynchronous,
       bufferLimits: options.bufferLimits,
     });
-  };
-  if (url === '') return sqlite(DEFAULT_SQLITE_PATH);
-  if (url.startsWith('sqlite:')) {
-    let file = url.slice('sqlite:'.length);
-    if (file.startsWith('//')) file = file.slice(2);
-    if (file === '') throw new Error(`the SQLite database URL names no file; ${ACCEPTED}`);
-    // SQLite's own URI parameters (`?mode=ro`) are not read here: the file would be named with them.
-    if (file.includes('?'))
-      throw new Error(
-        `the SQLite database URL takes no parameters ("${file.slice(file.indexOf('?'))}"): name the file only`,
-      );
-    return sqlite(file);
   }
   if (url === 'memory:') return new MemoryStore(options.now, options.bufferLimits);
   if (/^postgres(ql)?:\/\//i.test(url)) {

@@ -20,7 +20,7 @@ describe('the server command', () => {
 
   it('prints its usage on --help, and starts nothing', async () => {
     const { stdout } = await run(process.execPath, [MAIN, '--help']);
-    expect(stdout).toMatch(/^Usage: node dist\/src\/main\.js \[--rebuild\]/);
+    expect(stdout).toMatch(/^Usage: node dist\/src\/main\.js \[--rebuild \| --backup <file>\]/);
   });
 
   it('refuses an unknown argument with exit 2, rather than serving (a typo of --rebuild)', async () => {

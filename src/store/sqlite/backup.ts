@@ -1,0 +1,79 @@
+/**
+ * An online backup of a SQLite store: a consistent copy taken while a server writes to it, through a
+ * read-only connection of its own, so the writer's lock (see `lockWriter`) does not stand in the way.
+ */
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, statSync, unlinkSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+
+export interface BackupResult {
+  /** The backup file, resolved. */
+  readonly file: string;
+  /** Events in the backup, and the position of its last one (0 for none). */
+  readonly events: number;
+  readonly lastPosition: number;
+  readonly bytes: number;
+}
+
+/**
+ * Copies the store at `source` into a new file `target`, as one snapshot: the log, the reorder buffer
+ * and the rockets table as they stood at one commit, so a server started on the copy recovers it as
+ * after a crash at that commit. What the server acknowledges meanwhile is not in it.
+ *
+ * `VACUUM INTO` reads the snapshot in one read transaction, which in WAL mode neither waits for the
+ * writer nor holds it up; SQLite's backup API, by contrast, starts over whenever another connection
+ * writes, and under steady ingest might never finish. The copy is written under a temporary name in the
+ * target's directory, synced, and only then given its name, so `target` is either the whole backup or
+ * absent.
+ *
+ * Rejects, leaving nothing behind, when `target` exists (a backup never overwrites), when `source` is
+ * missing or is not a rockets store, or when the copy fails (a full disk, say).
+ */
+export function backupSqlite(source: string, target: string): BackupResult {
+  const file = resolve(target);
+  if (!existsSync(source)) throw new Error(`there is no SQLite database at ${resolve(source)}`);
+  if (existsSync(file)) throw new Error(`${file} exists already: a backup never overwrites a file`);
+  const partial = `${file}.partial-${process.pid}`;
+  try {
+    const db = new Database(source, { readonly: true, fileMustExist: true, timeout: 5000 });
+    try {
+      const holdsStore =
+        (db.pragma('user_version', { simple: true }) as number) > 0 &&
+        db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'events'`).get() !== undefined;
+      if (!holdsStore) throw new Error(`${resolve(source)} is not a rockets database: nothing to back up`);
+      db.prepare('VACUUM INTO ?').run(partial);
+    } finally {
+      db.close();
+    }
+    const copy = new Database(partial, { readonly: true, fileMustExist: true });
+    let summary: { events: number; lastPosition: number | null };
+    try {
+      summary = copy
+        .prepare<[], { events: number; lastPosition: number | null }>(
+          'SELECT count(*) AS events, max(position) AS lastPosition FROM events',
+        )
+        .get() ?? { events: 0, lastPosition: null };
+    } finally {
+      copy.close();
+    }
+    syncFile(partial);
+    // A hard link, unlike a rename, fails when the name was taken meanwhile: nothing is overwritten.
+    linkSync(partial, file);
+    unlinkSync(partial);
+    syncFile(dirname(file));
+    return { file, events: summary.events, lastPosition: summary.lastPosition ?? 0, bytes: statSync(file).size };
+  } catch (e) {
+    if (existsSync(partial)) unlinkSync(partial);
+    throw e;
+  }
+}
+
+/** `VACUUM INTO` leaves the new file to the page cache; a backup is only one once it is on disk. */
+function syncFile(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,153 @@
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
+import { delivery, expected, fleet, modelOf, type Envelope, type ModelRocket } from '../support/model';
+import { deliver, getJson, MAIN, pool, startServer, type ServerProcess } from '../support/process';
+
+const run = promisify(execFile);
+
+interface RocketJson extends ModelRocket {
+  lastMessageNumber: number;
+  buffer: { waitingFor: number; count: number };
+}
+interface BackupLine {
+  msg: string;
+  file: string;
+  events: number;
+  lastPosition: number;
+  bytes: number;
+}
+
+const backup = (database: string, target: string): Promise<{ stdout: string }> =>
+  run(process.execPath, [MAIN, '--backup', target], { env: { ...process.env, DATABASE_URL: `sqlite:${database}` } });
+
+const refusal = (env: Record<string, string>, args: string[]): Promise<unknown> =>
+  run(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env } }).then(
+    () => Promise.reject(new Error('expected a failure')),
+    (e: unknown) => e,
+  );
+
+async function rocketsOf(server: ServerProcess): Promise<RocketJson[]> {
+  const r = await getJson(`${server.url}/rockets`);
+  expect(r.status).toBe(200);
+  return r.body as RocketJson[];
+}
+
+describe('--backup of a SQLite store', () => {
+  let dir: string;
+  const servers: ServerProcess[] = [];
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'rockets-backup-'));
+  });
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.stop('SIGKILL')));
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const start = async (file: string): Promise<ServerProcess> => {
+    const s = await startServer({ DATABASE_URL: `sqlite:${file}` });
+    servers.push(s);
+    return s;
+  };
+
+  it('copies one consistent snapshot, reorder buffer included, while the server goes on acknowledging', async () => {
+    const live = join(dir, 'live.db');
+    const copy = join(dir, 'copy.db');
+    const server = await start(live);
+    // Every channel of `waiting` holds back its #5: 1–4 are applied and 6–12 wait in the buffer.
+    const waiting = fleet(20, 12, 31, 'waiting');
+    const held = (m: Envelope): boolean => m.metadata.messageNumber === 5;
+    await pool(
+      delivery(waiting, 0.1, 32).filter((m) => !held(m)),
+      8,
+      async (m) => {
+        await deliver(server, m);
+      },
+    );
+    // The backup runs while another fleet's messages are being acknowledged.
+    const moving = fleet(60, 15, 33, 'moving');
+    const stream = delivery(moving, 0.1, 34);
+    let sent = 0;
+    let taken: Promise<{ stdout: string }> | undefined;
+    await pool(stream, 8, async (m) => {
+      if (++sent === Math.floor(stream.length / 3)) taken = backup(live, copy);
+      await deliver(server, m);
+    });
+    const line = JSON.parse((await (taken as Promise<{ stdout: string }>)).stdout) as BackupLine;
+    expect(line).toMatchObject({ msg: 'backup written', file: copy });
+    expect(readdirSync(dir).filter((f) => f.includes('partial'))).toEqual([]);
+
+    const restored = await start(copy);
+    // The copy's log is the live log's first `events` entries, as they were recorded.
+    const got = await getJson(`${restored.url}/events?limit=10000`);
+    const want = await getJson(`${server.url}/events?limit=${line.events}`);
+    expect(got.body).toEqual(want.body);
+    expect((got.body as { position: number }[]).at(-1)?.position).toBe(line.lastPosition);
+    // Its rockets are the live ones as they stood after the same messages.
+    const rockets = await rocketsOf(restored);
+    await pool(rockets, 8, async ({ buffer, ...rocket }) => {
+      const then = await getJson(
+        `${server.url}/rockets/${encodeURIComponent(rocket.channel)}?asOf=${rocket.lastMessageNumber}`,
+      );
+      expect(then.body).toEqual({ ...rocket, asOf: { messageNumber: rocket.lastMessageNumber } });
+      if (rocket.channel.startsWith('waiting')) expect(buffer).toMatchObject({ waitingFor: 5, count: 7 });
+    });
+    expect(rockets.filter((r) => r.channel.startsWith('waiting'))).toHaveLength(20);
+
+    // The copy is a store like any other: given the held messages, its buffered ones apply.
+    for (const h of waiting) await deliver(restored, h[4]);
+    const after = new Map((await rocketsOf(restored)).map((r) => [r.channel, r]));
+    for (const h of waiting)
+      expect(modelOf(after.get(h[0]?.metadata.channel ?? '') as RocketJson)).toEqual(expected(h));
+  });
+
+  it('never overwrites a file, and leaves the one there as it was', async () => {
+    const live = join(dir, 'live.db');
+    const server = await start(live);
+    await deliver(server, fleet(1, 1, 35)[0]?.[0]);
+    const target = join(dir, 'taken.db');
+    writeFileSync(target, 'an earlier backup');
+    expect(await refusal({ DATABASE_URL: `sqlite:${live}` }, ['--backup', target])).toMatchObject({
+      code: 1,
+      stdout: expect.stringMatching(
+        /exists already: a backup never overwrites a file.*"msg":"backup failed"/,
+      ) as unknown,
+    });
+    expect(readFileSync(target, 'utf8')).toBe('an earlier backup');
+  });
+
+  it('refuses a file that is not a rockets store, or is not there, writing nothing', async () => {
+    const other = join(dir, 'other.db');
+    const db = new Database(other);
+    db.exec('CREATE TABLE notes (text TEXT)');
+    db.close();
+    expect(await refusal({ DATABASE_URL: `sqlite:${other}` }, ['--backup', join(dir, 'a.db')])).toMatchObject({
+      code: 1,
+      stdout: expect.stringContaining(`${other} is not a rockets database: nothing to back up`) as unknown,
+    });
+    const missing = join(dir, 'missing.db');
+    expect(await refusal({ DATABASE_URL: `sqlite:${missing}` }, ['--backup', join(dir, 'b.db')])).toMatchObject({
+      code: 1,
+      stdout: expect.stringContaining(`there is no SQLite database at ${missing}`) as unknown,
+    });
+    expect(readdirSync(dir).sort()).toEqual(['other.db']);
+  });
+
+  it('refuses stores it does not copy, and a missing file argument', async () => {
+    expect(await refusal({ DATABASE_URL: 'memory:' }, ['--backup', join(dir, 'a.db')])).toMatchObject({
+      code: 1,
+      stdout: expect.stringContaining('--backup needs a stored log: DATABASE_URL is memory:') as unknown,
+    });
+    expect(
+      await refusal({ DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/test' }, ['--backup', join(dir, 'a.db')]),
+    ).toMatchObject({ code: 1, stdout: expect.stringContaining('back up PostgreSQL with pg_dump') as unknown });
+    expect(await refusal({}, ['--backup'])).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/^--backup needs the file to write: --backup <file>\n\nUsage:/) as unknown,
+    });
+    expect(existsSync(join(dir, 'a.db'))).toBe(false);
+  });
+});
