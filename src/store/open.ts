@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { MemoryStore } from './memory';
-import { PostgresStore, type ListenerEvent } from './postgres';
+import { PostgresStore, type ListenerEvent } from './postgres/store';
 import { SqliteStore } from './sqlite';
 import type { BufferLimits, EventStore } from './types';
 

@@ -3,7 +3,7 @@ import type { RocketMessage } from '../../src/domain/message';
 import type { Rocket } from '../../src/domain/rocket';
 import { LanePool } from '../../src/engine/lanes';
 import { openStore } from '../../src/store/open';
-import { PostgresStore, type ListenerEvent, type PostgresStoreOptions } from '../../src/store/postgres';
+import { PostgresStore, type ListenerEvent, type PostgresStoreOptions } from '../../src/store/postgres/store';
 import type { AppendListener, CommitResult, StoredEvent, SubmitOutcome } from '../../src/store/types';
 import { delivery, expected, fleet } from '../support/model';
 import { admin, DATABASE_URL, describePg, dropSchema, freshSchema, unreachable } from '../support/postgres';
