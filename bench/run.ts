@@ -36,7 +36,7 @@ import {
   type LoadOptions,
   type Server,
 } from './harness';
-import { PROJECTION } from '../src/store/sqlite';
+import { PROJECTION } from '../src/store/sqlite/store';
 import { formatSummary, summarise } from './profile';
 import { channelName, Model, sentUpTo, type IngestReport } from './telemetry';
 

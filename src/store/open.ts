@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { MemoryStore } from './memory';
 import { PostgresStore, type ListenerEvent } from './postgres/store';
-import { SqliteStore } from './sqlite';
+import { SqliteStore } from './sqlite/store';
 import type { BufferLimits, EventStore } from './types';
 
 export interface OpenStoreOptions {

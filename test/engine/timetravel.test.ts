@@ -6,7 +6,7 @@ import { Hub } from '../../src/engine/hub';
 import { LanePool } from '../../src/engine/lanes';
 import { RocketService } from '../../src/engine/service';
 import { MemoryStore } from '../../src/store/memory';
-import { SqliteStore } from '../../src/store/sqlite';
+import { SqliteStore } from '../../src/store/sqlite/store';
 import type { EventStore, RocketView } from '../../src/store/types';
 import { fleet, rng } from '../support/model';
 

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import type { RocketMessage } from '../../src/domain/message';
 import type { Rocket } from '../../src/domain/rocket';
 import { MemoryStore } from '../../src/store/memory';
-import { SqliteStore } from '../../src/store/sqlite';
+import { SqliteStore } from '../../src/store/sqlite/store';
 import type { CommitResult, EventStore, RocketView, StoredEvent } from '../../src/store/types';
 import {
   createTestClock,

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WalSync } from '../../src/store/wal';
+import { WalSync } from '../../src/store/sqlite/wal';
 
 const afterSync = (wal: WalSync): Promise<Error | undefined> => new Promise((resolve) => wal.afterSync(resolve));
 

@@ -1,16 +1,16 @@
-import { lstatSync, mkdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+// SqliteStore and its options: what the rest of the service imports. Its schema and statements
+// (schema.ts), rows (rows.ts), database file and lock (file.ts) and WAL sync (wal.ts) are beside it.
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { EVENT_TYPES, MESSAGE_TYPES, PAYLOAD_FIELDS, type EventType, type RocketMessage } from '../domain/message';
-import { evolve, evolveAt, ROCKET_STATUSES, withUtcTimes, type Rocket, type RocketStatus } from '../domain/rocket';
-import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type PlanSource } from './plan';
-import { WalSync } from './wal';
+import type { RocketMessage } from '../../domain/message';
+import { evolve, evolveAt, withUtcTimes, type Rocket } from '../../domain/rocket';
+import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type PlanSource } from '../plan';
 import {
   DEFAULT_BUFFER_LIMITS,
   notify,
   toStoredEvent,
   type AppendListener,
-  type BufferInfo,
   type BufferLimits,
   type CommitResult,
   type EventQuery,
@@ -22,7 +22,22 @@ import {
   type SkippedGap,
   type StoredEvent,
   type StoreStats,
-} from './types';
+} from '../types';
+import { lockWriter, realDatabaseFile } from './file';
+import {
+  bufferInfo,
+  payloadJson,
+  ROCKET_FIELDS,
+  rowToMessage,
+  toEvent,
+  toRocket,
+  toRow,
+  tupleToMessage,
+  type MessageRow,
+  type RocketRow,
+} from './rows';
+import { migrate, prepare, ROCKET_COLUMNS, SORT_COLUMN } from './schema';
+import { WalSync } from './wal';
 
 export interface SqliteStoreOptions {
   /** Server clock for `recordedAt` and buffer `receivedAt`; tests inject their own. */
@@ -62,74 +77,6 @@ const SKIP_CHANNELS_PER_TRANSACTION = 100;
 const SYNCHRONOUS_MODES: readonly string[] = ['FULL', 'NORMAL'];
 
 /**
- * The file SQLite really opens, by the one name the lock and the WAL sync must use. SQLite follows a
- * symbolic link, even one to a file not created yet, and keeps its WAL beside the target, so links are
- * resolved too; a missing file is named from its directory's real path. A file with more than one hard
- * link is refused: SQLite keeps a WAL per name, so a writer through another name would neither see this
- * one's lock nor share its WAL, and what either acknowledged could be lost.
- */
-function realDatabaseFile(file: string, hops = 0): string {
-  let real: string;
-  try {
-    real = realpathSync(file);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    if (!isSymlink(file)) return join(realpathSync(dirname(file)), basename(file));
-    if (hops >= MAX_SYMLINK_HOPS) throw new Error(`${file}: too many levels of symbolic links`, { cause: e });
-    // A relative target is relative to where the link really is, as the kernel reads it.
-    return realDatabaseFile(resolve(realpathSync(dirname(file)), readlinkSync(file)), hops + 1);
-  }
-  const found = statSync(real);
-  if (found.isDirectory()) throw new Error(`${file} is a directory, not a database file`);
-  const links = found.nlink;
-  if (links > 1)
-    throw new Error(
-      `${file} has ${links} hard links: SQLite keeps a WAL per name, so writes through another name would be lost; ` +
-        'keep one name (a symbolic link is fine)',
-    );
-  return real;
-}
-
-/** As Linux's own limit on links followed in one path. */
-const MAX_SYMLINK_HOPS = 40;
-
-function isSymlink(file: string): boolean {
-  try {
-    return lstatSync(file).isSymbolicLink();
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Holds `<file>-lock` exclusively while a store has the file open (the OS drops the lock if the process
- * dies), so that a second writer (another server, or `--rebuild` while one runs) is refused at open
- * instead of sequencing from a cache the first one's commits make stale. Readers of the database file
- * itself are not affected: the lock is a file of its own.
- */
-function lockWriter(file: string): Database.Database {
-  const lock = new Database(`${file}-lock`, { timeout: 0 });
-  try {
-    // In EXCLUSIVE locking mode the lock a write transaction takes is kept until the connection closes.
-    // The file holds nothing, so it needs no journal file beside it.
-    lock.pragma('journal_mode = MEMORY');
-    lock.pragma('locking_mode = EXCLUSIVE');
-    lock.exec('BEGIN EXCLUSIVE; COMMIT');
-    return lock;
-  } catch (e) {
-    lock.close();
-    if ((e as { code?: unknown }).code === 'SQLITE_BUSY')
-      throw new Error(`${file} is already open for writing (another server, or --rebuild): SQLite allows one writer`, {
-        cause: e,
-      });
-    throw e;
-  }
-}
-
-/** Bumped by each migration; a file written by a newer build is refused rather than misread. */
-const SCHEMA_VERSION = 3;
-
-/**
  * The rockets table is written behind the log (see SqliteStore): once the rocket changed longest ago
  * has been changed for `afterMs` (later changes meanwhile cost nothing more), the `chunk` changed
  * longest ago in one transaction, a few milliseconds of the event loop (larger chunks measured no
@@ -142,161 +89,6 @@ const SCHEMA_VERSION = 3;
  * crash (0.1–0.15 s more start-up after a crash at full ingest, measured); no answer waits for the table.
  */
 export const PROJECTION: ProjectionTuning = { afterMs: 5000, chunk: 500, maxDirty: 10_000 };
-
-const quoted = (values: readonly string[]): string => values.map((v) => `'${v}'`).join(', ');
-
-const SCHEMA_V1 = `
-  CREATE TABLE IF NOT EXISTS events (
-    -- AUTOINCREMENT so that a position is never handed out twice, even after the newest row is gone.
-    position       INTEGER PRIMARY KEY AUTOINCREMENT,
-    channel        TEXT    NOT NULL,
-    message_number INTEGER NOT NULL CHECK (message_number >= 1),
-    -- Senders' types, and MessageSkipped recorded by the gap policy.
-    message_type   TEXT    NOT NULL CHECK (message_type IN (${quoted(EVENT_TYPES)})),
-    message_time   TEXT    NOT NULL,
-    payload        TEXT    NOT NULL,
-    recorded_at    TEXT    NOT NULL,
-    UNIQUE (channel, message_number)
-  ) STRICT;
-  -- Catch-up readers page through one channel by position.
-  CREATE INDEX IF NOT EXISTS events_by_channel ON events (channel, position);
-
-  CREATE TABLE IF NOT EXISTS rockets (
-    channel             TEXT    PRIMARY KEY,
-    type                TEXT,
-    mission             TEXT,
-    speed               REAL    NOT NULL,
-    status              TEXT    NOT NULL CHECK (status IN (${quoted(ROCKET_STATUSES)})),
-    exploded_reason     TEXT,
-    launched_at         TEXT,
-    updated_at          TEXT    NOT NULL,
-    last_message_number INTEGER NOT NULL,
-    -- Sort keys of the nullable text fields (null sorts as ''). Computed, never stored; as columns
-    -- rather than expressions so that a cursor's row-value comparison can seek their indexes.
-    type_key            TEXT    GENERATED ALWAYS AS (COALESCE(type, '')) VIRTUAL,
-    mission_key         TEXT    GENERATED ALWAYS AS (COALESCE(mission, '')) VIRTUAL,
-    launched_at_key     TEXT    GENERATED ALWAYS AS (COALESCE(launched_at, '')) VIRTUAL
-  ) STRICT;
-  -- Every sort key with channel as the tie-breaker, with and without a leading status: a page,
-  -- filtered or not, after a cursor or not, is one index range scan in either direction. The primary
-  -- key serves the channel order.
-  CREATE INDEX IF NOT EXISTS rockets_by_status ON rockets (status, channel);
-  CREATE INDEX IF NOT EXISTS rockets_by_type ON rockets (type_key, channel);
-  CREATE INDEX IF NOT EXISTS rockets_by_status_type ON rockets (status, type_key, channel);
-  CREATE INDEX IF NOT EXISTS rockets_by_mission ON rockets (mission_key, channel);
-  CREATE INDEX IF NOT EXISTS rockets_by_status_mission ON rockets (status, mission_key, channel);
-  CREATE INDEX IF NOT EXISTS rockets_by_speed ON rockets (speed, channel);
-  CREATE INDEX IF NOT EXISTS rockets_by_status_speed ON rockets (status, speed, channel);
-  CREATE INDEX IF NOT EXISTS rockets_by_launched_at ON rockets (launched_at_key, channel);
-  CREATE INDEX IF NOT EXISTS rockets_by_status_launched_at ON rockets (status, launched_at_key, channel);
-  CREATE INDEX IF NOT EXISTS rockets_by_updated_at ON rockets (updated_at, channel);
-  CREATE INDEX IF NOT EXISTS rockets_by_status_updated_at ON rockets (status, updated_at, channel);
-
-  CREATE TABLE IF NOT EXISTS pending (
-    channel        TEXT    NOT NULL,
-    message_number INTEGER NOT NULL,
-    message_type   TEXT    NOT NULL CHECK (message_type IN (${quoted(MESSAGE_TYPES)})),
-    message_time   TEXT    NOT NULL,
-    payload        TEXT    NOT NULL,
-    received_at    TEXT    NOT NULL,
-    PRIMARY KEY (channel, message_number)
-  ) STRICT, WITHOUT ROWID;
-  -- The gap sweep finds the channels whose oldest buffered message is older than the timeout.
-  CREATE INDEX IF NOT EXISTS pending_by_received_at ON pending (received_at, channel);
-`;
-
-/**
- * Version 2 keeps one index per sort key and drops their copies behind a leading status: every message
- * changes updated_at and most change speed, so each copy cost index writes per message (and pages per
- * commit to write and sync). Status trails each index instead, (key, channel, status): no more entries,
- * and a page filtered by status walks the sort key's index skipping the other status's entries without
- * reading their rows; for a rare status it gathers that status's rows from rockets_by_status and sorts
- * them instead (SqliteStore.statusPlan). An explosion, once per rocket, rewrites its entry in each.
- */
-const SCHEMA_V2 = `
-  DROP INDEX IF EXISTS rockets_by_status_type;
-  DROP INDEX IF EXISTS rockets_by_status_mission;
-  DROP INDEX IF EXISTS rockets_by_status_speed;
-  DROP INDEX IF EXISTS rockets_by_status_launched_at;
-  DROP INDEX IF EXISTS rockets_by_status_updated_at;
-  DROP INDEX IF EXISTS rockets_by_type;
-  DROP INDEX IF EXISTS rockets_by_mission;
-  DROP INDEX IF EXISTS rockets_by_speed;
-  DROP INDEX IF EXISTS rockets_by_launched_at;
-  DROP INDEX IF EXISTS rockets_by_updated_at;
-  CREATE INDEX rockets_by_type ON rockets (type_key, channel, status);
-  CREATE INDEX rockets_by_mission ON rockets (mission_key, channel, status);
-  CREATE INDEX rockets_by_speed ON rockets (speed, channel, status);
-  CREATE INDEX rockets_by_launched_at ON rockets (launched_at_key, channel, status);
-  CREATE INDEX rockets_by_updated_at ON rockets (updated_at, channel, status);
-`;
-
-/**
- * Version 3 writes the rockets table behind the log: `projection` holds the position of the last event
- * the table reflects. Files of earlier versions wrote it with every commit, so it reflects all of them.
- * It also drops events_by_channel: the unique (channel, message_number) index serves a channel's reads
- * (see eventsOfChannel), and each index written costs every message a page in the WAL.
- */
-const SCHEMA_V3 = `
-  DROP INDEX IF EXISTS events_by_channel;
-  CREATE TABLE projection (
-    id       INTEGER PRIMARY KEY CHECK (id = 1),
-    position INTEGER NOT NULL
-  ) STRICT;
-  INSERT INTO projection (id, position) SELECT 1, COALESCE(MAX(position), 0) FROM events;
-`;
-
-/** The column each sort field orders by; each has its indexes above. */
-const SORT_COLUMN: { readonly [F in RocketSortField]: string } = {
-  channel: 'channel',
-  type: 'type_key',
-  mission: 'mission_key',
-  speed: 'speed',
-  status: 'status',
-  launchedAt: 'launched_at_key',
-  updatedAt: 'updated_at',
-};
-
-const ROCKET_COLUMNS =
-  'channel, type, mission, speed, status, exploded_reason, launched_at, updated_at, last_message_number';
-
-interface EventRow {
-  readonly position: number;
-  readonly channel: string;
-  readonly message_number: number;
-  readonly message_type: EventType;
-  readonly message_time: string;
-  readonly payload: string;
-  readonly recorded_at: string;
-}
-
-type MessageRow = Pick<EventRow, 'channel' | 'message_number' | 'message_type' | 'message_time' | 'payload'>;
-/** A MessageRow's columns in order, as a replay reads them: arrays are cheaper to build than objects. */
-type MessageTuple = [channel: string, messageNumber: number, messageType: string, messageTime: string, payload: string];
-
-interface RocketRow {
-  readonly channel: string;
-  readonly type: string | null;
-  readonly mission: string | null;
-  readonly speed: number;
-  readonly status: RocketStatus;
-  readonly exploded_reason: string | null;
-  readonly launched_at: string | null;
-  readonly updated_at: string;
-  readonly last_message_number: number;
-}
-
-interface BufferRow {
-  readonly count: number;
-  readonly oldest: string | null;
-}
-
-interface GapRow {
-  readonly channel: string;
-  readonly waiting_for: number;
-  readonly count: number;
-  readonly oldest: string;
-}
 
 /** A rocket whose row the table has not written since it changed (see SqliteStore.dirty). */
 interface Dirty {
@@ -315,18 +107,6 @@ interface ChannelEntry {
   pending: number;
 }
 
-/** The columns of a rocket row an update may set, each with its field. */
-const ROCKET_FIELDS = [
-  ['type', 'type'],
-  ['mission', 'mission'],
-  ['speed', 'speed'],
-  ['status', 'status'],
-  ['exploded_reason', 'explodedReason'],
-  ['launched_at', 'launchedAt'],
-  ['updated_at', 'updatedAt'],
-  ['last_message_number', 'lastMessageNumber'],
-] as const satisfies ReadonlyArray<readonly [keyof RocketRow, keyof Rocket]>;
-
 /**
  * How a page finds its rows: unfiltered; filtered by walking the sort key's index in order and skipping
  * the rows of the other status ('walk'); or filtered by gathering the status's rows from its index and
@@ -343,97 +123,11 @@ interface Call {
   readonly reject: (e: unknown) => void;
 }
 
-/** Each event type's payload fields, in their canonical order. */
-const PAYLOAD_KEYS = Object.fromEntries(EVENT_TYPES.map((t) => [t, Object.keys(PAYLOAD_FIELDS[t])])) as {
-  readonly [K in EventType]: string[];
-};
-
-/** Each type's `{"field":` then `,"field":` …, to write a payload with. */
-const PAYLOAD_PREFIXES = Object.fromEntries(
-  EVENT_TYPES.map((t) => [t, PAYLOAD_KEYS[t].map((k, i) => `${i === 0 ? '{' : ','}${JSON.stringify(k)}:`)]),
-) as { readonly [K in EventType]: string[] };
-
-/**
- * The payload as stored: the contract's fields only, in their canonical order. What
- * `JSON.stringify(payload, keys)` writes, in about half its time: a key list sends JSON.stringify down its
- * slow path. A field with no value (validation lets none through) falls back to that call, which omits it.
- */
-function payloadJson(m: RocketMessage): string {
-  const keys = PAYLOAD_KEYS[m.messageType];
-  const prefixes = PAYLOAD_PREFIXES[m.messageType];
-  const payload = m.payload as Readonly<Record<string, unknown>>;
-  let json = '';
-  for (let i = 0; i < keys.length; i++) {
-    const value = JSON.stringify(payload[keys[i] as string]) as string | undefined;
-    if (value === undefined) return JSON.stringify(payload, keys);
-    json += (prefixes[i] as string) + value;
-  }
-  return keys.length === 0 ? '{}' : `${json}}`;
-}
-
 /**
  * Events one INSERT writes at most. A statement per row pays its step, reset and bindings' crossing into
  * SQLite once per event; one statement of many rows pays them once for all.
  */
 const INSERT_ROWS = 64;
-
-const rowToMessage = (row: MessageRow): RocketMessage =>
-  ({
-    channel: row.channel,
-    messageNumber: row.message_number,
-    messageTime: row.message_time,
-    messageType: row.message_type,
-    payload: JSON.parse(row.payload) as unknown,
-  }) as RocketMessage;
-
-const tupleToMessage = (row: MessageTuple): RocketMessage =>
-  ({
-    channel: row[0],
-    messageNumber: row[1],
-    messageTime: row[3],
-    messageType: row[2],
-    payload: JSON.parse(row[4]) as unknown,
-  }) as RocketMessage;
-
-const toEvent = (row: EventRow): StoredEvent => ({
-  position: row.position,
-  channel: row.channel,
-  messageNumber: row.message_number,
-  messageType: row.message_type,
-  messageTime: row.message_time,
-  payload: JSON.parse(row.payload) as StoredEvent['payload'],
-  recordedAt: row.recorded_at,
-});
-
-const toRocket = (row: RocketRow): Rocket => ({
-  channel: row.channel,
-  type: row.type,
-  mission: row.mission,
-  speed: row.speed,
-  status: row.status,
-  explodedReason: row.exploded_reason,
-  launchedAt: row.launched_at,
-  updatedAt: row.updated_at,
-  lastMessageNumber: row.last_message_number,
-});
-
-const toRow = (r: Rocket): RocketRow => ({
-  channel: r.channel,
-  type: r.type,
-  mission: r.mission,
-  speed: r.speed,
-  status: r.status,
-  exploded_reason: r.explodedReason,
-  launched_at: r.launchedAt,
-  updated_at: r.updatedAt,
-  last_message_number: r.lastMessageNumber,
-});
-
-const bufferInfo = (r: Rocket, b: BufferRow | undefined): BufferInfo => ({
-  waitingFor: r.lastMessageNumber + 1,
-  count: b?.count ?? 0,
-  oldestSince: b?.oldest ?? null,
-});
 
 /** The buffer of a channel that buffers nothing, shared by all: the planner copies a buffer to change it. */
 const NO_PENDING: ReadonlyMap<number, RocketMessage> = new Map();
@@ -1238,108 +932,4 @@ export class SqliteStore implements EventStore {
     }
     return statement;
   }
-}
-
-function migrate(db: Database.Database): void {
-  const version = db.pragma('user_version', { simple: true }) as number;
-  if (version > SCHEMA_VERSION)
-    throw new Error(`the database has schema version ${version}; this build knows up to ${SCHEMA_VERSION}`);
-  if (version < SCHEMA_VERSION) {
-    db.transaction(() => {
-      if (version < 1) db.exec(SCHEMA_V1);
-      if (version < 2) db.exec(SCHEMA_V2);
-      db.exec(SCHEMA_V3);
-      db.pragma(`user_version = ${SCHEMA_VERSION}`);
-    }).immediate();
-  }
-}
-
-/** Every fixed statement, prepared once per connection. */
-function prepare(db: Database.Database) {
-  return {
-    rocket: db.prepare<[string], RocketRow>(`SELECT ${ROCKET_COLUMNS} FROM rockets WHERE channel = ?`),
-    pendingOf: db.prepare<[string], MessageRow>(
-      `SELECT channel, message_number, message_type, message_time, payload FROM pending WHERE channel = ?`,
-    ),
-    eventAt: db.prepare<[string, number], MessageRow>(
-      `SELECT channel, message_number, message_type, message_time, payload
-       FROM events WHERE channel = ? AND message_number = ?`,
-    ),
-    insertRocket: db.prepare<[RocketRow], never>(
-      `INSERT INTO rockets (channel, type, mission, speed, status, exploded_reason, launched_at, updated_at,
-                            last_message_number)
-       VALUES (@channel, @type, @mission, @speed, @status, @exploded_reason, @launched_at, @updated_at,
-               @last_message_number)`,
-    ),
-    deleteRockets: db.prepare<[], never>('DELETE FROM rockets'),
-    insertPending: db.prepare<[string, number, string, string, string, string], never>(
-      `INSERT INTO pending (channel, message_number, message_type, message_time, payload, received_at)
-       VALUES (?, ?, ?, ?, ?, ?)`,
-    ),
-    deletePending: db.prepare<[string, number], never>('DELETE FROM pending WHERE channel = ? AND message_number = ?'),
-    arrivalsOf: db.prepare<[string], { message_number: number; received_at: string }>(
-      'SELECT message_number, received_at FROM pending WHERE channel = ?',
-    ),
-    pendingCount: db.prepare<[], { count: number }>('SELECT COUNT(*) AS count FROM pending'),
-    statusCounts: db.prepare<[], { status: string; count: number }>(
-      'SELECT status, COUNT(*) AS count FROM rockets GROUP BY status',
-    ),
-    /** Channels holding a message received before the cutoff (ISO text, whose order is time order). */
-    staleChannels: db.prepare<[string, number], { channel: string }>(
-      'SELECT DISTINCT channel FROM pending WHERE received_at < ? LIMIT ?',
-    ),
-    gaps: db.prepare<[number], GapRow>(
-      `SELECT g.channel, g.count, g.oldest, COALESCE(r.last_message_number, 0) + 1 AS waiting_for
-       FROM (SELECT channel, COUNT(*) AS count, MIN(received_at) AS oldest FROM pending GROUP BY channel) g
-       LEFT JOIN rockets r ON r.channel = g.channel
-       ORDER BY g.oldest, g.channel LIMIT ?`,
-    ),
-    bufferOf: db.prepare<[string], BufferRow>(
-      'SELECT channel, COUNT(*) AS count, MIN(received_at) AS oldest FROM pending WHERE channel = ?',
-    ),
-    /** Buffer info of a page of rockets in one grouped query; the channels come as a JSON array. */
-    buffersOf: db.prepare<[string], BufferRow & { readonly channel: string }>(
-      `SELECT channel, COUNT(*) AS count, MIN(received_at) AS oldest FROM pending
-       WHERE channel IN (SELECT value FROM json_each(?)) GROUP BY channel`,
-    ),
-    events: db.prepare<Record<string, unknown>, EventRow>(
-      `SELECT * FROM events WHERE position > @afterPosition AND message_number > @afterNumber
-       ORDER BY position LIMIT @limit`,
-    ),
-    // Within a channel, number order is position order (a channel's events are appended 1, 2, 3, …), and
-    // the unique index's entries carry the position (the rowid). So the channel's events after a position
-    // are those after the number of its last event at or before it: found walking the index back from
-    // the channel's end (as far as the events to read), then read walking it forward, neither sorting.
-    eventsOfChannel: db.prepare<Record<string, unknown>, EventRow>(
-      `SELECT * FROM events WHERE channel = @channel AND message_number > COALESCE(
-         (SELECT message_number FROM events WHERE channel = @channel AND position <= @afterPosition
-          ORDER BY message_number DESC LIMIT 1), 0)
-       ORDER BY message_number LIMIT @limit`,
-    ),
-    eventsOfChannelAfterNumber: db.prepare<Record<string, unknown>, EventRow>(
-      `SELECT * FROM events WHERE channel = @channel AND message_number > @afterNumber AND position > @afterPosition
-       ORDER BY message_number LIMIT @limit`,
-    ),
-    replay: db
-      .prepare<[], MessageTuple>(
-        'SELECT channel, message_number, message_type, message_time, payload FROM events ORDER BY position',
-      )
-      .raw(),
-    replayAfter: db
-      .prepare<[number], MessageTuple>(
-        `SELECT channel, message_number, message_type, message_time, payload FROM events
-         WHERE position > ? ORDER BY position`,
-      )
-      .raw(),
-    projected: db.prepare<[], { position: number }>('SELECT position FROM projection WHERE id = 1'),
-    setProjected: db.prepare<[number], never>('UPDATE projection SET position = ? WHERE id = 1'),
-    head: db.prepare<[], { head: number }>('SELECT COALESCE(MAX(position), 0) AS head FROM events'),
-    // The log is append-only and AUTOINCREMENT positions of a rolled-back transaction are rolled back
-    // with it, so the highest position is the number of events, without counting millions of rows.
-    stats: db.prepare<[], StoreStats>(
-      `SELECT (SELECT COUNT(*) FROM rockets) AS rockets,
-              (SELECT COALESCE(MAX(position), 0) FROM events) AS events,
-              (SELECT COUNT(*) FROM pending) AS buffered`,
-    ),
-  };
 }
