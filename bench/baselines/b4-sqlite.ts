@@ -1,7 +1,7 @@
 // B4: raw better-sqlite3 in one process, the SQLite limit for our rows.
-//   insert: BENCH_ROWS bench messages as rows of the same `events` table as src/store/sqlite.ts (WAL,
-//           synchronous FULL like our default), one transaction per BENCH_BATCH rows and up to 64 rows an
-//           INSERT (as our store appends events), into BENCH_FILE.
+//   insert: BENCH_ROWS bench messages as rows of the same `events` table as src/store/sqlite/schema.ts
+//           (WAL, synchronous FULL like our default), one transaction per BENCH_BATCH rows and up to 64
+//           rows an INSERT (as our store appends events), into BENCH_FILE.
 //           With BENCH_PREFILL, that many rows of other channels are written first, untimed: each row
 //           costs more as the table and its (channel, message_number) index grow, so the bench gives B4
 //           as many rows before and during its timed run as our server held before and took during its

@@ -1,5 +1,5 @@
-// The events table of src/store/sqlite.ts as B4 and B5 create it, and the one insert both run: one
-// definition, so the two SQLite baselines cannot drift apart.
+// The events table of src/store/sqlite/schema.ts as B4 and B5 create it, and the one insert both run:
+// one definition, so the two SQLite baselines cannot drift apart.
 import type { Database, Statement } from 'better-sqlite3';
 
 export const CREATE_EVENTS = `CREATE TABLE events (
@@ -11,7 +11,7 @@ export const CREATE_EVENTS = `CREATE TABLE events (
 /** channel, message_number, message_type, message_time, payload (recorded_at is the commit's) */
 export type EventRow = readonly [string, number, string, string, string];
 
-/** Rows one INSERT writes at most, as src/store/sqlite.ts appends a commit's events. */
+/** Rows one INSERT writes at most, as src/store/sqlite/store.ts appends a commit's events. */
 const INSERT_ROWS = 64;
 
 /**
