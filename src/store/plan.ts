@@ -153,6 +153,9 @@ export interface BufferedAt {
   readonly receivedAt: number;
 }
 
+/** Channels one skip transaction handles: each skips at most its buffer's span, so a transaction stays small. */
+export const SKIP_CHANNELS_PER_TRANSACTION = 100;
+
 /**
  * The gap policy for one channel, as ranges of numbers to skip: while the oldest message still buffered
  * was received before `cutoff` (epoch ms), every missing number from the one the channel waits for up to

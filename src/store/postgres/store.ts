@@ -6,7 +6,7 @@
 import { Client, Pool, escapeLiteral, type PoolClient } from 'pg';
 import type { RocketMessage } from '../../domain/message';
 import { evolve, type Rocket } from '../../domain/rocket';
-import { gapsToSkip, planBatch, skipMessages, type BatchPlan } from '../plan';
+import { gapsToSkip, SKIP_CHANNELS_PER_TRANSACTION, planBatch, skipMessages, type BatchPlan } from '../plan';
 import {
   DEFAULT_BUFFER_LIMITS,
   toMessage,
@@ -84,9 +84,6 @@ export interface PostgresStoreOptions {
   /** Refuse a schema that holds no store yet, instead of creating one (for `--rebuild`). */
   readonly existing?: boolean | undefined;
 }
-
-/** Channels one skip transaction handles: each skips at most its buffer's span, so a transaction stays small. */
-const SKIP_CHANNELS_PER_TRANSACTION = 100;
 
 /**
  * Every connection: TCP keepalive probes from 10 s of silence (the OS sets their interval and count), so

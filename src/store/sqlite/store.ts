@@ -5,7 +5,14 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { RocketMessage } from '../../domain/message';
 import { evolve, evolveAt, withUtcTimes, type Rocket } from '../../domain/rocket';
-import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type PlanSource } from '../plan';
+import {
+  gapsToSkip,
+  SKIP_CHANNELS_PER_TRANSACTION,
+  planBatch,
+  skipMessages,
+  type BatchPlan,
+  type PlanSource,
+} from '../plan';
 import {
   DEFAULT_BUFFER_LIMITS,
   notify,
@@ -70,9 +77,6 @@ export interface ProjectionTuning {
  * An entry is a Rocket and a count, a few hundred bytes.
  */
 export const CHANNEL_CACHE_SIZE = 50_000;
-
-/** Channels one skip transaction handles: each skips at most its buffer's span, so a transaction stays small. */
-const SKIP_CHANNELS_PER_TRANSACTION = 100;
 
 const SYNCHRONOUS_MODES: readonly string[] = ['FULL', 'NORMAL'];
 
