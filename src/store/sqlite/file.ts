@@ -1,5 +1,7 @@
-// Which file a SQLite store really opens, and the lock that keeps that file to one writer: rules of the
-// file system, apart from the store so that they read without its commit logic.
+/**
+ * Which file a SQLite store really opens, and the lock that keeps that file to one writer: rules of the
+ * file system, apart from the store so that they read without its commit logic.
+ */
 import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';

@@ -1,5 +1,7 @@
-// The rows the SQLite store reads and writes, and their conversions to and from the domain's messages,
-// events and rockets: apart from the store, so that the schema's statements can name the rows too.
+/**
+ * The rows the SQLite store reads and writes, and their conversions to and from the domain's messages,
+ * events and rockets: apart from the store, so that the schema's statements can name the rows too.
+ */
 import { EVENT_TYPES, PAYLOAD_FIELDS, type EventType, type RocketMessage } from '../../domain/message';
 import type { Rocket, RocketStatus } from '../../domain/rocket';
 import type { BufferInfo, StoredEvent } from '../types';

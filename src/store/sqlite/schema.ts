@@ -1,5 +1,7 @@
-// The SQLite file's schema, its migrations and the statements prepared once per connection: the SQL
-// the store runs, apart from its logic, so that the tables, their indexes and their reads sit together.
+/**
+ * The SQLite file's schema, its migrations and the statements prepared once per connection: the SQL
+ * the store runs, apart from its logic, so that the tables, their indexes and their reads sit together.
+ */
 import type Database from 'better-sqlite3';
 import { EVENT_TYPES, MESSAGE_TYPES } from '../../domain/message';
 import { ROCKET_STATUSES } from '../../domain/rocket';

@@ -1,5 +1,7 @@
-// SqliteStore and its options: what the rest of the service imports. Its schema and statements
-// (schema.ts), rows (rows.ts), database file and lock (file.ts) and WAL sync (wal.ts) are beside it.
+/**
+ * SqliteStore and its options: what the rest of the service imports. Its schema and statements
+ * (schema.ts), rows (rows.ts), database file and lock (file.ts) and WAL sync (wal.ts) are beside it.
+ */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
