@@ -1,6 +1,7 @@
 /**
  * SqliteStore and its options: what the rest of the service imports. Its schema and statements
- * (schema.ts), rows (rows.ts), database file and lock (file.ts) and WAL sync (wal.ts) are beside it.
+ * (schema.ts), rows (rows.ts), database file and lock (file.ts) and WAL sync (wal.ts) are beside it, and
+ * so is the online backup (backup.ts), which copies a store's file without opening the store.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
