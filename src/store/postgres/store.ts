@@ -1,7 +1,8 @@
 /**
  * PostgresStore, the event store for several instances sharing one database, and its options: what
- * importers use. Its parts sit beside it: the schema (schema.ts), the statements (sql.ts), rows and their
- * conversion (rows.ts), the in-memory planning state (planning.ts) and the append feed (feed.ts).
+ * importers use. Its parts sit beside it: the URL and connection settings (connection.ts), the schema
+ * (schema.ts), the statements (sql.ts), rows and their conversion (rows.ts), the in-memory planning state
+ * (planning.ts) and the append feed (feed.ts).
  */
 import { Client, Pool, escapeLiteral, type PoolClient } from 'pg';
 import type { RocketMessage } from '../../domain/message';
@@ -23,6 +24,7 @@ import {
   type StoredEvent,
   type StoreStats,
 } from '../types';
+import { CONNECTION, connectionOf } from './connection';
 import { AppendFeed, PAGE } from './feed';
 import { ChannelCache, NOT_LOADED, NotLoaded, Overlay, netEffect, type NetEffect } from './planning';
 import {
@@ -85,13 +87,6 @@ export interface PostgresStoreOptions {
   readonly existing?: boolean | undefined;
 }
 
-/**
- * Every connection: TCP keepalive probes from 10 s of silence (the OS sets their interval and count), so
- * a silently dead LISTEN connection is noticed at all, and a bound on waiting for a connection or a pool
- * slot, so a commit fails instead of hanging.
- */
-const CONNECTION = { keepAlive: true, keepAliveInitialDelayMillis: 10_000, connectionTimeoutMillis: 30_000 };
-
 /** Channels ChannelCache holds at most: some MB. */
 const KNOWN_CHANNELS = 20_000;
 /**
@@ -99,35 +94,6 @@ const KNOWN_CHANNELS = 20_000;
  * writing the same channels, and each failed check costs a round trip and a rollback.
  */
 const STALE_BACKOFF = 8;
-
-const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,47}$/;
-
-/**
- * The parameters a PostgreSQL URL may carry: `schema` (ours), and those pg reads from a connection string
- * and that leave its answers as this store expects them (not `binary`, `replication` or
- * `client_encoding`: pg decodes text as UTF-8). libpq's others, such as `connect_timeout` or
- * `target_session_attrs`, pg would ignore.
- */
-const URL_PARAMETERS: ReadonlySet<string> = new Set([
-  'schema',
-  'host',
-  'user',
-  'password',
-  'ssl',
-  'sslmode',
-  'sslcert',
-  'sslkey',
-  'sslrootcert',
-  'sslnegotiation',
-  'uselibpqcompat',
-  'application_name',
-  'fallback_application_name',
-  'options',
-  'statement_timeout',
-  'lock_timeout',
-  'query_timeout',
-  'idle_in_transaction_session_timeout',
-]);
 
 /** A commit() call waiting for its group's transaction. */
 interface Call {
@@ -266,54 +232,7 @@ export class PostgresStore implements EventStore {
    * Rejects (leaving nothing open) when the database cannot be reached or migrated.
    */
   static async open(url: string, options: PostgresStoreOptions = {}): Promise<PostgresStore> {
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      throw new Error('the PostgreSQL URL is not a valid URL');
-    }
-    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:')
-      throw new Error(`a PostgreSQL URL starts with postgres:// or postgresql://, not ${parsed.protocol}//`);
-    // pg would fail on it later with a message about something else; the value itself is never repeated.
-    for (const [part, value] of [
-      ['user', parsed.username],
-      ['password', parsed.password],
-    ] as const) {
-      try {
-        decodeURIComponent(value);
-      } catch {
-        throw new Error(`the PostgreSQL URL's ${part} holds a malformed percent escape: write a % as %25`);
-      }
-    }
-    // The URL is the only place an operator names the schema: a spelling pg would ignore, or a second
-    // value, would quietly put this instance in another schema's fleet.
-    for (const key of new Set(parsed.searchParams.keys())) {
-      if (key !== 'schema' && key.toLowerCase() === 'schema')
-        throw new Error(`the PostgreSQL URL's "${key}=" parameter is spelt "schema=" (lower case)`);
-      // pg passes every other parameter on as a setting of its own and ignores the ones it does not
-      // know, so a misspelt `sslmode` would connect without TLS and say nothing.
-      if (!URL_PARAMETERS.has(key))
-        throw new Error(
-          `the PostgreSQL URL's "${key}=" parameter is not one this server or pg reads; it takes ${[...URL_PARAMETERS].map((k) => `${k}=`).join(', ')}`,
-        );
-    }
-    if (parsed.searchParams.getAll('schema').length > 1)
-      throw new Error('the PostgreSQL URL names "schema=" more than once');
-    const schema = options.schema ?? parsed.searchParams.get('schema') ?? 'public';
-    if (!SCHEMA_NAME.test(schema))
-      throw new Error(`schema "${schema}" must be letters, digits and _ (at most 48), not starting with a digit`);
-    parsed.searchParams.delete('schema');
-    // Every connection resolves the tables in the schema; set through the URL because pg lets the
-    // connection string override explicit options. A transaction of ours is never idle for long; one that
-    // is (a frozen process) would hold the append lock and stall every instance, so the server ends it.
-    const extra = parsed.searchParams.get('options');
-    parsed.searchParams.set(
-      'options',
-      `${extra === null ? '' : `${extra} `}-c search_path="${schema}" -c idle_in_transaction_session_timeout=60000`,
-    );
-    if (!parsed.searchParams.has('application_name')) parsed.searchParams.set('application_name', 'rockets');
-    const connectionString = parsed.toString();
-
+    const { connectionString, schema } = connectionOf(url, options.schema);
     const pool = new Pool({ connectionString, max: options.poolSize ?? 10, ...CONNECTION });
     // An idle connection that dies is dropped by the pool; the next query opens a new one.
     pool.on('error', () => undefined);
