@@ -81,7 +81,12 @@ describe('LanePool', () => {
     const done = Promise.all([pool.submit(msg('a', 1)), pool.submit(msg('b', 1)), pool.submit(msg('a', 2))]);
     await store.waiting(1);
     store.gates.forEach((open) => open());
-    expect((await done).map((o) => o.status)).toEqual(['applied', 'applied', 'applied']);
+    // Each sender gets the outcome of its own message out of the batch's, not another's.
+    expect((await done).map((o) => `${o.channel}#${o.messageNumber} ${o.status}`)).toEqual([
+      'a#1 applied',
+      'b#1 applied',
+      'a#2 applied',
+    ]);
     expect(store.batches).toEqual([['a#1', 'b#1', 'a#2']]);
   });
 
@@ -114,6 +119,25 @@ describe('LanePool', () => {
     (store.gates[1] as () => void)();
     await expect(two).resolves.toMatchObject({ status: 'applied' });
     expect((await store.getRocket('a'))?.lastMessageNumber).toBe(2);
+  });
+
+  it('holds a channel’s next message for its own busy lane, even while another lane is idle', async () => {
+    const store = new GatedStore();
+    const pool = new LanePool(store, 3);
+    const other = ['b', 'c', 'd', 'e'].find((c) => laneOf(c, 3) !== laneOf('a', 3)) as string;
+    const one = pool.submit(msg('a', 2));
+    await store.waiting(1);
+    const two = pool.submit(msg('a', 1));
+    // Submitted after a#1: had a#1 gone to an idle lane, its commit would reach the store first.
+    const three = pool.submit(msg(other, 1));
+    await store.waiting(2);
+    expect(store.batches).toEqual([['a#2'], [`${other}#1`]]);
+    (store.gates[1] as () => void)();
+    (store.gates[0] as () => void)();
+    await store.waiting(3);
+    (store.gates[2] as () => void)();
+    expect((await Promise.all([one, two, three])).map((o) => o.status)).toEqual(['buffered', 'applied', 'applied']);
+    expect(store.batches).toEqual([['a#2'], [`${other}#1`], ['a#1']]);
   });
 
   it('rejects every message of a failed batch, records none of them, and carries on', async () => {
