@@ -403,6 +403,12 @@ describe('GraphQL over HTTP', () => {
       expect(seen).toEqual(['r4', 'r1', 'r3', 'r2']);
     });
 
+    it('says there is no next page on a last page exactly as long as first', async () => {
+      const { rockets }: RocketsQuery = await data(server, RocketsDocument, { sort: 'SPEED', order: 'DESC', first: 4 });
+      expect(rockets.edges.map((e) => e.node.channel)).toEqual(['r4', 'r1', 'r3', 'r2']);
+      expect(rockets.pageInfo.hasNextPage).toBe(false);
+    });
+
     it('refuses a cursor of another sort as BAD_USER_INPUT naming after', async () => {
       const { rockets } = await data(server, RocketsDocument, { sort: 'SPEED', first: 1 });
       const r = await post(server, RocketsDocument, { sort: 'MISSION', after: rockets.pageInfo.endCursor });

@@ -345,6 +345,28 @@ describe('REST API', () => {
       expect(seen).toEqual(['c', 'b', 'a', 'd']);
     });
 
+    it('ends on a last page exactly as long as its limit, with no Link to an empty page', async () => {
+      for (const limit of [2, 4]) {
+        let url: string | undefined = `${base}/rockets?sort=channel&limit=${limit}`;
+        const pages: string[][] = [];
+        while (url) {
+          const r = await getJson(url);
+          pages.push((r.body as Array<{ channel: string }>).map((x) => x.channel));
+          const link = r.headers.link as string | undefined;
+          expect(r.headers['x-next-cursor'] === undefined).toBe(link === undefined);
+          url = link ? `${base}${/<([^>]+)>/.exec(link)?.[1] ?? ''}` : undefined;
+        }
+        expect(pages).toEqual(
+          limit === 2
+            ? [
+                ['a', 'b'],
+                ['c', 'd'],
+              ]
+            : [['a', 'b', 'c', 'd']],
+        );
+      }
+    });
+
     it('refuses an unknown sort field, order, status, limit or cursor with a 400', async () => {
       for (const q of ['?sort=colour', '?order=up', '?status=landed', '?limit=0', '?limit=abc', '?after=nope']) {
         const r = await getJson(`${base}/rockets${q}`);
