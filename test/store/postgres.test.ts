@@ -361,7 +361,8 @@ describePg('PostgresStore with several instances', () => {
     onB.off();
   });
 
-  it('does not let a position > last reader or a feed skip a transaction that took its position early and commits late', async () => {
+  /** A commit of `slowBatch` takes its position, then waits in COMMIT while a faster one comes along. */
+  const lateCommit = async (slowBatch: RocketMessage[]): Promise<void> => {
     const [a, b] = [await open(), await open()];
     const gate = 0x5107;
     // The slow commit blocks in COMMIT (a deferred trigger waits on a lock this test holds), after its
@@ -387,7 +388,7 @@ describePg('PostgresStore with several instances', () => {
     await holder.connect();
     try {
       await holder.query('SELECT pg_advisory_lock($1)', [gate]);
-      const slow = a.commit([launched('slow', 1)]);
+      const slow = a.commit(slowBatch);
       await until(
         holder,
         `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
@@ -430,7 +431,15 @@ describePg('PostgresStore with several instances', () => {
       onA.off();
       onB.off();
     }
-  });
+  };
+
+  it('does not let a position > last reader or a feed skip a transaction that took its position early and commits late', () =>
+    lateCommit([launched('slow', 1)]));
+
+  // Buffering #3 sends the commit the long way, not through rockets_commit_known: each takes the append
+  // lock in its own code.
+  it('does not let a position > last reader or a feed skip a late commit that went the long way either', () =>
+    lateCommit([launched('slow', 1), increased('slow', 3, 3)]));
 
   it('shows the hazard it guards against: without the append lock a naive reader skips a late commit', async () => {
     // The same `position > last` reader over a plain identity column, written to by two transactions.
