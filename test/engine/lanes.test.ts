@@ -155,6 +155,26 @@ describe('LanePool', () => {
     await expect(retry).resolves.toMatchObject({ status: 'applied' });
   });
 
+  it('moves its version on after a failed commit as after a good one', async () => {
+    const store = new GatedStore();
+    store.failNext = true;
+    const pool = new LanePool(store, 1);
+    // A commit that failed may still have landed (a WAL sync failed after the transaction), so read caches
+    // keyed on the version must not keep answers from before it.
+    const failed = pool.submit(msg('a', 1)).then(
+      () => 'applied',
+      () => pool.version,
+    );
+    await store.waiting(1);
+    expect(pool.version).toBe(0);
+    (store.gates[0] as () => void)();
+    expect(await failed).toBe(1);
+    const applied = pool.submit(msg('a', 1)).then(() => pool.version);
+    await store.waiting(2);
+    (store.gates[1] as () => void)();
+    expect(await applied).toBe(2);
+  });
+
   it('closes only after every accepted message is settled, and refuses new ones', async () => {
     const store = new GatedStore();
     const pool = new LanePool(store, 1);
