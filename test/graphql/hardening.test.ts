@@ -167,6 +167,18 @@ describe('GraphQL hardening', () => {
       expect(r.body.errors?.map((e) => e.message)).toContainEqual(expect.stringMatching(message));
     });
 
+    it('counts depth as README says: eight levels pass the depth limit, a ninth is refused', async () => {
+      // Deeper than any real field (6 levels), so both fail validation: only the depth error differs.
+      const deep = (levels: number): string =>
+        `{ rockets { edges { node { events { payload { ${'a { '.repeat(levels - 6)} b ${'} '.repeat(levels - 6)} } } } } } }`;
+      const depthErrors = async (levels: number): Promise<string[]> =>
+        ((await postRaw(server, { query: deep(levels) })).body.errors ?? [])
+          .map((e) => e.message)
+          .filter((m) => /depth limit/.test(m));
+      expect(await depthErrors(8)).toEqual([]);
+      expect(await depthErrors(9)).toEqual([expect.stringMatching(/depth limit of 8 exceeded/)]);
+    });
+
     it('lets the page REST answers through: 100 rockets with every field, cursors and pageInfo', async () => {
       const r = await postRaw(server, { query: `{ ${REST_PAGE} }` });
       expect(r.status).toBe(200);
