@@ -159,7 +159,7 @@ describe('LanePool', () => {
     const store = new GatedStore();
     store.failNext = true;
     const pool = new LanePool(store, 1);
-    // A commit that failed may still have landed (a WAL sync failed after the transaction), so read caches
+    // A failed commit may still have landed (its WAL sync failed after the transaction), so read caches
     // keyed on the version must not keep answers from before it.
     const failed = pool.submit(msg('a', 1)).then(
       () => 'applied',

@@ -361,7 +361,7 @@ describePg('PostgresStore with several instances', () => {
     onB.off();
   });
 
-  /** A commit of `slowBatch` takes its position, then waits in COMMIT while a faster one comes along. */
+  /** A commit of `slowBatch` takes its position, then waits in COMMIT while a faster one goes by. */
   const lateCommit = async (slowBatch: RocketMessage[]): Promise<void> => {
     const [a, b] = [await open(), await open()];
     const gate = 0x5107;
