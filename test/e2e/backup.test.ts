@@ -104,6 +104,20 @@ describe('--backup of a SQLite store', () => {
       expect(modelOf(after.get(h[0]?.metadata.channel ?? '') as RocketJson)).toEqual(expected(h));
   });
 
+  it('copies a store no server has open as well', async () => {
+    const live = join(dir, 'live.db');
+    const histories = fleet(10, 6, 36);
+    const server = await start(live);
+    await pool(delivery(histories, 0.1, 37), 4, async (m) => {
+      await deliver(server, m);
+    });
+    const before = await rocketsOf(server);
+    expect(await server.stop('SIGTERM')).toBe(0);
+    const line = JSON.parse((await backup(live, join(dir, 'copy.db'))).stdout) as BackupLine;
+    expect(line).toMatchObject({ msg: 'backup written', events: 60, lastPosition: 60 });
+    expect(await rocketsOf(await start(join(dir, 'copy.db')))).toEqual(before);
+  });
+
   it('never overwrites a file, and leaves the one there as it was', async () => {
     const live = join(dir, 'live.db');
     const server = await start(live);
