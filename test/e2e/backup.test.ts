@@ -133,7 +133,7 @@ describe('--backup of a SQLite store', () => {
     expect(readFileSync(target, 'utf8')).toBe('an earlier backup');
   });
 
-  it('refuses a file that is not a rockets store, or is not there, writing nothing', async () => {
+  it('refuses a file that is not a rockets store, or is not there, or a target with no directory, writing nothing', async () => {
     const other = join(dir, 'other.db');
     const db = new Database(other);
     db.exec('CREATE TABLE notes (text TEXT)');
@@ -147,7 +147,22 @@ describe('--backup of a SQLite store', () => {
       code: 1,
       stdout: expect.stringContaining(`there is no SQLite database at ${missing}`) as unknown,
     });
-    expect(readdirSync(dir).sort()).toEqual(['other.db']);
+    expect(await refusal({ DATABASE_URL: `sqlite:${dir}` }, ['--backup', join(dir, 'c.db')])).toMatchObject({
+      code: 1,
+      stdout: expect.stringContaining(`${dir} is not a file: nothing to back up`) as unknown,
+    });
+    const live = join(dir, 'live.db');
+    const server = await start(live);
+    await deliver(server, fleet(1, 1, 38)[0]?.[0]);
+    expect(await refusal({ DATABASE_URL: `sqlite:${live}` }, ['--backup', join(dir, 'none', 'd.db')])).toMatchObject({
+      code: 1,
+      stdout: expect.stringContaining(`there is no directory ${join(dir, 'none')} to write d.db in`) as unknown,
+    });
+    expect(
+      readdirSync(dir)
+        .filter((f) => !f.startsWith('live.db'))
+        .sort(),
+    ).toEqual(['other.db']);
   });
 
   it('refuses stores it does not copy, and a missing file argument', async () => {

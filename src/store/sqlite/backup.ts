@@ -3,7 +3,7 @@
  * read-only connection of its own, so the writer's lock (see `lockWriter`) does not stand in the way.
  */
 import { closeSync, existsSync, fsyncSync, linkSync, openSync, statSync, unlinkSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 
 export interface BackupResult {
@@ -26,13 +26,16 @@ export interface BackupResult {
  * target's directory, synced, and only then given its name, so `target` is either the whole backup or
  * absent.
  *
- * Rejects, leaving nothing behind, when `target` exists (a backup never overwrites), when `source` is
- * missing or is not a rockets store, or when the copy fails (a full disk, say).
+ * Rejects, leaving nothing behind, when `target` exists (a backup never overwrites) or its directory does
+ * not, when `source` is missing or is not a rockets store, or when the copy fails (a full disk, say).
  */
 export function backupSqlite(source: string, target: string): BackupResult {
   const file = resolve(target);
   if (!existsSync(source)) throw new Error(`there is no SQLite database at ${resolve(source)}`);
+  if (!statSync(source).isFile()) throw new Error(`${resolve(source)} is not a file: nothing to back up`);
   if (existsSync(file)) throw new Error(`${file} exists already: a backup never overwrites a file`);
+  if (!existsSync(dirname(file)) || !statSync(dirname(file)).isDirectory())
+    throw new Error(`there is no directory ${dirname(file)} to write ${basename(file)} in`);
   const partial = `${file}.partial-${process.pid}`;
   try {
     const db = new Database(source, { readonly: true, fileMustExist: true, timeout: 5000 });
