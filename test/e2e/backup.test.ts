@@ -165,6 +165,22 @@ describe('--backup of a SQLite store', () => {
     ).toEqual(['other.db']);
   });
 
+  it('leaves nothing behind when the copy fails part way (a full disk)', async () => {
+    const live = join(dir, 'live.db');
+    const db = new Database(live);
+    db.pragma('user_version = 3');
+    db.exec('CREATE TABLE events (position INTEGER PRIMARY KEY); CREATE TABLE junk (b BLOB)');
+    // 100 MB: large enough that SQLite opens a rollback journal for the copy before the disk fills.
+    for (let i = 0; i < 100; i++) db.prepare('INSERT INTO junk VALUES (randomblob(1000000))').run();
+    db.close();
+    // Writes past 50 MiB fail with EFBIG, as they would with ENOSPC on a full disk.
+    const full = `trap '' XFSZ; ulimit -f 50000; exec "${process.execPath}" "${MAIN}" --backup "${join(dir, 'a.db')}"`;
+    await expect(
+      run('bash', ['-c', full], { env: { ...process.env, DATABASE_URL: `sqlite:${live}` } }),
+    ).rejects.toMatchObject({ code: 1, stdout: expect.stringContaining('backup failed') as unknown });
+    expect(readdirSync(dir).sort()).toEqual(['live.db']);
+  });
+
   it('refuses stores it does not copy, and a missing file argument', async () => {
     expect(await refusal({ DATABASE_URL: 'memory:' }, ['--backup', join(dir, 'a.db')])).toMatchObject({
       code: 1,

@@ -2,7 +2,8 @@
  * An online backup of a SQLite store: a consistent copy taken while a server writes to it, through a
  * read-only connection of its own, so the writer's lock (see `lockWriter`) does not stand in the way.
  */
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { basename, dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 
@@ -36,7 +37,10 @@ export function backupSqlite(source: string, target: string): BackupResult {
   if (existsSync(file)) throw new Error(`${file} exists already: a backup never overwrites a file`);
   if (!existsSync(dirname(file)) || !statSync(dirname(file)).isDirectory())
     throw new Error(`there is no directory ${dirname(file)} to write ${basename(file)} in`);
-  const partial = `${file}.partial-${process.pid}`;
+  // Created here, exclusively and empty (which `VACUUM INTO` accepts): a file already by that name, left
+  // by an earlier run in another PID namespace say, is not ours to write into or delete.
+  const partial = `${file}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
+  closeSync(openSync(partial, 'wx', 0o600));
   try {
     const db = new Database(source, { readonly: true, fileMustExist: true, timeout: 5000 });
     try {
@@ -66,7 +70,8 @@ export function backupSqlite(source: string, target: string): BackupResult {
     syncFile(dirname(file));
     return { file, events: summary.events, lastPosition: summary.lastPosition ?? 0, bytes: statSync(file).size };
   } catch (e) {
-    if (existsSync(partial)) unlinkSync(partial);
+    // A failed VACUUM INTO leaves its rollback journal beside the copy too.
+    for (const leftover of [partial, `${partial}-journal`]) rmSync(leftover, { force: true });
     throw e;
   }
 }
