@@ -1,5 +1,14 @@
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -179,6 +188,17 @@ describe('--backup of a SQLite store', () => {
       run('bash', ['-c', full], { env: { ...process.env, DATABASE_URL: `sqlite:${live}` } }),
     ).rejects.toMatchObject({ code: 1, stdout: expect.stringContaining('backup failed') as unknown });
     expect(readdirSync(dir).sort()).toEqual(['live.db']);
+  });
+
+  it('gives the copy the permissions of the source', async () => {
+    const live = join(dir, 'live.db');
+    const server = await start(live);
+    await deliver(server, fleet(1, 1, 39)[0]?.[0]);
+    for (const mode of [0o600, 0o640]) {
+      chmodSync(live, mode);
+      await backup(live, join(dir, `copy-${mode.toString(8)}.db`));
+      expect(statSync(join(dir, `copy-${mode.toString(8)}.db`)).mode & 0o777).toBe(mode);
+    }
   });
 
   it('refuses stores it does not copy, and a missing file argument', async () => {

@@ -2,7 +2,7 @@
  * An online backup of a SQLite store: a consistent copy taken while a server writes to it, through a
  * read-only connection of its own, so the writer's lock (see `lockWriter`) does not stand in the way.
  */
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
@@ -42,6 +42,8 @@ export function backupSqlite(source: string, target: string): BackupResult {
   const partial = `${file}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
   closeSync(openSync(partial, 'wx', 0o600));
   try {
+    // The copy holds what the source does: as closed to others as it (SQLite would create it 0644).
+    chmodSync(partial, statSync(source).mode & 0o777);
     const db = new Database(source, { readonly: true, fileMustExist: true, timeout: 5000 });
     try {
       const holdsStore =
