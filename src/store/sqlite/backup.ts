@@ -44,15 +44,18 @@ export function backupSqlite(source: string, target: string): BackupResult {
   try {
     // The copy holds what the source does: as closed to others as it (SQLite would create it 0644).
     chmodSync(partial, statSync(source).mode & 0o777);
-    const db = new Database(source, { readonly: true, fileMustExist: true, timeout: 5000 });
+    let db: Database.Database | undefined;
     try {
+      db = new Database(source, { readonly: true, fileMustExist: true, timeout: 5000 });
       const holdsStore =
         (db.pragma('user_version', { simple: true }) as number) > 0 &&
         db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'events'`).get() !== undefined;
       if (!holdsStore) throw new Error(`${resolve(source)} is not a rockets database: nothing to back up`);
       db.prepare('VACUUM INTO ?').run(partial);
+    } catch (e) {
+      throw unreadable(e, source) ?? e;
     } finally {
-      db.close();
+      db?.close();
     }
     const copy = new Database(partial, { readonly: true, fileMustExist: true });
     let summary: { events: number; lastPosition: number | null };
@@ -76,6 +79,22 @@ export function backupSqlite(source: string, target: string): BackupResult {
     for (const leftover of [partial, `${partial}-journal`]) rmSync(leftover, { force: true });
     throw e;
   }
+}
+
+/**
+ * SQLite's refusal to read a store no server has open from a directory this process may not write in:
+ * with no `-wal` beside the database, even a read-only connection must create it and `-shm` first.
+ */
+function unreadable(e: unknown, source: string): Error | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !/^SQLITE_(READONLY|CANTOPEN)/.test(code) || existsSync(`${source}-wal`))
+    return undefined;
+  const where = dirname(resolve(source));
+  return new Error(
+    `cannot read ${resolve(source)}: with no server running, SQLite must create its -wal and -shm files in ` +
+      `${where} first; run --backup as a user who may write there, or while the server runs`,
+    { cause: e },
+  );
 }
 
 /** `VACUUM INTO` leaves the new file to the page cache; a backup is only one once it is on disk. */
