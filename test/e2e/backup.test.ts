@@ -194,7 +194,7 @@ describe('--backup of a SQLite store', () => {
     const live = join(dir, 'live.db');
     const server = await start(live);
     await deliver(server, fleet(1, 1, 39)[0]?.[0]);
-    for (const mode of [0o600, 0o640]) {
+    for (const mode of [0o600, 0o640, 0o444]) {
       chmodSync(live, mode);
       await backup(live, join(dir, `copy-${mode.toString(8)}.db`));
       expect(statSync(join(dir, `copy-${mode.toString(8)}.db`)).mode & 0o777).toBe(mode);

@@ -42,8 +42,10 @@ export function backupSqlite(source: string, target: string): BackupResult {
   const partial = `${file}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
   closeSync(openSync(partial, 'wx', 0o600));
   try {
-    // The copy holds what the source does: as closed to others as it (SQLite would create it 0644).
-    chmodSync(partial, statSync(source).mode & 0o777);
+    // The copy holds what the source does: as closed to others as it (SQLite would create it 0644), and
+    // writable by its owner until it is written.
+    const mode = statSync(source).mode & 0o777;
+    chmodSync(partial, mode | 0o600);
     let db: Database.Database | undefined;
     try {
       db = new Database(source, { readonly: true, fileMustExist: true, timeout: 5000 });
@@ -68,6 +70,7 @@ export function backupSqlite(source: string, target: string): BackupResult {
     } finally {
       copy.close();
     }
+    chmodSync(partial, mode);
     syncFile(partial);
     // A hard link, unlike a rename, fails when the name was taken meanwhile: nothing is overwritten.
     linkSync(partial, file);
