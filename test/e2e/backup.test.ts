@@ -2,11 +2,13 @@ import { execFile } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
+  linkSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -125,6 +127,10 @@ describe('--backup of a SQLite store', () => {
     const line = JSON.parse((await backup(live, join(dir, 'copy.db'))).stdout) as BackupLine;
     expect(line).toMatchObject({ msg: 'backup written', events: 60, lastPosition: 60 });
     expect(await rocketsOf(await start(join(dir, 'copy.db')))).toEqual(before);
+    // Through a symbolic link: SQLite reads the target, and keeps its WAL beside it.
+    symlinkSync(live, join(dir, 'link.db'));
+    await backup(join(dir, 'link.db'), join(dir, 'linked-copy.db'));
+    expect(await rocketsOf(await start(join(dir, 'linked-copy.db')))).toEqual(before);
   });
 
   it('never overwrites a file, and leaves the one there as it was', async () => {
@@ -163,6 +169,13 @@ describe('--backup of a SQLite store', () => {
     const live = join(dir, 'live.db');
     const server = await start(live);
     await deliver(server, fleet(1, 1, 38)[0]?.[0]);
+    // A second name would have a WAL of its own: the store is refused, as the server refuses it.
+    linkSync(other, join(dir, 'other-twin.db'));
+    expect(await refusal({ DATABASE_URL: `sqlite:${other}` }, ['--backup', join(dir, 'e.db')])).toMatchObject({
+      code: 1,
+      stdout: expect.stringContaining('has 2 hard links') as unknown,
+    });
+    rmSync(join(dir, 'other-twin.db'));
     expect(await refusal({ DATABASE_URL: `sqlite:${live}` }, ['--backup', join(dir, 'none', 'd.db')])).toMatchObject({
       code: 1,
       stdout: expect.stringContaining(`there is no directory ${join(dir, 'none')} to write d.db in`) as unknown,

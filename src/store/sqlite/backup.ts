@@ -6,6 +6,7 @@ import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
+import { realDatabaseFile } from './file';
 
 export interface BackupResult {
   /** The backup file, resolved. */
@@ -34,6 +35,8 @@ export function backupSqlite(source: string, target: string): BackupResult {
   const file = resolve(target);
   if (!existsSync(source)) throw new Error(`there is no SQLite database at ${resolve(source)}`);
   if (!statSync(source).isFile()) throw new Error(`${resolve(source)} is not a file: nothing to back up`);
+  // The file SQLite really reads, by the name its WAL is kept under (a file with two names is refused).
+  const real = realDatabaseFile(source);
   if (existsSync(file)) throw new Error(`${file} exists already: a backup never overwrites a file`);
   if (!existsSync(dirname(file)) || !statSync(dirname(file)).isDirectory())
     throw new Error(`there is no directory ${dirname(file)} to write ${basename(file)} in`);
@@ -44,18 +47,18 @@ export function backupSqlite(source: string, target: string): BackupResult {
   try {
     // The copy holds what the source does: as closed to others as it (SQLite would create it 0644), and
     // writable by its owner until it is written.
-    const mode = statSync(source).mode & 0o777;
+    const mode = statSync(real).mode & 0o777;
     chmodSync(partial, mode | 0o600);
     let db: Database.Database | undefined;
     try {
-      db = new Database(source, { readonly: true, fileMustExist: true, timeout: 5000 });
+      db = new Database(real, { readonly: true, fileMustExist: true, timeout: 5000 });
       const holdsStore =
         (db.pragma('user_version', { simple: true }) as number) > 0 &&
         db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'events'`).get() !== undefined;
-      if (!holdsStore) throw new Error(`${resolve(source)} is not a rockets database: nothing to back up`);
+      if (!holdsStore) throw new Error(`${real} is not a rockets database: nothing to back up`);
       db.prepare('VACUUM INTO ?').run(partial);
     } catch (e) {
-      throw unreadable(e, source) ?? e;
+      throw unreadable(e, real) ?? e;
     } finally {
       db?.close();
     }
@@ -88,13 +91,13 @@ export function backupSqlite(source: string, target: string): BackupResult {
  * SQLite's refusal to read a store no server has open from a directory this process may not write in:
  * with no `-wal` beside the database, even a read-only connection must create it and `-shm` first.
  */
-function unreadable(e: unknown, source: string): Error | undefined {
+function unreadable(e: unknown, real: string): Error | undefined {
   const code = (e as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string' || !/^SQLITE_(READONLY|CANTOPEN)/.test(code) || existsSync(`${source}-wal`))
+  if (typeof code !== 'string' || !/^SQLITE_(READONLY|CANTOPEN)/.test(code) || existsSync(`${real}-wal`))
     return undefined;
-  const where = dirname(resolve(source));
+  const where = dirname(real);
   return new Error(
-    `cannot read ${resolve(source)}: with no server running, SQLite must create its -wal and -shm files in ` +
+    `cannot read ${real}: with no server running, SQLite must create its -wal and -shm files in ` +
       `${where} first; run --backup as a user who may write there, or while the server runs`,
     { cause: e },
   );
