@@ -123,7 +123,8 @@ const reportInValidation = {
 const armor = (introspection: boolean): Parameters<typeof EnvelopArmorPlugin>[0] => ({
   maxDepth: { n: ARMOR_LIMITS.maxDepth, ...reportInValidation },
   costLimit: { maxCost: ARMOR_LIMITS.maxCost, ...reportInValidation },
-  maxAliases: { n: ARMOR_LIMITS.maxAliases, ...reportInValidation },
+  // Armor exempts `__typename` by default; an alias costs parsing and answer space whatever it names.
+  maxAliases: { n: ARMOR_LIMITS.maxAliases, allowList: [], ...reportInValidation },
   maxDirectives: { n: ARMOR_LIMITS.maxDirectives, ...reportInValidation },
   maxTokens: { n: ARMOR_LIMITS.maxTokens },
   // "Did you mean …?" would reveal the schema that disabled introspection hides.
