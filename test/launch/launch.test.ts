@@ -4,28 +4,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import {
-  channelId,
-  differences,
-  emptyStats,
-  evolveModel,
-  fold,
   parseArgs,
   parseDuration,
+  type LaunchOptions,
+  type ParsedArgs,
+  type PlanOptions,
+} from '../../src/launch/flags';
+import {
+  channelId,
   plan,
   random,
   shuffleWithin,
-  summary,
   type Change,
   type Delivery,
-  type LaunchOptions,
-  type ModelRocket,
-  type ParsedArgs,
-  type PlanOptions,
   type Telemetry,
-} from '../../src/launch';
+} from '../../src/launch/generation';
+import { differences, evolveModel, fold, type ModelRocket } from '../../src/launch/model';
+import { emptyStats, summary } from '../../src/launch/sending';
 import { getJson, postJson, startServer, type ServerProcess } from '../support/process';
 
-const LAUNCH = join(__dirname, '..', '..', 'dist', 'src', 'launch.js');
+const LAUNCH = join(__dirname, '..', '..', 'dist', 'src', 'launch', 'main.js');
 
 const options = (parsed: ParsedArgs): LaunchOptions => {
   if (parsed.kind !== 'run') throw new Error(`expected options, got ${JSON.stringify(parsed)}`);
