@@ -14,6 +14,28 @@ export default tseslint.config(
       '@typescript-eslint/restrict-template-expressions': ['error', { allowNumber: true }],
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
       '@typescript-eslint/no-confusing-void-expression': ['error', { ignoreArrowShorthand: true }],
+      // better-sqlite3 12 objects must never be collected under Node 24: see src/store/sqlite/database.ts.
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            {
+              name: 'better-sqlite3',
+              allowTypeImports: true,
+              message: 'Open SQLite with SqliteDatabase (src/store/sqlite/database.ts), which keeps its objects.',
+            },
+          ],
+        },
+      ],
+      'no-restricted-properties': [
+        'error',
+        { property: 'iterate', message: 'Use rowsOf (src/store/sqlite/database.ts), which keeps the iterator.' },
+      ],
     },
+  },
+  {
+    // The baselines measure raw better-sqlite3, each in a process of its own.
+    files: ['bench/baselines/**'],
+    rules: { 'no-restricted-imports': 'off', 'no-restricted-properties': 'off' },
   },
 );

@@ -14,7 +14,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import Database from 'better-sqlite3';
+import { SqliteDatabase } from '../../src/store/sqlite/database';
 import { delivery, expected, fleet, modelOf, type Envelope, type ModelRocket } from '../support/model';
 import { deliver, getJson, MAIN, pool, startServer, type ServerProcess } from '../support/process';
 
@@ -150,7 +150,7 @@ describe('--backup of a SQLite store', () => {
 
   it('refuses a file that is not a rockets store, or is not there, or a target with no directory, writing nothing', async () => {
     const other = join(dir, 'other.db');
-    const db = new Database(other);
+    const db = new SqliteDatabase(other);
     db.exec('CREATE TABLE notes (text TEXT)');
     db.close();
     expect(await refusal({ DATABASE_URL: `sqlite:${other}` }, ['--backup', join(dir, 'a.db')])).toMatchObject({
@@ -189,7 +189,7 @@ describe('--backup of a SQLite store', () => {
 
   it('leaves nothing behind when the copy fails part way (a full disk)', async () => {
     const live = join(dir, 'live.db');
-    const db = new Database(live);
+    const db = new SqliteDatabase(live);
     db.pragma('user_version = 3');
     db.exec('CREATE TABLE events (position INTEGER PRIMARY KEY); CREATE TABLE junk (b BLOB)');
     // 100 MB: large enough that SQLite opens a rollback journal for the copy before the disk fills.

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import { SqliteDatabase } from '../../src/store/sqlite/database';
 import { print } from 'graphql';
 import type { Client } from 'graphql-ws';
 import {
@@ -374,7 +374,7 @@ describe('eventAppended while the store fails', () => {
     const file = join(dir, 'failing.db');
     const databaseUrl = `sqlite:${file}`;
     const server = await startServer({ databaseUrl, catchUpRetryMs: limitMs, keepAliveMs: 0 });
-    const side = new Database(file);
+    const side = new SqliteDatabase(file);
     const client = wsClient(server);
     const connected = new Promise((resolve) => client.on('connected', resolve));
     try {

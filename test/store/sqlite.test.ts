@@ -1,7 +1,8 @@
 import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { SqliteDatabase } from '../../src/store/sqlite/database';
 import fc from 'fast-check';
 import type { RocketMessage } from '../../src/domain/message';
 import type { Rocket } from '../../src/domain/rocket';
@@ -88,7 +89,7 @@ describe('SqliteStore on its file', () => {
   };
   /** A second connection to the same file, as an operator or another tool would open it. */
   const sideConnection = (): Database.Database => {
-    const db = new Database(tmp.file);
+    const db = new SqliteDatabase(tmp.file);
     side.push(db);
     return db;
   };
@@ -656,7 +657,7 @@ describe('SqliteStore on its file', () => {
     const copy = join(tmp.dir, 'crashed.db');
     copyFileSync(tmp.file, copy);
     copyFileSync(`${tmp.file}-wal`, `${copy}-wal`);
-    const lagging = new Database(copy, { readonly: true });
+    const lagging = new SqliteDatabase(copy, { readonly: true });
     side.push(lagging);
     expect(lagging.prepare('SELECT channel, status FROM rockets ORDER BY channel').all()).toEqual([
       { channel: 'a', status: 'flying' },
@@ -719,7 +720,7 @@ describe('SqliteStore on its file', () => {
           const dir = join(tmp.dir, `run-${run++}`);
           const store = new SqliteStore(join(dir, 'p.db'), { channelCacheSize: cacheSize });
           opened.push(store);
-          const db = new Database(join(dir, 'p.db'));
+          const db = new SqliteDatabase(join(dir, 'p.db'));
           side.push(db);
           db.exec(`CREATE TRIGGER boom BEFORE INSERT ON events WHEN NEW.channel = 'boom'
                      BEGIN SELECT RAISE(ABORT, 'forced failure'); END`);
@@ -816,7 +817,7 @@ describe('SqliteStore on its file', () => {
     await first.commit([launched('a', 1)]);
     expect(() => new SqliteStore(tmp.file)).toThrow(/already open for writing/);
     // A reader of the database file is not a writer: it is not refused.
-    const reader = new Database(tmp.file, { readonly: true });
+    const reader = new SqliteDatabase(tmp.file, { readonly: true });
     expect(reader.prepare('SELECT count(*) AS n FROM events').get()).toEqual({ n: 1 });
     reader.close();
     await first.close();

@@ -5,7 +5,8 @@
 import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, resolve } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { SqliteDatabase } from './database';
 import { realDatabaseFile } from './file';
 
 export interface BackupResult {
@@ -51,7 +52,7 @@ export function backupSqlite(source: string, target: string): BackupResult {
     chmodSync(partial, mode | 0o600);
     let db: Database.Database | undefined;
     try {
-      db = new Database(real, { readonly: true, fileMustExist: true, timeout: 5000 });
+      db = new SqliteDatabase(real, { readonly: true, fileMustExist: true, timeout: 5000 });
       const holdsStore =
         (db.pragma('user_version', { simple: true }) as number) > 0 &&
         db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'events'`).get() !== undefined;
@@ -62,7 +63,7 @@ export function backupSqlite(source: string, target: string): BackupResult {
     } finally {
       db?.close();
     }
-    const copy = new Database(partial, { readonly: true, fileMustExist: true });
+    const copy = new SqliteDatabase(partial, { readonly: true, fileMustExist: true });
     let summary: { events: number; lastPosition: number | null };
     try {
       summary = copy

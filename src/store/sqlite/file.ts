@@ -4,7 +4,8 @@
  */
 import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { SqliteDatabase } from './database';
 
 /**
  * The file SQLite really opens, by the one name the lock and the WAL sync must use. SQLite follows a
@@ -53,7 +54,7 @@ function isSymlink(file: string): boolean {
  * itself are not affected: the lock is a file of its own.
  */
 export function lockWriter(file: string): Database.Database {
-  const lock = new Database(`${file}-lock`, { timeout: 0 });
+  const lock = new SqliteDatabase(`${file}-lock`, { timeout: 0 });
   try {
     // In EXCLUSIVE locking mode the lock a write transaction takes is kept until the connection closes.
     // The file holds nothing, so it needs no journal file beside it.

@@ -5,7 +5,8 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { SqliteDatabase, rowsOf } from './database';
 import type { RocketMessage } from '../../domain/message';
 import { evolve, evolveAt, withUtcTimes, type Rocket } from '../../domain/rocket';
 import {
@@ -267,7 +268,7 @@ export class SqliteStore implements EventStore {
     this.location = path;
     this.writer = onDisk ? lockWriter(path) : undefined;
     try {
-      this.db = new Database(path, { timeout: 5000 });
+      this.db = new SqliteDatabase(path, { timeout: 5000 });
     } catch (e) {
       this.writer?.close();
       throw e;
@@ -342,7 +343,7 @@ export class SqliteStore implements EventStore {
       let replayed = 0;
       // Streamed in position order: memory grows with the number of rockets, never with the log. Folded
       // with the raw message times, converted once per rocket at the end (see evolveAt).
-      for (const row of sql.replay.iterate()) {
+      for (const row of rowsOf(sql.replay)) {
         const m = tupleToMessage(row);
         rockets.set(m.channel, evolveAt(rockets.get(m.channel), m, m.messageTime));
         replayed++;
@@ -391,7 +392,7 @@ export class SqliteStore implements EventStore {
       if (head <= from) return;
       const before = new Map<string, Rocket | undefined>();
       const after = new Map<string, Rocket>();
-      for (const row of sql.replayAfter.iterate(from)) {
+      for (const row of rowsOf(sql.replayAfter, from)) {
         const m = tupleToMessage(row);
         if (!after.has(m.channel) && !before.has(m.channel)) {
           const stored = sql.rocket.get(m.channel);
