@@ -150,6 +150,22 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
       expect((await getJson(`${server.http}/rockets/d`)).status).toBe(404);
     });
 
+    it('refuses variables that do not coerce with the words of graphql-js: the variable sent, and where in it', async () => {
+      await warm();
+      const query = print(SubmitMessageDocument);
+      const launched = a.launched(3);
+      const variables = { ...launched, metadata: { ...launched.metadata, messageNumber: 1.5 } };
+      const answers = [];
+      for (let i = 0; i < 3; i++) answers.push(await postRaw(server, { query, variables }));
+      expect(answers[0]?.body.errors?.[0]?.message).toBe(
+        'Variable "$metadata" got invalid value 1.5 at "metadata.messageNumber"; ' +
+          'SafeInt cannot represent non-integer value: 1.5',
+      );
+      expect(answers[0]?.status).toBe(400);
+      expect(answers[1]).toEqual(answers[0]);
+      expect(answers[2]).toEqual(answers[0]);
+    });
+
     it('answers domain errors with their codes', async () => {
       await warm();
       const conflict = await post(server, SubmitMessageDocument, a.increased(2, 99));

@@ -2,6 +2,7 @@
  * Which executions graphql-jit runs, worked out once per document: compiled execution pays only for
  * documents sent again, and never for what graphql-jit would answer differently from graphql-js.
  */
+import { useGraphQlJit } from '@envelop/graphql-jit';
 import {
   getNamedType,
   isInputObjectType,
@@ -12,11 +13,16 @@ import {
   typeFromAST,
   type DocumentNode,
   type ExecutionArgs,
+  type ExecutionResult,
   type GraphQLInputObjectType,
   type GraphQLInputType,
   type GraphQLSchema,
   type OperationDefinitionNode,
 } from 'graphql';
+import { isAsyncIterable, type Plugin, type PromiseOrValue } from 'graphql-yoga';
+
+/** An executor as envelop hands it over: graphql-js's, or one that stands in for it. */
+type Execute = (args: ExecutionArgs) => PromiseOrValue<ExecutionResult>;
 
 /** Per input object type, its fields whose type holds a `@oneOf` input object somewhere: all a check walks. */
 const oneOfFields = new WeakMap<GraphQLInputObjectType, ReadonlyArray<readonly [string, GraphQLInputType]>>();
@@ -121,4 +127,44 @@ export function jitFits(args: ExecutionArgs): boolean {
   const variables = args.variableValues;
   if (variables) for (const [name, type] of oneOfVariables) if (breaksOneOf(type, variables[name])) return false;
   return true;
+}
+
+/**
+ * Whether graphql-jit refused a request before running anything: errors and no `data` at all, which it
+ * answers only when the variables do not coerce (or the document did not compile).
+ */
+const refusedBeforeRunning = (result: unknown): boolean =>
+  !isAsyncIterable(result) &&
+  typeof result === 'object' &&
+  result !== null &&
+  !('data' in result) &&
+  ((result as ExecutionResult).errors?.length ?? 0) > 0;
+
+/**
+ * graphql-jit for the executions `jitFits` chooses, answering as graphql-js does when it refuses the
+ * variables. graphql-jit's compiled coercion words a refusal its own way: it names the innermost field
+ * as if it were a variable (`Variable "$messageNumber"` for the `messageNumber` of `$metadata`) and
+ * drops where in the variable the value was and why the scalar refused it. Such an answer is given up
+ * and the request run by the executor graphql-jit replaced, so a request is answered alike on its
+ * first execution and every later one; only a refused request pays for the second run.
+ */
+export function useGraphQlJitWhereItFits(onError: (compilation: unknown) => void): Plugin {
+  const jit = useGraphQlJit({}, { enableIf: jitFits, onError });
+  return {
+    onExecute(payload) {
+      const before: Execute = payload.executeFn;
+      return jit.onExecute?.({
+        ...payload,
+        setExecuteFn: (compiled: Execute) => {
+          payload.setExecuteFn((args: ExecutionArgs) => {
+            const answer = (result: ExecutionResult): PromiseOrValue<ExecutionResult> =>
+              refusedBeforeRunning(result) ? before(args) : result;
+            const result = compiled(args);
+            return result instanceof Promise ? result.then(answer) : answer(result);
+          });
+        },
+      });
+    },
+    onSubscribe: jit.onSubscribe,
+  };
 }

@@ -5,7 +5,6 @@
 import type * as RenderGraphiQL from '@graphql-yoga/render-graphiql';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { useGraphQlJit } from '@envelop/graphql-jit';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import {
   GraphQLError,
@@ -53,7 +52,7 @@ import {
   withoutHttpHints,
   yogaLogger,
 } from './errors';
-import { jitFits } from './jit';
+import { useGraphQlJitWhereItFits } from './jit';
 import { SharedSubscriptions } from './shared-subscriptions';
 
 export interface GraphQLTransport {
@@ -277,7 +276,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       EnvelopArmorPlugin(armor(config.introspection)),
       ...(config.introspection ? [] : [useNoIntrospection()]),
       // Replaces only the executor: domain errors and yoga's masking work on its results as on graphql-js's.
-      useGraphQlJit({}, { enableIf: jitFits, onError: (r) => yoga.logger.error('graphql-jit compilation failed', r) }),
+      useGraphQlJitWhereItFits((r) => yoga.logger.error('graphql-jit compilation failed', r)),
       // After graphql-jit, which leaves subscriptions alone: one execution of each live event per question.
       shared.plugin(),
       useDomainErrors(log),
