@@ -92,6 +92,27 @@ export const NOT_UNICODE = 'must be valid Unicode text without NUL characters or
 /** Text every store keeps exactly (see UNSTORABLE): what a channel, or any text field, must be. */
 export const isStorableText = (text: string): boolean => !UNSTORABLE.test(text);
 
+/**
+ * Whether text holds more than `max` characters (code points), as a reader counts them: a JavaScript
+ * string's length counts UTF-16 code units, two for an emoji or any other character outside the Basic
+ * Multilingual Plane. Counted only when the length alone cannot tell.
+ */
+function longerThan(text: string, max: number): boolean {
+  if (text.length <= max) return false;
+  if (text.length > 2 * max) return true;
+  let characters = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    // The first half of a surrogate pair: the pair is one character.
+    if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) i++;
+    }
+    if (++characters > max) return true;
+  }
+  return false;
+}
+
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const own = (o: Record<string, unknown>, key: string): unknown =>
@@ -291,7 +312,7 @@ function checkField(field: Field, value: unknown, path: string, issues: Issue[])
     issues.push({ field: path, problem: 'is required' });
   } else if (field.kind === 'text') {
     if (typeof value !== 'string') issues.push({ field: path, problem: `must be a string, got ${describe(value)}` });
-    else if (value.length > MAX_TEXT_LENGTH)
+    else if (longerThan(value, MAX_TEXT_LENGTH))
       issues.push({ field: path, problem: `must be at most ${MAX_TEXT_LENGTH} characters` });
     else if (UNSTORABLE.test(value)) issues.push({ field: path, problem: NOT_UNICODE });
   } else if (typeof value !== 'number') {
@@ -339,7 +360,7 @@ export function validateEnvelope(input: unknown): Validation {
   else if (typeof channel !== 'string')
     issues.push({ field: 'metadata.channel', problem: `must be a string, got ${describe(channel)}` });
   else if (channel.trim() === '') issues.push({ field: 'metadata.channel', problem: 'must not be empty' });
-  else if (channel.length > MAX_CHANNEL_LENGTH)
+  else if (longerThan(channel, MAX_CHANNEL_LENGTH))
     issues.push({ field: 'metadata.channel', problem: `must be at most ${MAX_CHANNEL_LENGTH} characters` });
   else if (UNSTORABLE.test(channel)) issues.push({ field: 'metadata.channel', problem: NOT_UNICODE });
   else if (channel === '.' || channel === '..')

@@ -91,6 +91,20 @@ describe('validateEnvelope', () => {
       expect(accepted(withPayload('RocketMissionChanged', { newMission })).payload).toEqual({ newMission });
     });
 
+    it('limits counted in characters, not UTF-16 code units: an emoji is one character, as it reads', () => {
+      // Each of these emoji takes two UTF-16 code units (a surrogate pair) of a JavaScript string.
+      const channel = '🚀'.repeat(MAX_CHANNEL_LENGTH);
+      expect(accepted(withMetadata({ channel })).channel).toBe(channel);
+      const reason = '💥'.repeat(MAX_TEXT_LENGTH);
+      expect(accepted(withPayload('RocketExploded', { reason })).payload).toEqual({ reason });
+      expect(issuesOf(withMetadata({ channel: `${channel}c` }))).toEqual([
+        { field: 'metadata.channel', problem: `must be at most ${MAX_CHANNEL_LENGTH} characters` },
+      ]);
+      expect(issuesOf(withPayload('RocketExploded', { reason: `${reason}💥` }))).toEqual([
+        { field: 'message.reason', problem: `must be at most ${MAX_TEXT_LENGTH} characters` },
+      ]);
+    });
+
     it('objects without a prototype, as GraphQL builds its input objects', () => {
       const metadata = Object.assign(Object.create(null) as Record<string, unknown>, seedEnvelope().metadata);
       const message = Object.assign(Object.create(null) as Record<string, unknown>, seedEnvelope().message);
