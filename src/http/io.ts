@@ -88,7 +88,8 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 /**
  * A body as text. JSON is UTF-8 (RFC 8259), whatever charset a request names; a byte sequence that is
  * not UTF-8 would otherwise be read as U+FFFD, so that two different channels (or missions) would read as
- * one. Throws BodyRefusedError (400).
+ * one. A byte order mark at the start is left out, as RFC 8259 (8.1) lets a parser do: JSON.parse would
+ * refuse the body over a character no one sees. Throws BodyRefusedError (400).
  */
 export function utf8Text(body: Buffer): string {
   if (!isUtf8(body))
@@ -97,7 +98,8 @@ export function utf8Text(body: Buffer): string {
       'BAD_USER_INPUT',
       'the body is not valid UTF-8: JSON is sent in UTF-8 (a body in another charset must be converted first)',
     );
-  return body.toString('utf8');
+  const bom = body.length >= 3 && body[0] === 0xef && body[1] === 0xbb && body[2] === 0xbf;
+  return body.toString('utf8', bom ? 3 : 0);
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {

@@ -220,6 +220,26 @@ describe('REST API', () => {
       expect((await getJson(`${base}/rockets/caf%C3%A9`)).status).toBe(200);
     });
 
+    it('reads a body that starts with a UTF-8 byte order mark as the JSON after it, on REST and GraphQL', async () => {
+      // RFC 8259 (8.1) lets a parser ignore the mark; some Windows tools write one. JSON.parse would refuse
+      // it, in an error naming a character no one can see.
+      const withBom = (body: unknown): RequestInit => ({
+        method: 'POST',
+        body: Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(JSON.stringify(body))]),
+        headers: { 'content-type': 'application/json' },
+      });
+      const rest = await fetch(`${base}/messages`, withBom(launch('bom')));
+      expect({ status: rest.status, body: (await rest.json()) as unknown }).toEqual({
+        status: 202,
+        body: { status: 'applied', channel: 'bom', messageNumber: 1 },
+      });
+      const graphql = await fetch(`${base}/graphql`, withBom({ query: '{ rocket(channel: "bom") { channel } }' }));
+      expect({ status: graphql.status, body: (await graphql.json()) as unknown }).toEqual({
+        status: 200,
+        body: { data: { rocket: { channel: 'bom' } } },
+      });
+    });
+
     it('refuses a compressed body with a 415 on REST and GraphQL, stores nothing, and keeps serving', async () => {
       const gzipped = (body: unknown): RequestInit => ({
         method: 'POST',
