@@ -359,7 +359,11 @@ export function validateEnvelope(input: unknown): Validation {
   if (channel === undefined) issues.push({ field: 'metadata.channel', problem: 'is required' });
   else if (typeof channel !== 'string')
     issues.push({ field: 'metadata.channel', problem: `must be a string, got ${describe(channel)}` });
-  else if (channel.trim() === '') issues.push({ field: 'metadata.channel', problem: 'must not be empty' });
+  else if (channel.trim() === '')
+    issues.push({
+      field: 'metadata.channel',
+      problem: channel === '' ? 'must not be empty' : 'must not be only whitespace',
+    });
   else if (longerThan(channel, MAX_CHANNEL_LENGTH))
     issues.push({ field: 'metadata.channel', problem: `must be at most ${MAX_CHANNEL_LENGTH} characters` });
   else if (UNSTORABLE.test(channel)) issues.push({ field: 'metadata.channel', problem: NOT_UNICODE });

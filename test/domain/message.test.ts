@@ -200,7 +200,7 @@ describe('validateEnvelope', () => {
     it.each([
       ['missing', undefined, 'is required'],
       ['empty', '', 'must not be empty'],
-      ['only whitespace', ' \t\n ', 'must not be empty'],
+      ['only whitespace', ' \t\n ', 'must not be only whitespace'],
       ['a number', 7, 'must be a string, got a number'],
       ['null', null, 'must be a string, got null'],
       ['too long', 'c'.repeat(MAX_CHANNEL_LENGTH + 1), `must be at most ${MAX_CHANNEL_LENGTH} characters`],
