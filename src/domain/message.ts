@@ -334,6 +334,16 @@ function checkField(field: Field, value: unknown, path: string, issues: Issue[])
  * Never throws: every input is either exactly one valid message or a list of issues naming each field
  * and its problem. Unknown extra fields are ignored and never copied into the result.
  */
+/**
+ * The known type an envelope names, whatever else is wrong with it, or `undefined`: refusals are counted
+ * by type where there is one.
+ */
+export function namedMessageType(input: unknown): MessageType | undefined {
+  const metadata = isRecord(input) ? own(input, 'metadata') : undefined;
+  const type = isRecord(metadata) ? own(metadata, 'messageType') : undefined;
+  return isMessageType(type) ? type : undefined;
+}
+
 export function validateEnvelope(input: unknown): Validation {
   const issues: Issue[] = [];
   if (!isRecord(input)) {

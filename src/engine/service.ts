@@ -7,7 +7,14 @@ import {
   type DomainError,
   type Issue,
 } from '../domain/errors';
-import { NOT_UNICODE, isStorableText, parseRfc3339, validateEnvelope, type SentMessage } from '../domain/message';
+import {
+  NOT_UNICODE,
+  isStorableText,
+  namedMessageType,
+  parseRfc3339,
+  validateEnvelope,
+  type SentMessage,
+} from '../domain/message';
 import { evolve, ROCKET_STATUSES, type Rocket, type RocketStatus } from '../domain/rocket';
 import {
   ROCKET_SORT_FIELDS,
@@ -367,7 +374,7 @@ export class RocketService {
   private validate(envelope: unknown): SentMessage | ValidationError {
     const v = validateEnvelope(envelope);
     if (!v.ok) {
-      this.telemetry.rejected();
+      this.telemetry.rejected(namedMessageType(envelope));
       return new ValidationError(v.issues);
     }
     this.telemetry.received(v.message.messageType);

@@ -1,3 +1,4 @@
+import type { MessageType } from '../domain/message';
 import type { SubmitStatus } from '../store/types';
 
 /**
@@ -7,8 +8,11 @@ import type { SubmitStatus } from '../store/types';
 export interface Telemetry {
   /** A message passed validation; `messageType` is its type. */
   received(messageType: string): void;
-  /** A submission failed validation (nothing stored). */
-  rejected(): void;
+  /**
+   * A submission failed validation (nothing stored); `messageType` is its type when it named one of the
+   * known types, and `undefined` otherwise (never the sender's text: labels stay few).
+   */
+  rejected(messageType: MessageType | undefined): void;
   /** The store decided a message's fate. */
   decided(status: SubmitStatus, messageType: string): void;
   /** One store commit of `messages` messages took `seconds`. */

@@ -90,8 +90,8 @@ export class Metrics implements Telemetry {
   received(messageType: string): void {
     this.count('received', messageType);
   }
-  rejected(): void {
-    this.count('rejected', 'invalid');
+  rejected(messageType: string | undefined): void {
+    this.count('rejected', messageType ?? 'invalid');
   }
   decided(status: string, messageType: string): void {
     this.count(status, messageType);

@@ -26,6 +26,9 @@ describe('metrics', () => {
     await postJson(`${base}/messages`, launch('a'));
     await postJson(`${base}/messages`, launch('b', 3));
     await postJson(`${base}/messages`, { nonsense: true });
+    // A known type with a bad payload is counted under its type; an unknown type is not a label.
+    await postJson(`${base}/messages`, { ...launch('c'), message: { launchSpeed: 'fast' } });
+    await postJson(`${base}/messages`, { metadata: { messageType: 'RocketTeleported' }, message: {} });
     const r = await send(`${base}/metrics`, 'GET');
     expect(r.status).toBe(200);
     const text = String(r.body);
@@ -34,7 +37,8 @@ describe('metrics', () => {
       'rockets_messages_total{outcome="applied",type="RocketLaunched"} 1',
       'rockets_messages_total{outcome="duplicate",type="RocketLaunched"} 1',
       'rockets_messages_total{outcome="buffered",type="RocketLaunched"} 1',
-      'rockets_messages_total{outcome="rejected",type="invalid"} 1',
+      'rockets_messages_total{outcome="rejected",type="invalid"} 2',
+      'rockets_messages_total{outcome="rejected",type="RocketLaunched"} 1',
       'rockets_buffered_messages 1',
       'rockets_subscriptions_open 0',
       'rockets_store_errors_total 0',
