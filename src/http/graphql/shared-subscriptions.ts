@@ -73,8 +73,9 @@ export class SharedSubscriptions {
     args: ExecutionArgs,
     fallback: (args: ExecutionArgs) => PromiseOrValue<AsyncIterableIterator<ExecutionResult> | ExecutionResult>,
   ): Promise<AsyncIterableIterator<ExecutionResult> | ExecutionResult> {
-    // Keyed before any stream exists: a key that cannot be made (variables nested too deep to stringify)
-    // must not leave a stream behind that nothing would ever return. Such a question is not shared.
+    // Keyed before any stream exists: a key that cannot be made (variables nested too deep for a Node
+    // whose JSON.stringify recurses, 24 and before) must not leave a stream behind that nothing would ever
+    // return. Such a question is not shared.
     let key: string;
     try {
       key = this.keyOf(args);
