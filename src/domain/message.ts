@@ -330,11 +330,6 @@ function checkField(field: Field, value: unknown, path: string, issues: Issue[])
 }
 
 /**
- * Validates anything decoded from JSON (or built from GraphQL input) against the message contract.
- * Never throws: every input is either exactly one valid message or a list of issues naming each field
- * and its problem. Unknown extra fields are ignored and never copied into the result.
- */
-/**
  * The known type an envelope names, whatever else is wrong with it, or `undefined`: refusals are counted
  * by type where there is one.
  */
@@ -344,6 +339,11 @@ export function namedMessageType(input: unknown): MessageType | undefined {
   return isMessageType(type) ? type : undefined;
 }
 
+/**
+ * Validates anything decoded from JSON (or built from GraphQL input) against the message contract.
+ * Never throws: every input is either exactly one valid message or a list of issues naming each field
+ * and its problem. Unknown extra fields are ignored and never copied into the result.
+ */
 export function validateEnvelope(input: unknown): Validation {
   const issues: Issue[] = [];
   if (!isRecord(input)) {
