@@ -38,7 +38,8 @@ if (process.argv[2] === 'read') {
   const channels = Number(process.env.BENCH_CHANNELS ?? 10_000);
   const prefill = Number(process.env.BENCH_PREFILL ?? 0);
   const db = new Database(file);
-  db.pragma('journal_mode = WAL');
+  // `exec`, not `pragma`: no statement left as garbage (see b5-durable.ts).
+  db.exec('PRAGMA journal_mode = WAL');
   db.exec(CREATE_EVENTS);
   const insert = prepareInsert(db);
   const row = (prefix: string, k: number): EventRow => {
@@ -47,7 +48,7 @@ if (process.argv[2] === 'read') {
     return [e.metadata.channel, n, e.metadata.messageType, e.metadata.messageTime, JSON.stringify(e.message)];
   };
   // Untimed, so written the quickest way: no syncs, large transactions, then the WAL emptied into the file.
-  db.pragma('synchronous = OFF');
+  db.exec('PRAGMA synchronous = OFF');
   const fill = db.transaction((from: number, to: number, at: string) => {
     insert(
       Array.from({ length: to - from }, (_, i) => row('p', from + i + 1)),
@@ -56,8 +57,8 @@ if (process.argv[2] === 'read') {
   });
   for (let from = 0; from < prefill; from += 10_000)
     fill.immediate(from, Math.min(prefill, from + 10_000), new Date().toISOString());
-  db.pragma('wal_checkpoint(TRUNCATE)');
-  db.pragma('synchronous = FULL');
+  db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+  db.exec('PRAGMA synchronous = FULL');
   const rows = Array.from({ length: total }, (_, i) => row('b', i + 1));
   const commit = db.transaction((from: number, at: string) => {
     insert(rows.slice(from, from + batch), at);

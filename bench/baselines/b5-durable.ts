@@ -17,8 +17,10 @@ interface Body {
 
 const file = process.env.BENCH_FILE ?? '';
 const db = new Database(file);
-db.pragma('journal_mode = WAL');
-db.pragma('synchronous = NORMAL');
+// `exec`, not `pragma`: pragma's statement would be garbage, and under Node 24 collecting a better-sqlite3
+// 12 object can abort the process (see src/store/sqlite/database.ts). The statements below live as long.
+db.exec('PRAGMA journal_mode = WAL');
+db.exec('PRAGMA synchronous = NORMAL');
 db.exec(CREATE_EVENTS);
 const wal = openSync(`${file}-wal`, 'r+');
 const insert = prepareInsert(db);
