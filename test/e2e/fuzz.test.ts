@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { Agent, request } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import { WebSocket } from 'ws';
 import { getJson, pool, postJson, startServer, type ServerProcess } from '../support/process';
 
 const valid = () => ({
@@ -87,6 +88,152 @@ const invalidBody: fc.Arbitrary<string> = fc.oneof(
     .map((v) => JSON.stringify(v)),
 );
 
+/** A valid `submitMessage` over graphql-ws, for frames that break it in one place. */
+const SUBMIT = `mutation ($metadata: MessageMetadataInput!, $message: MessagePayloadInput!) {
+  submitMessage(metadata: $metadata, message: $message) { __typename }
+}`;
+const validVariables = () => ({
+  metadata: {
+    channel: 'fuzz-target',
+    messageNumber: 2,
+    messageTime: '2022-02-02T19:39:05.86337+01:00',
+    messageType: 'ROCKET_SPEED_INCREASED',
+  } as Record<string, unknown>,
+  message: { rocketSpeedIncreased: { by: 10 } } as Record<string, unknown>,
+});
+
+/**
+ * One malformed graphql-ws exchange: what the socket does first (`none`: nothing; `init`: a
+ * connection_init and its ack; `live`: also a live subscription with id "live"), then the frame.
+ */
+interface BadFrame {
+  readonly setup: 'none' | 'init' | 'live';
+  readonly frame: string | Buffer;
+}
+
+const subscribe = (id: unknown, payload: unknown): string => JSON.stringify({ type: 'subscribe', id, payload });
+
+/** Frames that are certainly wrong: not JSON, not a graphql-ws message, out of order, or a bad operation. */
+const badFrame: fc.Arbitrary<BadFrame> = fc.oneof(
+  // Not a graphql-ws message at all.
+  fc
+    .oneof(
+      fc.string(),
+      fc.jsonValue().map((v) => JSON.stringify(v)),
+      fc.constantFrom('', '{', 'null', '[]', '"subscribe"', '['.repeat(100_000), `{"type":"${'x'.repeat(10_000)}"}`),
+    )
+    .filter((text) => {
+      try {
+        const v: unknown = JSON.parse(text);
+        return typeof v !== 'object' || v === null || Array.isArray(v) || !('type' in v);
+      } catch {
+        return true;
+      }
+    })
+    .chain((frame) =>
+      fc.record({ setup: fc.constantFrom('none' as const, 'init' as const), frame: fc.constant(frame) }),
+    ),
+  // A message with a type graphql-ws does not have, or fields of the wrong shape.
+  fc.record({
+    setup: fc.constantFrom('none' as const, 'init' as const),
+    frame: fc.oneof(
+      fc
+        .oneof(fc.string(), fc.integer(), fc.constant(null))
+        .filter((t) => !['connection_init', 'ping', 'pong', 'subscribe', 'complete'].includes(String(t)))
+        .map((type) => JSON.stringify({ type })),
+      fc.constantFrom(
+        subscribe(undefined, { query: '{ rockets { nodes { channel } } }' }),
+        subscribe(7, { query: '{ rockets { nodes { channel } } }' }),
+        subscribe('', { query: '{ rockets { nodes { channel } } }' }),
+        subscribe('a', null),
+        subscribe('a', 'query'),
+        subscribe('a', { query: 42 }),
+        subscribe('a', { query: '{ rockets { nodes { channel } } }', variables: [] }),
+        subscribe('a', { query: '{ rockets { nodes { channel } } }', extensions: 'x' }),
+        JSON.stringify({ type: 'complete' }),
+        JSON.stringify({ type: 'complete', id: 5 }),
+        JSON.stringify({ type: 'connection_init', payload: 'token' }),
+        JSON.stringify({ type: 'ping', payload: 'not an object' }),
+      ),
+    ),
+  }),
+  // In the wrong order: an operation before the ack, a second init, an id already in use.
+  fc.constantFrom<BadFrame>(
+    { setup: 'none', frame: subscribe('a', { query: SUBMIT, variables: validVariables() }) },
+    { setup: 'init', frame: JSON.stringify({ type: 'connection_init' }) },
+    { setup: 'live', frame: subscribe('live', { query: SUBMIT, variables: validVariables() }) },
+  ),
+  // Well-formed messages whose operation is wrong: syntax, validation, limits, or variables.
+  fc.record({
+    setup: fc.constant('init' as const),
+    frame: fc
+      .oneof(
+        fc.string().map((query) => ({ query: `{ ${query}` })),
+        fc.constantFrom(
+          { query: '{ nope }' },
+          { query: 'mutation { submitMessage }' },
+          { query: `{ ${Array.from({ length: 16 }, (_, i) => `r${i}: rocket(channel: "a") { channel }`).join(' ')} }` },
+          { query: `{ rockets { nodes { channel ${'channel '.repeat(1000)} } } }` },
+          { query: '{ rockets { edges { node { events { payload { a { b { c { d } } } } } } } } }' },
+          { query: SUBMIT, variables: { metadata: validVariables().metadata } },
+          {
+            query: SUBMIT,
+            variables: {
+              ...validVariables(),
+              message: { rocketSpeedIncreased: { by: 1 }, rocketExploded: { reason: 'x' } },
+            },
+          },
+          { query: SUBMIT, operationName: 'Missing', variables: validVariables() },
+        ),
+        fc
+          .record({
+            field: fc.constantFrom('channel', 'messageNumber', 'messageTime', 'messageType'),
+            value: fc.constantFrom<unknown>(
+              null,
+              0,
+              -1,
+              1.5,
+              2 ** 63,
+              '2',
+              true,
+              [],
+              {},
+              '',
+              ' ',
+              'ROCKET_LANDED',
+              'x'.repeat(201),
+            ),
+          })
+          .map(({ field, value }) => {
+            const variables = validVariables();
+            // Keep every value certainly wrong for its field.
+            if (field === 'messageTime' && typeof value === 'string') value = `not a time ${value}`;
+            if (field === 'channel' && typeof value === 'string' && value.trim() !== '' && value.length <= 200)
+              value = 7;
+            variables.metadata[field] = value;
+            return { query: SUBMIT, variables };
+          }),
+        fc.constantFrom<unknown>(-1, -1e9, Number.POSITIVE_INFINITY, '10', null, [], {}, true).map((by) => ({
+          query: SUBMIT,
+          variables: { ...validVariables(), message: { rocketSpeedIncreased: { by } } },
+        })),
+      )
+      .chain((payload) => fc.stringMatching(/^[a-z0-9]{1,8}$/).map((id) => subscribe(id, payload))),
+  }),
+  // Binary frames, and frames over WS_MAX_PAYLOAD.
+  fc.record({
+    setup: fc.constantFrom('none' as const, 'init' as const),
+    frame: fc.oneof(
+      fc.uint8Array({ minLength: 1, maxLength: 64 }).map((bytes) => Buffer.concat([Buffer.from([0xff]), bytes])),
+      fc.constant(Buffer.from(JSON.stringify({ type: 'connection_init', payload: { x: 'y'.repeat(300 * 1024) } }))),
+      fc.constant('x'.repeat(300 * 1024)),
+    ),
+  }),
+);
+
+/** Close codes a malformed frame may end its socket with: graphql-ws's 4400, 4401, 4409 and 4429, and ws's 1007 and 1009. */
+const REFUSALS = new Set([4400, 4401, 4409, 4429, 1007, 1009]);
+
 describe('hostile input against the running server', () => {
   let server: ServerProcess;
   const agent = new Agent({ keepAlive: true, maxSockets: 32 });
@@ -94,6 +241,7 @@ describe('hostile input against the running server', () => {
     server = await startServer({
       DATABASE_URL: 'memory:',
       MAX_BODY_BYTES: String(256 * 1024),
+      WS_MAX_PAYLOAD: String(256 * 1024),
       HEADERS_TIMEOUT_MS: '1000',
     });
     await postJson(`${server.url}/messages`, valid());
@@ -148,6 +296,81 @@ describe('hostile input against the running server', () => {
     expect([...statuses.values()].reduce((a, b) => a + b, 0)).toBe(10_000);
     expect(await snapshot()).toEqual(before);
   });
+
+  /** What a graphql-ws socket did with a bad frame: closed with a code, or answered it and then a ping. */
+  interface WsOutcome {
+    readonly code: number;
+    readonly answered: boolean;
+    readonly messages: ReadonlyArray<{ type: string; payload?: unknown }>;
+  }
+
+  const LIVE = 'subscription { rocketUpdated(channel: "fuzz-target") { channel } }';
+
+  /**
+   * One socket: its setup, the bad frame, then a ping. A pong means the server read the frame, answered
+   * what it had to and kept the socket open; otherwise it closed it, with a code.
+   */
+  const wsExchange = (bad: BadFrame): Promise<WsOutcome> =>
+    new Promise((resolve) => {
+      const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/graphql`, 'graphql-transport-ws');
+      const messages: Array<{ type: string; payload?: unknown }> = [];
+      let sent = false;
+      let answered = false;
+      const sendBad = (): void => {
+        sent = true;
+        ws.send(bad.frame);
+        ws.send(JSON.stringify({ type: 'ping' }));
+      };
+      ws.on('error', () => undefined); // the close that follows says what happened
+      ws.on('open', () => {
+        if (bad.setup === 'none') sendBad();
+        else ws.send(JSON.stringify({ type: 'connection_init' }));
+      });
+      ws.on('message', (data: Buffer) => {
+        const m = JSON.parse(data.toString('utf8')) as { type: string; payload?: unknown };
+        if (!sent) {
+          if (m.type !== 'connection_ack') return;
+          if (bad.setup === 'live') ws.send(subscribe('live', { query: LIVE }));
+          sendBad();
+        } else if (m.type === 'pong') {
+          answered = true;
+          ws.close();
+        } else messages.push(m);
+      });
+      ws.on('close', (code: number) => resolve({ code, answered, messages }));
+    });
+
+  /** An answer to a bad operation: errors, or the mutation's own refusal; nothing that ran and stored. */
+  const refusal = (m: { type: string; payload?: unknown }): boolean => {
+    const p = m.payload as { errors?: unknown[]; data?: { submitMessage?: { __typename?: string } } } | undefined;
+    if (m.type === 'error') return Array.isArray(m.payload) && m.payload.length > 0;
+    if (m.type === 'complete') return true;
+    return (
+      m.type === 'next' && ((p?.errors?.length ?? 0) > 0 || p?.data?.submitMessage?.__typename === 'SubmitMessageError')
+    );
+  };
+
+  it('answers 10,000 malformed graphql-ws frames with errors or a refusing close, and stores nothing', async () => {
+    const before = await snapshot();
+    const frames = fc.sample(badFrame, { numRuns: 10_000, seed: 42 });
+    const closes = new Map<number, number>();
+    let answered = 0;
+    const wrong: Array<{ frame: string; outcome: WsOutcome }> = [];
+    await pool(frames, 64, async (bad) => {
+      const outcome = await wsExchange(bad);
+      if (outcome.answered) answered++;
+      else closes.set(outcome.code, (closes.get(outcome.code) ?? 0) + 1);
+      const fine = outcome.answered
+        ? outcome.messages.length > 0 && outcome.messages.every(refusal)
+        : REFUSALS.has(outcome.code);
+      if (!fine) wrong.push({ frame: String(bad.frame).slice(0, 200), outcome });
+    });
+    expect(wrong.slice(0, 5)).toEqual([]);
+    // Each kind of refusal was met, so the generator reaches every path it means to.
+    expect(answered).toBeGreaterThan(1000);
+    expect([...closes.keys()].sort()).toEqual([1007, 1009, 4400, 4401, 4409, 4429]);
+    expect(await snapshot()).toEqual(before);
+  }, 180_000);
 
   it('refuses bodies over the size limit and 1 MB strings with a 413, and stays healthy', async () => {
     const before = await snapshot();
