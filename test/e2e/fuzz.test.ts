@@ -113,6 +113,58 @@ interface BadFrame {
 
 const subscribe = (id: unknown, payload: unknown): string => JSON.stringify({ type: 'subscribe', id, payload });
 
+/** GraphQL operations that are certainly refused: syntax, validation, limits, or variables. */
+const badOperation: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
+  fc.string().map((query) => ({ query: `{ ${query}` })),
+  fc.constantFrom(
+    { query: '{ nope }' },
+    { query: 'mutation { submitMessage }' },
+    { query: `{ ${Array.from({ length: 16 }, (_, i) => `r${i}: rocket(channel: "a") { channel }`).join(' ')} }` },
+    { query: `{ rockets { nodes { channel ${'channel '.repeat(1000)} } } }` },
+    { query: '{ rockets { edges { node { events { payload { a { b { c { d } } } } } } } } }' },
+    { query: SUBMIT, variables: { metadata: validVariables().metadata } },
+    {
+      query: SUBMIT,
+      variables: {
+        ...validVariables(),
+        message: { rocketSpeedIncreased: { by: 1 }, rocketExploded: { reason: 'x' } },
+      },
+    },
+    { query: SUBMIT, operationName: 'Missing', variables: validVariables() },
+  ),
+  fc
+    .record({
+      field: fc.constantFrom('channel', 'messageNumber', 'messageTime', 'messageType'),
+      value: fc.constantFrom<unknown>(
+        null,
+        0,
+        -1,
+        1.5,
+        2 ** 63,
+        '2',
+        true,
+        [],
+        {},
+        '',
+        ' ',
+        'ROCKET_LANDED',
+        'x'.repeat(201),
+      ),
+    })
+    .map(({ field, value }) => {
+      const variables = validVariables();
+      // Keep every value certainly wrong for its field.
+      if (field === 'messageTime' && typeof value === 'string') value = `not a time ${value}`;
+      if (field === 'channel' && typeof value === 'string' && value.trim() !== '' && value.length <= 200) value = 7;
+      variables.metadata[field] = value;
+      return { query: SUBMIT, variables };
+    }),
+  fc.constantFrom<unknown>(-1, -1e9, Number.POSITIVE_INFINITY, '10', null, [], {}, true).map((by) => ({
+    query: SUBMIT,
+    variables: { ...validVariables(), message: { rocketSpeedIncreased: { by } } },
+  })),
+);
+
 /** Frames that are certainly wrong: not JSON, not a graphql-ws message, out of order, or a bad operation. */
 const badFrame: fc.Arbitrary<BadFrame> = fc.oneof(
   // Not a graphql-ws message at all.
@@ -163,62 +215,10 @@ const badFrame: fc.Arbitrary<BadFrame> = fc.oneof(
     { setup: 'init', frame: JSON.stringify({ type: 'connection_init' }) },
     { setup: 'live', frame: subscribe('live', { query: SUBMIT, variables: validVariables() }) },
   ),
-  // Well-formed messages whose operation is wrong: syntax, validation, limits, or variables.
+  // Well-formed messages whose operation is wrong.
   fc.record({
     setup: fc.constant('init' as const),
-    frame: fc
-      .oneof(
-        fc.string().map((query) => ({ query: `{ ${query}` })),
-        fc.constantFrom(
-          { query: '{ nope }' },
-          { query: 'mutation { submitMessage }' },
-          { query: `{ ${Array.from({ length: 16 }, (_, i) => `r${i}: rocket(channel: "a") { channel }`).join(' ')} }` },
-          { query: `{ rockets { nodes { channel ${'channel '.repeat(1000)} } } }` },
-          { query: '{ rockets { edges { node { events { payload { a { b { c { d } } } } } } } } }' },
-          { query: SUBMIT, variables: { metadata: validVariables().metadata } },
-          {
-            query: SUBMIT,
-            variables: {
-              ...validVariables(),
-              message: { rocketSpeedIncreased: { by: 1 }, rocketExploded: { reason: 'x' } },
-            },
-          },
-          { query: SUBMIT, operationName: 'Missing', variables: validVariables() },
-        ),
-        fc
-          .record({
-            field: fc.constantFrom('channel', 'messageNumber', 'messageTime', 'messageType'),
-            value: fc.constantFrom<unknown>(
-              null,
-              0,
-              -1,
-              1.5,
-              2 ** 63,
-              '2',
-              true,
-              [],
-              {},
-              '',
-              ' ',
-              'ROCKET_LANDED',
-              'x'.repeat(201),
-            ),
-          })
-          .map(({ field, value }) => {
-            const variables = validVariables();
-            // Keep every value certainly wrong for its field.
-            if (field === 'messageTime' && typeof value === 'string') value = `not a time ${value}`;
-            if (field === 'channel' && typeof value === 'string' && value.trim() !== '' && value.length <= 200)
-              value = 7;
-            variables.metadata[field] = value;
-            return { query: SUBMIT, variables };
-          }),
-        fc.constantFrom<unknown>(-1, -1e9, Number.POSITIVE_INFINITY, '10', null, [], {}, true).map((by) => ({
-          query: SUBMIT,
-          variables: { ...validVariables(), message: { rocketSpeedIncreased: { by } } },
-        })),
-      )
-      .chain((payload) => fc.stringMatching(/^[a-z0-9]{1,8}$/).map((id) => subscribe(id, payload))),
+    frame: badOperation.chain((payload) => fc.stringMatching(/^[a-z0-9]{1,8}$/).map((id) => subscribe(id, payload))),
   }),
   // Binary frames, and frames over WS_MAX_PAYLOAD.
   fc.record({
@@ -294,6 +294,59 @@ describe('hostile input against the running server', () => {
       expect(status).toBeLessThan(500);
     }
     expect([...statuses.values()].reduce((a, b) => a + b, 0)).toBe(10_000);
+    expect(await snapshot()).toEqual(before);
+  });
+
+  /** One POST /graphql: its status and body. */
+  const graphqlRaw = (body: string, accept: string): Promise<{ status: number; body: string }> =>
+    new Promise((resolve, reject) => {
+      const req = request(
+        `${server.url}/graphql`,
+        { method: 'POST', agent, headers: { 'content-type': 'application/json', accept } },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+
+  it('answers 10,000 malformed GraphQL requests over HTTP with a 4xx or errors, never a 5xx, and stores nothing', async () => {
+    const before = await snapshot();
+    const bodies = fc.sample(
+      fc.oneof(
+        { weight: 4, arbitrary: badOperation.map((o) => JSON.stringify(o)) },
+        fc.constantFrom(
+          '',
+          '{',
+          'null',
+          '[]',
+          '{"query": 42}',
+          '{"query": "{ rockets { nodes { channel } } }", "variables": []}',
+          '{"query": "{ rockets { nodes { channel } } }", "operationName": 7}',
+          '{"variables": {}}',
+        ),
+      ),
+      { numRuns: 10_000, seed: 42 },
+    );
+    const accepts = ['application/graphql-response+json', 'application/json'];
+    const statuses = new Map<number, number>();
+    const wrong: Array<{ body: string; status: number; answer: string }> = [];
+    let i = 0;
+    await pool(bodies, 32, async (body) => {
+      const r = await graphqlRaw(body, accepts[i++ % accepts.length] as string);
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      let fine = r.status >= 400 && r.status < 500;
+      if (r.status === 200) {
+        const answer = JSON.parse(r.body) as { errors?: unknown[]; data?: { submitMessage?: { __typename?: string } } };
+        fine = (answer.errors?.length ?? 0) > 0 || answer.data?.submitMessage?.__typename === 'SubmitMessageError';
+      }
+      if (!fine) wrong.push({ body: body.slice(0, 200), status: r.status, answer: r.body.slice(0, 300) });
+    });
+    expect(wrong.slice(0, 5)).toEqual([]);
+    expect([...statuses.keys()].sort()).toEqual([200, 400]);
     expect(await snapshot()).toEqual(before);
   });
 
