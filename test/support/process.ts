@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { request } from 'node:http';
+import { request, type Agent } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -65,11 +65,18 @@ export interface Reply {
 }
 
 /**
- * One HTTP request on a new TCP connection (no keep-alive), as the challenge's test program sends them.
+ * One HTTP request on a new TCP connection (no keep-alive), as the challenge's test program sends them,
+ * unless an `agent` is given (thousands of requests would otherwise leave as many ports in TIME_WAIT).
  */
-export function send(url: string, method: string, body?: string, headers: Record<string, string> = {}): Promise<Reply> {
+export function send(
+  url: string,
+  method: string,
+  body?: string,
+  headers: Record<string, string> = {},
+  agent: Agent | false = false,
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method, agent: false, headers }, (res) => {
+    const req = request(url, { method, agent, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

@@ -157,10 +157,9 @@ export function useGraphQlJitWhereItFits(onError: (compilation: unknown) => void
         ...payload,
         setExecuteFn: (compiled: Execute) => {
           payload.setExecuteFn((args: ExecutionArgs) => {
-            const answer = (result: ExecutionResult): PromiseOrValue<ExecutionResult> =>
-              refusedBeforeRunning(result) ? before(args) : result;
             const result = compiled(args);
-            return result instanceof Promise ? result.then(answer) : answer(result);
+            if (result instanceof Promise) return result.then((r) => (refusedBeforeRunning(r) ? before(args) : r));
+            return refusedBeforeRunning(result) ? before(args) : result;
           });
         },
       });
