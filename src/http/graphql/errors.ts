@@ -140,12 +140,131 @@ const REFUSAL_MESSAGES: Readonly<Record<number, string>> = {
   415: '/graphql reads a JSON body: send Content-Type: application/json',
 };
 
+/** What a refused request sent, read again only to say what was wrong with it (never for a good request). */
+export interface RefusedRequest {
+  /** As graphql-http was asked: `GET` (a HEAD too) reads the URL's parameters, `POST` the JSON body. */
+  readonly method: string;
+  readonly url: string;
+  readonly body: string | null;
+}
+
+const kindOf = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`);
+
+/**
+ * What a request sent as one parameter (`''`: its whole body): its value, or why it is not JSON; undefined
+ * when that cannot be told.
+ */
+function sent(request: RefusedRequest, name: string): { value: unknown } | { notJson: string } | undefined {
+  const parse = (text: string): { value: unknown } | { notJson: string } => {
+    try {
+      return { value: JSON.parse(text) as unknown };
+    } catch (e) {
+      return { notJson: e instanceof Error ? e.message : 'parse error' };
+    }
+  };
+  if (request.method === 'GET') {
+    // As graphql-http reads them: `variables` and `extensions` are JSON, the others text.
+    const text = new URLSearchParams(request.url.split('?')[1]).get(name);
+    if (text === null || text === '') return undefined;
+    return name === 'variables' || name === 'extensions' ? parse(text) : { value: text };
+  }
+  if (request.body === null || request.body === '') return undefined;
+  if (name === '') return parse(request.body);
+  const body = parse(request.body);
+  if (!('value' in body) || typeof body.value !== 'object' || body.value === null) return undefined;
+  return { value: (body.value as Record<string, unknown>)[name] };
+}
+
+/** The kind of what a request sent as `name` (`a string`, `an array`), or undefined when that cannot be told. */
+function kindSent(request: RefusedRequest | undefined, name: string): string | undefined {
+  const what = request && sent(request, name);
+  return what !== undefined && 'value' in what ? kindOf(what.value) : undefined;
+}
+
+/** `, got a string` for what a request sent as `name`, or nothing when that cannot be told. */
+function got(request: RefusedRequest | undefined, name: string): string {
+  const kind = kindSent(request, name);
+  return kind === undefined ? '' : `, got ${kind}`;
+}
+
+/** How a refusal names a parameter: in the URL for a GET, in the JSON body for a POST. */
+const param = (request: RefusedRequest | undefined, name: string): string =>
+  request?.method === 'GET' ? `the ${name} parameter` : `"${name}" in the body`;
+
+const notAnObject = (request: RefusedRequest | undefined): string =>
+  `the body must be a JSON object with the GraphQL document in "query"${got(request, '')}`;
+
+/** Says what was wrong with a refused request and what to send instead. */
+type Explain = (request: RefusedRequest | undefined) => string;
+
+/**
+ * graphql-http's terse refusals of a request it could not read (handler.js, parseRequestParams), each as what
+ * was wrong and what to send instead.
+ */
+const CLEAR_REFUSALS: ReadonlyMap<string, Explain> = new Map<string, Explain>([
+  [
+    'Missing body',
+    () =>
+      'the body is empty: send a JSON object with the GraphQL document in "query", such as {"query":"{ __typename }"}',
+  ],
+  [
+    'Unparsable JSON body',
+    (request) => {
+      const body = request && sent(request, '');
+      const why = body !== undefined && 'notJson' in body ? ` (${body.notJson})` : '';
+      return `the body is not valid JSON${why}: send a JSON object with the GraphQL document in "query"`;
+    },
+  ],
+  ['JSON body must be an object', notAnObject],
+  [
+    'Missing query',
+    (request) => {
+      if (request?.method === 'GET')
+        return 'the URL has no query parameter: send the GraphQL document in it, such as ?query={__typename}';
+      // graphql-http takes an array (a batch, which it does not run) for an object without a query.
+      return kindSent(request, '') === 'an array'
+        ? notAnObject(request)
+        : 'the body has no "query": send the GraphQL document in it, as a string';
+    },
+  ],
+  [
+    'Invalid query',
+    (request) => `${param(request, 'query')} must be a string holding the GraphQL document${got(request, 'query')}`,
+  ],
+  [
+    'Invalid variables',
+    (request) =>
+      `${param(request, 'variables')} must be a JSON object of the operation's variables, or null${got(request, 'variables')}`,
+  ],
+  [
+    'Invalid operationName',
+    (request) =>
+      `${param(request, 'operationName')} must be a string naming the operation to run, or null${got(request, 'operationName')}`,
+  ],
+  [
+    'Invalid extensions',
+    (request) => `${param(request, 'extensions')} must be a JSON object, or null${got(request, 'extensions')}`,
+  ],
+  [
+    'Unparsable URL',
+    (request) => {
+      for (const name of ['variables', 'extensions']) {
+        const what = request && sent(request, name);
+        if (what !== undefined && 'notJson' in what)
+          return `the ${name} parameter is not valid JSON (${what.notJson}): send it as a URL-encoded JSON object`;
+      }
+      return "the URL's parameters could not be read: send query, variables, operationName and extensions URL-encoded";
+    },
+  ],
+]);
+
 /**
  * A refusal of graphql-http (a body that is not JSON, no query, a media type it does not read, an Accept
- * it cannot answer) as every other error is sent: `errors` with a message and `extensions.code`.
+ * it cannot answer) as every other error is sent: `errors` with a message and `extensions.code`, its terse
+ * message replaced by what was wrong and what to send instead (`request`, read again, names the parameter).
  * Undefined when the answer already is so (parse and validation errors, and ours).
  */
-export function coded(text: string | null, status: number): string | undefined {
+export function coded(text: string | null, status: number, request?: RefusedRequest): string | undefined {
   const code = REFUSAL_CODES[status] ?? 'BAD_REQUEST';
   if (text === null || text === '')
     return JSON.stringify({
@@ -162,11 +281,15 @@ export function coded(text: string | null, status: number): string | undefined {
   const bare = (e: unknown): boolean =>
     typeof e === 'object' && e !== null && (e as GraphQLFormattedError).extensions?.code === undefined;
   if (!errors.some(bare)) return undefined;
+  const clear = (message: string): string =>
+    (status === 400 ? CLEAR_REFUSALS.get(message)?.(request) : undefined) ?? message;
   return JSON.stringify({
     ...(body as object),
-    errors: errors.map((e: unknown) =>
-      bare(e) ? { ...(e as object), extensions: { ...(e as GraphQLFormattedError).extensions, code } } : e,
-    ),
+    errors: errors.map((e: unknown) => {
+      if (!bare(e)) return e;
+      const { message, extensions } = e as GraphQLFormattedError;
+      return { ...(e as object), message: clear(message), extensions: { ...extensions, code } };
+    }),
   });
 }
 

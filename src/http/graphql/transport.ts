@@ -441,10 +441,12 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       }
     }
     const requestId = res.getHeader('x-request-id');
+    // A HEAD is answered as its GET (Node sends no body to a HEAD, and keeps the GET's length).
+    const asked = method === 'HEAD' ? 'GET' : method;
+    const url = req.url ?? '/graphql';
     const [text, init] = await http({
-      // A HEAD is answered as its GET (Node sends no body to a HEAD, and keeps the GET's length).
-      method: method === 'HEAD' ? 'GET' : method,
-      url: req.url ?? '/graphql',
+      method: asked,
+      url,
       headers: req.headers,
       body,
       raw: req,
@@ -453,8 +455,9 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     });
     const headers = { ...cors, ...(init.headers as Record<string, string>) };
     if (init.status >= 400 && init.status < 500) {
-      // graphql-http's own refusals come with a bare message or none.
-      const refusal = coded(text, init.status);
+      // graphql-http's own refusals come with a bare message or none; the request is read again only here,
+      // to say which of its parameters was wrong.
+      const refusal = coded(text, init.status, { method: asked, url, body });
       if (refusal !== undefined) {
         sendText(res, init.status, refusal, { ...headers, 'content-type': 'application/json; charset=utf-8' });
         return;
