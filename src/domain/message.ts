@@ -118,7 +118,8 @@ const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 const own = (o: Record<string, unknown>, key: string): unknown =>
   Object.prototype.hasOwnProperty.call(o, key) ? o[key] : undefined;
 
-const describe = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`);
+/** A value's kind as refusals name it: `null`, `an array`, else `a` and its `typeof` (`a string`, `a number`). */
+export const describe = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`);
 
 /** A type a sender may send; MessageSkipped is not one. */
 export const isMessageType = (v: unknown): v is MessageType =>

@@ -16,6 +16,7 @@ import type { FormatError } from 'graphql-http';
 import { handleStreamOrSingleExecutionResult, maskError, type Plugin } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { domainErrorOf, relocated, toGraphQLError } from '../../../schema/errors';
+import { describe } from '../../domain/message';
 import { operationsOf } from './jit';
 
 /**
@@ -148,8 +149,6 @@ export interface RefusedRequest {
   readonly body: string | null;
 }
 
-const kindOf = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`);
-
 /**
  * What a request sent as one parameter (`''`: its whole body): its value, or why it is not JSON; undefined
  * when that cannot be told.
@@ -178,7 +177,7 @@ function sent(request: RefusedRequest, name: string): { value: unknown } | { not
 /** The kind of what a request sent as `name` (`a string`, `an array`), or undefined when that cannot be told. */
 function kindSent(request: RefusedRequest | undefined, name: string): string | undefined {
   const what = request && sent(request, name);
-  return what !== undefined && 'value' in what ? kindOf(what.value) : undefined;
+  return what !== undefined && 'value' in what ? describe(what.value) : undefined;
 }
 
 /** `, got a string` for what a request sent as `name`, or nothing when that cannot be told. */
@@ -222,7 +221,8 @@ const CLEAR_REFUSALS: ReadonlyMap<string, Explain> = new Map<string, Explain>([
       if (request?.method === 'GET')
         return 'the URL has no query parameter: send the GraphQL document in it, such as ?query={__typename}';
       // graphql-http takes an array (a batch, which it does not run) for an object without a query.
-      return kindSent(request, '') === 'an array'
+      const body = request && sent(request, '');
+      return body !== undefined && 'value' in body && Array.isArray(body.value)
         ? notAnObject(request)
         : 'the body has no "query": send the GraphQL document in it, as a string';
     },
