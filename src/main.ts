@@ -1,7 +1,9 @@
 import { buildApp, createLogger } from './app';
 import { ConfigError, loadConfig, type Config } from './config';
 import { openStore, sqliteFileOf } from './store/open';
-import { backupSqlite } from './store/sqlite/backup';
+import { backupSqlite, type BackupResult } from './store/sqlite/backup';
+import { constants } from 'node:os';
+import { resolve } from 'node:path';
 import type { Logger } from 'pino';
 
 const USAGE = `Usage: node dist/src/main.js [--rebuild | --backup <file>]
@@ -32,8 +34,14 @@ function commandOf(args: readonly string[]): Command | string {
   return `unknown argument ${extra.map((a) => `"${a}"`).join(', ')}`;
 }
 
+/**
+ * SIGTERM, SIGINT and SIGHUP stop a server gracefully (a second one, of any of them, exits at once),
+ * and stop a backup, removing its partial copy.
+ */
+const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+
 /** `--backup <file>`: a consistent copy of the SQLite store, taken beside a running server. */
-function backup(config: Config, log: Logger, target: string): void {
+async function backup(config: Config, log: Logger, target: string): Promise<void> {
   const file = sqliteFileOf(config.databaseUrl ?? '');
   if (file === undefined)
     throw new ConfigError(
@@ -42,7 +50,20 @@ function backup(config: Config, log: Logger, target: string): void {
         : "--backup copies a SQLite database; back up PostgreSQL with pg_dump (--schema names the store's schema)",
     );
   const started = performance.now();
-  const r = backupSqlite(file, target);
+  // A stop signal removes the partial copy before the process ends, as the signal would have ended it.
+  const stop = new AbortController();
+  const interrupt = (signal: NodeJS.Signals): void => stop.abort(new BackupInterrupted(signal));
+  for (const signal of STOP_SIGNALS) process.once(signal, interrupt);
+  let r: BackupResult;
+  try {
+    r = await backupSqlite(file, target, { signal: stop.signal });
+  } catch (e) {
+    if (!(e instanceof BackupInterrupted)) throw e;
+    log.warn({ signal: e.signal, target: resolve(target) }, 'backup interrupted: the partial copy is removed');
+    process.exit(128 + constants.signals[e.signal]);
+  } finally {
+    for (const signal of STOP_SIGNALS) process.off(signal, interrupt);
+  }
   log.info(
     {
       file: r.file,
@@ -53,6 +74,12 @@ function backup(config: Config, log: Logger, target: string): void {
     },
     'backup written',
   );
+}
+
+class BackupInterrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`backup interrupted by ${signal}`);
+  }
 }
 
 /** `--rebuild`: replay the event log into a fresh projection, then exit. The server must be stopped. */
@@ -81,9 +108,6 @@ async function rebuild(config: Config, log: Logger): Promise<void> {
     await store.close();
   }
 }
-
-/** SIGTERM, SIGINT and SIGHUP stop gracefully; a second one, of any of them, exits at once. */
-const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
 async function serve(config: Config, log: Logger): Promise<void> {
   const app = await buildApp(config, log);
@@ -147,7 +171,7 @@ async function main(): Promise<void> {
   try {
     const config = loadConfig();
     log = createLogger(config.logLevel);
-    if (command.kind === 'backup') backup(config, log, command.target);
+    if (command.kind === 'backup') await backup(config, log, command.target);
     else await (command.kind === 'rebuild' ? rebuild(config, log) : serve(config, log));
   } catch (e) {
     // A configuration or store error names what is wrong; it never carries DATABASE_URL.

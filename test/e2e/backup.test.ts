@@ -1,4 +1,5 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import {
   chmodSync,
   existsSync,
@@ -9,9 +10,10 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  watch,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { SqliteDatabase } from '../../src/store/sqlite/database';
@@ -202,6 +204,39 @@ describe('--backup of a SQLite store', () => {
     ).rejects.toMatchObject({ code: 1, stdout: expect.stringContaining('backup failed') as unknown });
     expect(readdirSync(dir).sort()).toEqual(['live.db']);
   });
+
+  it.each(['SIGINT', 'SIGTERM'] as const)(
+    'stops at %s part way, removing its partial copy, and exits as the signal would',
+    async (signal) => {
+      const live = join(dir, 'live.db');
+      const db = new SqliteDatabase(live);
+      db.pragma('user_version = 3');
+      db.exec('CREATE TABLE events (position INTEGER PRIMARY KEY); CREATE TABLE junk (b BLOB)');
+      // 200 MB: the copy takes about a second, and its rollback journal appears as it begins.
+      for (let i = 0; i < 200; i++) db.prepare('INSERT INTO junk VALUES (randomblob(1000000))').run();
+      db.close();
+      const copying = new Promise<void>((resolve) => {
+        const watcher = watch(dir, (_, name) => {
+          if (name?.endsWith('-journal') !== true) return;
+          watcher.close();
+          resolve();
+        });
+      });
+      const child = spawn(process.execPath, [MAIN, '--backup', join(dir, 'a.db')], {
+        env: { ...process.env, DATABASE_URL: `sqlite:${live}` },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let stdout = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+      const ended = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+      await copying;
+      expect(readdirSync(dir).filter((f) => f.startsWith('a.db.partial-'))).toHaveLength(2);
+      child.kill(signal);
+      expect(await ended).toEqual([128 + constants.signals[signal], null]);
+      expect(JSON.parse(stdout)).toMatchObject({ signal, msg: 'backup interrupted: the partial copy is removed' });
+      expect(readdirSync(dir).sort()).toEqual(['live.db']);
+    },
+  );
 
   it('gives the copy the permissions of the source', async () => {
     const live = join(dir, 'live.db');

@@ -3,11 +3,13 @@
  * read-only connection of its own, so the writer's lock (see `lockWriter`) does not stand in the way.
  */
 import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { basename, dirname, resolve } from 'node:path';
-import type Database from 'better-sqlite3';
-import { SqliteDatabase } from './database';
+import { basename, dirname, join, resolve } from 'node:path';
 import { realDatabaseFile } from './file';
+import type { SnapshotReply, SnapshotRequest } from './snapshot';
+
+type SnapshotSummary = Pick<BackupResult, 'events' | 'lastPosition'>;
 
 export interface BackupResult {
   /** The backup file, resolved. */
@@ -27,12 +29,19 @@ export interface BackupResult {
  * writer nor holds it up; SQLite's backup API, by contrast, starts over whenever another connection
  * writes, and under steady ingest might never finish. The copy is written under a temporary name in the
  * target's directory, synced, and only then given its name, so `target` is either the whole backup or
- * absent.
+ * absent. It is written by a child process (`snapshot.ts`), which `signal` can stop at once: a thread
+ * cannot be stopped inside `VACUUM INTO`.
  *
- * Rejects, leaving nothing behind, when `target` exists (a backup never overwrites) or its directory does
- * not, when `source` is missing or is not a rockets store, or when the copy fails (a full disk, say).
+ * Rejects, leaving nothing behind, when `target` exists (a backup never overwrites) or its directory
+ * does not, when `source` is missing or is not a rockets store, when the copy fails (a full disk, say),
+ * or when `signal` aborts before the copy has its name: the child is then killed, and the partial copy
+ * removed.
  */
-export function backupSqlite(source: string, target: string): BackupResult {
+export async function backupSqlite(
+  source: string,
+  target: string,
+  options: { readonly signal?: AbortSignal } = {},
+): Promise<BackupResult> {
   const file = resolve(target);
   if (!existsSync(source)) throw new Error(`there is no SQLite database at ${resolve(source)}`);
   if (!statSync(source).isFile()) throw new Error(`${resolve(source)} is not a file: nothing to back up`);
@@ -41,6 +50,7 @@ export function backupSqlite(source: string, target: string): BackupResult {
   if (existsSync(file)) throw new Error(`${file} exists already: a backup never overwrites a file`);
   if (!existsSync(dirname(file)) || !statSync(dirname(file)).isDirectory())
     throw new Error(`there is no directory ${dirname(file)} to write ${basename(file)} in`);
+  options.signal?.throwIfAborted();
   // Created here, exclusively and empty (which `VACUUM INTO` accepts): a file already by that name, left
   // by an earlier run in another PID namespace say, is not ours to write into or delete.
   const partial = `${file}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
@@ -50,29 +60,11 @@ export function backupSqlite(source: string, target: string): BackupResult {
     // writable by its owner until it is written.
     const mode = statSync(real).mode & 0o777;
     chmodSync(partial, mode | 0o600);
-    let db: Database.Database | undefined;
+    let summary: SnapshotSummary;
     try {
-      db = new SqliteDatabase(real, { readonly: true, fileMustExist: true, timeout: 5000 });
-      const holdsStore =
-        (db.pragma('user_version', { simple: true }) as number) > 0 &&
-        db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'events'`).get() !== undefined;
-      if (!holdsStore) throw new Error(`${real} is not a rockets database: nothing to back up`);
-      db.prepare('VACUUM INTO ?').run(partial);
+      summary = await snapshotInChild({ source: real, partial }, options.signal);
     } catch (e) {
       throw unreadable(e, real) ?? e;
-    } finally {
-      db?.close();
-    }
-    const copy = new SqliteDatabase(partial, { readonly: true, fileMustExist: true });
-    let summary: { events: number; lastPosition: number | null };
-    try {
-      summary = copy
-        .prepare<[], { events: number; lastPosition: number | null }>(
-          'SELECT count(*) AS events, max(position) AS lastPosition FROM events',
-        )
-        .get() ?? { events: 0, lastPosition: null };
-    } finally {
-      copy.close();
     }
     chmodSync(partial, mode);
     syncFile(partial);
@@ -80,12 +72,48 @@ export function backupSqlite(source: string, target: string): BackupResult {
     linkSync(partial, file);
     unlinkSync(partial);
     syncFile(dirname(file));
-    return { file, events: summary.events, lastPosition: summary.lastPosition ?? 0, bytes: statSync(file).size };
+    return { file, ...summary, bytes: statSync(file).size };
   } catch (e) {
     // A failed VACUUM INTO leaves its rollback journal beside the copy too.
     for (const leftover of [partial, `${partial}-journal`]) rmSync(leftover, { force: true });
     throw e;
   }
+}
+
+/**
+ * `snapshot` in a child process. On `signal` the child is killed and, once it has ended, the promise
+ * rejects with the signal's reason: the caller then removes a copy nothing writes to any more.
+ */
+function snapshotInChild(request: SnapshotRequest, signal?: AbortSignal): Promise<SnapshotSummary> {
+  return new Promise((resolvePromise, reject) => {
+    const child = fork(join(__dirname, 'snapshot.js'), [request.source, request.partial], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    let reply: SnapshotReply | undefined;
+    let failure: Error | undefined;
+    const abort = (): void => {
+      const reason: unknown = signal?.reason;
+      failure ??= reason instanceof Error ? reason : new Error(`backup aborted: ${String(reason)}`);
+      child.kill('SIGKILL');
+    };
+    signal?.addEventListener('abort', abort, { once: true });
+    child.once('message', (message: SnapshotReply) => {
+      reply = message;
+    });
+    child.once('error', (e) => {
+      failure ??= e;
+      child.kill('SIGKILL');
+    });
+    // 'close', not 'exit': only then has the reply, sent just before the child ends, surely arrived.
+    child.once('close', (code, killedBy) => {
+      signal?.removeEventListener('abort', abort);
+      if (failure !== undefined) reject(failure);
+      else if (reply?.ok === true) resolvePromise({ events: reply.events, lastPosition: reply.lastPosition });
+      else if (reply !== undefined)
+        reject(Object.assign(new Error(reply.message), reply.code === undefined ? {} : { code: reply.code }));
+      else reject(new Error(`the backup's copy ended (${killedBy ?? `exit code ${code}`}) without an answer`));
+    });
+  });
 }
 
 /**
