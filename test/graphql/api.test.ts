@@ -592,6 +592,35 @@ describe('GraphQL over HTTP', () => {
       expect((await data(server, EventsDocument, {})).events).toEqual([]);
     });
 
+    it('refuses a subscription over HTTP with BAD_REQUEST saying it needs graphql-ws, in either media type', async () => {
+      const query = 'subscription { rocketUpdated { channel } }';
+      const refusal = {
+        errors: [
+          {
+            message:
+              'subscriptions run over WebSocket (graphql-ws, protocol graphql-transport-ws) on /graphql, not over HTTP',
+            extensions: { code: 'BAD_REQUEST' },
+          },
+        ],
+      };
+      for (const [accept, status] of [
+        ['application/json', 200],
+        ['application/graphql-response+json', 400],
+      ] as const) {
+        const posted = await send(`${server.http}/graphql`, 'POST', JSON.stringify({ query }), {
+          accept,
+          'content-type': 'application/json',
+        });
+        const got = await send(`${server.http}/graphql?query=${encodeURIComponent(query)}`, 'GET', undefined, {
+          accept,
+        });
+        for (const r of [posted, got]) {
+          expect(r.status).toBe(status);
+          expect(r.body).toEqual(refusal);
+        }
+      }
+    });
+
     it('refuses a body larger than the configured limit with 413', async () => {
       const r = await postRaw(server, { query: `{ rockets { nodes { channel } } } # ${'x'.repeat(256 * 1024)}` });
       expect(r.status).toBe(413);

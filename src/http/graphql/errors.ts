@@ -111,6 +111,13 @@ export function unresolvedOperation(document: DocumentNode, operationName: strin
   return new GraphQLError(message, { extensions: { code: 'OPERATION_RESOLUTION_FAILURE' } });
 }
 
+/** A subscription asked over HTTP: graphql-http refuses it without a code, and without saying where to go. */
+export const subscriptionOverHttp = (): GraphQLError =>
+  new GraphQLError(
+    'subscriptions run over WebSocket (graphql-ws, protocol graphql-transport-ws) on /graphql, not over HTTP',
+    { extensions: { code: 'BAD_REQUEST' } },
+  );
+
 /**
  * `extensions` of every masked error. As REST answers anything unexpected with a 503 and `Retry-After`
  * (a store that failed, such as a dropped database connection, recorded nothing), a GraphQL client is

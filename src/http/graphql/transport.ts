@@ -43,6 +43,7 @@ import { BatchingWebSocket } from './batching-websocket';
 import {
   coded,
   maskUnexpected,
+  subscriptionOverHttp,
   tooManyOperations,
   unexpected,
   UNEXPECTED,
@@ -208,17 +209,21 @@ function methodNotAllowed(accept: string | undefined, allow: string, message: st
 }
 
 /**
- * GraphQL over HTTP: a mutation over GET (or HEAD, asked as GET) is a 405 with `Allow: POST`. Answered
- * before graphql-http's own, so that it says why in a body of the media type asked for (graphql-http's
- * 405 has a body of no type).
+ * GraphQL over HTTP: a subscription is refused with BAD_REQUEST (graphql-ws runs it), and a mutation over GET
+ * (or HEAD, asked as GET) is a 405 with `Allow: POST`. Answered before graphql-http's own refusals, so that
+ * they say why, with a code, in a body of the media type asked for (graphql-http's subscription refusal has
+ * no code under `application/json`, and its 405 a body of no type).
  */
-function noMutationOverGet(
+function notOverHttp(
   req: IncomingMessage,
+  /** Asked with GET, or HEAD (asked as GET). */
+  overGet: boolean,
   prepared: PreparedArgs | readonly GraphQLError[],
 ): PreparedArgs | readonly GraphQLError[] | HttpResponse {
   if (isErrorList(prepared)) return prepared;
   const operation = getOperationAST(prepared.document, prepared.operationName)?.operation;
-  if (operation !== OperationTypeNode.MUTATION) return prepared;
+  if (operation === OperationTypeNode.SUBSCRIPTION) return [subscriptionOverHttp()];
+  if (operation !== OperationTypeNode.MUTATION || !overGet) return prepared;
   return methodNotAllowed(
     req.headers.accept,
     'POST',
@@ -377,7 +382,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         mayWrite(req.raw.headers.authorization, ingestToken),
         req.context,
       );
-      return req.method === 'GET' ? prepared.then((p) => noMutationOverGet(req.raw, p)) : prepared;
+      return prepared.then((p) => notOverHttp(req.raw, req.method === 'GET', p));
     },
     execute: (args) => envelopedOf(args).execute(args),
     onOperation: (req, args, result) => {
