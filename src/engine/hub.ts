@@ -15,11 +15,17 @@ export const isFellBehindError = (e: unknown): e is FellBehindError => e instanc
 /**
  * One subscriber's feed: an async iterator over a bounded buffer. `keyOf` makes it conflating: a new
  * item with the same key replaces the one still waiting (used for rocket states, where only the
- * latest matters). When `capacity` items wait, the feed ends with FellBehindError.
+ * latest matters). When `capacity` items of earlier commits wait as another arrives, the feed ends with
+ * FellBehindError. Only earlier commits count: a subscriber that has read everything takes a whole commit
+ * however many events or rockets it holds (a batch over many rockets), so one waits at most `capacity`
+ * items plus one commit's.
  */
 export class Feed<T> implements AsyncIterableIterator<T> {
   private readonly items = new Map<unknown, T>();
   private seq = 0;
+  /** The commit whose items `push` was last handed, and how many of them wait. */
+  private commit = 0;
+  private fresh = 0;
   private waiter: ((r: IteratorResult<T>) => void) | undefined;
   private failWaiter: ((e: unknown) => void) | undefined;
   private failure: Error | undefined;
@@ -31,9 +37,13 @@ export class Feed<T> implements AsyncIterableIterator<T> {
     private readonly keyOf?: (item: T) => unknown,
   ) {}
 
-  /** Called by the hub; never blocks the publisher. */
-  push(item: T): void {
+  /** Called by the hub with each item of commit number `commit`; never blocks the publisher. */
+  push(item: T, commit: number): void {
     if (this.done) return;
+    if (commit !== this.commit) {
+      this.commit = commit;
+      this.fresh = 0;
+    }
     if (this.waiter) {
       const w = this.waiter;
       this.clearWaiters();
@@ -41,14 +51,16 @@ export class Feed<T> implements AsyncIterableIterator<T> {
       return;
     }
     const key = this.keyOf ? this.keyOf(item) : this.seq++;
-    if (this.keyOf && this.items.has(key)) this.items.delete(key);
-    if (this.items.size >= this.capacity) {
+    // A commit holds one state per rocket: one it replaces came with an earlier commit.
+    if (this.keyOf) this.items.delete(key);
+    if (this.items.size - this.fresh >= this.capacity) {
       this.failure = new FellBehindError(this.capacity);
       this.items.clear();
       this.finish();
       return;
     }
     this.items.set(key, item);
+    this.fresh++;
   }
 
   /** Items waiting to be read. */
@@ -131,11 +143,11 @@ class Topic<T extends { readonly channel: string }> {
     return feed;
   }
 
-  /** Resolves to the number of subscribers the item was handed to. */
-  publish(item: T): number {
-    for (const f of this.all) f.push(item);
+  /** Hands the item of commit number `commit` over; answers the number of subscribers it was handed to. */
+  publish(item: T, commit: number): number {
+    for (const f of this.all) f.push(item, commit);
     const set = this.byChannel.get(item.channel);
-    if (set) for (const f of set) f.push(item);
+    if (set) for (const f of set) f.push(item, commit);
     return this.all.size + (set?.size ?? 0);
   }
 
@@ -170,6 +182,8 @@ export class Hub {
   private readonly eventTopic = new Topic<StoredEvent>();
   private readonly rocketTopic = new Topic<Rocket>((r) => r.channel);
   private readonly unlisten: () => void;
+  /** Commits handed over so far: a feed counts what waits against its capacity once per commit. */
+  private commits = 0;
   /** Aborted when the hub closes, so long-lived waits end too. */
   readonly closing = new AbortController();
 
@@ -181,9 +195,10 @@ export class Hub {
   ) {
     setMaxListeners(0, this.closing.signal);
     this.unlisten = store.onAppend((events, rockets) => {
+      const commit = ++this.commits;
       let handed = 0;
-      for (const e of events) handed += this.eventTopic.publish(e);
-      for (const r of rockets) handed += this.rocketTopic.publish(r);
+      for (const e of events) handed += this.eventTopic.publish(e, commit);
+      for (const r of rockets) handed += this.rocketTopic.publish(r, commit);
       if (handed > 0) telemetry.delivered(handed);
     });
   }

@@ -49,6 +49,30 @@ describe('Hub', () => {
     expect(hub.subscribers).toBe(0);
   });
 
+  it('keeps a subscriber that has read everything, however many items one commit brings', async () => {
+    const events = hub.events();
+    const rockets = hub.rockets();
+    const [eventsGot, rocketsGot] = await Promise.all([
+      take(events, 20),
+      take(rockets, 20),
+      store.commit(Array.from({ length: 20 }, (_, i) => msg(`r${i}`, 1))),
+    ]);
+    expect(eventsGot).toHaveLength(20);
+    expect(rocketsGot).toHaveLength(20);
+    expect(hub.subscribers).toBe(2);
+    await events.return();
+    await rockets.return();
+  });
+
+  it('drops a subscriber that has not read a commit when the next one comes, once what waits passes its buffer', async () => {
+    const feed = hub.rockets();
+    await store.commit(Array.from({ length: 20 }, (_, i) => msg(`r${i}`, 1)));
+    expect(hub.subscribers).toBe(1);
+    await store.commit([msg('late', 1)]);
+    await expect(feed.next()).rejects.toBeInstanceOf(FellBehindError);
+    expect(hub.subscribers).toBe(0);
+  });
+
   it('keeps only the latest state of each rocket for a slow rocket subscriber', async () => {
     const feed = hub.rockets();
     for (let n = 1; n <= 20; n++) await store.commit([msg('a', n)]);

@@ -222,6 +222,24 @@ describe('subscriptions over graphql-ws', () => {
       expect(new Set(channels)).toEqual(new Set(['a', 'b']));
     });
 
+    it('keeps a subscriber that reads every update even when one commit changes more rockets than its buffer holds', async () => {
+      const every = new Subscription<RocketUpdatedSubscription>(client(), RocketUpdatedDocument, {});
+      const events = new Subscription<EventAppendedSubscription>(client(), EventAppendedDocument, {});
+      await until(() => subscribers() === 2);
+      // One batch over the lanes: each lane's commit changes about a third of these rockets, more than the buffer.
+      const channels = range(1, 8 * SUBSCRIBER_BUFFER).map((i) => `r${i}`);
+      await server.app.service.submitMany(
+        channels.map((c) => envelope(c, 1, 'RocketLaunched', { type: 'Falcon-9', launchSpeed: 1, mission: 'M' })),
+      );
+
+      const updated = await every.until((items) => items.length >= channels.length);
+      expect(new Set(updated.map((i) => i.rocketUpdated.channel))).toEqual(new Set(channels));
+      const appended = await events.until((items) => items.length >= channels.length);
+      expect(appended.map((i) => i.eventAppended.position)).toEqual(range(1, channels.length));
+      expect(every.failure).toBeUndefined();
+      expect(subscribers()).toBe(2);
+    });
+
     it('drops a subscriber that stopped reading with FELL_BEHIND, while the others get every update and its socket stays open', async () => {
       const fast = new Subscription<RocketUpdatedSubscription>(client(), RocketUpdatedDocument, {});
       const slow = await raw();
