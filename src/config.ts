@@ -12,7 +12,10 @@ export interface Config {
   readonly sqliteSynchronous: 'FULL' | 'NORMAL';
   /** Largest request body accepted on any route, in bytes. */
   readonly maxBodyBytes: number;
-  /** Items of earlier commits one live subscriber may have waiting before it is dropped (or moved back to catch-up). */
+  /**
+   * Items of earlier commits one live subscriber may have waiting before it is dropped (or moved back
+   * to catch-up).
+   */
   readonly subscriberBuffer: number;
   /** MAX_BUFFERED_PER_CHANNEL and MAX_BUFFERED_TOTAL: beyond them a message is refused (429 / 503). */
   readonly bufferLimits: BufferLimits;

@@ -15,10 +15,10 @@ export const isFellBehindError = (e: unknown): e is FellBehindError => e instanc
 /**
  * One subscriber's feed: an async iterator over a bounded buffer. `keyOf` makes it conflating: a new
  * item with the same key replaces the one still waiting (used for rocket states, where only the
- * latest matters). When `capacity` items of earlier commits wait as another arrives, the feed ends with
- * FellBehindError. Only earlier commits count: a subscriber that has read everything takes a whole commit
- * however many events or rockets it holds (a batch over many rockets), so one waits at most `capacity`
- * items plus one commit's.
+ * latest matters). When `capacity` items of earlier commits wait as another arrives, the feed ends
+ * with FellBehindError. Only earlier commits count: a subscriber that has read everything takes a
+ * whole commit however many events or rockets it holds (a batch over many rockets), so one waits at
+ * most `capacity` items plus one commit's.
  */
 export class Feed<T> implements AsyncIterableIterator<T> {
   private readonly items = new Map<unknown, T>();
@@ -143,7 +143,7 @@ class Topic<T extends { readonly channel: string }> {
     return feed;
   }
 
-  /** Hands the item of commit number `commit` over; answers the number of subscribers it was handed to. */
+  /** Hands over the item of commit number `commit`; answers how many subscribers it was handed to. */
   publish(item: T, commit: number): number {
     for (const f of this.all) f.push(item, commit);
     const set = this.byChannel.get(item.channel);

@@ -111,7 +111,7 @@ export function unresolvedOperation(document: DocumentNode, operationName: strin
   return new GraphQLError(message, { extensions: { code: 'OPERATION_RESOLUTION_FAILURE' } });
 }
 
-/** A subscription asked over HTTP: graphql-http refuses it without a code, and without saying where to go. */
+/** A subscription over HTTP: graphql-http refuses it with no code, not saying where to go instead. */
 export const subscriptionOverHttp = (): GraphQLError =>
   new GraphQLError(
     'subscriptions run over WebSocket (graphql-ws, protocol graphql-transport-ws) on /graphql, not over HTTP',

@@ -209,10 +209,10 @@ function methodNotAllowed(accept: string | undefined, allow: string, message: st
 }
 
 /**
- * GraphQL over HTTP: a subscription is refused with BAD_REQUEST (graphql-ws runs it), and a mutation over GET
- * (or HEAD, asked as GET) is a 405 with `Allow: POST`. Answered before graphql-http's own refusals, so that
- * they say why, with a code, in a body of the media type asked for (graphql-http's subscription refusal has
- * no code under `application/json`, and its 405 a body of no type).
+ * GraphQL over HTTP: a subscription is refused with BAD_REQUEST (graphql-ws runs it), and a mutation
+ * over GET (or HEAD, asked as GET) is a 405 with `Allow: POST`. Answered before graphql-http's own
+ * refusals, so that they say why, with a code, in a body of the media type asked for (graphql-http's
+ * subscription refusal has no code under `application/json`, and its 405 a body of no type).
  */
 function notOverHttp(
   req: IncomingMessage,
