@@ -8,7 +8,15 @@ import { LanePool } from './engine/lanes';
 import { RocketService } from './engine/service';
 import { createDashboard } from './http/dashboard';
 import { createGraphQLTransport } from './http/graphql/transport';
-import { READ_METHODS, corsHeaders, sendError, sendMethodNotAllowed, sendPreflight, sendProblem } from './http/io';
+import {
+  READ_METHODS,
+  corsHeaders,
+  refuseUpgrade,
+  sendError,
+  sendMethodNotAllowed,
+  sendPreflight,
+  sendProblem,
+} from './http/io';
 import { Metrics } from './http/metrics';
 import { createRestRoutes, methodsOf } from './http/rest';
 import { openStore } from './store/open';
@@ -171,10 +179,11 @@ export async function buildApp(
     try {
       path = new URL(req.url ?? '/', 'http://localhost').pathname;
     } catch {
-      // A malformed request target: refused below like any other path. Thrown here, it would end the process.
+      // A malformed request target: refused below with a 400. Thrown here, it would end the process.
     }
     if (path === '/graphql') graphql.upgrade(req, socket, head);
-    else socket.destroy();
+    else if (path === undefined) refuseUpgrade(socket, 400, 'the request target is not a valid URL');
+    else refuseUpgrade(socket, 404, `WebSocket connections are taken on /graphql only (graphql-ws), not on ${path}`);
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';

@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { errorDetails, isDomainError, isOverloadedError, type DomainErrorCode } from '../domain/errors';
 
@@ -254,4 +255,13 @@ export function sendPreflight(res: ServerResponse, cors: Record<string, string>,
         };
   res.writeHead(204, { ...cors, ...allowance, allow: `${methods}, OPTIONS` });
   res.end();
+}
+
+/** Refuses an HTTP upgrade (a WebSocket handshake) with `status` and the reason as plain text. */
+export function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
+  socket.on('error', () => socket.destroy());
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`,
+  );
 }

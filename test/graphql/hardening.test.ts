@@ -483,27 +483,27 @@ describe('GraphQL hardening', () => {
       expect(health.body).toMatchObject({ rockets: 1, events: 1 });
     });
 
-    it('drops an upgrade whose request target does not parse, and keeps serving', async () => {
+    it('refuses an upgrade on another path with a 404 that names /graphql, and keeps serving', async () => {
+      await start();
+      for (const path of ['/rockets', '/', '/graphql/']) {
+        const url = server.ws.replace(/\/graphql$/, path);
+        await expect(RawSocket.open(url)).rejects.toThrow('upgrade refused: 404');
+      }
+      const { port } = new URL(server.http);
+      const answer = await rawUpgrade(Number(port), '/messages');
+      expect(answer).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/);
+      expect(answer).toMatch(
+        /\r\n\r\nWebSocket connections are taken on \/graphql only \(graphql-ws\), not on \/messages$/,
+      );
+      expect((await send(`${server.http}/health`, 'GET')).status).toBe(200);
+    });
+
+    it('refuses an upgrade whose request target does not parse with a 400, and keeps serving', async () => {
       await start();
       const { port } = new URL(server.http);
-      const answer = await new Promise<string>((resolve, reject) => {
-        const socket = connect(Number(port), '127.0.0.1', () => {
-          socket.write(
-            'GET http://[ HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
-              'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
-          );
-        });
-        let got = '';
-        socket.on('data', (d: Buffer) => (got += d.toString()));
-        socket.on('error', reject);
-        // The server drops such a socket at once; one it left open is cut here, and said so.
-        socket.setTimeout(5000, () => {
-          got = 'left open';
-          socket.destroy();
-        });
-        socket.on('close', () => resolve(got));
-      });
-      expect(answer).toBe('');
+      const answer = await rawUpgrade(Number(port), 'http://[');
+      expect(answer).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
+      expect(answer).toMatch(/\r\n\r\nthe request target is not a valid URL$/);
       expect((await send(`${server.http}/health`, 'GET')).status).toBe(200);
     });
 
@@ -532,3 +532,24 @@ describe('GraphQL hardening', () => {
     });
   });
 });
+
+/** All a server answers to a WebSocket handshake for `target`, sent by hand, until it closes the socket. */
+function rawUpgrade(port: number, target: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(
+        `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n` +
+          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      );
+    });
+    let got = '';
+    socket.on('data', (d: Buffer) => (got += d.toString()));
+    socket.on('error', reject);
+    // The server ends such a socket once it has answered; one it left open is cut here, and said so.
+    socket.setTimeout(5000, () => {
+      got = 'left open';
+      socket.destroy();
+    });
+    socket.on('close', () => resolve(got));
+  });
+}

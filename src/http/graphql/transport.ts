@@ -3,7 +3,7 @@
  * same path, and GraphiQL, all running operations through one yoga envelop pipeline.
  */
 import type * as RenderGraphiQL from '@graphql-yoga/render-graphiql';
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import {
@@ -34,6 +34,7 @@ import {
   mayWrite,
   originAllowed,
   readBody,
+  refuseUpgrade,
   sameSecret,
   sendPreflight,
   utf8Text,
@@ -518,14 +519,6 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
 
   let closing: Promise<void> | undefined;
 
-  function refuse(socket: Duplex, status: number, reason: string): void {
-    socket.on('error', () => socket.destroy());
-    socket.end(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\n` +
-        `content-length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`,
-    );
-  }
-
   return {
     handle: async (req, res) => {
       try {
@@ -545,9 +538,9 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
 
     upgrade: (req, socket, head) => {
       if (closing) {
-        refuse(socket, 503, 'the server is shutting down');
+        refuseUpgrade(socket, 503, 'the server is shutting down');
       } else if (!originAllowed(req, allowed)) {
-        refuse(socket, 403, `origin ${req.headers.origin ?? ''} is not allowed`);
+        refuseUpgrade(socket, 403, `origin ${req.headers.origin ?? ''} is not allowed`);
       } else {
         wss.handleUpgrade(req, socket, head, (client) => {
           client.attach(socket);
