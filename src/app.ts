@@ -31,6 +31,13 @@ const STOP_GRACE_MS = 10_000;
  */
 const PLAIN_TARGETS = new Map(['/messages', '/graphql'].map((path) => [path, new URL(path, 'http://localhost')]));
 
+/**
+ * A request target as a URL. An origin-form target is a path as sent: resolved against a base, `//x/messages`
+ * would read as host x and path /messages, and be routed as a route it does not name. Throws on a malformed one.
+ */
+const urlOf = (target: string): URL =>
+  target.startsWith('/') ? new URL(`http://localhost${target}`) : new URL(target, 'http://localhost');
+
 export interface App {
   readonly service: RocketService;
   readonly store: EventStore;
@@ -123,7 +130,7 @@ export async function buildApp(
       res.setHeader('x-request-id', requestId);
       let url: URL;
       try {
-        url = PLAIN_TARGETS.get(req.url ?? '/') ?? new URL(req.url ?? '/', 'http://localhost');
+        url = PLAIN_TARGETS.get(req.url ?? '/') ?? urlOf(req.url ?? '/');
       } catch {
         sendProblem(res, 400, { code: 'BAD_REQUEST', message: 'malformed request target' });
         return;
@@ -177,7 +184,7 @@ export async function buildApp(
   server.on('upgrade', (req, socket, head) => {
     let path: string | undefined;
     try {
-      path = new URL(req.url ?? '/', 'http://localhost').pathname;
+      path = urlOf(req.url ?? '/').pathname;
     } catch {
       // A malformed request target: refused below with a 400. Thrown here, it would end the process.
     }

@@ -532,6 +532,17 @@ describe('REST API', () => {
       expect(r.body).toMatchObject({ error: { code: 'NOT_FOUND' } });
     });
 
+    it('answers 404 to a path that begins with two slashes, which names no route, and stores nothing', async () => {
+      // A URL parser reads `//x/messages` as host x and path /messages; the path sent is no route.
+      const before = await counts();
+      const write = await postJson(`${base}//x/messages`, launch('a'));
+      expect(write.status).toBe(404);
+      expect(write.body).toMatchObject({ error: { code: 'NOT_FOUND', message: 'no route for //x/messages' } });
+      expect((await getJson(`${base}//rockets`)).status).toBe(404);
+      expect((await getJson(`${base}//x/health`)).status).toBe(404);
+      expect(await counts()).toEqual(before);
+    });
+
     it('repeats the request id in every error body, the transport’s own errors too', async () => {
       const json = { 'content-type': 'application/json' };
       const refusals: Array<[string, Promise<Reply>, number]> = [
