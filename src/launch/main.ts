@@ -64,9 +64,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   const stopped = (): boolean => run.stop !== undefined;
   const sender = async (): Promise<void> => {
     for (let first = true; !stopped(); first = false) {
-      if (!first && o.messageDelayMs > 0) await sleep(o.messageDelayMs);
       const next = deliveries.next();
-      if (next.done === true || stopped()) return;
+      if (next.done === true) return;
+      // A pause between two of this sender's messages: none after its last, which would only hold up the end.
+      if (!first && o.messageDelayMs > 0) await sleep(o.messageDelayMs);
+      if (stopped()) return;
       try {
         await deliver(url, next.value, stats, warn, stopped, o.giveUpAfterMs);
       } catch (e) {

@@ -497,6 +497,16 @@ describe('the built CLI', () => {
     }
   });
 
+  it('pauses --message-delay only between two messages of a sender, never after its last', async () => {
+    // Two senders with one message each: no pause is due, so the run ends long before the delay would.
+    const run = await launch([
+      `${server.url}/messages`,
+      ...['--max-messages=2', '--concurrency-level=2', '--message-delay=10m', '--seed=14'],
+    ]).exit;
+    expect(run.stdout).toMatch(/^done: sent 2, acknowledged 2 .*verified skipped\n$/);
+    expect(run.code).toBe(0);
+  });
+
   it('prints the summary so far and exits 130 on Ctrl-C', async () => {
     const run = launch([`${server.url}/messages`, '--max-messages=1000000', '--message-delay=1s', '--seed=12']);
     await run.stderrLine(/^rockets-launch: 1000000 messages/);
