@@ -253,7 +253,12 @@ export function createRestRoutes(
         const point = /^\d{1,16}$/.test(asOf)
           ? { messageNumber: Number(asOf) }
           : { time: asOf.replace(/ (\d\d:\d\d)$/, '+$1') };
-        sendJson(res, 200, { ...pastRocketJson(await service.rocketAsOf(channel, point)), asOf: point });
+        // An issue with it names the parameter the client sent, not the service's field.
+        const past = await inCallersTerms(service.rocketAsOf(channel, point), {
+          'asOf.messageNumber': 'asOf',
+          'asOf.time': 'asOf',
+        });
+        sendJson(res, 200, { ...pastRocketJson(past), asOf: point });
         return true;
       }
       const since = service.readVersion();

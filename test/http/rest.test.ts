@@ -514,6 +514,20 @@ describe('REST API', () => {
       expect(g.body).toEqual({ data: { rocket: { status: 'FLYING', speed: 500, lastMessageNumber: 2 } } });
     });
 
+    it('names the asOf parameter sent, not a GraphQL field, when it refuses one', async () => {
+      for (const [asOf, problem] of [
+        ['0', /^must be an integer from 1 to /],
+        ['yesterday', /^must be an RFC 3339 timestamp/],
+      ] as const) {
+        const r = await getJson(`${base}/rockets/d?asOf=${asOf}`);
+        expect(r.status).toBe(400);
+        const { error } = r.body as { error: { message: string; issues: { field: string; problem: string }[] } };
+        expect(error.issues.map((i) => i.field)).toEqual(['asOf']);
+        expect(error.issues[0]?.problem).toMatch(problem);
+        expect(error.message).toMatch(/^asOf: /);
+      }
+    });
+
     it('reports the store, the lanes and the buffered count on /health', async () => {
       await post(speedUp('a', 9, 1));
       expect((await getJson(`${base}/health`)).body).toMatchObject({
