@@ -249,7 +249,7 @@ describe('--backup of a SQLite store', () => {
     }
   });
 
-  it('refuses stores it does not copy, and a missing file argument', async () => {
+  it('refuses stores it does not copy, and a missing or empty file argument', async () => {
     expect(await refusal({ DATABASE_URL: 'memory:' }, ['--backup', join(dir, 'a.db')])).toMatchObject({
       code: 1,
       stdout: expect.stringContaining('--backup needs a stored log: DATABASE_URL is memory:') as unknown,
@@ -258,6 +258,11 @@ describe('--backup of a SQLite store', () => {
       await refusal({ DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/test' }, ['--backup', join(dir, 'a.db')]),
     ).toMatchObject({ code: 1, stdout: expect.stringContaining('back up PostgreSQL with pg_dump') as unknown });
     expect(await refusal({}, ['--backup'])).toMatchObject({
+      code: 2,
+      stderr: expect.stringMatching(/^--backup needs the file to write: --backup <file>\n\nUsage:/) as unknown,
+    });
+    // An empty argument (an unset shell variable, quoted) names no file: not the directory it would resolve to.
+    expect(await refusal({}, ['--backup', ''])).toMatchObject({
       code: 2,
       stderr: expect.stringMatching(/^--backup needs the file to write: --backup <file>\n\nUsage:/) as unknown,
     });
