@@ -1,4 +1,13 @@
-import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type Database from 'better-sqlite3';
@@ -879,6 +888,18 @@ describe('SqliteStore on its file', () => {
     const loop = join(tmp.dir, 'loop.db');
     symlinkSync(loop, loop);
     expect(() => new SqliteStore(loop)).toThrow(/ELOOP/);
+  });
+
+  it('names the file when SQLite cannot open it, as it does not itself', () => {
+    const notes = join(tmp.dir, 'notes.txt');
+    writeFileSync(notes, 'not a database, but long enough for SQLite to read its header and say so\n'.repeat(10));
+    expect(() => new SqliteStore(notes)).toThrow(`cannot open the SQLite store at ${notes}: file is not a database`);
+    // Its lock file cannot be opened either (here a directory holds its name).
+    const locked = join(tmp.dir, 'locked.db');
+    mkdirSync(`${locked}-lock`);
+    expect(() => new SqliteStore(locked)).toThrow(
+      `cannot open the SQLite store at ${locked}: unable to open database file`,
+    );
   });
 
   it('works with synchronous NORMAL and refuses any other setting', async () => {

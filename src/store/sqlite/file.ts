@@ -8,6 +8,17 @@ import type Database from 'better-sqlite3';
 import { SqliteDatabase } from './database';
 
 /**
+ * SQLite's own refusal to open a file ("file is not a database", "unable to open database file")
+ * names no file: an operator who mistyped DATABASE_URL would not know which one. This error names it; any
+ * other passes as it is.
+ */
+export function namingFile(e: unknown, path: string): unknown {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (!(e instanceof Error) || typeof code !== 'string' || !code.startsWith('SQLITE_')) return e;
+  return new Error(`cannot open the SQLite store at ${path}: ${e.message}`, { cause: e });
+}
+
+/**
  * The file SQLite really opens, by the one name the lock and the WAL sync must use. SQLite follows a
  * symbolic link, even one to a file not created yet, and keeps its WAL beside the target, so links are
  * resolved too; a missing file is named from its directory's real path. A file with more than one hard
@@ -54,7 +65,12 @@ function isSymlink(file: string): boolean {
  * itself are not affected: the lock is a file of its own.
  */
 export function lockWriter(file: string): Database.Database {
-  const lock = new SqliteDatabase(`${file}-lock`, { timeout: 0 });
+  let lock: Database.Database;
+  try {
+    lock = new SqliteDatabase(`${file}-lock`, { timeout: 0 });
+  } catch (e) {
+    throw namingFile(e, file);
+  }
   try {
     // In EXCLUSIVE locking mode the lock a write transaction takes is kept until the connection closes.
     // The file holds nothing, so it needs no journal file beside it.
@@ -68,6 +84,6 @@ export function lockWriter(file: string): Database.Database {
       throw new Error(`${file} is already open for writing (another server, or --rebuild): SQLite allows one writer`, {
         cause: e,
       });
-    throw e;
+    throw namingFile(e, file);
   }
 }

@@ -34,7 +34,7 @@ import {
   type StoredEvent,
   type StoreStats,
 } from '../types';
-import { lockWriter, realDatabaseFile } from './file';
+import { lockWriter, namingFile, realDatabaseFile } from './file';
 import {
   bufferInfo,
   payloadJson,
@@ -271,7 +271,7 @@ export class SqliteStore implements EventStore {
       this.db = new SqliteDatabase(path, { timeout: 5000 });
     } catch (e) {
       this.writer?.close();
-      throw e;
+      throw namingFile(e, path);
     }
     try {
       this.db.pragma('journal_mode = WAL');
@@ -284,7 +284,7 @@ export class SqliteStore implements EventStore {
       if (onDisk && synchronous === 'FULL') this.wal = new WalSync(`${path}-wal`);
     } catch (e) {
       this.shut();
-      throw e;
+      throw namingFile(e, path);
     }
 
     const sql = this.sql;
