@@ -32,8 +32,9 @@ const STOP_GRACE_MS = 10_000;
 const PLAIN_TARGETS = new Map(['/messages', '/graphql'].map((path) => [path, new URL(path, 'http://localhost')]));
 
 /**
- * A request target as a URL. An origin-form target is a path as sent: resolved against a base, `//x/messages`
- * would read as host x and path /messages, and be routed as a route it does not name. Throws on a malformed one.
+ * A request target as a URL. An origin-form target is a path as sent: resolved against a base,
+ * `//x/messages` would read as host x and path /messages, and be routed as a route it does not name.
+ * Throws on a malformed one.
  */
 const urlOf = (target: string): URL =>
   target.startsWith('/') ? new URL(`http://localhost${target}`) : new URL(target, 'http://localhost');

@@ -66,7 +66,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     for (let first = true; !stopped(); first = false) {
       const next = deliveries.next();
       if (next.done === true) return;
-      // A pause between two of this sender's messages: none after its last, which would only hold up the end.
+      // A pause between two of this sender's messages; none after its last, which would hold up the end.
       if (!first && o.messageDelayMs > 0) await sleep(o.messageDelayMs);
       if (stopped()) return;
       try {

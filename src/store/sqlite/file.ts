@@ -8,8 +8,8 @@ import type Database from 'better-sqlite3';
 import { SqliteDatabase } from './database';
 
 /**
- * SQLite's own refusal to open a file ("file is not a database", "unable to open database file")
- * names no file: an operator who mistyped DATABASE_URL would not know which one. This error names it; any
+ * SQLite's own refusal to open a file ("file is not a database", "unable to open database file") names
+ * no file: an operator who mistyped DATABASE_URL would not know which one. This error names it; any
  * other passes as it is.
  */
 export function namingFile(e: unknown, path: string): unknown {
