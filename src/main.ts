@@ -27,7 +27,7 @@ function commandOf(args: readonly string[]): Command | string {
     if (second === undefined) return { kind: 'rebuild' };
     extra = args.slice(1);
   } else if (first === '--backup') {
-    // An empty argument (a quoted variable left unset) names no file, only the directory it resolves to.
+    // An empty argument (a quoted variable left unset) names no file, only the directory it resolves in.
     if (second === undefined || second === '' || second.startsWith('-'))
       return '--backup needs the file to write: --backup <file>';
     if (rest.length === 0) return { kind: 'backup', target: second };
