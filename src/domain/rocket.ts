@@ -32,6 +32,8 @@ export const MAX_SPEED = Number.MAX_SAFE_INTEGER;
  *   refused message would leave its number a gap in the channel for good;
  * - after RocketExploded, later messages are recorded but change nothing (the first reason stands);
  * - a second RocketLaunched is recorded but changes nothing: a rocket launches once;
+ * - messages before the launch apply to a rocket at speed 0 with no type or mission; the launch then
+ *   sets type, mission, speed and launch time from its payload, replacing what they made;
  * - MessageSkipped (the gap policy gave up on that number) changes nothing but the number and time.
  */
 export function evolve(state: Rocket | undefined, m: RocketMessage): Rocket {

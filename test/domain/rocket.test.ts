@@ -91,6 +91,12 @@ describe('evolve', () => {
         .when(r.launched(4))
         .then(launchedRocket({ speed: 600, mission: 'GATEWAY', ...at(4) }));
     });
+
+    it('after messages that came before it, sets the rocket as it left the pad from its own payload', () => {
+      given(r.increased(1, 7), r.missionChanged(2, 'EARLY'))
+        .when(r.launched(3, { launchSpeed: 100 }))
+        .then(launchedRocket({ speed: 100, mission: 'ARTEMIS', launchedAt: timeOf(3), ...at(3) }));
+    });
   });
 
   describe('RocketSpeedIncreased', () => {
