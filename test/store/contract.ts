@@ -1187,6 +1187,22 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await submit(increased('c', 3, 3))).toEqual(['buffered']);
       });
 
+      it('refuses at the total cap a message that a later one of the same commit would have drained', async () => {
+        await oneByOne(increased('a', 2, 2), increased('a', 3, 3), increased('a', 4, 4));
+        await oneByOne(increased('b', 2, 2), increased('b', 3, 3));
+        // c#2 would be buffered while 5 are: refused, whatever c#1 after it would have done to the buffer.
+        expect(await submit(increased('c', 2, 2), launched('c', 1))).toEqual(['refused', 'applied']);
+        expect(await submit(increased('d', 2, 2), launched('d', 1), increased('d', 2, 2))).toEqual([
+          'refused',
+          'applied',
+          'applied',
+        ]);
+        const c = await store.getRocket('c');
+        expect(numbersOf(await store.readEvents({ channel: 'c', limit: ALL }))).toEqual([1]);
+        expect(c?.buffer).toEqual({ waitingFor: 2, count: 0, oldestSince: null });
+        expect(await store.stats()).toEqual({ rockets: 2, events: 3, buffered: 5 });
+      });
+
       it('counts what a commit buffers and drains as it goes, message by message', async () => {
         const result = await store.commit([
           increased('a', 2, 2),

@@ -93,6 +93,14 @@ export class ChannelCache {
   }
 }
 
+/**
+ * Whether plans made as if nothing were buffered may depend on how much is: a message of them was
+ * buffered, if only until a later one of its batch drained it. The total cap is decided message by
+ * message, so with the buffer at the cap that message is refused, and the plans are not what they were.
+ */
+export const buffersAny = (plans: readonly BatchPlan[]): boolean =>
+  plans.some((p) => p.outcomes.some((o) => o.status === 'buffered'));
+
 /** What a transaction writes: the net effect of its plans, taken in order. */
 export interface NetEffect {
   /** Final state of each rocket changed. */

@@ -26,7 +26,7 @@ import {
 } from '../types';
 import { CONNECTION, connectionOf } from './connection';
 import { AppendFeed, PAGE } from './feed';
-import { ChannelCache, NOT_LOADED, NotLoaded, Overlay, netEffect, type NetEffect } from './planning';
+import { ChannelCache, NOT_LOADED, NotLoaded, Overlay, buffersAny, netEffect, type NetEffect } from './planning';
 import {
   toEvent,
   toIso,
@@ -394,11 +394,11 @@ export class PostgresStore implements EventStore {
    * locks that the cache was right (each rocket row equal in every column, each absent one absent,
    * nothing buffered), writes, appends and notifies; the statement's implicit transaction commits as it
    * ends. Only when the plan needs nothing more: every channel cached, no applied message looked up (a
-   * duplicate or conflict needs the log), nothing buffered (the total cap needs the count), every channel
-   * changed; a channel not cached whose message #1 is in the group is taken to be new (no rocket, nothing
-   * buffered), which the check verifies like the rest. Resolves to undefined when it cannot be used or
-   * the check failed (nothing was written, the entries are dropped, and the next STALE_BACKOFF groups do
-   * not try): `transact` then does it the long way.
+   * duplicate or conflict needs the log), nothing buffered even for a moment (the total cap needs the
+   * count), every channel changed; a channel not cached whose message #1 is in the group is taken to be
+   * new (no rocket, nothing buffered), which the check verifies like the rest. Resolves to undefined
+   * when it cannot be used or the check failed (nothing was written, the entries are dropped, and the
+   * next STALE_BACKOFF groups do not try): `transact` then does it the long way.
    */
   private async transactFromCache(
     channels: readonly string[],
@@ -425,7 +425,7 @@ export class PostgresStore implements EventStore {
       if (e instanceof NotLoaded) return undefined;
       throw e;
     }
-    if (plans.some((p) => p.buffered.length > 0)) return undefined;
+    if (buffersAny(plans)) return undefined;
     const net = netEffect(plans);
     // The check rides on each channel's write, so every channel must change; and every rocket must fit in
     // JSON (validation keeps speeds finite: this guards the store's own contract only).
@@ -506,11 +506,12 @@ export class PostgresStore implements EventStore {
     return this.transaction(async (c) => {
       const loaded = toLoaded(lastRows<PreloadRow>(await c.query(begin))[0]);
       let plans = plan(loaded, 0);
-      // Counting the buffer costs a scan of `pending`: only a transaction that buffers pays it. It then
-      // counts under the buffer lock, which every buffering transaction holds to its end, so the count
-      // includes every one that buffered before and the total cap is exact across instances. Two
-      // statements: the count's snapshot is taken after the lock is granted.
-      if (plans.some((p) => p.buffered.length > 0)) {
+      // Counting the buffer costs a scan of `pending`: only a transaction with a message to buffer pays it
+      // (even one its batch then drains: see buffersAny). It then counts under the buffer lock, which
+      // every buffering transaction holds to its end, so the count includes every one that buffered
+      // before and the total cap is exact across instances. Two statements: the count's snapshot is
+      // taken after the lock is granted.
+      if (buffersAny(plans)) {
         const counted = await c.query(
           `SELECT pg_advisory_xact_lock(${LOCK_BUFFER}, ${this.schemaKey}); SELECT count(*) AS n FROM pending`,
         );
