@@ -640,6 +640,20 @@ describe('SqliteStore on its file', () => {
         { channel: 'b' },
       ]);
     });
+
+    it('writes the oldest rockets at once when more than the bound wait, though the next write was timed', async () => {
+      const store = new SqliteStore(tmp.file, { projection: { afterMs: 60_000, chunk: 2, maxDirty: 2 } });
+      opened.push(store);
+      // Within the bound: the write of a is timed for a minute from now.
+      await store.commit([launched('a', 1)]);
+      await store.commit([launched('b', 1), launched('c', 1), launched('d', 1)]);
+      jest.advanceTimersByTime(0);
+      const db = sideConnection();
+      expect(db.prepare('SELECT channel FROM rockets ORDER BY channel').all()).toEqual([
+        { channel: 'a' },
+        { channel: 'b' },
+      ]);
+    });
   });
 
   it('skips, replaying the log into the table, the events a row already reflects', async () => {

@@ -208,6 +208,8 @@ export class SqliteStore implements EventStore {
   private readonly dirty = new Map<string, Dirty>();
   /** Writes the rockets that are due (see `projectDue`). */
   private projectTimer: NodeJS.Timeout | undefined;
+  /** `projectTimer` waits for the oldest dirty rocket to be due: more than `maxDirty` waiting cuts it short. */
+  private projectWaitsForDue = false;
   /** The position of the last event committed. */
   private head = 0;
   /** The table may lag the log by more than the dirty rockets: `project` replays the log first. */
@@ -773,13 +775,19 @@ export class SqliteStore implements EventStore {
     this.scheduleProjection();
   }
 
-  /** Arms the timer for the next rockets due, unless armed or none wait. */
+  /**
+   * Arms the timer for the next rockets due, unless none wait or it is armed; armed to wait for them,
+   * it is armed again to fire at once when more than `maxDirty` wait.
+   */
   private scheduleProjection(): void {
-    if (this.projectTimer !== undefined || this.closing) return;
+    const { afterMs, maxDirty } = this.tuning;
+    const over = this.dirty.size > maxDirty;
+    if (this.closing || (this.projectTimer !== undefined && !(over && this.projectWaitsForDue))) return;
     const oldest = this.dirty.values().next().value;
     if (oldest === undefined) return;
-    const { afterMs, maxDirty } = this.tuning;
-    const wait = this.dirty.size > maxDirty ? 0 : Math.max(0, oldest.at + afterMs - Date.now());
+    clearTimeout(this.projectTimer);
+    const wait = over ? 0 : Math.max(0, oldest.at + afterMs - Date.now());
+    this.projectWaitsForDue = wait > 0;
     this.projectTimer = setTimeout(() => {
       this.projectTimer = undefined;
       this.projectDue();
@@ -800,6 +808,7 @@ export class SqliteStore implements EventStore {
     } catch {
       // Left dirty, tried again a while later (a read fails with the cause meanwhile).
       if (!this.closing) {
+        this.projectWaitsForDue = false;
         this.projectTimer = setTimeout(() => {
           this.projectTimer = undefined;
           this.projectDue();
