@@ -4,6 +4,9 @@ import {
   linkSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -290,6 +293,27 @@ describe('SqliteStore on its file', () => {
     await open().close();
     sideConnection().pragma('user_version = 99');
     expect(() => open()).toThrow(/schema version 99/);
+  });
+
+  it('lets go of the WAL it syncs when it cannot bring the rockets table up to the log at open', async () => {
+    const store = open();
+    await store.commit([launched('a', 1)]);
+    await store.close();
+    // As a crash leaves it: the table behind the log; and a table that cannot take the row.
+    sideConnection().exec(`UPDATE projection SET position = 0; DELETE FROM rockets;
+                           CREATE TRIGGER boom BEFORE INSERT ON rockets BEGIN SELECT RAISE(ABORT, 'forced failure'); END`);
+    // Descriptors of this process open on the WAL file (the side connection holds its own).
+    const walOpen = (): number =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === `${realpathSync(tmp.file)}-wal`;
+        } catch {
+          return false;
+        }
+      }).length;
+    const before = walOpen();
+    expect(() => new SqliteStore(tmp.file)).toThrow(/forced failure/);
+    expect(walOpen()).toBe(before);
   });
 
   it('rejects every commit of a failed group and records nothing of any of them', async () => {

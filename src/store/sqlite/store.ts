@@ -411,6 +411,7 @@ export class SqliteStore implements EventStore {
     try {
       this.project();
     } catch (e) {
+      this.wal?.close();
       this.shut();
       throw e;
     }
