@@ -506,8 +506,8 @@ export class PostgresStore implements EventStore {
     return this.transaction(async (c) => {
       const loaded = toLoaded(lastRows<PreloadRow>(await c.query(begin))[0]);
       let plans = plan(loaded, 0);
-      // Counting the buffer costs a scan of `pending`: only a transaction with a message to buffer pays it
-      // (even one its batch then drains: see buffersAny). It then counts under the buffer lock, which
+      // Counting the buffer costs a scan of `pending`: only a transaction with a message to buffer pays
+      // it (even one its batch then drains: see buffersAny). It then counts under the buffer lock, which
       // every buffering transaction holds to its end, so the count includes every one that buffered
       // before and the total cap is exact across instances. Two statements: the count's snapshot is
       // taken after the lock is granted.

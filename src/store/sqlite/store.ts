@@ -208,7 +208,7 @@ export class SqliteStore implements EventStore {
   private readonly dirty = new Map<string, Dirty>();
   /** Writes the rockets that are due (see `projectDue`). */
   private projectTimer: NodeJS.Timeout | undefined;
-  /** `projectTimer` waits for the oldest dirty rocket to be due: more than `maxDirty` waiting cuts it short. */
+  /** `projectTimer` waits for the oldest dirty rocket to be due: more than `maxDirty` cut it short. */
   private projectWaitsForDue = false;
   /** The position of the last event committed. */
   private head = 0;
