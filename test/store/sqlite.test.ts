@@ -431,23 +431,6 @@ describe('SqliteStore on its file', () => {
     expect(seen).toEqual([before + 1]);
   });
 
-  it('shows no reader of the log an event before its WAL sync, so none sees a position a power cut could reuse', async () => {
-    const store = open();
-    await store.commit([launched('a', 1), launched('b', 1)]);
-    const committed = store.commit([launched('a', 2), launched('c', 1)]);
-    // The group's transaction is written in this turn's check phase; its sync is still to come.
-    await new Promise((resolve) => setImmediate(resolve));
-    expect(store.transactions).toBe(2);
-    expect((await all(store)).map((e) => e.position)).toEqual([1, 2]);
-    expect((await store.readEvents({ channel: 'a', limit: ALL })).map((e) => e.messageNumber)).toEqual([1]);
-    expect(await store.readEvents({ channel: 'a', afterMessageNumber: 1, limit: ALL })).toEqual([]);
-    expect(await store.headPosition()).toBe(2);
-    await committed;
-    expect((await all(store)).map((e) => e.position)).toEqual([1, 2, 3, 4]);
-    expect((await store.readEvents({ channel: 'a', limit: ALL })).map((e) => e.messageNumber)).toEqual([1, 2]);
-    expect(await store.headPosition()).toBe(4);
-  });
-
   it('gathers the commits made during a WAL sync into the next group, each told once it is durable', async () => {
     const store = open();
     await store.commit([launched('warm', 1)]);

@@ -212,11 +212,6 @@ export class SqliteStore implements EventStore {
   private projectWaitsForDue = false;
   /** The position of the last event committed. */
   private head = 0;
-  /**
-   * The position of the last event on disk: `head` once its WAL sync is done. Reads of the log stop
-   * here, so that no reader is shown a position a power cut could give to another event.
-   */
-  private durableHead = 0;
   /** The table may lag the log by more than the dirty rockets: `project` replays the log first. */
   private stale = true;
   /**
@@ -420,8 +415,6 @@ export class SqliteStore implements EventStore {
       this.shut();
       throw e;
     }
-    // What the file holds at open is taken as on disk.
-    this.durableHead = this.head;
   }
 
   commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
@@ -464,10 +457,7 @@ export class SqliteStore implements EventStore {
 
   /** `WalSync.afterSync`; then the calls gathered during the sync become the next group. */
   private afterSync(done: (error?: Error) => void): void {
-    // The sync covers everything written so far.
-    const head = this.head;
     (this.wal as WalSync).afterSync((error) => {
-      if (error === undefined) this.durableHead = Math.max(this.durableHead, head);
       done(error);
       if (this.queue.length > 0) this.schedule();
     });
@@ -540,20 +530,12 @@ export class SqliteStore implements EventStore {
           : q.afterMessageNumber === undefined
             ? this.sql.eventsOfChannel
             : this.sql.eventsOfChannelAfterNumber;
-      const rows = statement.all(params);
-      // Only the last events of the log can wait for their sync, and both orders end with them.
-      const durable = this.durableHead;
-      if (this.wal !== undefined && (rows.at(-1)?.position ?? 0) > durable)
-        return rows.filter((r) => r.position <= durable).map(toEvent);
-      return rows.map(toEvent);
+      return statement.all(params).map(toEvent);
     });
   }
 
   headPosition(): Promise<number> {
-    return attempt(() => {
-      const head = this.sql.head.get()?.head ?? 0;
-      return this.wal === undefined ? head : Math.min(head, this.durableHead);
-    });
+    return attempt(() => this.sql.head.get()?.head ?? 0);
   }
 
   listGaps(limit: number): Promise<Gap[]> {
