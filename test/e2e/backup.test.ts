@@ -49,6 +49,17 @@ async function rocketsOf(server: ServerProcess): Promise<RocketJson[]> {
   return r.body as RocketJson[];
 }
 
+/** A file a backup takes for a store (an `events` table, a user_version), with `megabytes` of noise. */
+function bulkyStore(file: string, megabytes: number): string {
+  const db = new SqliteDatabase(file);
+  db.pragma('user_version = 3');
+  db.exec('CREATE TABLE events (position INTEGER PRIMARY KEY); CREATE TABLE junk (b BLOB)');
+  const insert = db.prepare('INSERT INTO junk VALUES (randomblob(1000000))');
+  for (let i = 0; i < megabytes; i++) insert.run();
+  db.close();
+  return file;
+}
+
 describe('--backup of a SQLite store', () => {
   let dir: string;
   const servers: ServerProcess[] = [];
@@ -190,13 +201,8 @@ describe('--backup of a SQLite store', () => {
   });
 
   it('leaves nothing behind when the copy fails part way (a full disk)', async () => {
-    const live = join(dir, 'live.db');
-    const db = new SqliteDatabase(live);
-    db.pragma('user_version = 3');
-    db.exec('CREATE TABLE events (position INTEGER PRIMARY KEY); CREATE TABLE junk (b BLOB)');
     // 100 MB: large enough that SQLite opens a rollback journal for the copy before the disk fills.
-    for (let i = 0; i < 100; i++) db.prepare('INSERT INTO junk VALUES (randomblob(1000000))').run();
-    db.close();
+    const live = bulkyStore(join(dir, 'live.db'), 100);
     // Writes past 50 MiB fail with EFBIG, as they would with ENOSPC on a full disk.
     const full = `trap '' XFSZ; ulimit -f 50000; exec "${process.execPath}" "${MAIN}" --backup "${join(dir, 'a.db')}"`;
     await expect(
@@ -208,13 +214,8 @@ describe('--backup of a SQLite store', () => {
   it.each(['SIGINT', 'SIGTERM'] as const)(
     'stops at %s part way, removing its partial copy, and exits as the signal would',
     async (signal) => {
-      const live = join(dir, 'live.db');
-      const db = new SqliteDatabase(live);
-      db.pragma('user_version = 3');
-      db.exec('CREATE TABLE events (position INTEGER PRIMARY KEY); CREATE TABLE junk (b BLOB)');
       // 200 MB: the copy takes about a second, and its rollback journal appears as it begins.
-      for (let i = 0; i < 200; i++) db.prepare('INSERT INTO junk VALUES (randomblob(1000000))').run();
-      db.close();
+      const live = bulkyStore(join(dir, 'live.db'), 200);
       const copying = new Promise<void>((resolve) => {
         const watcher = watch(dir, (_, name) => {
           if (name?.endsWith('-journal') !== true) return;

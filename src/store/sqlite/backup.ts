@@ -7,9 +7,7 @@ import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { realDatabaseFile } from './file';
-import type { SnapshotReply, SnapshotRequest } from './snapshot';
-
-type SnapshotSummary = Pick<BackupResult, 'events' | 'lastPosition'>;
+import type { SnapshotReply, SnapshotRequest, SnapshotSummary } from './snapshot';
 
 export interface BackupResult {
   /** The backup file, resolved. */

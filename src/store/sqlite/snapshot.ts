@@ -15,13 +15,19 @@ export interface SnapshotRequest {
   readonly partial: string;
 }
 
+/** What a copy holds: its events, and the position of its last one (0 for none). */
+export interface SnapshotSummary {
+  readonly events: number;
+  readonly lastPosition: number;
+}
+
 export type SnapshotReply =
-  | { readonly ok: true; readonly events: number; readonly lastPosition: number }
+  | ({ readonly ok: true } & SnapshotSummary)
   /** `code`: SQLite's (`SQLITE_READONLY`…), which the caller's message depends on. */
   | { readonly ok: false; readonly message: string; readonly code?: string };
 
 /** Copies the store at `source` into `partial` in one read transaction; counts what the copy holds. */
-export function snapshot({ source, partial }: SnapshotRequest): { events: number; lastPosition: number } {
+export function snapshot({ source, partial }: SnapshotRequest): SnapshotSummary {
   const db = new SqliteDatabase(source, { readonly: true, fileMustExist: true, timeout: 5000 });
   try {
     const holdsStore =
