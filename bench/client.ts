@@ -49,13 +49,6 @@ export interface SubsResult {
   readonly publishToDeliverMs: Percentiles;
   /** Receive time minus the time the message was posted. */
   readonly sendToDeliverMs: Percentiles;
-  /** Where `steadyPublishToDeliverMs` starts: this long after the first post. */
-  readonly steadyAfterMs: number;
-  /**
-   * publishToDeliverMs of the messages posted from `steadyAfterMs` after the first post on: what a fresh
-   * server does in its first moments (its code not yet optimised, its rockets new) is left out.
-   */
-  readonly steadyPublishToDeliverMs: Percentiles;
 }
 
 export interface Percentiles {
@@ -260,9 +253,6 @@ interface SubsConfig {
   readonly after: number;
 }
 
-/** SubsResult.steadyAfterMs. */
-const STEADY_AFTER_MS = 1000;
-
 const EVENTS = `subscription Events($channel: String, $after: SafeInt) {
   eventAppended(channel: $channel, after: $after) { position channel messageNumber recordedAt }
 }`;
@@ -277,9 +267,6 @@ async function subs(cfg: SubsConfig): Promise<SubsResult> {
   const sendTimes = new Map<string, number>();
   const publishToDeliver: number[] = [];
   const sendToDeliver: number[] = [];
-  const steady: number[] = [];
-  /** Posts from this time on count for `steady`; set when the first post goes. */
-  let steadyFrom = Infinity;
   let deliveries = 0;
   let outOfOrder = 0;
   let lastDelivery = 0;
@@ -298,12 +285,10 @@ async function subs(cfg: SubsConfig): Promise<SubsResult> {
       lastDelivery = now;
       if ((seen.get(e.channel) ?? 0) + 1 !== e.messageNumber) outOfOrder++;
       seen.set(e.channel, Math.max(seen.get(e.channel) ?? 0, e.messageNumber));
-      const latency = now - Date.parse(e.recordedAt);
-      publishToDeliver.push(latency);
+      publishToDeliver.push(now - Date.parse(e.recordedAt));
       const sentAt = sendTimes.get(`${e.channel}#${e.messageNumber}`);
       if (sentAt === undefined) return;
       sendToDeliver.push(now - sentAt);
-      if (sentAt >= steadyFrom) steady.push(latency);
     });
     ws.send(
       JSON.stringify({
@@ -349,7 +334,6 @@ async function subs(cfg: SubsConfig): Promise<SubsResult> {
     }
   };
   const firstSend = Date.now();
-  steadyFrom = firstSend + STEADY_AFTER_MS;
   const start = performance.now();
   const inFlight = new Set<Promise<void>>();
   const track = (p: Promise<void>): void => {
@@ -404,8 +388,6 @@ async function subs(cfg: SubsConfig): Promise<SubsResult> {
     deliveriesPerSec: Math.round((deliveries * 1000) / windowMs),
     publishToDeliverMs: percentiles(publishToDeliver),
     sendToDeliverMs: percentiles(sendToDeliver),
-    steadyAfterMs: STEADY_AFTER_MS,
-    steadyPublishToDeliverMs: percentiles(steady),
   };
 }
 
