@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { pino, type Logger } from 'pino';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Config } from './config';
 import { Hub } from './engine/hub';
 import { LanePool } from './engine/lanes';
@@ -24,6 +24,10 @@ import type { EventStore } from './store/types';
 
 /** How long a graceful stop waits for in-flight requests before cutting connections. */
 const STOP_GRACE_MS = 10_000;
+
+/** On a connection's socket: the answer to the request last read on it. */
+const ANSWER = Symbol('answer');
+type AnsweringSocket = Socket & { [ANSWER]?: ServerResponse };
 
 /**
  * The parsed targets of the ingest routes, which most requests name exactly: no URL to build per message.
@@ -123,6 +127,7 @@ export async function buildApp(
       // Stopping: the answer closes its connection, so that the client sends its next request elsewhere
       // instead of on a socket about to be cut.
       if (stopping !== undefined) res.setHeader('connection', 'close');
+      else (req.socket as AnsweringSocket)[ANSWER] = res;
       const requestId = requestIdOf(req) ?? nextRequestId();
       if (debug) logRequest(log, req, res, requestId);
       // A read asked before, of a store that has not changed since, answered again before any routing. A
@@ -182,6 +187,12 @@ export async function buildApp(
       });
     },
   );
+  // The open connections, for a stop to end those busy with an answer once it is sent.
+  const sockets = new Set<AnsweringSocket>();
+  server.on('connection', (socket: AnsweringSocket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   server.on('upgrade', (req, socket, head) => {
     let path: string | undefined;
     try {
@@ -217,10 +228,12 @@ export async function buildApp(
       (stopping ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
+        // In-flight requests finish (and commit) unless they take longer than the bound, and their answers
+        // say Connection: close, which ends each connection once its answer is sent: a client learns to go
+        // elsewhere, and the stop need not wait for keep-alive to time out. So are the answers to requests
+        // that come meanwhile. (Closing connections Node counts idle would cut answers still being sent.)
+        for (const socket of sockets) endAfterAnswer(socket);
         await graphql.close();
-        // In-flight requests finish (and commit) unless they take longer than the bound. Requests that come
-        // meanwhile on open connections are answered with Connection: close, which ends each connection
-        // once its answer is sent. (Closing connections Node counts idle would cut answers still being sent.)
         const bound = new Promise<void>((resolve) => setTimeout(resolve, STOP_GRACE_MS).unref());
         await Promise.race([closed, bound]);
         server.closeAllConnections();
@@ -230,6 +243,14 @@ export async function buildApp(
         await store.close();
       })()),
   };
+}
+
+/** Ends a connection once the answer it is busy with is sent; an idle one Node closes itself. */
+function endAfterAnswer(socket: AnsweringSocket): void {
+  const res = socket[ANSWER];
+  if (res === undefined || res.writableFinished) return;
+  if (!res.headersSent) res.setHeader('connection', 'close');
+  else res.once('finish', () => socket.end());
 }
 
 /**

@@ -44,7 +44,7 @@ describe('graceful shutdown', () => {
     },
   );
 
-  it('answers a request in flight when it stops and stores it, and ends its connection after the next answer', async () => {
+  it('answers a request in flight when it stops, stores it, and ends its connection with that answer', async () => {
     const url = `sqlite:${join(dir, 'rockets.db')}`;
     const s = (server = await startServer({ DATABASE_URL: url }));
     const m = fleet(1, 1, 5)[0]?.[0];
@@ -59,7 +59,6 @@ describe('graceful shutdown', () => {
       }),
     );
     const closed = once(socket, 'close');
-    socket.on('error', () => undefined); // a reset of the closed connection under the second request
     socket.write(
       `POST /messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n` +
         `content-length: ${Buffer.byteLength(body)}\r\n\r\n`,
@@ -78,13 +77,11 @@ describe('graceful shutdown', () => {
     await logged;
     socket.write(body);
     await answered;
+    // The answer says the connection ends, and the server ends it: the stop does not wait for the client
+    // or for keep-alive to time out.
     expect(answer).toMatch(/^HTTP\/1\.1 202 /);
-    // The next request on that connection: served with the word that the connection ends, then it does.
-    const first = answer.length;
-    socket.write('GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n');
+    expect(answer).toMatch(/\r\nconnection: close\r\n/i);
     await closed;
-    const next = answer.slice(first);
-    if (next !== '') expect(next).toMatch(/\r\nconnection: close\r\n/i);
     expect(await exit).toBe(0);
 
     const again = (server = await startServer({ DATABASE_URL: url }));
