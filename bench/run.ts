@@ -79,6 +79,10 @@ const CONNECTIONS = 32;
 const BATCH = 1000;
 const BATCH_CONNECTIONS = 4;
 const ROCKETS = 10_000;
+/** A rocket's fields in GraphQL that REST answers with: its own, then its buffer's. */
+const ROCKET_FIELDS = 'channel type mission speed status explodedReason launchedAt updatedAt lastMessageNumber';
+const BUFFER_FIELDS = 'buffer { waitingFor count oldestSince }';
+
 const SUBSCRIBERS = { singles: 1000, alls: 10, rate: 2000 };
 
 const PG_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -825,10 +829,9 @@ async function graphqlRockets(
   read: Omit<LoadOptions, 'prefix' | 'durationS'>,
   startB2: () => Promise<Server>,
 ): Promise<void> {
-  const all = 'channel type mission speed status explodedReason launchedAt updatedAt lastMessageNumber';
   const selections = [
-    `${all} buffer { waitingFor count oldestSince }`,
-    all,
+    `${ROCKET_FIELDS} ${BUFFER_FIELDS}`,
+    ROCKET_FIELDS,
     'channel type mission speed status explodedReason',
   ];
   let refusal = '';
@@ -1016,6 +1019,13 @@ async function profiles(): Promise<void> {
   if (!only || only.includes('big')) await withServer(ours(file), (s) => seed(s.url, 3 * ROCKETS));
   await profiled('big', `GET ${path}, ${fmt(ROCKETS)} rockets`, file, async (s) => {
     const r = await solo(httpDrive(s, { mode: 'static', connections: CONNECTIONS, path }), answerRate);
+    return `${fmt(answerRate(r.best))} req/s`;
+  });
+  const query = `{ rockets(first: 100, sort: SPEED, order: DESC) { nodes { ${ROCKET_FIELDS} ${BUFFER_FIELDS} } } }`;
+  await profiled('big', `GraphQL ${query}, ${fmt(ROCKETS)} rockets`, file, async (s) => {
+    if (!(await graphqlAvailable(s.url))) return 'GraphQL not available';
+    const read = { mode: 'static', connections: CONNECTIONS, method: 'POST', path: '/graphql' } as const;
+    const r = await solo(httpDrive(s, { ...read, body: JSON.stringify({ query }) }), answerRate);
     return `${fmt(answerRate(r.best))} req/s`;
   });
   await profiled('subs', 'Subscriptions at 2,000 msg/s', freshDb('p'), async (s) => {

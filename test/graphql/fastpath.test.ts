@@ -6,6 +6,7 @@ import {
   SubmitMessagesDocument,
   type RocketFieldsFragment,
 } from '../generated/graphql';
+import { AnswerCache } from '../../src/http/graphql/answer-cache';
 import { getJson, send } from '../support/process';
 import { data, messages, post, postRaw, startServer, wsClient, type TestServer } from './support';
 
@@ -97,6 +98,31 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
     expect(computed.headers['content-type']).toBe('application/graphql-response+json; charset=utf-8');
     expect(kept.headers['content-type']).toBe('application/json; charset=utf-8');
     expect(kept.headers['content-length']).toBe(computed.headers['content-length']);
+  });
+
+  it('answers a request sent again as it was sent before parsing it, and only with the same media types', async () => {
+    await data(server, SubmitMessageDocument, a.launched(1));
+    const body = JSON.stringify({ query: '{ rockets { nodes { channel speed } } }' });
+    const ask = (contentType: string, accept = 'application/json') =>
+      send(`${server.http}/graphql`, 'POST', body, { 'content-type': contentType, accept });
+    const questions = jest.spyOn(AnswerCache.prototype, 'get');
+    const first = await ask('application/json');
+    expect(questions).toHaveBeenCalledTimes(1);
+    // The same bytes, media types and version: answered before graphql-http, which asks the cache by question.
+    const again = await ask('application/json');
+    expect(questions).toHaveBeenCalledTimes(1);
+    expect({ status: again.status, body: again.body }).toEqual({ status: 200, body: first.body });
+    expect(again.headers['content-type']).toBe(first.headers['content-type']);
+    // Another media type is another request: graphql-http still judges it, here refusing it.
+    const refused = await ask('text/plain');
+    expect(refused.status).toBe(415);
+    const other = await ask('application/json', 'application/graphql-response+json');
+    expect(other.headers['content-type']).toBe('application/graphql-response+json; charset=utf-8');
+    expect(other.body).toEqual(first.body);
+    // A commit moves the version: the same request is asked again, and answers what changed.
+    await data(server, SubmitMessageDocument, a.increased(2, 5));
+    const after = await ask('application/json');
+    expect(after.body).toEqual({ data: { rockets: { nodes: [{ channel: 'a', speed: 505 }] } } });
   });
 
   it('runs each operation of a document with several, whichever ran first', async () => {

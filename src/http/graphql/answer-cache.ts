@@ -13,11 +13,21 @@ export interface Question {
   readonly variables?: Readonly<Record<string, unknown>> | null | undefined;
 }
 
+/** An answer kept for a request as sent: its body, and the media type it was sent as. */
+export interface KeptReply {
+  readonly answer: Buffer;
+  readonly type: string;
+}
+
 /**
  * Serialised answers of queries over HTTP, by query text, operation name and variables, kept while the
  * service's `readVersion()` stays the same (`KeptAnswers`). Only answers of queries without errors are kept
  * (so nothing depends on who asked: only mutations do). A request whose query text has no answer kept costs
  * one map lookup (no key is built), so mutations pay next to nothing.
+ *
+ * The same answers are also kept by the request as sent (`replyTo`): a POST whose media types and body
+ * equal those of one answered from here at this version is answered again before graphql-http parses it.
+ * Equal bytes ask the same question, and were accepted as a request before.
  */
 export class AnswerCache {
   /** How many answers are kept for each query text. */
@@ -36,6 +46,30 @@ export class AnswerCache {
       },
     },
   );
+
+  /** The same answers by request (`requestKey`), bounded apart: they share their bytes with those above. */
+  private readonly replies = new KeptAnswers<KeptReply>(
+    ANSWER_CACHE_SIZE,
+    (key, r) => ENTRY_BYTES + key.length + r.answer.length,
+  );
+
+  /**
+   * What a POST's answer depends on besides the read version: the media types it was sent with and asks for,
+   * and its body. undefined (not kept) for a body longer than a question's key may be.
+   */
+  static requestKey(contentType: string | undefined, accept: string | undefined, body: string): string | undefined {
+    return body.length <= ANSWER_CACHE_MAX_KEY ? `${contentType ?? ''}\n${accept ?? ''}\n${body}` : undefined;
+  }
+
+  /** The answer kept for a request as sent, at `version`. */
+  replyTo(requestKey: string, version: number | undefined): KeptReply | undefined {
+    return this.replies.get(requestKey, version);
+  }
+
+  /** Keeps an answer of the cache's, sent as `type`, for a request as sent, computed after `version` was read. */
+  keepReply(requestKey: string, version: number, reply: KeptReply): void {
+    this.replies.set(requestKey, version, reply);
+  }
 
   /** undefined (not kept) for a long key, or variables nested too deep for JSON.stringify. */
   private static keyOf(q: Question): string | undefined {
