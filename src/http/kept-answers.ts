@@ -20,6 +20,11 @@ export class KeptAnswers<V> {
     private readonly hooks: { dropped?(key: string, value: V): void; cleared?(): void } = {},
   ) {}
 
+  /** How many answers are kept. */
+  get count(): number {
+    return this.entries.size;
+  }
+
   /**
    * Whether answers may be served under `version`, the service's `readVersion()` now: never while it is
    * undefined. A version other than the last one seen drops everything kept.

@@ -31,7 +31,10 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
   beforeEach(async () => {
     server = await startServer();
   });
-  afterEach(() => server.app.stop());
+  afterEach(async () => {
+    jest.restoreAllMocks();
+    await server.app.stop();
+  });
 
   it('answers the page REST answers, 100 rockets with every field, buffer included, and the same next cursor', async () => {
     const batch = Array.from({ length: 130 }, (_, i) =>
@@ -123,6 +126,28 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
     await data(server, SubmitMessageDocument, a.increased(2, 5));
     const after = await ask('application/json');
     expect(after.body).toEqual({ data: { rockets: { nodes: [{ channel: 'a', speed: 505 }] } } });
+  });
+
+  it('never answers a mutation sent again from memory: the same bytes are a duplicate the second time', async () => {
+    const statuses: unknown[] = [];
+    for (let i = 0; i < 2; i++)
+      statuses.push((await data(server, SubmitMessageDocument, a.launched(1))).submitMessage.status);
+    expect(statuses).toEqual(['APPLIED', 'DUPLICATE']);
+  });
+
+  it('answers a GET sent again by its target, and a HEAD as that GET without the body', async () => {
+    await data(server, SubmitMessageDocument, a.launched(1));
+    const target = `${server.http}/graphql?query=${encodeURIComponent('{ rockets { nodes { channel } } }')}`;
+    const questions = jest.spyOn(AnswerCache.prototype, 'get');
+    const first = await send(target, 'GET', undefined, { accept: 'application/json' });
+    const again = await send(target, 'GET', undefined, { accept: 'application/json' });
+    expect(questions).toHaveBeenCalledTimes(1);
+    expect(again.body).toEqual({ data: { rockets: { nodes: [{ channel: 'a' }] } } });
+    expect(again.body).toEqual(first.body);
+    const head = await send(target, 'HEAD', undefined, { accept: 'application/json' });
+    expect(questions).toHaveBeenCalledTimes(1);
+    expect(head.status).toBe(200);
+    expect(head.headers['content-length']).toBe(first.headers['content-length']);
   });
 
   it('runs each operation of a document with several, whichever ran first', async () => {

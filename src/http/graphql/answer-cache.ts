@@ -25,9 +25,9 @@ export interface KeptReply {
  * (so nothing depends on who asked: only mutations do). A request whose query text has no answer kept costs
  * one map lookup (no key is built), so mutations pay next to nothing.
  *
- * The same answers are also kept by the request as sent (`replyTo`): a POST whose media types and body
- * equal those of one answered from here at this version is answered again before graphql-http parses it.
- * Equal bytes ask the same question, and were accepted as a request before.
+ * The same answers are also kept by the request as sent (`replyTo`): a request whose method, media types
+ * and body (or target, for a GET) equal those of one answered from here at this version is answered again
+ * before graphql-http parses it. Equal bytes ask the same question, and were accepted as a request before.
  */
 export class AnswerCache {
   /** How many answers are kept for each query text. */
@@ -47,28 +47,51 @@ export class AnswerCache {
     },
   );
 
-  /** The same answers by request (`requestKey`), bounded apart: they share their bytes with those above. */
+  /** The same answers by request as sent (`replyTo`), bounded apart: they share their bytes with those above. */
   private readonly replies = new KeptAnswers<KeptReply>(
     ANSWER_CACHE_SIZE,
     (key, r) => ENTRY_BYTES + key.length + r.answer.length,
   );
 
   /**
-   * What a POST's answer depends on besides the read version: the media types it was sent with and asks for,
-   * and its body. undefined (not kept) for a body longer than a question's key may be.
+   * The answer kept for a request as sent, at `version`: its method (GET for a HEAD), the media types it
+   * was sent with and asks for, and its body, or its target for a GET. No key is built while none is kept.
    */
-  static requestKey(contentType: string | undefined, accept: string | undefined, body: string): string | undefined {
-    return body.length <= ANSWER_CACHE_MAX_KEY ? `${contentType ?? ''}\n${accept ?? ''}\n${body}` : undefined;
+  replyTo(
+    method: string,
+    contentType: string | undefined,
+    accept: string | undefined,
+    sent: string,
+    version: number | undefined,
+  ): KeptReply | undefined {
+    if (this.replies.count === 0) return undefined;
+    const key = AnswerCache.requestKey(method, contentType, accept, sent);
+    return key === undefined ? undefined : this.replies.get(key, version);
   }
 
-  /** The answer kept for a request as sent, at `version`. */
-  replyTo(requestKey: string, version: number | undefined): KeptReply | undefined {
-    return this.replies.get(requestKey, version);
+  /** Keeps an answer of the cache's, computed after `version` was read, as the reply to a request as sent. */
+  keepReply(
+    method: string,
+    contentType: string | undefined,
+    accept: string | undefined,
+    sent: string,
+    version: number,
+    reply: KeptReply,
+  ): void {
+    const key = AnswerCache.requestKey(method, contentType, accept, sent);
+    if (key !== undefined) this.replies.set(key, version, reply);
   }
 
-  /** Keeps an answer of the cache's, sent as `type`, for a request as sent, computed after `version` was read. */
-  keepReply(requestKey: string, version: number, reply: KeptReply): void {
-    this.replies.set(requestKey, version, reply);
+  /** What a reply depends on besides the read version; undefined (not kept) past a question's key length. */
+  private static requestKey(
+    method: string,
+    contentType: string | undefined,
+    accept: string | undefined,
+    sent: string,
+  ): string | undefined {
+    return sent.length <= ANSWER_CACHE_MAX_KEY
+      ? `${method}\n${contentType ?? ''}\n${accept ?? ''}\n${sent}`
+      : undefined;
   }
 
   /** undefined (not kept) for a long key, or variables nested too deep for JSON.stringify. */

@@ -17,7 +17,7 @@ import {
   type GraphQLSchema,
   type ValidationContext,
 } from 'graphql';
-import { createHandler, type Response as HttpResponse } from 'graphql-http';
+import { createHandler, type Request as HttpRequest, type Response as HttpResponse } from 'graphql-http';
 import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, isAsyncIterable, type GraphiQLRenderer, type Plugin, type PromiseOrValue } from 'graphql-yoga';
 import type { Logger } from 'pino';
@@ -359,11 +359,12 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
    * (so a hit costs neither encoding nor measuring the text again).
    */
   const cachedBodies = new WeakMap<IncomingMessage, Buffer>();
-  /** POSTs whose answer may be kept as their reply (AnswerCache.replyTo): by the key of the request as sent. */
-  const requestKeys = new WeakMap<IncomingMessage, string>();
-  const keepReply = (req: IncomingMessage, version: number, answer: Buffer): void => {
-    const key = requestKeys.get(req);
-    if (key !== undefined) answers.keepReply(key, version, { answer, type: responseMediaType(req.headers.accept) });
+  /** Keeps the answer to a request as graphql-http was given it (see `handle`) as its reply. */
+  const keepReply = (req: HttpRequest<IncomingMessage, string | undefined>, version: number, answer: Buffer): void => {
+    const { accept } = req.raw.headers;
+    const sent = typeof req.body === 'string' ? req.body : req.url; // `handle` gives a POST's body as text
+    const reply = { answer, type: responseMediaType(accept) };
+    answers.keepReply(req.method, req.raw.headers['content-type'], accept, sent, version, reply);
   };
   const ok = (req: IncomingMessage, body: string | null): HttpResponse => [
     body,
@@ -378,7 +379,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         const hit = answers.get(params, version);
         if (hit !== undefined) {
           cachedBodies.set(req.raw, hit);
-          keepReply(req.raw, version, hit);
+          keepReply(req, version, hit);
           return ok(req.raw, null);
         }
         cacheable.set(req.raw, { question: params, version });
@@ -404,7 +405,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       if (keep && getOperationAST(args.document, args.operationName)?.operation === OperationTypeNode.QUERY) {
         const answer = Buffer.from(body);
         answers.set(keep.question, keep.version, answer);
-        keepReply(req.raw, keep.version, answer);
+        keepReply(req, keep.version, answer);
       }
       return ok(req.raw, body);
     },
@@ -455,22 +456,19 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         });
         return;
       }
-      // The same request as one answered from the cache at this version: its answer again, unparsed.
-      const requestKey = AnswerCache.requestKey(req.headers['content-type'], req.headers.accept, body);
-      if (requestKey !== undefined) {
-        const reply = answers.replyTo(requestKey, service.readVersion());
-        if (reply !== undefined) {
-          res.writeHead(200, { ...cors, 'content-type': reply.type, 'content-length': String(reply.answer.length) });
-          res.end(reply.answer);
-          return;
-        }
-        requestKeys.set(req, requestKey);
-      }
     }
-    const requestId = res.getHeader('x-request-id');
     // A HEAD is answered as its GET (Node sends no body to a HEAD, and keeps the GET's length).
     const asked = method === 'HEAD' ? 'GET' : method;
     const url = req.url ?? '/graphql';
+    // The same request as one answered from the cache at this version: its answer again, unparsed.
+    const { accept, 'content-type': sentType } = req.headers;
+    const reply = answers.replyTo(asked, sentType, accept, body ?? url, service.readVersion());
+    if (reply !== undefined) {
+      res.writeHead(200, { ...cors, 'content-type': reply.type, 'content-length': String(reply.answer.length) });
+      res.end(reply.answer);
+      return;
+    }
+    const requestId = res.getHeader('x-request-id');
     const [text, init] = await http({
       method: asked,
       url,
