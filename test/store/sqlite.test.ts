@@ -7,6 +7,7 @@ import {
   readdirSync,
   readlinkSync,
   realpathSync,
+  renameSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -314,6 +315,36 @@ describe('SqliteStore on its file', () => {
     const before = walOpen();
     expect(() => new SqliteStore(tmp.file)).toThrow(/forced failure/);
     expect(walOpen()).toBe(before);
+  });
+
+  it('refuses every read and write once a WAL sync failed, and a restart recovers the file', async () => {
+    const store = open();
+    await store.commit([launched('a', 1)]);
+    // The WAL's name now leads to a character device, which Linux refuses to sync: the store's syncs
+    // reopen the file by that name (checked every 250 ms), while SQLite keeps writing its own descriptor.
+    const wal = `${tmp.file}-wal`;
+    renameSync(wal, `${wal}.kept`);
+    symlinkSync('/dev/null', wal);
+    let failure: unknown;
+    for (let n = 2; failure === undefined && n < 100_000; n++) {
+      await store.commit([increased('a', n, 1)]).catch((e: unknown) => (failure = e));
+    }
+    expect(failure).toMatchObject({ code: 'EINVAL', syscall: 'fdatasync' });
+    await expect(store.commit([launched('b', 1)])).rejects.toBe(failure);
+    await expect(store.stats()).rejects.toBe(failure);
+    await expect(store.getRocket('a')).rejects.toBe(failure);
+    await expect(store.listRockets({ sort: 'channel', order: 'asc' })).rejects.toBe(failure);
+    await expect(all(store)).rejects.toBe(failure);
+    await expect(store.headPosition()).rejects.toBe(failure);
+    await expect(store.listGaps(10)).rejects.toBe(failure);
+    await expect(store.skipGaps(0, 'test')).rejects.toBe(failure);
+    await expect(store.rebuildProjection()).rejects.toBe(failure);
+
+    // Closing checkpoints through SQLite's own descriptor and removes the WAL by its name (the link).
+    await store.close();
+    const again = open();
+    expect((await again.stats()).rockets).toBe(1);
+    expect((await again.commit([launched('b', 1)])).outcomes[0]?.status).toBe('applied');
   });
 
   it('rejects every commit of a failed group and records nothing of any of them', async () => {

@@ -428,6 +428,16 @@ export class SqliteStore implements EventStore {
     });
   }
 
+  /**
+   * `attempt`, refused once a WAL sync failed: what the file holds since the last sync that succeeded is
+   * not known to be on disk, and its callers were refused, so it is neither read nor written any more
+   * (reads and `stats`, and so the health check, fail) until a restart lets SQLite recover the file.
+   */
+  private attempt<T>(work: () => T): Promise<T> {
+    const failure = this.wal?.failure;
+    return failure ? Promise.reject(failure) : attempt(work);
+  }
+
   /** WAL syncs completed (none unless synchronous FULL on a file). */
   get walSyncs(): number {
     return this.wal?.syncs ?? 0;
@@ -472,7 +482,7 @@ export class SqliteStore implements EventStore {
 
   /** From the channel cache when it holds the channel (dirty or not), so a read need not write the table. */
   getRocket(channel: string): Promise<RocketView | undefined> {
-    return attempt(() => {
+    return this.attempt(() => {
       let r: Rocket | undefined;
       const entry = this.stale ? undefined : this.channels.get(channel);
       if (entry !== undefined) {
@@ -488,7 +498,7 @@ export class SqliteStore implements EventStore {
   }
 
   listRockets(q: RocketListQuery): Promise<RocketView[]> {
-    return attempt(() => {
+    return this.attempt(() => {
       if (q.limit !== undefined && q.limit <= 0) return [];
       this.project();
       let after = q.after;
@@ -516,7 +526,7 @@ export class SqliteStore implements EventStore {
   }
 
   readEvents(q: EventQuery): Promise<StoredEvent[]> {
-    return attempt(() => {
+    return this.attempt(() => {
       if (q.limit <= 0) return [];
       const params = {
         channel: q.channel,
@@ -535,11 +545,11 @@ export class SqliteStore implements EventStore {
   }
 
   headPosition(): Promise<number> {
-    return attempt(() => this.sql.head.get()?.head ?? 0);
+    return this.attempt(() => this.sql.head.get()?.head ?? 0);
   }
 
   listGaps(limit: number): Promise<Gap[]> {
-    return attempt(() => {
+    return this.attempt(() => {
       this.project();
       return limit <= 0
         ? []
@@ -565,6 +575,8 @@ export class SqliteStore implements EventStore {
         if (round === 0) throw new Error('the SQLite store is closed');
         break;
       }
+      const failure = this.wal?.failure;
+      if (failure) throw failure;
       const channels = this.sql.staleChannels.all(cutoffIso, SKIP_CHANNELS_PER_TRANSACTION).map((r) => r.channel);
       if (channels.length === 0) break;
       const before = this.buffered;
@@ -589,7 +601,7 @@ export class SqliteStore implements EventStore {
   }
 
   stats(): Promise<StoreStats> {
-    return attempt(() => {
+    return this.attempt(() => {
       this.project();
       return this.sql.stats.get() ?? { rockets: 0, events: 0, buffered: 0 };
     });
@@ -597,7 +609,7 @@ export class SqliteStore implements EventStore {
 
   /** Replays the whole log in one transaction; commits wait for it, readers see the old or the new rows. */
   async rebuildProjection(): Promise<number> {
-    const replayed = await attempt(() => this.rebuildTransaction());
+    const replayed = await this.attempt(() => this.rebuildTransaction());
     this.transactions++;
     await this.durable();
     return replayed;
