@@ -317,6 +317,46 @@ describe('SqliteStore on its file', () => {
     expect(walOpen()).toBe(before);
   });
 
+  it('answers a read asked while a group waits for its sync only after the sync, with the group', async () => {
+    const store = open();
+    await store.commit([launched('a', 1)]);
+    const order: string[] = [];
+    const committing = store.commit([increased('a', 2, 5), launched('b', 1), increased('c', 2, 1)]);
+    void committing.then(() => order.push('acknowledged'));
+    // The group is written in this turn's check phase; its sync ends on the thread pool, later.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(store.transactions).toBe(2);
+    const reads = {
+      rocket: store.getRocket('b'),
+      rockets: store.listRockets({ sort: 'channel', order: 'asc' }),
+      events: all(store),
+      head: store.headPosition(),
+      gaps: store.listGaps(10),
+      stats: store.stats(),
+    };
+    for (const [name, read] of Object.entries(reads)) void read.then(() => order.push(name));
+    const answered = {
+      rocket: await reads.rocket,
+      rockets: await reads.rockets,
+      events: await reads.events,
+      head: await reads.head,
+      gaps: await reads.gaps,
+      stats: await reads.stats,
+    };
+    expect(order[0]).toBe('acknowledged');
+    expect(answered.rocket?.lastMessageNumber).toBe(1);
+    expect(answered.rockets.map((r) => [r.channel, r.speed])).toEqual([
+      ['a', 505],
+      ['b', 500],
+    ]);
+    expect(answered.events).toHaveLength(3);
+    expect(answered.head).toBe(3);
+    expect(answered.gaps.map((g) => g.channel)).toEqual(['c']);
+    expect(answered.stats).toEqual({ rockets: 2, events: 3, buffered: 1 });
+    // Nothing waits for a sync: answered at once.
+    expect(await store.getRocket('a')).toMatchObject({ speed: 505 });
+  });
+
   it('refuses every read and write once a WAL sync failed, and a restart recovers the file', async () => {
     const store = open();
     await store.commit([launched('a', 1)]);

@@ -233,6 +233,10 @@ export class SqliteStore implements EventStore {
   private readonly wal: WalSync | undefined;
   /** Transactions committed (groups, skips, rebuilds): with `walSyncs`, how many one sync covered. */
   transactions = 0;
+  /** How many of `transactions` are known to be on disk: reads wait until all are (see `attempt`). */
+  private synced = 0;
+  /** Reads waiting for a sync, each called with nothing to run, or with the error of a failed sync. */
+  private waitingReads: Array<(error?: Error) => void> = [];
 
   private readonly sql: ReturnType<typeof prepare>;
   private readonly listings = new Map<string, Database.Statement<Record<string, unknown>, RocketRow>>();
@@ -429,13 +433,29 @@ export class SqliteStore implements EventStore {
   }
 
   /**
-   * `attempt`, refused once a WAL sync failed: what the file holds since the last sync that succeeded is
-   * not known to be on disk, and its callers were refused, so it is neither read nor written any more
-   * (reads and `stats`, and so the health check, fail) until a restart lets SQLite recover the file.
+   * `attempt` for the reads, run only on what is on disk (with synchronous FULL on a file; otherwise at
+   * once). A transaction is visible once it commits, but is on disk only once the WAL sync after it ends: a
+   * read that came in between could show events a power cut would then take back, which no sender was told
+   * of, and whose positions would go to other events. So while a transaction waits for its sync, reads wait
+   * too, and run as soon as a sync leaves every transaction on disk, inside its callback, before the next
+   * group is written (no group is written while a sync runs; a gap skip may be, and is then waited for
+   * too). Every read waits alike, of the log, the rockets and the buffer, so that they agree with each
+   * other and with what subscribers heard.
+   *
+   * Refused once a WAL sync failed: what the file holds since the last sync that succeeded is not known to
+   * be on disk, and its callers were refused, so it is neither read nor written any more (reads and
+   * `stats`, and so the health check, fail) until a restart lets SQLite recover the file.
    */
   private attempt<T>(work: () => T): Promise<T> {
     const failure = this.wal?.failure;
-    return failure ? Promise.reject(failure) : attempt(work);
+    if (failure) return Promise.reject(failure);
+    if (this.wal === undefined || this.synced === this.transactions) return attempt(work);
+    return new Promise((resolve, reject) => {
+      this.waitingReads.push((error) => {
+        if (error) reject(error);
+        else attempt(work).then(resolve, reject);
+      });
+    });
   }
 
   /** WAL syncs completed (none unless synchronous FULL on a file). */
@@ -465,10 +485,17 @@ export class SqliteStore implements EventStore {
     });
   }
 
-  /** `WalSync.afterSync`; then the calls gathered during the sync become the next group. */
+  /**
+   * `WalSync.afterSync`; then the reads that waited for it run, if every transaction is on disk, and the
+   * calls gathered during the sync become the next group.
+   */
   private afterSync(done: (error?: Error) => void): void {
+    const through = this.transactions;
     (this.wal as WalSync).afterSync((error) => {
+      if (error === undefined && through > this.synced) this.synced = through;
       done(error);
+      if (this.waitingReads.length > 0 && (error !== undefined || this.synced === this.transactions))
+        for (const read of this.waitingReads.splice(0)) read(error);
       if (this.queue.length > 0) this.schedule();
     });
   }
