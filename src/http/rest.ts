@@ -116,10 +116,6 @@ function send(res: ServerResponse, answer: Answer, ...more: string[]): void {
   res.end(answer.body);
 }
 
-/**
- * The seed's REST routes, as a thin shim over the same application service GraphQL uses. Answers and
- * returns true when it owns the path; false lets the caller answer 404.
- */
 /** The read routes with a fixed path. */
 const READ_PATHS: ReadonlySet<string> = new Set(['/health', '/gaps', '/events', '/rockets']);
 /**
@@ -155,6 +151,36 @@ export function methodsOf(path: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The query parameters each route reads, by path (`/rockets/:channel` and its `/events` by name). Any
+ * other is refused: a misspelt one (`?sortt=speed`) would otherwise be ignored without a word, and the
+ * client would take the answer for the one it asked for.
+ */
+const PARAMETERS: Readonly<Record<string, readonly string[]>> = {
+  '/messages': [],
+  '/health': [],
+  '/gaps': ['limit'],
+  '/events': ['after', 'limit'],
+  '/rockets': ['sort', 'order', 'status', 'limit', 'after'],
+  '/rockets/:channel': ['asOf'],
+  '/rockets/:channel/events': ['after', 'limit'],
+};
+
+/** Refuses a query parameter the route does not read, naming it and those the route does read. */
+function refuseUnknownParameters(q: URLSearchParams, route: string): void {
+  if (q.size === 0) return;
+  const known = PARAMETERS[route] ?? [];
+  for (const name of q.keys()) {
+    if (known.includes(name)) continue;
+    const takes = known.length === 0 ? 'takes none' : `takes ${known.join(', ')}`;
+    throw new ValidationError([{ field: name, problem: `is not a query parameter of ${route}, which ${takes}` }]);
+  }
+}
+
+/**
+ * The seed's REST routes, as a thin shim over the same application service GraphQL uses. Answers and
+ * returns true when it owns the path; false lets the caller answer 404.
+ */
 export function createRestRoutes(
   service: RocketService,
   options: { readonly maxBodyBytes: number; readonly ingestToken?: string | undefined; readonly log?: Logger },
@@ -200,6 +226,16 @@ export function createRestRoutes(
       sendMethodNotAllowed(res, methods);
       return true;
     }
+    const m = ROCKET_PATH.exec(path);
+    try {
+      refuseUnknownParameters(
+        q,
+        m === null ? path : m[2] === undefined ? '/rockets/:channel' : '/rockets/:channel/events',
+      );
+    } catch (e) {
+      req.resume();
+      throw e;
+    }
 
     if (path === '/messages') {
       await postMessage(req, res);
@@ -243,7 +279,6 @@ export function createRestRoutes(
       answer(req, res, since, jsonAnswer(pageBody(page), headers));
       return true;
     }
-    const m = ROCKET_PATH.exec(path);
     if (m) {
       const channel = decodeSegment(m[1] as string);
       const asOf = m[2] === undefined ? param(q, 'asOf') : undefined;

@@ -416,8 +416,42 @@ describe('REST API', () => {
           },
         });
       }
-      // One a route does not read is no matter to it, given once or twice.
-      expect((await getJson(`${base}/rockets/d/events?asOf=1&asOf=2`)).status).toBe(200);
+    });
+
+    it('refuses with a 400 a query parameter the route does not read, naming those it does, and stores nothing', async () => {
+      for (const [path, field, takes] of [
+        ['/rockets?sortt=speed', 'sortt', '/rockets, which takes sort, order, status, limit, after'],
+        ['/rockets?sort=speed&Limit=5', 'Limit', '/rockets, which takes sort, order, status, limit, after'],
+        ['/rockets/d?after=1', 'after', '/rockets/:channel, which takes asOf'],
+        ['/rockets/d/events?asOf=1', 'asOf', '/rockets/:channel/events, which takes after, limit'],
+        ['/events?from=1', 'from', '/events, which takes after, limit'],
+        ['/gaps?after=1', 'after', '/gaps, which takes limit'],
+        ['/health?verbose', 'verbose', '/health, which takes none'],
+      ] as const) {
+        const r = await getJson(`${base}${path}`);
+        expect({ path, status: r.status, body: r.body }).toEqual({
+          path,
+          status: 400,
+          body: {
+            error: {
+              code: 'BAD_USER_INPUT',
+              message: `${field}: is not a query parameter of ${takes}`,
+              issues: [{ field, problem: `is not a query parameter of ${takes}` }],
+              requestId: expect.any(String) as unknown,
+            },
+          },
+        });
+      }
+      const before = await counts();
+      const posted = await postJson(`${base}/messages?dryRun=true`, launch('unknown-parameter'));
+      expect(posted.status).toBe(400);
+      expect(posted.body).toMatchObject({
+        error: { message: 'dryRun: is not a query parameter of /messages, which takes none' },
+      });
+      expect(await counts()).toEqual(before);
+      expect((await getJson(`${base}/rockets/unknown-parameter`)).status).toBe(404);
+      // An empty query is no parameter.
+      expect((await getJson(`${base}/rockets?`)).status).toBe(200);
     });
 
     it('answers one rocket, or 404 with a JSON error', async () => {
