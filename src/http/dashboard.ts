@@ -1,9 +1,8 @@
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, extname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { READ_METHODS, sendMethodNotAllowed, sendProblem } from './io';
+import { READ_METHODS, etagMatches, etagOf, sendMethodNotAllowed, sendProblem } from './io';
 
 /** The page's own files, committed as-is: plain HTML, CSS and one ES module, with no build step. */
 const PAGE_FILES = ['index.html', 'dashboard.css', 'dashboard.js'] as const;
@@ -46,7 +45,7 @@ interface Asset {
 const asset = (body: Buffer, name: string, headers?: Record<string, string>): Asset => ({
   body,
   type: TYPES[extname(name)] ?? 'application/octet-stream',
-  etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`,
+  etag: etagOf(body),
   headers,
 });
 
@@ -103,10 +102,6 @@ function loadAssets(): { assets: Map<string, Asset>; missing?: string } {
 }
 
 /** Whether an If-None-Match header names this ETag (weak comparison, as RFC 9110 asks for GET). */
-const matches = (header: string | undefined, etag: string): boolean =>
-  header !== undefined &&
-  (header.trim() === '*' || header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag));
-
 export interface Dashboard {
   /**
    * Answers `GET /` with the live dashboard page, and `/dashboard/…` with its assets. Returns false, having
@@ -152,7 +147,7 @@ export function createDashboard(log?: Logger): Dashboard {
         'x-content-type-options': 'nosniff',
         ...file.headers,
       };
-      if (matches(req.headers['if-none-match'], file.etag)) {
+      if (etagMatches(req.headers['if-none-match'], file.etag)) {
         res.writeHead(304, headers);
         res.end();
         return true;

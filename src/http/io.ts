@@ -103,6 +103,15 @@ export function utf8Text(body: Buffer): string {
   return body.toString('utf8', bom ? 3 : 0);
 }
 
+/** A strong validator of a body: the same bytes, the same tag, on every instance and after a restart. */
+export const etagOf = (body: Buffer): string =>
+  `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
+
+/** Whether an `If-None-Match` header names `etag` (or is `*`): the client holds these bytes already. */
+export const etagMatches = (header: string | undefined, etag: string): boolean =>
+  header !== undefined &&
+  (header.trim() === '*' || header.split(',').some((t) => t.trim().replace(/^W\//, '') === etag));
+
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
@@ -221,9 +230,9 @@ export function originAllowed(req: IncomingMessage, allowed: readonly string[] |
 
 /**
  * Headers of ours a page may read: without them a browser hides the next page's cursor (`Link`,
- * `X-Next-Cursor`), the request id and `Retry-After` from a script on another origin.
+ * `X-Next-Cursor`), the request id, `Retry-After` and a read's `ETag` from a script on another origin.
  */
-const EXPOSED_HEADERS = 'link, x-next-cursor, x-request-id, retry-after';
+const EXPOSED_HEADERS = 'link, x-next-cursor, x-request-id, retry-after, etag';
 
 /** CORS response headers for an allowed cross-origin request; none otherwise (the browser then refuses). */
 export function corsHeaders(req: IncomingMessage, allowed: readonly string[] | undefined): Record<string, string> {
@@ -250,7 +259,7 @@ export function sendPreflight(res: ServerResponse, cors: Record<string, string>,
       ? {}
       : {
           'access-control-allow-methods': methods,
-          'access-control-allow-headers': 'content-type, accept, authorization, x-request-id',
+          'access-control-allow-headers': 'content-type, accept, authorization, x-request-id, if-none-match',
           'access-control-max-age': '600',
         };
   res.writeHead(204, { ...cors, ...allowance, allow: `${methods}, OPTIONS` });

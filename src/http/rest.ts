@@ -4,7 +4,17 @@ import { UnauthenticatedError, ValidationError, inCallersTerms } from '../domain
 import type { Rocket } from '../domain/rocket';
 import { MAX_PAGE, type RocketPage, type RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
-import { READ_METHODS, mayWrite, readBody, sendError, sendJson, sendMethodNotAllowed, utf8Text } from './io';
+import {
+  READ_METHODS,
+  etagMatches,
+  etagOf,
+  mayWrite,
+  readBody,
+  sendError,
+  sendJson,
+  sendMethodNotAllowed,
+  utf8Text,
+} from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
 
 /** A rocket's state without the buffer: what time travel answers. */
@@ -81,11 +91,24 @@ function serialisedOnce<T extends object>(json: (value: T) => unknown): (value: 
   };
 }
 
-/** A 200 answer kept by request target: its headers as name, value, name, value (with the length), and its body. */
+/**
+ * A 200 answer of a read: its headers as name, value, name, value (with the length and the validator), its
+ * body, and the headers of the 304 sent in its place to a client that holds its bytes already.
+ */
 interface Answer {
   readonly headers: readonly string[];
   readonly body: Buffer;
+  readonly etag: string;
+  readonly notModified: readonly string[];
 }
+
+/**
+ * What every read's answer but `/health`'s tells caches, the browser's too: keep it, but ask again each time
+ * (`no-cache`: it is the live state, and an `If-None-Match` with its ETag gets a 304 while it has not
+ * changed); and keep one per Origin, as an answer to a page of another origin carries that origin's
+ * allowance (CORS), and one to no origin none.
+ */
+const REVALIDATE = ['cache-control', 'no-cache', 'vary', 'origin'];
 
 /** Bytes the REST answer cache keeps at most: bodies, targets, headers, and what each entry costs besides. */
 const ANSWER_CACHE_SIZE = 8 * 1024 * 1024;
@@ -93,28 +116,60 @@ const ANSWER_CACHE_SIZE = 8 * 1024 * 1024;
 const ANSWER_CACHE_MAX_TARGET = 2048;
 
 const weightOf = (target: string, a: Answer): number =>
-  ENTRY_BYTES + target.length + a.body.length + a.headers.reduce((n, h) => n + h.length, 0);
+  ENTRY_BYTES + target.length + a.body.length + a.headers.reduce((n, h) => n + h.length, 0) + a.etag.length;
 
 const pageBody = serialisedOnce((page: RocketPage) => page.rockets.map(rocketJson));
 const rocketBody = serialisedOnce(rocketJson);
 
-/** A 200 with a JSON body already serialised. */
-const jsonAnswer = (body: Buffer, headers: Record<string, string> = {}): Answer => ({
-  headers: [
-    'content-type',
-    'application/json; charset=utf-8',
-    'content-length',
-    String(body.length),
-    ...Object.entries(headers).flat(),
-  ],
-  body,
-});
+/** ETags of bodies serialised once (see serialisedOnce), so that a body answered again is not hashed again. */
+const etags = new WeakMap<Buffer, string>();
 
-/** Sends an answer; `more` headers (name, value, ...) join its own. */
-function send(res: ServerResponse, answer: Answer, ...more: string[]): void {
+/** A 200 with a JSON body already serialised. */
+function jsonAnswer(body: Buffer, headers: Record<string, string> = {}): Answer {
+  let etag = etags.get(body);
+  if (etag === undefined) {
+    etag = etagOf(body);
+    etags.set(body, etag);
+  }
+  const notModified = ['etag', etag, ...REVALIDATE];
+  return {
+    headers: [
+      'content-type',
+      'application/json; charset=utf-8',
+      'content-length',
+      String(body.length),
+      ...notModified,
+      ...Object.entries(headers).flat(),
+    ],
+    body,
+    etag,
+    notModified,
+  };
+}
+
+/**
+ * Sends an answer, or a 304 without its body when the request's `If-None-Match` names its ETag; `more`
+ * headers (name, value, ...) join its own.
+ */
+function send(req: IncomingMessage, res: ServerResponse, answer: Answer, ...more: string[]): void {
+  if (etagMatches(req.headers['if-none-match'], answer.etag)) {
+    res.writeHead(304, more.length === 0 ? (answer.notModified as string[]) : [...answer.notModified, ...more]);
+    res.end();
+    return;
+  }
   res.writeHead(200, more.length === 0 ? (answer.headers as string[]) : [...answer.headers, ...more]);
   res.end(answer.body);
 }
+
+/** Answers a read with `value` as JSON, its ETag, and a 304 for a client that holds it already. */
+const sendRead = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  value: unknown,
+  headers?: Record<string, string>,
+): void => {
+  send(req, res, jsonAnswer(Buffer.from(JSON.stringify(value)), headers));
+};
 
 /** The read routes with a fixed path. */
 const READ_PATHS: ReadonlySet<string> = new Set(['/health', '/gaps', '/events', '/rockets']);
@@ -195,7 +250,7 @@ export function createRestRoutes(
   const answer = (req: IncomingMessage, res: ServerResponse, since: number | undefined, a: Answer): void => {
     const target = req.url ?? '';
     if (target.length <= ANSWER_CACHE_MAX_TARGET) answers.set(target, since, a);
-    send(res, a);
+    send(req, res, a);
   };
   async function postMessage(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (!mayWrite(req.headers.authorization, ingestToken)) {
@@ -246,15 +301,15 @@ export function createRestRoutes(
       return true;
     }
     if (path === '/gaps') {
-      sendJson(res, 200, (await service.gaps({ limit: count(q, 'limit') })).map(gapJson));
+      sendRead(req, res, (await service.gaps({ limit: count(q, 'limit') })).map(gapJson));
       return true;
     }
     if (path === '/events') {
       const limit = count(q, 'limit');
       const events = await service.events({ afterPosition: count(q, 'after'), limit });
-      sendJson(
+      sendRead(
+        req,
         res,
-        200,
         events.map(eventJson),
         nextPage(path, q, events, limit, (e) => e.position),
       );
@@ -293,7 +348,7 @@ export function createRestRoutes(
           'asOf.messageNumber': 'asOf',
           'asOf.time': 'asOf',
         });
-        sendJson(res, 200, { ...pastRocketJson(past), asOf: point });
+        sendRead(req, res, { ...pastRocketJson(past), asOf: point });
         return true;
       }
       const since = service.readVersion();
@@ -306,9 +361,9 @@ export function createRestRoutes(
         const events = await inCallersTerms(service.events({ channel, afterMessageNumber: count(q, 'after'), limit }), {
           afterMessageNumber: 'after',
         });
-        sendJson(
+        sendRead(
+          req,
           res,
-          200,
           events.map(eventJson),
           nextPage(path, q, events, limit, (e) => e.messageNumber),
         );
@@ -327,7 +382,7 @@ export function createRestRoutes(
       if (req.method !== 'GET' && req.method !== 'HEAD') return false;
       const hit = answers.get(req.url ?? '', service.readVersion());
       if (hit === undefined) return false;
-      send(res, hit, 'x-request-id', requestId);
+      send(req, res, hit, 'x-request-id', requestId);
       return true;
     },
     /** Answers the request if the path is a REST route; resolves to false otherwise. Never rejects. */

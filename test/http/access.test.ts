@@ -183,7 +183,14 @@ describe('access', () => {
       expect(plain.status).toBe(204);
       expect(plain.headers.allow).toBe('GET, HEAD, OPTIONS');
       // A page on that origin can read the cursor of the next page, and the rest of our own headers.
-      expect(get.headers['access-control-expose-headers']).toBe('link, x-next-cursor, x-request-id, retry-after');
+      expect(get.headers['access-control-expose-headers']).toBe('link, x-next-cursor, x-request-id, retry-after, etag');
+      // And send back the ETag it read, to be answered 304.
+      const preflight = await send(`${base}/rockets`, 'OPTIONS', undefined, {
+        origin: 'https://ok.example',
+        'access-control-request-method': 'GET',
+        'access-control-request-headers': 'if-none-match',
+      });
+      expect(String(preflight.headers['access-control-allow-headers']).split(', ')).toContain('if-none-match');
     });
 
     it('answers OPTIONS on /metrics and the dashboard as on a REST route of GET and HEAD', async () => {

@@ -454,6 +454,80 @@ describe('REST API', () => {
       expect((await getJson(`${base}/rockets?`)).status).toBe(200);
     });
 
+    it('answers every read but /health with an ETag, and a 304 without a body to a client that holds it', async () => {
+      // Each read twice: the second GET of /rockets and /rockets/a is answered from the kept answers.
+      const reads = ['/rockets?sort=speed', '/rockets/a', '/rockets/a/events', '/events', '/gaps', '/rockets/a?asOf=1'];
+      for (const path of [...reads, ...reads]) {
+        const first = await send(`${base}${path}`, 'GET');
+        expect({ path, status: first.status }).toEqual({ path, status: 200 });
+        const etag = first.headers.etag as string;
+        expect(etag).toMatch(/^"[\w-]{27}"$/);
+        expect(first.headers['cache-control']).toBe('no-cache');
+        expect(first.headers.vary).toBe('origin');
+        for (const [method, header] of [
+          ['GET', etag],
+          ['HEAD', etag],
+          ['GET', `W/${etag}`],
+          ['GET', `"other", ${etag}`],
+          ['GET', '*'],
+        ] as const) {
+          const again = await send(`${base}${path}`, method, undefined, { 'if-none-match': header });
+          expect({ path, method, header, status: again.status, body: again.body }).toEqual({
+            path,
+            method,
+            header,
+            status: 304,
+            body: '',
+          });
+          expect(again.headers).toMatchObject({ etag, 'cache-control': 'no-cache', vary: 'origin' });
+          expect(again.headers['x-request-id']).toEqual(expect.any(String));
+        }
+        const other = await send(`${base}${path}`, 'GET', undefined, { 'if-none-match': '"other"' });
+        expect(other.status).toBe(200);
+        expect(other.body).toEqual(first.body);
+      }
+      const health = await getJson(`${base}/health`);
+      expect([health.headers.etag, health.headers['cache-control']]).toEqual([undefined, undefined]);
+    });
+
+    it('gives an answer a new ETag once what it says changes, and the same one for the same bytes anywhere', async () => {
+      const read = async (path: string): Promise<Reply> => send(`${base}${path}`, 'GET');
+      const before = await read('/rockets?sort=speed');
+      const rocketBefore = await read('/rockets/a');
+      const held = { 'if-none-match': before.headers.etag as string };
+      await post(speedUp('a', 3, 1000));
+      const after = await send(`${base}/rockets?sort=speed`, 'GET', undefined, held);
+      expect(after.status).toBe(200);
+      expect(after.headers.etag).not.toBe(before.headers.etag);
+      expect((after.body as Array<{ channel: string }>)[3]?.channel).toBe('a');
+      expect((await read('/rockets/a')).headers.etag).not.toBe(rocketBefore.headers.etag);
+      // A redelivery changes nothing: the same bytes, the same ETag.
+      await post(speedUp('b', 2, 200));
+      expect((await read('/rockets?sort=speed')).headers.etag).toBe(after.headers.etag);
+
+      // Another server holding the same state answers the same bytes with the same ETag.
+      const other = await buildApp({ ...loadConfig({}), databaseUrl: 'memory:' });
+      try {
+        const otherBase = `http://127.0.0.1:${await other.start(0, '127.0.0.1')}`;
+        await postJson(`${otherBase}/messages`, launch('a'));
+        await postJson(`${otherBase}/messages`, speedUp('a', 2, 100));
+        await postJson(`${otherBase}/messages`, speedUp('a', 3, 1000));
+        const there = await send(`${otherBase}/rockets/a`, 'GET', undefined, {
+          'if-none-match': (await read('/rockets/a')).headers.etag as string,
+        });
+        expect(there.status).toBe(304);
+      } finally {
+        await other.stop();
+      }
+    });
+
+    it('sends Vary: Origin once to a page of another origin, beside its allowance', async () => {
+      const r = await send(`${base}/rockets`, 'GET', undefined, { origin: 'https://elsewhere.example' });
+      expect(r.status).toBe(200);
+      expect(r.headers['access-control-allow-origin']).toBe('https://elsewhere.example');
+      expect(r.headers.vary).toBe('origin');
+    });
+
     it('answers one rocket, or 404 with a JSON error', async () => {
       expect((await getJson(`${base}/rockets/d`)).body).toMatchObject({
         status: 'exploded',
