@@ -891,8 +891,8 @@ describePg('PostgresStore with several instances', () => {
 
   it('closes idempotently', async () => {
     const s = await open();
-    await s.close();
-    await s.close();
+    await expect(s.close()).resolves.toBeUndefined();
+    await expect(s.close()).resolves.toBeUndefined();
   });
 });
 
