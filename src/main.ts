@@ -66,6 +66,11 @@ async function backup(config: Config, log: Logger, target: string): Promise<void
   } finally {
     for (const signal of STOP_SIGNALS) process.off(signal, interrupt);
   }
+  if (r.leftovers.length > 0)
+    log.warn(
+      { leftovers: r.leftovers },
+      'partial copies left by interrupted backups lie beside the target: delete them',
+    );
   log.info(
     {
       file: r.file,

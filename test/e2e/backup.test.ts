@@ -239,6 +239,50 @@ describe('--backup of a SQLite store', () => {
     },
   );
 
+  it('tells of the partial copies a backup killed outright left beside the target, and leaves them be', async () => {
+    const live = bulkyStore(join(dir, 'live.db'), 200);
+    const copying = new Promise<void>((resolve) => {
+      const watcher = watch(dir, (_, name) => {
+        if (name?.endsWith('-journal') !== true) return;
+        watcher.close();
+        resolve();
+      });
+    });
+    // Its own process group, so that SIGKILL takes the backup and its copying child at once, as a crash of
+    // the machine or the container would.
+    const child = spawn(process.execPath, [MAIN, '--backup', join(dir, 'a.db')], {
+      env: { ...process.env, DATABASE_URL: `sqlite:${live}` },
+      stdio: 'ignore',
+      detached: true,
+    });
+    const ended = once(child, 'exit');
+    await copying;
+    process.kill(-(child.pid as number), 'SIGKILL');
+    await ended;
+    const left = readdirSync(dir)
+      .filter((f) => f.startsWith('a.db.partial-'))
+      .sort();
+    expect(left).toEqual([
+      expect.stringMatching(/^a\.db\.partial-\d+-[0-9a-f]{8}$/),
+      expect.stringMatching(/-journal$/),
+    ]);
+
+    const lines = (await backup(live, join(dir, 'a.db'))).stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toMatchObject([
+      {
+        msg: 'partial copies left by interrupted backups lie beside the target: delete them',
+        leftovers: left.map((f) => join(dir, f)),
+      },
+      { msg: 'backup written', file: join(dir, 'a.db') },
+    ]);
+    expect(readdirSync(dir).sort()).toEqual(['a.db', ...left, 'live.db']);
+    // A backup of another name is not told of them.
+    expect((await backup(live, join(dir, 'b.db'))).stdout).not.toContain('leftovers');
+  });
+
   it('gives the copy the permissions of the source', async () => {
     const live = join(dir, 'live.db');
     const server = await start(live);

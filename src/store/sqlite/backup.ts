@@ -2,7 +2,18 @@
  * An online backup of a SQLite store: a consistent copy taken while a server writes to it, through a
  * read-only connection of its own, so the writer's lock (see `lockWriter`) does not stand in the way.
  */
-import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync, statSync, unlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  fsyncSync,
+  linkSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+} from 'node:fs';
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -16,6 +27,12 @@ export interface BackupResult {
   readonly events: number;
   readonly lastPosition: number;
   readonly bytes: number;
+  /**
+   * Partial copies beside the target left by earlier backups to it whose process is gone (a crash, or
+   * `kill -9`): told of, never removed, as a process of the same number in another PID namespace may
+   * still be writing one.
+   */
+  readonly leftovers: readonly string[];
 }
 
 /**
@@ -49,6 +66,7 @@ export async function backupSqlite(
   if (!existsSync(dirname(file)) || !statSync(dirname(file)).isDirectory())
     throw new Error(`there is no directory ${dirname(file)} to write ${basename(file)} in`);
   options.signal?.throwIfAborted();
+  const leftovers = leftoversOf(file);
   // Created here, exclusively and empty (which `VACUUM INTO` accepts): a file already by that name, left
   // by an earlier run in another PID namespace say, is not ours to write into or delete.
   const partial = `${file}.partial-${process.pid}-${randomBytes(4).toString('hex')}`;
@@ -70,11 +88,33 @@ export async function backupSqlite(
     linkSync(partial, file);
     unlinkSync(partial);
     syncFile(dirname(file));
-    return { file, ...summary, bytes: statSync(file).size };
+    return { file, ...summary, bytes: statSync(file).size, leftovers };
   } catch (e) {
     // A failed VACUUM INTO leaves its rollback journal beside the copy too.
     for (const leftover of [partial, `${partial}-journal`]) rmSync(leftover, { force: true });
     throw e;
+  }
+}
+
+/** `<file>.partial-<pid>-<hex>`, and its journal, whose process is not running here. */
+function leftoversOf(file: string): string[] {
+  const name = basename(file);
+  const found: string[] = [];
+  for (const entry of readdirSync(dirname(file))) {
+    if (!entry.startsWith(`${name}.partial-`)) continue;
+    const m = /^(\d+)-[0-9a-f]{8}(?:-journal)?$/.exec(entry.slice(name.length + '.partial-'.length));
+    if (m !== null && !running(Number(m[1]))) found.push(join(dirname(file), entry));
+  }
+  return found.sort();
+}
+
+/** Whether a process of this number runs here (one we may not signal runs too). */
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
