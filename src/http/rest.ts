@@ -340,7 +340,8 @@ export function createRestRoutes(
       if (asOf !== undefined) {
         // Time travel: a message number, or a server time (RFC 3339). Unencoded in a query string, the `+`
         // of an offset reads as a space, which an RFC 3339 time never holds there.
-        const point = /^\d{1,16}$/.test(asOf)
+        // Digits are a message number, however many: one past 2^53 - 1 is refused as a number, not as a time.
+        const point = /^\d+$/.test(asOf)
           ? { messageNumber: Number(asOf) }
           : { time: asOf.replace(/ (\d\d:\d\d)$/, '+$1') };
         // An issue with it names the parameter the client sent, not the service's field.

@@ -625,6 +625,7 @@ describe('REST API', () => {
     it('names the asOf parameter sent, not a GraphQL field, when it refuses one', async () => {
       for (const [asOf, problem] of [
         ['0', /^must be an integer from 1 to /],
+        ['12345678901234567', /^must be an integer from 1 to /],
         ['yesterday', /^must be an RFC 3339 timestamp/],
       ] as const) {
         const r = await getJson(`${base}/rockets/d?asOf=${asOf}`);
