@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { MemoryStore } from './memory';
 import { PostgresStore, type ListenerEvent } from './postgres/store';
 import { SqliteStore } from './sqlite/store';
@@ -52,6 +53,9 @@ export function sqliteFileOf(url: string): string | undefined {
   let file = url.slice('sqlite:'.length);
   if (file.startsWith('//')) file = file.slice(2);
   if (file === '') throw new Error(`the SQLite database URL names no file; ${ACCEPTED}`);
+  // A shell does not expand `~` inside quotes or an env file: read it as the home directory, as meant,
+  // rather than make a directory named `~` in the working directory.
+  if (file === '~' || file.startsWith('~/')) file = join(homedir(), file.slice(1));
   // SQLite's own URI parameters (`?mode=ro`) are not read here: the file would be named with them.
   if (file.includes('?'))
     throw new Error(

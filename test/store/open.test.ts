@@ -1,7 +1,7 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openStore } from '../../src/store/open';
+import { openStore, sqliteFileOf } from '../../src/store/open';
 import { launched } from './contract';
 
 describe('openStore', () => {
@@ -35,6 +35,14 @@ describe('openStore', () => {
     const store = await openStore(`sqlite://${file}`);
     await store.close();
     expect(existsSync(file)).toBe(true);
+  });
+
+  it('reads sqlite:~/path as a path in the home directory, as a shell would have', () => {
+    expect(sqliteFileOf('sqlite:~/rockets/x.db')).toBe(join(homedir(), 'rockets', 'x.db'));
+    expect(sqliteFileOf('sqlite:~')).toBe(homedir());
+    // `~user` is another user's home: no guess, the name stays as written.
+    expect(sqliteFileOf('sqlite:~other/x.db')).toBe('~other/x.db');
+    expect(sqliteFileOf('sqlite:./~/x.db')).toBe('./~/x.db');
   });
 
   it('refuses a sqlite: URL without a file', async () => {
