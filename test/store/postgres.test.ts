@@ -539,7 +539,7 @@ describePg('PostgresStore with several instances', () => {
     await expect(PostgresStore.open(DATABASE_URL, { schema: 'bad"name' })).rejects.toThrow(/schema/);
   });
 
-  it('refuses a URL that spells schema= otherwise, names it twice or carries a parameter pg would ignore', async () => {
+  it('refuses a URL that spells schema= otherwise, names a parameter twice or carries one pg would ignore', async () => {
     const withParams = (params: string): string => {
       const url = new URL(DATABASE_URL);
       url.search = `?${params}${url.search === '' ? '' : `&${url.search.slice(1)}`}`;
@@ -550,6 +550,9 @@ describePg('PostgresStore with several instances', () => {
     );
     await expect(PostgresStore.open(withParams(`schema=${schema}&schema=other`))).rejects.toThrow(
       'the PostgreSQL URL names "schema=" more than once',
+    );
+    await expect(PostgresStore.open(withParams(`schema=${schema}&sslmode=disable&sslmode=require`))).rejects.toThrow(
+      'the PostgreSQL URL names "sslmode=" more than once',
     );
     // A misspelt sslmode would otherwise connect without TLS; connect_timeout is libpq's, which pg ignores.
     for (const key of ['sslmod', 'connect_timeout', 'client_encoding', 'binary'])

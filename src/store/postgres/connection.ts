@@ -69,7 +69,7 @@ export function connectionOf(
     }
   }
   // The URL is the only place an operator names the schema: a spelling pg would ignore, or a second
-  // value, would quietly put this instance in another schema's fleet.
+  // value, would quietly put this instance in another schema's fleet. No parameter is given twice.
   for (const key of new Set(parsed.searchParams.keys())) {
     if (key !== 'schema' && key.toLowerCase() === 'schema')
       throw new Error(`the PostgreSQL URL's "${key}=" parameter is spelt "schema=" (lower case)`);
@@ -79,9 +79,10 @@ export function connectionOf(
       throw new Error(
         `the PostgreSQL URL's "${key}=" parameter is not one this server or pg reads; it takes ${[...URL_PARAMETERS].map((k) => `${k}=`).join(', ')}`,
       );
+    // pg reads one copy and drops the other: `sslmode=require&sslmode=disable` says two things.
+    if (parsed.searchParams.getAll(key).length > 1)
+      throw new Error(`the PostgreSQL URL names "${key}=" more than once`);
   }
-  if (parsed.searchParams.getAll('schema').length > 1)
-    throw new Error('the PostgreSQL URL names "schema=" more than once');
   const schema = schemaOverride ?? parsed.searchParams.get('schema') ?? 'public';
   if (!SCHEMA_NAME.test(schema))
     throw new Error(`schema "${schema}" must be letters, digits and _ (at most 48), not starting with a digit`);
