@@ -60,6 +60,16 @@ function bulkyStore(file: string, megabytes: number): string {
   return file;
 }
 
+/** Resolves once a rollback journal appears in `dir`: a backup's copy has begun. */
+const journalIn = (dir: string): Promise<void> =>
+  new Promise((resolve) => {
+    const watcher = watch(dir, (_, name) => {
+      if (name?.endsWith('-journal') !== true) return;
+      watcher.close();
+      resolve();
+    });
+  });
+
 describe('--backup of a SQLite store', () => {
   let dir: string;
   const servers: ServerProcess[] = [];
@@ -216,13 +226,7 @@ describe('--backup of a SQLite store', () => {
     async (signal) => {
       // 200 MB: the copy takes about a second, and its rollback journal appears as it begins.
       const live = bulkyStore(join(dir, 'live.db'), 200);
-      const copying = new Promise<void>((resolve) => {
-        const watcher = watch(dir, (_, name) => {
-          if (name?.endsWith('-journal') !== true) return;
-          watcher.close();
-          resolve();
-        });
-      });
+      const copying = journalIn(dir);
       const child = spawn(process.execPath, [MAIN, '--backup', join(dir, 'a.db')], {
         env: { ...process.env, DATABASE_URL: `sqlite:${live}` },
         stdio: ['ignore', 'pipe', 'inherit'],
@@ -241,13 +245,7 @@ describe('--backup of a SQLite store', () => {
 
   it('tells of the partial copies a backup killed outright left beside the target, and leaves them be', async () => {
     const live = bulkyStore(join(dir, 'live.db'), 200);
-    const copying = new Promise<void>((resolve) => {
-      const watcher = watch(dir, (_, name) => {
-        if (name?.endsWith('-journal') !== true) return;
-        watcher.close();
-        resolve();
-      });
-    });
+    const copying = journalIn(dir);
     // Its own process group, so that SIGKILL takes the backup and its copying child at once, as a crash of
     // the machine or the container would.
     const child = spawn(process.execPath, [MAIN, '--backup', join(dir, 'a.db')], {
