@@ -221,15 +221,17 @@ const PARAMETERS: Readonly<Record<string, readonly string[]>> = {
   '/rockets/:channel/events': ['after', 'limit'],
 };
 
-/** Refuses a query parameter the route does not read, naming it and those the route does read. */
-function refuseUnknownParameters(q: URLSearchParams, route: string): void {
-  if (q.size === 0) return;
+/** The refusal of the first query parameter `path`'s route does not read, naming those it does; or undefined. */
+function unknownParameter(q: URLSearchParams, path: string): ValidationError | undefined {
+  const m = ROCKET_PATH.exec(path);
+  const route = m === null ? path : m[2] === undefined ? '/rockets/:channel' : '/rockets/:channel/events';
   const known = PARAMETERS[route] ?? [];
   for (const name of q.keys()) {
     if (known.includes(name)) continue;
     const takes = known.length === 0 ? 'takes none' : `takes ${known.join(', ')}`;
-    throw new ValidationError([{ field: name, problem: `is not a query parameter of ${route}, which ${takes}` }]);
+    return new ValidationError([{ field: name, problem: `is not a query parameter of ${route}, which ${takes}` }]);
   }
+  return undefined;
 }
 
 /**
@@ -281,15 +283,11 @@ export function createRestRoutes(
       sendMethodNotAllowed(res, methods);
       return true;
     }
-    const m = ROCKET_PATH.exec(path);
-    try {
-      refuseUnknownParameters(
-        q,
-        m === null ? path : m[2] === undefined ? '/rockets/:channel' : '/rockets/:channel/events',
-      );
-    } catch (e) {
+    // Most requests (every POST /messages) carry no query: nothing to look up.
+    const refusal = q.size === 0 ? undefined : unknownParameter(q, path);
+    if (refusal !== undefined) {
       req.resume();
-      throw e;
+      throw refusal;
     }
 
     if (path === '/messages') {
@@ -334,6 +332,7 @@ export function createRestRoutes(
       answer(req, res, since, jsonAnswer(pageBody(page), headers));
       return true;
     }
+    const m = ROCKET_PATH.exec(path);
     if (m) {
       const channel = decodeSegment(m[1] as string);
       const asOf = m[2] === undefined ? param(q, 'asOf') : undefined;
