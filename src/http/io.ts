@@ -103,9 +103,15 @@ export function utf8Text(body: Buffer): string {
   return body.toString('utf8', bom ? 3 : 0);
 }
 
-/** A strong validator of a body: the same bytes, the same tag, on every instance and after a restart. */
-export const etagOf = (body: Buffer): string =>
-  `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`;
+/**
+ * A strong validator of a body: the same bytes, the same tag, on every instance and after a restart. A route
+ * whose answer comes in more than one media type (GraphQL's) names it too, so that each has its own tag.
+ */
+export function etagOf(body: Buffer, mediaType?: string): string {
+  const hash = createHash('sha256');
+  if (mediaType !== undefined) hash.update(`${mediaType}\n`);
+  return `"${hash.update(body).digest('base64url').slice(0, 27)}"`;
+}
 
 /** Whether an `If-None-Match` header names `etag` (or is `*`): the client holds these bytes already. */
 export const etagMatches = (header: string | undefined, etag: string): boolean =>

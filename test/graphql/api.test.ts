@@ -568,6 +568,71 @@ describe('GraphQL over HTTP', () => {
       expect(r.body).toEqual({ data: { rockets: { nodes: [] } } });
     });
 
+    it('tags a query’s answer over GET with an ETag, and answers 304 to a client that holds it', async () => {
+      await status(a.launched(1, { launchSpeed: 500 }));
+      const url = `${server.http}/graphql?query=${encodeURIComponent('{ rockets { nodes { channel speed } } }')}`;
+      const json = { accept: 'application/json' };
+      // The first answer is computed, the second comes from the answers kept by request: both carry the tag.
+      const first = await send(url, 'GET', undefined, json);
+      const again = await send(url, 'GET', undefined, json);
+      expect(first.status).toBe(200);
+      expect(first.body).toEqual({ data: { rockets: { nodes: [{ channel: 'a', speed: 500 }] } } });
+      const etag = first.headers.etag as string;
+      expect(etag).toMatch(/^"[\w-]{27}"$/);
+      expect(again.headers).toMatchObject({ etag, 'cache-control': 'no-cache', vary: 'origin, accept' });
+      expect(first.headers).toMatchObject({ 'cache-control': 'no-cache', vary: 'origin, accept' });
+      for (const [method, header] of [
+        ['GET', etag],
+        ['HEAD', etag],
+        ['GET', `W/${etag}`],
+        ['GET', `"other", ${etag}`],
+        ['GET', '*'],
+      ] as const) {
+        const held = await send(url, method, undefined, { ...json, 'if-none-match': header });
+        expect({ method, header, status: held.status, body: held.body }).toEqual({
+          method,
+          header,
+          status: 304,
+          body: '',
+        });
+        expect(held.headers).toMatchObject({ etag, 'cache-control': 'no-cache', vary: 'origin, accept' });
+        expect(held.headers['x-request-id']).toEqual(expect.any(String));
+      }
+      // The other media type is another representation, with its own tag.
+      const typed = await send(url, 'GET', undefined, { accept: 'application/graphql-response+json' });
+      expect(typed.body).toEqual(first.body);
+      expect(typed.headers.etag).not.toBe(etag);
+      const crossed = await send(url, 'GET', undefined, {
+        accept: 'application/graphql-response+json',
+        'if-none-match': etag,
+      });
+      expect(crossed.status).toBe(200);
+
+      // A commit that changes the answer changes its tag; the old one then gets the new answer.
+      await status(a.increased(2, 100));
+      const after = await send(url, 'GET', undefined, { ...json, 'if-none-match': etag });
+      expect(after.status).toBe(200);
+      expect(after.body).toEqual({ data: { rockets: { nodes: [{ channel: 'a', speed: 600 }] } } });
+      expect(after.headers.etag).not.toBe(etag);
+      // A redelivery changes nothing: the same bytes, the same tag.
+      expect(await status(a.increased(2, 100))).toBe('DUPLICATE');
+      const same = await send(url, 'GET', undefined, { ...json, 'if-none-match': after.headers.etag as string });
+      expect(same.status).toBe(304);
+
+      // A POST is not revalidated: it is answered in full, with no tag.
+      const posted = await send(
+        url.replace(/\?.*/, ''),
+        'POST',
+        JSON.stringify({ query: '{ rockets { nodes { channel } } }' }),
+        {
+          'content-type': 'application/json',
+          'if-none-match': '*',
+        },
+      );
+      expect(posted.status).toBe(200);
+      expect(posted.headers.etag).toBeUndefined();
+    });
+
     it('refuses a mutation over GET or HEAD with a 405 asking for POST, storing nothing', async () => {
       const query = print(SubmitMessageDocument);
       const url = `${server.http}/graphql?query=${encodeURIComponent(query)}&variables=${encodeURIComponent(JSON.stringify(a.launched(1)))}`;

@@ -31,6 +31,8 @@ import {
   BodyRefusedError,
   BodyTooLargeError,
   corsHeaders,
+  etagMatches,
+  etagOf,
   mayWrite,
   originAllowed,
   readBody,
@@ -39,7 +41,7 @@ import {
   sendPreflight,
   utf8Text,
 } from '../io';
-import { AnswerCache, type Question } from './answer-cache';
+import { AnswerCache, type KeptReply, type Question } from './answer-cache';
 import { BatchingWebSocket } from './batching-websocket';
 import {
   coded,
@@ -238,6 +240,35 @@ function sendText(res: ServerResponse, status: number, body: string, headers: Re
 }
 
 /**
+ * What a query's answer over GET (or HEAD) tells caches, the browser's too, as REST's reads do: keep it, but
+ * ask again each time, with `If-None-Match`; and keep one per Origin (the CORS allowance) and per Accept (the
+ * media type of the answer).
+ */
+const REVALIDATE = { 'cache-control': 'no-cache', vary: 'origin, accept' } as const;
+
+/**
+ * Sends a query's 200 over GET with `body` and its strong ETag, or a 304 without the body when the request's
+ * `If-None-Match` names that tag. `cors` are the request's CORS headers; `headers` hold them and the body's
+ * own (its media type).
+ */
+function sendRead(
+  req: IncomingMessage,
+  res: ServerResponse,
+  cors: Record<string, string>,
+  headers: Record<string, string>,
+  body: Buffer,
+  etag: string,
+): void {
+  if (etagMatches(req.headers['if-none-match'], etag)) {
+    res.writeHead(304, { ...cors, ...REVALIDATE, etag });
+    res.end();
+    return;
+  }
+  res.writeHead(200, { ...headers, ...REVALIDATE, etag, 'content-length': String(body.length) });
+  res.end(body);
+}
+
+/**
  * Whether a client's `connection_init` carries `secret`, as `{token}` or `{authorization: 'Bearer …'}`: a
  * client given different ingest and subscription tokens sends both, one in each field.
  */
@@ -413,6 +444,13 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
   });
 
   const allowed = config.allowedOrigins;
+  /** The ETags of kept replies (`answers.replyTo`), each hashed once: a reply has one body and media type. */
+  const replyTags = new WeakMap<KeptReply, string>();
+  const tagOf = (reply: KeptReply): string => {
+    let tag = replyTags.get(reply);
+    if (tag === undefined) replyTags.set(reply, (tag = etagOf(reply.answer, reply.type)));
+    return tag;
+  };
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = req.method ?? 'GET';
@@ -464,6 +502,10 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     const { accept, 'content-type': sentType } = req.headers;
     const reply = answers.replyTo(asked, sentType, accept, body ?? url, service.readVersion());
     if (reply !== undefined) {
+      if (asked === 'GET') {
+        sendRead(req, res, cors, { ...cors, 'content-type': reply.type }, reply.answer, tagOf(reply));
+        return;
+      }
       res.writeHead(200, { ...cors, 'content-type': reply.type, 'content-length': String(reply.answer.length) });
       res.end(reply.answer);
       return;
@@ -488,17 +530,24 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         return;
       }
     }
+    const contentType: string | undefined = headers['content-type'];
     const cached = cachedBodies.get(req);
+    // graphql-http answers 200 to every executed request; with application/graphql-response+json the spec
+    // wants a 4xx when there is no `data`, as it answers to parse and validation errors.
+    const requestError = requestErrors.has(req) && contentType?.startsWith(GRAPHQL_RESPONSE) === true;
+    const status = requestError ? 400 : init.status;
+    if (asked === 'GET' && status === 200) {
+      // A query's answer, errors and all: a tag names these bytes, whatever they say.
+      const answer = cached ?? Buffer.from(text ?? '');
+      sendRead(req, res, cors, headers, answer, etagOf(answer, contentType));
+      return;
+    }
     if (cached) {
       res.writeHead(init.status, { ...headers, 'content-length': String(cached.length) });
       res.end(cached);
       return;
     }
-    // graphql-http answers 200 to every executed request; with application/graphql-response+json the spec
-    // wants a 4xx when there is no `data`, as it answers to parse and validation errors.
-    const contentType: string | undefined = headers['content-type'];
-    const requestError = requestErrors.has(req) && contentType?.startsWith(GRAPHQL_RESPONSE) === true;
-    sendText(res, requestError ? 400 : init.status, text ?? '', headers);
+    sendText(res, status, text ?? '', headers);
   }
 
   const wss = new WebSocketServer({
