@@ -101,6 +101,36 @@ export const postJson = (url: string, value: unknown, headers: Record<string, st
 
 export const getJson = (url: string): Promise<Reply> => send(url, 'GET');
 
+/**
+ * Checks that a read of `url` holding `etag` is answered 304, without a body, with the tag, `no-cache`,
+ * `vary` and a request id: asked with GET and HEAD, with the tag as sent, weak, in a list and as `*`.
+ */
+export async function expectNotModified(
+  url: string,
+  etag: string,
+  vary: string,
+  headers: Record<string, string> = {},
+): Promise<void> {
+  for (const [method, header] of [
+    ['GET', etag],
+    ['HEAD', etag],
+    ['GET', `W/${etag}`],
+    ['GET', `"other", ${etag}`],
+    ['GET', '*'],
+  ] as const) {
+    const held = await send(url, method, undefined, { ...headers, 'if-none-match': header });
+    expect({ url, method, header, status: held.status, body: held.body }).toEqual({
+      url,
+      method,
+      header,
+      status: 304,
+      body: '',
+    });
+    expect(held.headers).toMatchObject({ etag, 'cache-control': 'no-cache', vary });
+    expect(held.headers['x-request-id']).toEqual(expect.any(String));
+  }
+}
+
 /** Runs `work` over `items` with at most `concurrency` in flight; resolves when all are done. */
 export async function pool<T>(
   items: readonly T[],
