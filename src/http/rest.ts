@@ -16,6 +16,7 @@ import {
   utf8Text,
 } from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
+import { OPENAPI } from './openapi';
 
 /** A rocket's state without the buffer: what time travel answers. */
 const pastRocketJson = (r: Rocket) => ({
@@ -172,7 +173,7 @@ const sendRead = (
 };
 
 /** The read routes with a fixed path. */
-const READ_PATHS: ReadonlySet<string> = new Set(['/health', '/gaps', '/events', '/rockets']);
+const READ_PATHS: ReadonlySet<string> = new Set(['/health', '/gaps', '/events', '/rockets', '/openapi.json']);
 /**
  * The headers that lead from a full page of events to the next, as `GET /rockets` pages: `Link` to the
  * same query with `after` set to the page's last `cursor`, and that cursor in `X-Next-Cursor`. A page
@@ -193,6 +194,9 @@ function nextPage(
   return { link: `<${path}?${next.toString()}>; rel="next"`, 'x-next-cursor': String(cursor(last)) };
 }
 
+/** The OpenAPI document's answer, made when first asked for. */
+let openApi: Answer | undefined;
+
 /** `/rockets/:channel` and `/rockets/:channel/events`. */
 const ROCKET_PATH = /^\/rockets\/([^/]+)(\/events)?$/;
 
@@ -211,9 +215,10 @@ export function methodsOf(path: string): string | undefined {
  * other is refused: a misspelt one (`?sortt=speed`) would otherwise be ignored without a word, and the
  * client would take the answer for the one it asked for.
  */
-const PARAMETERS: Readonly<Record<string, readonly string[]>> = {
+export const PARAMETERS: Readonly<Record<string, readonly string[]>> = {
   '/messages': [],
   '/health': [],
+  '/openapi.json': [],
   '/gaps': ['limit'],
   '/events': ['after', 'limit'],
   '/rockets': ['sort', 'order', 'status', 'limit', 'after'],
@@ -296,6 +301,10 @@ export function createRestRoutes(
     }
     if (path === '/health') {
       sendJson(res, 200, await service.health());
+      return true;
+    }
+    if (path === '/openapi.json') {
+      send(req, res, (openApi ??= jsonAnswer(Buffer.from(JSON.stringify(OPENAPI)))));
       return true;
     }
     if (path === '/gaps') {

@@ -1,0 +1,218 @@
+import Ajv2020 from 'ajv/dist/2020';
+import addFormats from 'ajv-formats';
+import { gzipSync } from 'node:zlib';
+import { buildApp, type App } from '../../src/app';
+import { loadConfig } from '../../src/config';
+import { READ_METHODS } from '../../src/http/io';
+import { OPENAPI } from '../../src/http/openapi';
+import { methodsOf, PARAMETERS } from '../../src/http/rest';
+import { expectNotModified, send, type Reply } from '../support/process';
+
+type Operation = {
+  readonly parameters?: ReadonlyArray<{ readonly name: string; readonly in: string }>;
+  readonly responses: Readonly<
+    Record<
+      string,
+      { readonly headers?: Record<string, unknown>; readonly content?: Record<string, { schema?: unknown }> }
+    >
+  >;
+};
+const paths = OPENAPI.paths as unknown as Readonly<Record<string, Readonly<Record<string, Operation>>>>;
+
+/** The document's path template for a route of the router's (`/rockets/:channel` → `/rockets/{channel}`). */
+const template = (route: string): string => route.replace(/:(\w+)/g, '{$1}');
+/** The template a request path falls under. */
+const templateOf = (path: string): string =>
+  path.startsWith('/rockets/') ? (path.endsWith('/events') ? '/rockets/{channel}/events' : '/rockets/{channel}') : path;
+
+const envelope = (channel: string, n: number, type: string, message: Record<string, unknown>) => ({
+  metadata: { channel, messageNumber: n, messageTime: '2022-02-02T19:39:05.86337+01:00', messageType: type },
+  message,
+});
+const launch = (channel: string, n = 1) =>
+  envelope(channel, n, 'RocketLaunched', { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS' });
+const speedUp = (channel: string, n: number, by: number) => envelope(channel, n, 'RocketSpeedIncreased', { by });
+
+describe('the OpenAPI document of the REST API', () => {
+  const ajv = new Ajv2020({ strict: true, allErrors: true });
+  addFormats(ajv);
+  // The document's own top-level fields are not JSON Schema keywords: its schemas are reached by pointer.
+  ajv.addVocabulary(['openapi', 'info', 'jsonSchemaDialect', 'paths', 'components']);
+  ajv.addSchema(OPENAPI, 'openapi');
+  /** Checks a value against a schema of the document, by JSON pointer; the errors say where it differs. */
+  const check = (pointer: string, value: unknown) => {
+    const validate = ajv.getSchema(`openapi#${pointer}`);
+    if (validate === undefined) throw new Error(`no schema at ${pointer}`);
+    // None of the document's schemas is asynchronous: the answer is a boolean.
+    return (validate(value) as boolean) ? [] : (validate.errors ?? []);
+  };
+  const pointer = (...parts: string[]) => parts.map((p) => `/${p.replace(/~/g, '~0').replace(/\//g, '~1')}`).join('');
+
+  it('names every route the router answers, with the methods and query parameters it reads, and no other', () => {
+    expect(Object.keys(paths).sort()).toEqual(Object.keys(PARAMETERS).map(template).sort());
+    for (const [route, names] of Object.entries(PARAMETERS)) {
+      const operations = paths[template(route)] ?? {};
+      const concrete = route.replace(/:\w+/g, 'x');
+      const methods = Object.keys(operations).map((m) => m.toUpperCase());
+      // A read route answers GET and HEAD (HEAD as GET: OpenAPI's `get` covers both).
+      expect({ route, methods: methodsOf(concrete) }).toEqual({
+        route,
+        methods: methods.includes('GET') ? READ_METHODS : methods.join(', '),
+      });
+      for (const operation of Object.values(operations)) {
+        const query = (operation.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name);
+        expect({ route, query: query.sort() }).toEqual({ route, query: [...names].sort() });
+      }
+    }
+  });
+
+  it('holds schemas that compile, and an envelope schema that takes what the server takes', () => {
+    for (const name of Object.keys(OPENAPI.components.schemas))
+      expect(ajv.getSchema(`openapi#${pointer('components', 'schemas', name)}`)).toBeInstanceOf(Function);
+    const envelopePointer = pointer('components', 'schemas', 'Envelope');
+    expect(check(envelopePointer, launch('a'))).toEqual([]);
+    expect(check(envelopePointer, { ...speedUp('a', 2, 5), extra: true })).toEqual([]);
+    // Each of these the server refuses, and the schema too.
+    for (const refused of [
+      envelope('a', 0, 'RocketLaunched', { type: 'x', launchSpeed: 1, mission: 'm' }),
+      envelope('', 1, 'RocketExploded', { reason: 'r' }),
+      envelope('a', 1, 'RocketSpeedIncreased', { by: -1 }),
+      envelope('a', 1, 'RocketMissionChanged', {}),
+      envelope('a', 1, 'MessageSkipped', { reason: 'r' }),
+      { metadata: launch('a').metadata },
+    ])
+      expect({ refused, errors: check(envelopePointer, refused).length > 0 }).toEqual({ refused, errors: true });
+  });
+
+  describe('against the server', () => {
+    let app: App;
+    let base: string;
+    /** Every documented answer seen, as `METHOD template status`. */
+    const seen = new Set<string>();
+
+    /** Sends a request and checks its answer against the document: a documented status, body and headers. */
+    async function call(
+      method: string,
+      path: string,
+      body?: unknown,
+      headers: Record<string, string> = {},
+    ): Promise<Reply> {
+      const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+      const r = await send(`${base}${path}`, method, text, headers);
+      const route = templateOf(new URL(path, base).pathname);
+      const verb = method === 'HEAD' ? 'get' : method.toLowerCase();
+      const response = paths[route]?.[verb]?.responses[String(r.status)];
+      expect({ method, path, status: r.status, documented: response !== undefined }).toEqual({
+        method,
+        path,
+        status: r.status,
+        documented: true,
+      });
+      seen.add(`${verb.toUpperCase()} ${route} ${r.status}`);
+      for (const name of Object.keys(response?.headers ?? {}))
+        if (name === 'ETag')
+          expect({ path, etag: r.headers.etag }).toEqual({ path, etag: expect.any(String) as unknown });
+      if (method !== 'HEAD' && response?.content?.['application/json']?.schema !== undefined) {
+        expect(r.headers['content-type']).toBe('application/json; charset=utf-8');
+        const at = pointer(
+          'paths',
+          route,
+          verb,
+          'responses',
+          String(r.status),
+          'content',
+          'application/json',
+          'schema',
+        );
+        expect({ method, path, body: r.body, errors: check(at, r.body) }).toEqual({
+          method,
+          path,
+          body: r.body,
+          errors: [],
+        });
+      }
+      return r;
+    }
+
+    beforeAll(async () => {
+      app = await buildApp({
+        ...loadConfig({}),
+        databaseUrl: 'memory:',
+        maxBodyBytes: 4096,
+        bufferLimits: { perChannel: 2, total: 3 },
+      });
+      base = `http://127.0.0.1:${await app.start(0, '127.0.0.1')}`;
+    });
+    afterAll(() => app.stop());
+
+    it('answers every route as the document says, each documented answer at least once', async () => {
+      // Writes: applied, buffered, duplicate, and each refusal.
+      expect((await call('POST', '/messages', launch('a'))).status).toBe(202);
+      await call('POST', '/messages', speedUp('a', 2, 100));
+      await call('POST', '/messages', speedUp('a', 4, 1)); // buffered: waits for 3
+      await call('POST', '/messages', speedUp('a', 2, 100)); // duplicate
+      expect((await call('POST', '/messages', speedUp('a', 2, 7))).status).toBe(409);
+      expect((await call('POST', '/messages', speedUp('a', 6, 1))).status).toBe(429); // past waitingFor + 2
+      await call('POST', '/messages', launch('b', 3));
+      await call('POST', '/messages', launch('c', 3));
+      expect((await call('POST', '/messages', launch('d', 3))).status).toBe(503); // a fourth buffered in all
+      expect((await call('POST', '/messages', envelope('a', 0, 'RocketExploded', { reason: 'x' }))).status).toBe(400);
+      expect((await call('POST', '/messages', '{"metadata":')).status).toBe(400);
+      expect((await call('POST', '/messages', 'x'.repeat(5000))).status).toBe(413);
+      const zipped = await call('POST', '/messages', gzipSync(JSON.stringify(launch('e'))).toString('latin1'), {
+        'content-encoding': 'gzip',
+      });
+      expect(zipped.status).toBe(415);
+
+      // Reads: each route, a 304 for each read's ETag, and each refusal.
+      for (const path of [
+        '/rockets',
+        '/rockets?sort=speed&order=desc&status=flying&limit=1',
+        '/rockets/a',
+        '/rockets/a?asOf=1',
+        '/rockets/a?asOf=2030-01-01T00:00:00Z',
+        '/rockets/a/events?after=0&limit=1',
+        '/events?after=0&limit=1',
+        '/gaps?limit=2',
+        '/openapi.json',
+      ]) {
+        const r = await call('GET', path);
+        expect({ path, status: r.status }).toEqual({ path, status: 200 });
+        await call('HEAD', path);
+        await call('GET', path, undefined, { 'if-none-match': r.headers.etag as string });
+        await expectNotModified(`${base}${path}`, r.headers.etag as string, 'origin');
+      }
+      await call('GET', '/health');
+      for (const path of [
+        '/rockets?limit=0',
+        '/rockets?sortt=speed',
+        '/rockets/a?asOf=soon',
+        '/rockets/a/events?after=x',
+        '/events?limit=5&limit=6',
+        '/gaps?limit=-1',
+      ])
+        expect({ path, status: (await call('GET', path)).status }).toEqual({ path, status: 400 });
+      for (const path of ['/rockets/nope', '/rockets/nope/events', '/rockets/a?asOf=9'])
+        expect({ path, status: (await call('GET', path)).status }).toEqual({ path, status: 404 });
+
+      // A server that asks for a token: 401 without it.
+      const guarded = await buildApp({ ...loadConfig({}), databaseUrl: 'memory:', ingestToken: 'secret' });
+      try {
+        const guardedBase = base;
+        base = `http://127.0.0.1:${await guarded.start(0, '127.0.0.1')}`;
+        expect((await call('POST', '/messages', launch('a'))).status).toBe(401);
+        base = guardedBase;
+      } finally {
+        await guarded.stop();
+      }
+
+      // Every answer the document lists was given (503 as BUFFER_FULL: a failed store answers the same way).
+      const documented = Object.entries(paths).flatMap(([route, operations]) =>
+        Object.entries(operations).flatMap(([verb, op]) =>
+          Object.keys(op.responses).map((status) => `${verb.toUpperCase()} ${route} ${status}`),
+        ),
+      );
+      expect(documented.filter((d) => !seen.has(d))).toEqual([]);
+    });
+  });
+});
