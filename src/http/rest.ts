@@ -125,13 +125,18 @@ const rocketBody = serialisedOnce(rocketJson);
 /** ETags of bodies serialised once (see serialisedOnce), so that a body answered again is not hashed again. */
 const etags = new WeakMap<Buffer, string>();
 
-/** A 200 with a JSON body already serialised. */
-function jsonAnswer(body: Buffer, headers: Record<string, string> = {}): Answer {
+/** The ETag of a body serialised once (see serialisedOnce), hashed when first answered. */
+function keptTag(body: Buffer): string {
   let etag = etags.get(body);
   if (etag === undefined) {
     etag = etagOf(body);
     etags.set(body, etag);
   }
+  return etag;
+}
+
+/** A 200 with a JSON body already serialised, and its ETag. */
+function jsonAnswer(body: Buffer, etag: string, headers: Record<string, string> = {}): Answer {
   const notModified = ['etag', etag, ...REVALIDATE];
   return {
     headers: [
@@ -169,7 +174,8 @@ const sendRead = (
   value: unknown,
   headers?: Record<string, string>,
 ): void => {
-  send(req, res, jsonAnswer(Buffer.from(JSON.stringify(value)), headers));
+  const body = Buffer.from(JSON.stringify(value));
+  send(req, res, jsonAnswer(body, etagOf(body), headers));
 };
 
 /** The read routes with a fixed path. */
@@ -304,7 +310,11 @@ export function createRestRoutes(
       return true;
     }
     if (path === '/openapi.json') {
-      send(req, res, (openApi ??= jsonAnswer(Buffer.from(JSON.stringify(OPENAPI)))));
+      if (openApi === undefined) {
+        const body = Buffer.from(JSON.stringify(OPENAPI));
+        openApi = jsonAnswer(body, etagOf(body));
+      }
+      send(req, res, openApi);
       return true;
     }
     if (path === '/gaps') {
@@ -338,7 +348,8 @@ export function createRestRoutes(
         headers.link = `</rockets?${next.toString()}>; rel="next"`;
         headers['x-next-cursor'] = page.nextCursor;
       }
-      answer(req, res, since, jsonAnswer(pageBody(page), headers));
+      const body = pageBody(page);
+      answer(req, res, since, jsonAnswer(body, keptTag(body), headers));
       return true;
     }
     const m = ROCKET_PATH.exec(path);
@@ -363,7 +374,8 @@ export function createRestRoutes(
       const since = service.readVersion();
       const rocket = await service.rocket(channel);
       if (m[2] === undefined) {
-        answer(req, res, since, jsonAnswer(rocketBody(rocket)));
+        const body = rocketBody(rocket);
+        answer(req, res, since, jsonAnswer(body, keptTag(body)));
       } else {
         // Here `after` is a message number: an issue with it names the parameter the client sent.
         const limit = count(q, 'limit');
