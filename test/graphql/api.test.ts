@@ -582,6 +582,16 @@ describe('GraphQL over HTTP', () => {
       expect(again.headers).toMatchObject({ etag, 'cache-control': 'no-cache', vary: 'origin, accept' });
       expect(first.headers).toMatchObject({ 'cache-control': 'no-cache', vary: 'origin, accept' });
       await expectNotModified(url, etag, 'origin, accept', json);
+      // A page of another origin gets its allowance with the answer and with the 304, and one Vary.
+      const origin = { ...json, origin: 'https://elsewhere.example' };
+      for (const held of [{}, { 'if-none-match': etag }] as Array<Record<string, string>>) {
+        const cross = await send(url, 'GET', undefined, { ...origin, ...held });
+        expect([cross.status, cross.headers['access-control-allow-origin'], cross.headers.vary]).toEqual([
+          'if-none-match' in held ? 304 : 200,
+          'https://elsewhere.example',
+          'origin, accept',
+        ]);
+      }
       // The other media type is another representation, with its own tag.
       const typed = await send(url, 'GET', undefined, { accept: 'application/graphql-response+json' });
       expect(typed.body).toEqual(first.body);
