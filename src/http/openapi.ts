@@ -39,6 +39,19 @@ const payload = (type: keyof typeof PAYLOAD_FIELDS, extraAllowed: boolean): Sche
   return extraAllowed ? { ...schema, additionalProperties: true } : schema;
 };
 
+/** A rocket's own fields, now (with its buffer) or as it was (with the point in time asked for). */
+const rocketFields: Record<string, Schema> = {
+  channel: { type: 'string' },
+  type: nullable({ type: 'string' }),
+  mission: nullable({ type: 'string' }),
+  speed: { type: 'number', minimum: 0, maximum: SAFE_INTEGER },
+  status: { enum: [...ROCKET_STATUSES] },
+  explodedReason: nullable({ type: 'string' }),
+  launchedAt: nullable(time),
+  updatedAt: time,
+  lastMessageNumber: messageNumber,
+};
+
 /** The codes a REST refusal carries in `error.code` (the fields some of them add are optional in `Error`). */
 const ERROR_CODES: readonly (
   DomainErrorCode | 'PAYLOAD_TOO_LARGE' | 'UNSUPPORTED_MEDIA_TYPE' | 'METHOD_NOT_ALLOWED'
@@ -92,31 +105,9 @@ const schemas: Record<string, Schema> = {
     description:
       'What the reorder buffer holds for a rocket: the number it waits for, how many wait behind it, since when.',
   },
-  Rocket: object({
-    channel: { type: 'string' },
-    type: nullable({ type: 'string' }),
-    mission: nullable({ type: 'string' }),
-    speed: { type: 'number', minimum: 0, maximum: SAFE_INTEGER },
-    status: { enum: [...ROCKET_STATUSES] },
-    explodedReason: nullable({ type: 'string' }),
-    launchedAt: nullable(time),
-    updatedAt: time,
-    lastMessageNumber: messageNumber,
-    buffer: ref('Buffer'),
-  }),
+  Rocket: object({ ...rocketFields, buffer: ref('Buffer') }),
   PastRocket: {
-    ...object({
-      channel: { type: 'string' },
-      type: nullable({ type: 'string' }),
-      mission: nullable({ type: 'string' }),
-      speed: { type: 'number', minimum: 0, maximum: SAFE_INTEGER },
-      status: { enum: [...ROCKET_STATUSES] },
-      explodedReason: nullable({ type: 'string' }),
-      launchedAt: nullable(time),
-      updatedAt: time,
-      lastMessageNumber: messageNumber,
-      asOf: { oneOf: [object({ messageNumber }), object({ time })] },
-    }),
+    ...object({ ...rocketFields, asOf: { oneOf: [object({ messageNumber }), object({ time })] } }),
     description: 'A rocket as it was right after a message, or at a server time (time travel): no buffer.',
   },
   Event: {
