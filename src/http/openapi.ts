@@ -208,6 +208,8 @@ const paths = {
       summary: 'Submit one message; answered once it is durably recorded',
       description:
         'The body is parsed as JSON whatever its Content-Type. A message from the future waits in the reorder buffer; the same message again is a duplicate and changes nothing.',
+      // Open unless the server is given an INGEST_TOKEN.
+      security: [{}, { ingestToken: [] }],
       requestBody: { required: true, content: { 'application/json': { schema: ref('Envelope') } } },
       responses: {
         202: json(ref('SubmitResult'), 'Recorded: applied, buffered, or a duplicate of one recorded before'),
@@ -293,5 +295,10 @@ export const OPENAPI = {
   },
   jsonSchemaDialect: 'https://spec.openapis.org/oas/3.1/dialect/base',
   paths,
-  components: { schemas },
+  components: {
+    schemas,
+    securitySchemes: {
+      ingestToken: { type: 'http', scheme: 'bearer', description: 'The INGEST_TOKEN the server is given, if any' },
+    },
+  },
 } as const;
