@@ -5,9 +5,13 @@ import type { Rocket } from '../domain/rocket';
 import { MAX_PAGE, type RocketPage, type RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
 import {
+  GZIP_MIN_BYTES,
   READ_METHODS,
+  acceptsGzip,
   etagMatches,
   etagOf,
+  gzip,
+  gzipTag,
   mayWrite,
   readBody,
   sendError,
@@ -107,9 +111,10 @@ interface Answer {
  * What every read's answer but `/health`'s tells caches, the browser's too: keep it, but ask again each time
  * (`no-cache`: it is the live state, and an `If-None-Match` with its ETag gets a 304 while it has not
  * changed); and keep one per Origin, as an answer to a page of another origin carries that origin's
- * allowance (CORS), and one to no origin none.
+ * allowance (CORS), and one to no origin none; and one per Accept-Encoding, as a client that takes gzip
+ * gets a larger answer gzipped.
  */
-const REVALIDATE = ['cache-control', 'no-cache', 'vary', 'origin'];
+const REVALIDATE = ['cache-control', 'no-cache', 'vary', 'origin, accept-encoding'];
 
 /** Bytes the REST answer cache keeps at most: bodies, targets, headers, and what each entry costs besides. */
 const ANSWER_CACHE_SIZE = 8 * 1024 * 1024;
@@ -153,11 +158,39 @@ function jsonAnswer(body: Buffer, etag: string, headers: Record<string, string> 
   };
 }
 
+/** The gzip representations of answers, each made once (a kept answer is sent again and again). */
+const gzippedAnswers = new WeakMap<Answer, Promise<Answer>>();
+
+/** An answer's gzip representation: its body gzipped, with its own length and ETag. */
+function gzipped(answer: Answer): Promise<Answer> {
+  let made = gzippedAnswers.get(answer);
+  if (made === undefined) {
+    made = gzip(answer.body).then((body) => {
+      const etag = gzipTag(answer.etag);
+      const headers = ['content-encoding', 'gzip'];
+      for (let i = 0; i < answer.headers.length; i += 2) {
+        const name = answer.headers[i] as string;
+        const value = name === 'content-length' ? String(body.length) : name === 'etag' ? etag : answer.headers[i + 1];
+        headers.push(name, value as string);
+      }
+      return { headers, body, etag, notModified: ['etag', etag, ...REVALIDATE] };
+    });
+    gzippedAnswers.set(answer, made);
+  }
+  return made;
+}
+
 /**
  * Sends an answer, or a 304 without its body when the request's `If-None-Match` names its ETag; `more`
- * headers (name, value, ...) join its own.
+ * headers (name, value, ...) join its own. A client that takes gzip gets an answer of 1 KiB or more
+ * gzipped, with the ETag of that representation.
  */
 function send(req: IncomingMessage, res: ServerResponse, answer: Answer, ...more: string[]): void {
+  const encodings = req.headers['accept-encoding'];
+  if (encodings !== undefined && answer.body.length >= GZIP_MIN_BYTES && acceptsGzip(encodings)) {
+    sendGzipped(req, res, answer, more);
+    return;
+  }
   if (etagMatches(req.headers['if-none-match'], answer.etag)) {
     res.writeHead(304, more.length === 0 ? (answer.notModified as string[]) : [...answer.notModified, ...more]);
     res.end();
@@ -165,6 +198,25 @@ function send(req: IncomingMessage, res: ServerResponse, answer: Answer, ...more
   }
   res.writeHead(200, more.length === 0 ? (answer.headers as string[]) : [...answer.headers, ...more]);
   res.end(answer.body);
+}
+
+/** `send` for a client that takes gzip: the 304 needs no gzipping, only the tag it would have. */
+function sendGzipped(req: IncomingMessage, res: ServerResponse, answer: Answer, more: string[]): void {
+  const etag = gzipTag(answer.etag);
+  if (etagMatches(req.headers['if-none-match'], etag)) {
+    res.writeHead(304, ['etag', etag, ...REVALIDATE, ...more]);
+    res.end();
+    return;
+  }
+  gzipped(answer).then(
+    (a) => {
+      res.writeHead(200, more.length === 0 ? (a.headers as string[]) : [...a.headers, ...more]);
+      res.end(a.body);
+    },
+    (e: unknown) => {
+      sendError(res, e);
+    },
+  );
 }
 
 /** Answers a read with `value` as JSON, its ETag, and a 304 for a client that holds it already. */

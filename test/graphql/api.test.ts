@@ -1,3 +1,4 @@
+import { gunzipSync } from 'node:zlib';
 import { print } from 'graphql';
 import {
   EventsDocument,
@@ -579,9 +580,13 @@ describe('GraphQL over HTTP', () => {
       expect(first.body).toEqual({ data: { rockets: { nodes: [{ channel: 'a', speed: 500 }] } } });
       const etag = first.headers.etag as string;
       expect(etag).toMatch(/^"[\w-]{27}"$/);
-      expect(again.headers).toMatchObject({ etag, 'cache-control': 'no-cache', vary: 'origin, accept' });
-      expect(first.headers).toMatchObject({ 'cache-control': 'no-cache', vary: 'origin, accept' });
-      await expectNotModified(url, etag, 'origin, accept', json);
+      expect(again.headers).toMatchObject({
+        etag,
+        'cache-control': 'no-cache',
+        vary: 'origin, accept, accept-encoding',
+      });
+      expect(first.headers).toMatchObject({ 'cache-control': 'no-cache', vary: 'origin, accept, accept-encoding' });
+      await expectNotModified(url, etag, 'origin, accept, accept-encoding', json);
       // A page of another origin gets its allowance with the answer and with the 304, and one Vary.
       const origin = { ...json, origin: 'https://elsewhere.example' };
       for (const held of [{}, { 'if-none-match': etag }] as Array<Record<string, string>>) {
@@ -589,7 +594,7 @@ describe('GraphQL over HTTP', () => {
         expect([cross.status, cross.headers['access-control-allow-origin'], cross.headers.vary]).toEqual([
           'if-none-match' in held ? 304 : 200,
           'https://elsewhere.example',
-          'origin, accept',
+          'origin, accept, accept-encoding',
         ]);
       }
       // The other media type is another representation, with its own tag.
@@ -625,6 +630,46 @@ describe('GraphQL over HTTP', () => {
       );
       expect(posted.status).toBe(200);
       expect(posted.headers.etag).toBeUndefined();
+    });
+
+    it('gzips an answer of 1 KiB or more for a client that takes gzip, over GET with its own ETag', async () => {
+      for (const c of ['g1', 'g2', 'g3', 'g4', 'g5', 'g6', 'g7', 'g8']) await status(messages(c).launched(1));
+      const query = '{ rockets { nodes { channel type mission speed status launchedAt updatedAt } } }';
+      const url = `${server.http}/graphql?query=${encodeURIComponent(query)}`;
+      const json = { accept: 'application/json' };
+      const gz = { ...json, 'accept-encoding': 'gzip' };
+      const plain = await send(url, 'GET', undefined, json);
+      expect(plain.raw.length).toBeGreaterThan(1024);
+      const gzTag = `${(plain.headers.etag as string).slice(0, -1)}-gzip"`;
+      // Computed, then answered from the answers kept by request: both gzipped, with the gzip tag.
+      for (const round of [1, 2]) {
+        const r = await send(url, 'GET', undefined, gz);
+        expect({ round, encoding: r.headers['content-encoding'], etag: r.headers.etag }).toEqual({
+          round,
+          encoding: 'gzip',
+          etag: gzTag,
+        });
+        expect(Number(r.headers['content-length'])).toBe(r.raw.length);
+        expect(gunzipSync(r.raw)).toEqual(plain.raw);
+      }
+      await expectNotModified(url, gzTag, 'origin, accept, accept-encoding', gz);
+
+      // A POST's answer is gzipped too, with no tag; a short one (a mutation's) is not.
+      const body = JSON.stringify({ query });
+      const posted = await send(`${server.http}/graphql`, 'POST', body, { ...gz, 'content-type': 'application/json' });
+      expect([posted.status, posted.headers['content-encoding'], posted.headers.etag]).toEqual([
+        200,
+        'gzip',
+        undefined,
+      ]);
+      expect(gunzipSync(posted.raw)).toEqual(plain.raw);
+      const mutation = JSON.stringify({ query: print(SubmitStatusDocument), variables: messages('g9').launched(1) });
+      const small = await send(`${server.http}/graphql`, 'POST', mutation, {
+        ...gz,
+        'content-type': 'application/json',
+      });
+      expect([small.status, small.headers['content-encoding']]).toEqual([200, undefined]);
+      expect(small.body).toEqual({ data: { submitMessage: { status: 'APPLIED' } } });
     });
 
     it('refuses a mutation over GET or HEAD with a 405 asking for POST, storing nothing', async () => {

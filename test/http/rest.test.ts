@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { buildApp, type App } from '../../src/app';
 import { loadConfig } from '../../src/config';
 import { DISCARD_BYTES } from '../../src/http/io';
@@ -463,8 +463,8 @@ describe('REST API', () => {
         const etag = first.headers.etag as string;
         expect(etag).toMatch(/^"[\w-]{27}"$/);
         expect(first.headers['cache-control']).toBe('no-cache');
-        expect(first.headers.vary).toBe('origin');
-        await expectNotModified(`${base}${path}`, etag, 'origin');
+        expect(first.headers.vary).toBe('origin, accept-encoding');
+        await expectNotModified(`${base}${path}`, etag, 'origin, accept-encoding');
         const other = await send(`${base}${path}`, 'GET', undefined, { 'if-none-match': '"other"' });
         expect(other.status).toBe(200);
         expect(other.body).toEqual(first.body);
@@ -508,7 +508,62 @@ describe('REST API', () => {
       const r = await send(`${base}/rockets`, 'GET', undefined, { origin: 'https://elsewhere.example' });
       expect(r.status).toBe(200);
       expect(r.headers['access-control-allow-origin']).toBe('https://elsewhere.example');
-      expect(r.headers.vary).toBe('origin');
+      expect(r.headers.vary).toBe('origin, accept-encoding');
+    });
+
+    it('gzips an answer of 1 KiB or more for a client that takes gzip, as another representation with its own ETag', async () => {
+      const gz = { 'accept-encoding': 'gzip, deflate, br' };
+      const plain = await send(`${base}/rockets`, 'GET');
+      expect(plain.raw.length).toBeGreaterThan(1024);
+      expect(plain.headers['content-encoding']).toBeUndefined();
+      const plainTag = plain.headers.etag as string;
+      const gzTag = `${plainTag.slice(0, -1)}-gzip"`;
+      // The second is answered from the kept answers, and its gzip from the one made for the first.
+      for (const round of [1, 2]) {
+        const r = await send(`${base}/rockets`, 'GET', undefined, gz);
+        expect({ round, status: r.status, encoding: r.headers['content-encoding'], etag: r.headers.etag }).toEqual({
+          round,
+          status: 200,
+          encoding: 'gzip',
+          etag: gzTag,
+        });
+        expect(r.headers).toMatchObject({ 'cache-control': 'no-cache', vary: 'origin, accept-encoding' });
+        expect(Number(r.headers['content-length'])).toBe(r.raw.length);
+        expect(r.raw.length).toBeLessThan(plain.raw.length);
+        expect(gunzipSync(r.raw)).toEqual(plain.raw);
+      }
+      const head = await send(`${base}/rockets`, 'HEAD', undefined, gz);
+      expect([head.status, head.headers['content-encoding'], head.headers.etag, head.raw.length]).toEqual([
+        200,
+        'gzip',
+        gzTag,
+        0,
+      ]);
+      await expectNotModified(`${base}/rockets`, gzTag, 'origin, accept-encoding', gz);
+      // The tag of the other representation gets this one in full.
+      expect((await send(`${base}/rockets`, 'GET', undefined, { ...gz, 'if-none-match': plainTag })).status).toBe(200);
+      expect((await send(`${base}/rockets`, 'GET', undefined, { 'if-none-match': gzTag })).status).toBe(200);
+      // Refused with q=0, taken through `*`; x-gzip is gzip.
+      for (const [header, encoding] of [
+        ['gzip;q=0, identity', undefined],
+        ['*;q=0.5', 'gzip'],
+        ['gzip;q=0, *', undefined],
+        ['x-gzip', 'gzip'],
+        ['br', undefined],
+      ] as const) {
+        const r = await send(`${base}/rockets`, 'GET', undefined, { 'accept-encoding': header });
+        expect({ header, encoding: r.headers['content-encoding'] }).toEqual({ header, encoding });
+      }
+      // An answer made once (an events page) is gzipped too; a short one is not.
+      const events = await send(`${base}/events`, 'GET', undefined, gz);
+      expect(events.headers['content-encoding']).toBe('gzip');
+      expect(JSON.parse(gunzipSync(events.raw).toString('utf8'))).toEqual((await getJson(`${base}/events`)).body);
+      const one = await send(`${base}/rockets/a`, 'GET', undefined, gz);
+      expect([one.raw.length < 1024, one.headers['content-encoding'], one.headers.vary]).toEqual([
+        true,
+        undefined,
+        'origin, accept-encoding',
+      ]);
     });
 
     it('answers one rocket, or 404 with a JSON error', async () => {

@@ -60,7 +60,10 @@ export function startServer(env: Record<string, string>): Promise<ServerProcess>
 
 export interface Reply {
   readonly status: number;
+  /** The body parsed as JSON, or else as text. */
   readonly body: unknown;
+  /** The body's bytes as they came (gzipped, if the answer says so). */
+  readonly raw: Buffer;
   readonly headers: Record<string, string | string[] | undefined>;
 }
 
@@ -80,14 +83,15 @@ export function send(
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
+        const raw = Buffer.concat(chunks);
+        const text = raw.toString('utf8');
         let parsed: unknown = text;
         try {
           parsed = JSON.parse(text);
         } catch {
           // Not JSON: keep the text.
         }
-        resolve({ status: res.statusCode ?? 0, body: parsed, headers: res.headers });
+        resolve({ status: res.statusCode ?? 0, body: parsed, raw, headers: res.headers });
       });
       res.on('error', reject);
     });

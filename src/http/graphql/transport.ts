@@ -31,8 +31,12 @@ import {
   BodyRefusedError,
   BodyTooLargeError,
   corsHeaders,
+  acceptsGzip,
   etagMatches,
   etagOf,
+  gzip,
+  GZIP_MIN_BYTES,
+  gzipTag,
   mayWrite,
   originAllowed,
   readBody,
@@ -241,15 +245,60 @@ function sendText(res: ServerResponse, status: number, body: string, headers: Re
 
 /**
  * What a query's answer over GET (or HEAD) tells caches, the browser's too, as REST's reads do: keep it, but
- * ask again each time, with `If-None-Match`; and keep one per Origin (the CORS allowance) and per Accept (the
- * media type of the answer).
+ * ask again each time, with `If-None-Match`; and keep one per Origin (the CORS allowance), per Accept (the
+ * media type of the answer) and per Accept-Encoding (gzip or not).
  */
-const REVALIDATE = { 'cache-control': 'no-cache', vary: 'origin, accept' } as const;
+const REVALIDATE = { 'cache-control': 'no-cache', vary: 'origin, accept, accept-encoding' } as const;
+
+/** Whether an answer of `length` goes gzipped: 1 KiB or more, to a client that takes gzip. */
+const gzipFor = (req: IncomingMessage, length: number): boolean =>
+  length >= GZIP_MIN_BYTES && acceptsGzip(req.headers['accept-encoding']);
+
+/** Gzipped bodies of the answer cache's, made once each (a kept answer is sent again and again). */
+const gzippedBodies = new WeakMap<Buffer, Promise<Buffer>>();
+
+/**
+ * Sends a 200 with `body` gzipped. A body of the answer cache (`kept`) is gzipped once; any other each time.
+ * Gzip does not fail on a buffer; if it did, the connection is cut rather than answered with half a promise.
+ */
+function sendGzipped(res: ServerResponse, headers: Record<string, string>, body: Buffer, kept: boolean): void {
+  let made = kept ? gzippedBodies.get(body) : undefined;
+  if (made === undefined) {
+    made = gzip(body);
+    if (kept) gzippedBodies.set(body, made);
+  }
+  made.then(
+    (gzipped) => {
+      res.writeHead(200, { ...headers, 'content-encoding': 'gzip', 'content-length': String(gzipped.length) });
+      res.end(gzipped);
+    },
+    () => res.destroy(),
+  );
+}
+
+/**
+ * Sends an answer's 200 over POST: gzipped for a client that takes it (`gzipFor`). Answers to POST are not
+ * kept by caches, so they carry no validators.
+ */
+function sendPosted(
+  req: IncomingMessage,
+  res: ServerResponse,
+  headers: Record<string, string>,
+  body: Buffer,
+  kept: boolean,
+): void {
+  if (gzipFor(req, body.length)) {
+    sendGzipped(res, headers, body, kept);
+    return;
+  }
+  res.writeHead(200, { ...headers, 'content-length': String(body.length) });
+  res.end(body);
+}
 
 /**
  * Sends a query's 200 over GET with `body` and its strong ETag, or a 304 without the body when the request's
  * `If-None-Match` names that tag. `cors` are the request's CORS headers; `headers` hold them and the body's
- * own (its media type).
+ * own (its media type). Gzipped (`gzipFor`), the answer is another representation, with its own tag.
  */
 function sendRead(
   req: IncomingMessage,
@@ -257,11 +306,18 @@ function sendRead(
   cors: Record<string, string>,
   headers: Record<string, string>,
   body: Buffer,
-  etag: string,
+  tag: string,
+  kept: boolean,
 ): void {
+  const gzipped = gzipFor(req, body.length);
+  const etag = gzipped ? gzipTag(tag) : tag;
   if (etagMatches(req.headers['if-none-match'], etag)) {
     res.writeHead(304, { ...cors, ...REVALIDATE, etag });
     res.end();
+    return;
+  }
+  if (gzipped) {
+    sendGzipped(res, { ...headers, ...REVALIDATE, etag }, body, kept);
     return;
   }
   res.writeHead(200, { ...headers, ...REVALIDATE, etag, 'content-length': String(body.length) });
@@ -503,11 +559,10 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     const reply = answers.replyTo(asked, sentType, accept, body ?? url, service.readVersion());
     if (reply !== undefined) {
       if (asked === 'GET') {
-        sendRead(req, res, cors, { ...cors, 'content-type': reply.type }, reply.answer, tagOf(reply));
+        sendRead(req, res, cors, { ...cors, 'content-type': reply.type }, reply.answer, tagOf(reply), true);
         return;
       }
-      res.writeHead(200, { ...cors, 'content-type': reply.type, 'content-length': String(reply.answer.length) });
-      res.end(reply.answer);
+      sendPosted(req, res, { ...cors, 'content-type': reply.type }, reply.answer, true);
       return;
     }
     const requestId = res.getHeader('x-request-id');
@@ -539,12 +594,17 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     if (asked === 'GET' && status === 200) {
       // A query's answer, errors and all: a tag names these bytes, whatever they say.
       const answer = cached ?? Buffer.from(text ?? '');
-      sendRead(req, res, cors, headers, answer, etagOf(answer, contentType));
+      sendRead(req, res, cors, headers, answer, etagOf(answer, contentType), cached !== undefined);
       return;
     }
     if (cached) {
-      res.writeHead(init.status, { ...headers, 'content-length': String(cached.length) });
-      res.end(cached);
+      sendPosted(req, res, headers, cached, true);
+      return;
+    }
+    // The hot path of mutations sends the text as it is; only an answer worth gzipping is made a buffer
+    // (measured in UTF-16 units, which the bytes are at least).
+    if (status === 200 && text !== null && gzipFor(req, text.length)) {
+      sendGzipped(res, headers, Buffer.from(text), false);
       return;
     }
     sendText(res, status, text ?? '', headers);
