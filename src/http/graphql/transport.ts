@@ -277,25 +277,6 @@ function sendGzipped(res: ServerResponse, headers: Record<string, string>, body:
 }
 
 /**
- * Sends an answer's 200 over POST: gzipped for a client that takes it (`gzipFor`). Answers to POST are not
- * kept by caches, so they carry no validators.
- */
-function sendPosted(
-  req: IncomingMessage,
-  res: ServerResponse,
-  headers: Record<string, string>,
-  body: Buffer,
-  kept: boolean,
-): void {
-  if (gzipFor(req, body.length)) {
-    sendGzipped(res, headers, body, kept);
-    return;
-  }
-  res.writeHead(200, { ...headers, 'content-length': String(body.length) });
-  res.end(body);
-}
-
-/**
  * Sends a query's 200 over GET with `body` and its strong ETag, or a 304 without the body when the request's
  * `If-None-Match` names that tag. `cors` are the request's CORS headers; `headers` hold them and the body's
  * own (its media type). Gzipped (`gzipFor`), the answer is another representation, with its own tag.
@@ -562,7 +543,13 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         sendRead(req, res, cors, { ...cors, 'content-type': reply.type }, reply.answer, tagOf(reply), true);
         return;
       }
-      sendPosted(req, res, { ...cors, 'content-type': reply.type }, reply.answer, true);
+      // Answers to POST are not kept by caches: no validators. Written out here, as this is a hot path.
+      if (gzipFor(req, reply.answer.length)) {
+        sendGzipped(res, { ...cors, 'content-type': reply.type }, reply.answer, true);
+        return;
+      }
+      res.writeHead(200, { ...cors, 'content-type': reply.type, 'content-length': String(reply.answer.length) });
+      res.end(reply.answer);
       return;
     }
     const requestId = res.getHeader('x-request-id');
@@ -598,7 +585,11 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       return;
     }
     if (cached) {
-      sendPosted(req, res, headers, cached, true);
+      if (gzipFor(req, cached.length)) sendGzipped(res, headers, cached, true);
+      else {
+        res.writeHead(init.status, { ...headers, 'content-length': String(cached.length) });
+        res.end(cached);
+      }
       return;
     }
     // The hot path of mutations sends the text as it is; only an answer worth gzipping is made a buffer
