@@ -176,7 +176,7 @@ export async function buildApp(
           sendMethodNotAllowed(res, READ_METHODS);
           return;
         }
-        metrics.respond(res).catch((e: unknown) => {
+        metrics.respond(req, res).catch((e: unknown) => {
           sendError(res, e, log);
         });
         return;

@@ -1,8 +1,18 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, extname, join } from 'node:path';
 import type { Logger } from 'pino';
-import { READ_METHODS, etagMatches, etagOf, sendMethodNotAllowed, sendProblem } from './io';
+import {
+  GZIP_MIN_BYTES,
+  READ_METHODS,
+  acceptsGzip,
+  etagMatches,
+  etagOf,
+  gzipTag,
+  sendMethodNotAllowed,
+  sendProblem,
+} from './io';
 
 /** The page's own files, committed as-is: plain HTML, CSS and one ES module, with no build step. */
 const PAGE_FILES = ['index.html', 'dashboard.css', 'dashboard.js'] as const;
@@ -35,19 +45,25 @@ const PAGE_HEADERS = {
   'referrer-policy': 'no-referrer',
 };
 
-interface Asset {
+/** A file as it is sent: its body, and for one of 1 KiB or more the same gzipped, with its own tag. */
+interface Representation {
   readonly body: Buffer;
-  readonly type: string;
   readonly etag: string;
+}
+
+interface Asset extends Representation {
+  readonly type: string;
+  readonly gzipped?: Representation;
   readonly headers?: Record<string, string>;
 }
 
-const asset = (body: Buffer, name: string, headers?: Record<string, string>): Asset => ({
-  body,
-  type: TYPES[extname(name)] ?? 'application/octet-stream',
-  etag: etagOf(body),
-  headers,
-});
+/** A file, gzipped once here (at the best level: it is done once, when the server starts). */
+function asset(body: Buffer, name: string, headers?: Record<string, string>): Asset {
+  const etag = etagOf(body);
+  const gzipped =
+    body.length >= GZIP_MIN_BYTES ? { body: gzipSync(body, { level: 9 }), etag: gzipTag(etag) } : undefined;
+  return { body, etag, type: TYPES[extname(name)] ?? 'application/octet-stream', gzipped, headers };
+}
 
 /**
  * Where the page's files are. tsc copies no assets, so they stay in the source tree: next to this module when
@@ -141,19 +157,27 @@ export function createDashboard(log?: Logger): Dashboard {
         sendMethodNotAllowed(res, READ_METHODS);
         return true;
       }
+      const gzipped = file.gzipped !== undefined && acceptsGzip(req.headers['accept-encoding']);
+      const sent: Representation = gzipped ? file.gzipped : file;
       const headers: Record<string, string> = {
         'cache-control': 'no-cache',
-        etag: file.etag,
+        etag: sent.etag,
         'x-content-type-options': 'nosniff',
+        ...(file.gzipped === undefined ? {} : { vary: 'accept-encoding' }),
         ...file.headers,
       };
-      if (etagMatches(req.headers['if-none-match'], file.etag)) {
+      if (etagMatches(req.headers['if-none-match'], sent.etag)) {
         res.writeHead(304, headers);
         res.end();
         return true;
       }
-      res.writeHead(200, { ...headers, 'content-type': file.type, 'content-length': String(file.body.length) });
-      res.end(method === 'HEAD' ? undefined : file.body);
+      res.writeHead(200, {
+        ...headers,
+        'content-type': file.type,
+        ...(gzipped ? { 'content-encoding': 'gzip' } : {}),
+        'content-length': String(sent.body.length),
+      });
+      res.end(method === 'HEAD' ? undefined : sent.body);
       return true;
     },
     methodsOf: (path) => (assets.has(path) ? READ_METHODS : undefined),
