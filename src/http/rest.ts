@@ -158,7 +158,10 @@ function jsonAnswer(body: Buffer, etag: string, headers: Record<string, string> 
   };
 }
 
-/** The gzip representations of answers, each made once (a kept answer is sent again and again). */
+/**
+ * The gzip representations of answers, each made once (a kept answer is sent again and again). One lives
+ * as long as its answer and is smaller than it, so the answer cache's bound at most doubles.
+ */
 const gzippedAnswers = new WeakMap<Answer, Promise<Answer>>();
 
 /** An answer's gzip representation: its body gzipped, with its own length and ETag. */

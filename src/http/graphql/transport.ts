@@ -254,7 +254,10 @@ const REVALIDATE = { 'cache-control': 'no-cache', vary: 'origin, accept, accept-
 const gzipFor = (req: IncomingMessage, length: number): boolean =>
   length >= GZIP_MIN_BYTES && acceptsGzip(req.headers['accept-encoding']);
 
-/** Gzipped bodies of the answer cache's, made once each (a kept answer is sent again and again). */
+/**
+ * Gzipped bodies of the answer cache's, made once each (a kept answer is sent again and again). One lives as
+ * long as its body and is smaller than it, so the answer cache's bound at most doubles.
+ */
 const gzippedBodies = new WeakMap<Buffer, Promise<Buffer>>();
 
 /**
