@@ -12,6 +12,7 @@ import {
   gzipTag,
   sendMethodNotAllowed,
   sendProblem,
+  withVary,
 } from './io';
 
 /** The page's own files, committed as-is: plain HTML, CSS and one ES module, with no build step. */
@@ -163,7 +164,8 @@ export function createDashboard(log?: Logger): Dashboard {
         'cache-control': 'no-cache',
         etag: sent.etag,
         'x-content-type-options': 'nosniff',
-        ...(file.gzipped === undefined ? {} : { vary: 'accept-encoding' }),
+        // Beside the `Vary: Origin` of a page's CORS allowance, if it has one.
+        ...(file.gzipped === undefined ? {} : { vary: withVary(res, 'accept-encoding') }),
         ...file.headers,
       };
       if (etagMatches(req.headers['if-none-match'], sent.etag)) {

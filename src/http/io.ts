@@ -136,6 +136,12 @@ export function acceptsGzip(header: string | undefined): boolean {
   return gzip ?? any;
 }
 
+/** The `Vary` of an answer: `name` after what it varies on already (a CORS allowance's `origin`). */
+export function withVary(res: ServerResponse, name: string): string {
+  const vary = res.getHeader('vary');
+  return vary === undefined ? name : `${String(vary)}, ${name}`;
+}
+
 /** The strong ETag of a body's gzip representation, made from the tag of the body as it is. */
 export const gzipTag = (etag: string): string => `${etag.slice(0, -1)}-gzip"`;
 

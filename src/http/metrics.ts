@@ -3,7 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Hub } from '../engine/hub';
 import type { LanePool } from '../engine/lanes';
 import type { Telemetry } from '../engine/telemetry';
-import { acceptsGzip, GZIP_MIN_BYTES, gzip } from './io';
+import { acceptsGzip, GZIP_MIN_BYTES, gzip, withVary } from './io';
 import type { EventStore } from '../store/types';
 
 /** A message count of one outcome and type. */
@@ -118,11 +118,7 @@ export class Metrics implements Telemetry {
   /** Answers a scrape: the text format, gzipped when the scraper takes it (Prometheus does) and it is 1 KiB or more. */
   async respond(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const text = Buffer.from(await this.registry.metrics());
-    const vary = res.getHeader('vary');
-    const headers = {
-      'content-type': this.registry.contentType,
-      vary: vary === undefined ? 'accept-encoding' : `${String(vary)}, accept-encoding`,
-    };
+    const headers = { 'content-type': this.registry.contentType, vary: withVary(res, 'accept-encoding') };
     if (text.length >= GZIP_MIN_BYTES && acceptsGzip(req.headers['accept-encoding'])) {
       const body = await gzip(text);
       res.writeHead(200, { ...headers, 'content-encoding': 'gzip', 'content-length': String(body.length) });

@@ -327,6 +327,15 @@ describe('access', () => {
         'accept-encoding',
       ]);
       expect(gunzipSync(metrics.raw).toString('utf8')).toContain('rockets_messages_total');
+      // A page's request, with its CORS allowance: Vary names both.
+      for (const path of ['/dashboard/dashboard.js', '/metrics']) {
+        const cross = await send(`${base}${path}`, 'GET', undefined, { ...gz, origin: base });
+        expect({ path, allowed: cross.headers['access-control-allow-origin'], vary: cross.headers.vary }).toEqual({
+          path,
+          allowed: base,
+          vary: 'origin, accept-encoding',
+        });
+      }
       expect((await send(`${base}/metrics`, 'GET')).headers['content-encoding']).toBeUndefined();
     });
 
