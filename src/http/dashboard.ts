@@ -118,7 +118,6 @@ function loadAssets(): { assets: Map<string, Asset>; missing?: string } {
   return { assets };
 }
 
-/** Whether an If-None-Match header names this ETag (weak comparison, as RFC 9110 asks for GET). */
 export interface Dashboard {
   /**
    * Answers `GET /` with the live dashboard page, and `/dashboard/…` with its assets. Returns false, having

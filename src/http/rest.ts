@@ -140,9 +140,12 @@ function keptTag(body: Buffer): string {
   return etag;
 }
 
+/** The headers of a 304 in place of an answer tagged `etag`. */
+const notModifiedBy = (etag: string): string[] => ['etag', etag, ...REVALIDATE];
+
 /** A 200 with a JSON body already serialised, and its ETag. */
 function jsonAnswer(body: Buffer, etag: string, headers: Record<string, string> = {}): Answer {
-  const notModified = ['etag', etag, ...REVALIDATE];
+  const notModified = notModifiedBy(etag);
   return {
     headers: [
       'content-type',
@@ -176,7 +179,7 @@ function gzipped(answer: Answer): Promise<Answer> {
         const value = name === 'content-length' ? String(body.length) : name === 'etag' ? etag : answer.headers[i + 1];
         headers.push(name, value as string);
       }
-      return { headers, body, etag, notModified: ['etag', etag, ...REVALIDATE] };
+      return { headers, body, etag, notModified: notModifiedBy(etag) };
     });
     gzippedAnswers.set(answer, made);
   }
@@ -207,7 +210,7 @@ function send(req: IncomingMessage, res: ServerResponse, answer: Answer, ...more
 function sendGzipped(req: IncomingMessage, res: ServerResponse, answer: Answer, more: string[]): void {
   const etag = gzipTag(answer.etag);
   if (etagMatches(req.headers['if-none-match'], etag)) {
-    res.writeHead(304, ['etag', etag, ...REVALIDATE, ...more]);
+    res.writeHead(304, [...notModifiedBy(etag), ...more]);
     res.end();
     return;
   }
