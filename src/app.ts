@@ -232,7 +232,12 @@ export async function buildApp(
         // say Connection: close, which ends each connection once its answer is sent: a client learns to go
         // elsewhere, and the stop need not wait for keep-alive to time out. So are the answers to requests
         // that come meanwhile. (Closing connections Node counts idle would cut answers still being sent.)
-        for (const socket of sockets) endAfterAnswer(socket);
+        // A connection that has sent nothing yet (a client's spare one: fetch opens them) is not idle to Node,
+        // and would hold the stop until its client gave up on it: it is closed now, having nothing to lose.
+        for (const socket of sockets) {
+          if (socket.bytesRead === 0) socket.destroy();
+          else endAfterAnswer(socket);
+        }
         await graphql.close();
         const bound = new Promise<void>((resolve) => setTimeout(resolve, STOP_GRACE_MS).unref());
         await Promise.race([closed, bound]);

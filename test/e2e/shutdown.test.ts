@@ -44,6 +44,33 @@ describe('graceful shutdown', () => {
     },
   );
 
+  it('closes a connection that has sent nothing at once, and still answers a request in flight', async () => {
+    const s = (server = await startServer({ DATABASE_URL: `sqlite:${join(dir, 'rockets.db')}` }));
+    const silent = connect(s.port, '127.0.0.1');
+    await once(silent, 'connect');
+    const silentClosed = once(silent, 'close');
+    const body = JSON.stringify(fleet(1, 1, 6)[0]?.[0]);
+    const held = connect(s.port, '127.0.0.1');
+    await once(held, 'connect');
+    let answer = '';
+    held.on('data', (c: Buffer) => (answer += c.toString('latin1')));
+    const heldClosed = once(held, 'close');
+    held.write(
+      `POST /messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\n\r\n`,
+    );
+    expect((await getJson(`${s.url}/health`)).status).toBe(200);
+
+    const exit = s.stop('SIGTERM');
+    // Closed by the stop, while it waits for the request in flight: before, it was cut only with that
+    // request, when the stop's grace ran out.
+    await silentClosed;
+    held.write(body);
+    await heldClosed;
+    expect(answer).toMatch(/^HTTP\/1\.1 202 /);
+    expect(await exit).toBe(0);
+  });
+
   it('answers a request in flight when it stops, stores it, and ends its connection with that answer', async () => {
     const url = `sqlite:${join(dir, 'rockets.db')}`;
     const s = (server = await startServer({ DATABASE_URL: url }));
