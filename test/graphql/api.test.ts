@@ -696,13 +696,13 @@ describe('GraphQL over HTTP', () => {
       expect((await data(server, EventsDocument, {})).events).toEqual([]);
     });
 
-    it('refuses a subscription over HTTP with BAD_REQUEST saying it needs graphql-ws, in either media type', async () => {
+    it('refuses a subscription asked for as one answer with BAD_REQUEST saying where it runs, in either media type', async () => {
       const query = 'subscription { rocketUpdated { channel } }';
       const refusal = {
         errors: [
           {
             message:
-              'subscriptions run over WebSocket (graphql-ws, protocol graphql-transport-ws) on /graphql, not over HTTP',
+              'subscriptions run over WebSocket (graphql-ws, protocol graphql-transport-ws) on /graphql, or over HTTP as an event stream (Accept: text/event-stream), not as one answer',
             extensions: { code: 'BAD_REQUEST' },
           },
         ],

@@ -92,6 +92,17 @@ export interface Result<R> {
   readonly errors?: readonly GraphQLErrorJson[];
 }
 
+/**
+ * What `Subscription` needs of a client: to run an operation and hand its results to callbacks. graphql-ws's
+ * client and graphql-sse's have it.
+ */
+export interface SubscribingClient {
+  subscribe(
+    request: { query: string; variables: Record<string, unknown> },
+    sink: { next(result: never): void; error(e: unknown): void; complete(): void },
+  ): () => void;
+}
+
 /** Everything one subscription delivers, with a way to wait for more. */
 export class Subscription<R> {
   readonly results: Array<Result<R>> = [];
@@ -102,14 +113,14 @@ export class Subscription<R> {
   private readonly stop: () => void;
 
   constructor(
-    client: Client,
+    client: SubscribingClient,
     document: TypedDocumentNode<R, Record<string, unknown>>,
     variables: Record<string, unknown> = {},
   ) {
-    this.stop = client.subscribe<R>(
+    this.stop = client.subscribe(
       { query: print(document), variables },
       {
-        next: (r) => {
+        next: (r: Result<R>) => {
           this.results.push(r);
           this.wake();
         },

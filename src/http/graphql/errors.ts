@@ -111,10 +111,10 @@ export function unresolvedOperation(document: DocumentNode, operationName: strin
   return new GraphQLError(message, { extensions: { code: 'OPERATION_RESOLUTION_FAILURE' } });
 }
 
-/** A subscription over HTTP: graphql-http refuses it with no code, not saying where to go instead. */
+/** A subscription asked for one answer: graphql-http refuses it with no code, not saying where to go instead. */
 export const subscriptionOverHttp = (): GraphQLError =>
   new GraphQLError(
-    'subscriptions run over WebSocket (graphql-ws, protocol graphql-transport-ws) on /graphql, not over HTTP',
+    'subscriptions run over WebSocket (graphql-ws, protocol graphql-transport-ws) on /graphql, or over HTTP as an event stream (Accept: text/event-stream), not as one answer',
     { extensions: { code: 'BAD_REQUEST' } },
   );
 

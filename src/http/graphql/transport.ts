@@ -60,6 +60,7 @@ import {
   withoutHttpHints,
   yogaLogger,
 } from './errors';
+import { createEventStreams, prefersEventStream } from './event-stream';
 import { useGraphQlJitWhereItFits } from './jit';
 import { SharedSubscriptions } from './shared-subscriptions';
 
@@ -483,6 +484,17 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     formatError: withoutHttpHints,
   });
 
+  const streams = createEventStreams({
+    prepare: (params, canWrite, requestId) =>
+      prepare(params.query, params.variables, params.operationName, canWrite, requestId),
+    execute: (args) => envelopedOf(args).execute(args),
+    subscribe: (args) => envelopedOf(args).subscribe(args),
+    ingestToken,
+    subscriptionToken: config.subscriptionToken,
+    keepAliveMs: config.keepAliveMs,
+    log,
+  });
+
   const allowed = config.allowedOrigins;
   /** The ETags of kept replies (`answers.replyTo`), each hashed once: a reply has one body and media type. */
   const replyTags = new WeakMap<KeptReply, string>();
@@ -534,6 +546,10 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         });
         return;
       }
+    }
+    if (prefersEventStream(req.headers.accept)) {
+      await streams.handle(req, res, cors, method, body);
+      return;
     }
     // A HEAD is answered as its GET (Node sends no body to a HEAD, and keeps the GET's length).
     const asked = method === 'HEAD' ? 'GET' : method;
@@ -678,6 +694,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
 
     close: () =>
       (closing ??= (async () => {
+        streams.close();
         const open = [...wss.clients];
         const gone = Promise.all(open.map((s) => new Promise((resolve) => s.once('close', resolve))));
         for (const s of open) s.close(GOING_AWAY, 'the server is shutting down');

@@ -1,0 +1,262 @@
+/**
+ * GraphQL over Server-Sent Events, the "distinct connections" mode of the protocol graphql-sse and yoga
+ * speak: one operation a request, its results as `next` events, then `complete`. For clients with no
+ * WebSocket (`EventSource`, `curl -N`, proxies that do not pass an upgrade).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  GraphQLError,
+  getOperationAST,
+  OperationTypeNode,
+  type ExecutionArgs,
+  type ExecutionResult,
+  type GraphQLFormattedError,
+} from 'graphql';
+import { parseRequestParams, type RequestParams, type Response as HttpResponse } from 'graphql-http';
+import { isAsyncIterable, type PromiseOrValue } from 'graphql-yoga';
+import type { Logger } from 'pino';
+import { bearerOf, mayWrite, sameSecret } from '../io';
+import { coded, unexpected, withoutHints } from './errors';
+
+export interface EventStreamOptions {
+  /** Parses and validates as every other transport does; errors are returned, never thrown. */
+  prepare(
+    params: RequestParams,
+    canWrite: boolean,
+    requestId: string | undefined,
+  ): Promise<ExecutionArgs | readonly GraphQLError[]>;
+  execute(args: ExecutionArgs): PromiseOrValue<ExecutionResult>;
+  subscribe(args: ExecutionArgs): PromiseOrValue<AsyncIterableIterator<ExecutionResult> | ExecutionResult>;
+  readonly ingestToken: string | undefined;
+  readonly subscriptionToken: string | undefined;
+  /** How often an open stream sends a comment, so that idle proxies keep it; 0 for never. */
+  readonly keepAliveMs: number;
+  readonly log: Logger;
+}
+
+export interface EventStreams {
+  /**
+   * Answers a request to `/graphql` that asks for `text/event-stream` (`prefersEventStream`). `method` is
+   * GET, HEAD or POST, and `body` the text of a POST's body.
+   */
+  handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    cors: Readonly<Record<string, string>>,
+    method: string,
+    body: string | null,
+  ): Promise<void>;
+  /**
+   * Ends every open stream without `complete`, so that clients reconnect (elsewhere). A stream asked for after
+   * this is ended with the connections a stop cuts.
+   */
+  close(): void;
+}
+
+const EVENT_STREAM = 'text/event-stream';
+
+/**
+ * Whether a request asks for an event stream: `text/event-stream` is the first of the media ranges it
+ * accepts with the highest `q`. EventSource and graphql-sse's client send it alone; a client that also
+ * takes JSON, listed first or weighted higher (urql's fetch sends `text/event-stream` fourth), gets JSON.
+ */
+export function prefersEventStream(accept: string | undefined): boolean {
+  if (accept === undefined || !/text\/event-stream/i.test(accept)) return false;
+  let best: string | undefined;
+  let bestQ = 0;
+  for (const entry of accept.toLowerCase().split(',')) {
+    const [range = '', ...params] = entry.split(';').map((s) => s.trim());
+    const q = params.find((p) => p.startsWith('q='));
+    const weight = q === undefined ? 1 : Number(q.slice(2));
+    if (weight > bestQ) {
+      best = range;
+      bestQ = weight;
+    }
+  }
+  return best === EVENT_STREAM;
+}
+
+/** Headers of a stream: never cached, and not held back by a buffering proxy (nginx reads the last one). */
+const STREAM_HEADERS = {
+  'content-type': `${EVENT_STREAM}; charset=utf-8`,
+  'cache-control': 'no-cache',
+  'x-accel-buffering': 'no',
+} as const;
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+/** One event of the protocol: `next` with a result, or `complete` with no data. */
+const nextEvent = (result: unknown): string => `event: next\ndata: ${JSON.stringify(result)}\n\n`;
+const COMPLETE_EVENT = 'event: complete\ndata:\n\n';
+/** A comment: sent first (some browsers show a stream only after its first bytes) and as a keep-alive. */
+const COMMENT = ':\n\n';
+
+/** Errors as a result sends them: a GraphQL error without yoga's hints, anything else masked (and logged). */
+function errorsOf(e: unknown, log: Logger): GraphQLFormattedError[] {
+  if (e instanceof GraphQLError) return [withoutHints(e).toJSON()];
+  log.error({ err: e }, 'event stream failed');
+  return [unexpected().toJSON()];
+}
+
+export function createEventStreams(options: EventStreamOptions): EventStreams {
+  const { log } = options;
+  /** Ends each open stream (for `close`). */
+  const open = new Set<() => void>();
+
+  /**
+   * Streams `run`'s results until it ends (then `complete`), the client goes (its subscription is returned), or
+   * the server stops (the stream ends without `complete`). A result waits for the client to take the one
+   * before it, so a client that stops reading fills its subscription's bounded buffer, not the server's memory.
+   */
+  async function stream(
+    res: ServerResponse,
+    cors: Readonly<Record<string, string>>,
+    run: () => PromiseOrValue<AsyncIterableIterator<ExecutionResult> | ExecutionResult>,
+  ): Promise<void> {
+    res.writeHead(200, { ...cors, ...STREAM_HEADERS });
+    res.write(COMMENT);
+    let iterator: AsyncIterableIterator<ExecutionResult> | undefined;
+    /** Set when the client goes or the server stops; read through `ended`, as it changes under the awaits. */
+    let over = false;
+    const ended = (): boolean => over;
+    /** Resumes a `send` waiting for the connection to drain. */
+    let wake: (() => void) | undefined;
+    const end = (): void => {
+      if (over) return;
+      over = true;
+      clearInterval(pings);
+      open.delete(end);
+      wake?.();
+      void iterator?.return?.();
+    };
+    const pings = options.keepAliveMs > 0 ? setInterval(() => res.write(COMMENT), options.keepAliveMs) : undefined;
+    open.add(end);
+    res.once('close', end);
+    /** Writes an event; while the connection holds more than it should unsent, waits for it to drain. */
+    const send = (event: string): Promise<void> | undefined => {
+      if (ended() || res.write(event)) return undefined;
+      return new Promise((resolve) => {
+        const go = (): void => {
+          res.off('drain', go);
+          wake = undefined;
+          resolve();
+        };
+        wake = go;
+        res.on('drain', go);
+      });
+    };
+
+    try {
+      const result = await run();
+      if (!isAsyncIterable(result)) await send(nextEvent(formatted(result)));
+      else if (ended()) await result.return?.();
+      else {
+        iterator = result;
+        for await (const next of iterator) {
+          await send(nextEvent(formatted(next)));
+          if (ended()) break;
+        }
+      }
+    } catch (e) {
+      // A subscription that ended with an error (FELL_BEHIND, say): it is its last result.
+      await send(nextEvent({ errors: errorsOf(e, log) }));
+    }
+    if (ended()) {
+      // The client went, or the server stops: no `complete`, so that a client still there reconnects.
+      if (!res.writableEnded) res.end();
+      return;
+    }
+    end();
+    res.end(COMPLETE_EVENT);
+  }
+
+  return {
+    async handle(req, res, cors, method, body) {
+      const asked = method === 'HEAD' ? 'GET' : method;
+      const url = req.url ?? '/graphql';
+      /**
+       * A refusal before any stream, as JSON: its `errors`, each with a code (`coded` adds one where there is
+       * none, and a message where there are no errors).
+       */
+      const refuse = (status: number, errors: readonly GraphQLFormattedError[], headers = {}): void => {
+        const text = errors.length === 0 ? null : JSON.stringify({ errors });
+        const answer = coded(text, status, { method: asked, url, body }) ?? text ?? '';
+        res.writeHead(status, {
+          ...cors,
+          ...headers,
+          'content-type': JSON_TYPE,
+          'content-length': String(Buffer.byteLength(answer)),
+        });
+        res.end(answer);
+      };
+      let parsed: HttpResponse | RequestParams;
+      try {
+        parsed = await parseRequestParams({ method: asked, url, headers: req.headers, body, raw: req, context: null });
+      } catch (e) {
+        // Parameters of the wrong shape (no query, variables that are not an object): thrown, with a message
+        // `coded` makes clearer.
+        if (!(e instanceof Error)) throw e;
+        refuse(400, [{ message: e.message }]);
+        return;
+      }
+      if (isRefusal(parsed)) {
+        // A body that is not JSON, or a method or media type graphql-http does not take.
+        const [text, init] = parsed;
+        const errors = text === null ? [] : (JSON.parse(text) as { errors: GraphQLFormattedError[] }).errors;
+        refuse(init.status, errors, init.headers);
+        return;
+      }
+      const requestId = res.getHeader('x-request-id');
+      const prepared = await options.prepare(
+        parsed,
+        mayWrite(req.headers.authorization, options.ingestToken),
+        typeof requestId === 'string' ? requestId : undefined,
+      );
+      if (isErrorList(prepared)) {
+        // Errors of the operation, not of the request: a GraphQL result, as graphql-sse's server sends them (its
+        // client retries any answer but a 200).
+        if (method === 'HEAD') res.writeHead(200, { ...cors, ...STREAM_HEADERS }).end();
+        else await stream(res, cors, () => ({ errors: prepared.map(withoutHints) }));
+        return;
+      }
+      const args = prepared;
+      const operation = getOperationAST(args.document, args.operationName)?.operation;
+      if (operation === OperationTypeNode.MUTATION && asked === 'GET') {
+        const message = 'mutations need POST: a GET (or HEAD) of /graphql only runs queries and subscriptions';
+        refuse(405, [{ message, extensions: { code: 'METHOD_NOT_ALLOWED' } }], { allow: 'POST' });
+        return;
+      }
+      if (operation === OperationTypeNode.SUBSCRIPTION && !admitted(req.headers.authorization)) {
+        const message = 'subscriptions need the subscription token: send Authorization: Bearer <SUBSCRIPTION_TOKEN>';
+        refuse(401, [{ message, extensions: { code: 'UNAUTHENTICATED' } }], { 'www-authenticate': 'Bearer' });
+        return;
+      }
+      if (method === 'HEAD') {
+        res.writeHead(200, { ...cors, ...STREAM_HEADERS }).end();
+        return;
+      }
+      await stream(res, cors, () =>
+        operation === OperationTypeNode.SUBSCRIPTION ? options.subscribe(args) : options.execute(args),
+      );
+    },
+
+    close() {
+      for (const end of [...open]) end();
+    },
+  };
+
+  function admitted(authorization: string | undefined): boolean {
+    const secret = options.subscriptionToken;
+    if (secret === undefined) return true;
+    const token = bearerOf(authorization);
+    return token !== undefined && sameSecret(token, secret);
+  }
+}
+
+const isRefusal = (p: HttpResponse | RequestParams): p is HttpResponse => Array.isArray(p);
+const isErrorList = (p: ExecutionArgs | readonly GraphQLError[]): p is readonly GraphQLError[] => Array.isArray(p);
+
+/** A result as it is sent: its errors without yoga's hints, as over graphql-ws. */
+function formatted(result: ExecutionResult): ExecutionResult {
+  return result.errors === undefined ? result : { ...result, errors: result.errors.map(withoutHints) };
+}

@@ -1,0 +1,451 @@
+import { request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { print } from 'graphql';
+import { createClient, type Client } from 'graphql-sse';
+import {
+  EventAppendedDocument,
+  RocketUpdatedDocument,
+  type EventAppendedSubscription,
+  type RocketUpdatedSubscription,
+} from '../generated/graphql';
+import { envelope } from '../support/telemetry';
+import { startServer, Subscription, until, type GraphQLErrorJson, type TestServer } from './support';
+
+interface StreamEvent {
+  readonly event: string;
+  readonly data: string;
+}
+
+/**
+ * One request to `/graphql` read as an event stream, by hand: its status, headers, comments and events as
+ * they come. `pause()` stops reading the socket, as a client that stalls.
+ */
+class EventStream {
+  readonly events: StreamEvent[] = [];
+  comments = 0;
+  /** The body, for an answer that is not a stream. */
+  text = '';
+  readonly ended: Promise<void>;
+  private buffer = '';
+  private readonly waiters = new Set<() => void>();
+  private finished = false;
+
+  private constructor(readonly response: IncomingMessage) {
+    response.setEncoding('utf8');
+    response.on('data', (chunk: string) => {
+      this.text += chunk;
+      this.buffer += chunk;
+      let end: number;
+      while ((end = this.buffer.indexOf('\n\n')) >= 0) {
+        const block = this.buffer.slice(0, end);
+        this.buffer = this.buffer.slice(end + 2);
+        if (block.startsWith(':')) this.comments++;
+        else {
+          const field = (name: string): string =>
+            block
+              .split('\n')
+              .find((l) => l.startsWith(`${name}:`))
+              ?.slice(name.length + 1)
+              .trim() ?? '';
+          this.events.push({ event: field('event'), data: field('data') });
+        }
+      }
+      this.wake();
+    });
+    this.ended = new Promise((resolve) =>
+      response.once('close', () => {
+        this.finished = true;
+        this.wake();
+        resolve();
+      }),
+    );
+  }
+
+  static open(
+    url: string,
+    options: { method?: string; body?: string; headers?: Record<string, string> } = {},
+  ): Promise<EventStream> {
+    return new Promise((resolve, reject) => {
+      const req = request(url, {
+        method: options.method ?? 'GET',
+        headers: {
+          accept: 'text/event-stream',
+          ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+          ...options.headers,
+        },
+      });
+      req.once('response', (res) => resolve(new EventStream(res)));
+      req.once('error', reject);
+      req.end(options.body);
+    });
+  }
+
+  get status(): number {
+    return this.response.statusCode ?? 0;
+  }
+
+  get headers(): IncomingHttpHeaders {
+    return this.response.headers;
+  }
+
+  /** The results of the `next` events so far. */
+  get results(): Array<{ data?: unknown; errors?: GraphQLErrorJson[] }> {
+    return this.events
+      .filter((e) => e.event === 'next')
+      .map((e) => JSON.parse(e.data) as { data?: unknown; errors?: GraphQLErrorJson[] });
+  }
+
+  /** Resolves once `check` holds; rejects if the stream ends first. */
+  async until(check: () => boolean): Promise<void> {
+    while (!check()) {
+      if (this.finished) throw new Error(`the stream ended first: ${JSON.stringify(this.events)}`);
+      await new Promise<void>((resolve) => this.waiters.add(resolve));
+    }
+  }
+
+  pause(): void {
+    this.response.pause();
+  }
+
+  resume(): void {
+    this.response.resume();
+  }
+
+  async close(): Promise<void> {
+    this.response.destroy();
+    await this.ended;
+  }
+
+  private wake(): void {
+    const waiters = [...this.waiters];
+    this.waiters.clear();
+    for (const w of waiters) w();
+  }
+}
+
+const query = (document: string, variables?: Record<string, unknown>): string =>
+  `?query=${encodeURIComponent(document)}${variables ? `&variables=${encodeURIComponent(JSON.stringify(variables))}` : ''}`;
+
+const ROCKET_UPDATED = print(RocketUpdatedDocument);
+const SUBSCRIBER_BUFFER = 16;
+/** Big enough that a few thousand updates fill the kernel's socket buffers of a client that stopped reading. */
+const LONG_TEXT = 'x'.repeat(990);
+
+describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
+  let server: TestServer;
+  const streams: EventStream[] = [];
+  const clients: Client[] = [];
+  const start = async (overrides: Parameters<typeof startServer>[0] = {}): Promise<void> => {
+    server = await startServer({ subscriberBuffer: SUBSCRIBER_BUFFER, keepAliveMs: 0, ...overrides });
+  };
+  const open = async (...args: Parameters<typeof EventStream.open>): Promise<EventStream> => {
+    const s = await EventStream.open(...args);
+    streams.push(s);
+    return s;
+  };
+  const graphql = (search = ''): string => `${server.http}/graphql${search}`;
+  /** graphql-sse's own client, in its distinct connections mode (one request an operation), never retrying. */
+  const sseClient = (headers: Record<string, string> = {}): Client => {
+    const c = createClient({ url: graphql(), singleConnection: false, retryAttempts: 0, headers });
+    clients.push(c);
+    return c;
+  };
+  const subscribers = (): number => server.app.service.hub.subscribers;
+  const launch = (channel: string, mission = 'ARTEMIS', n = 1) =>
+    server.app.service.submit(
+      envelope(channel, 1, 'RocketLaunched', { type: 'Falcon-9', launchSpeed: 500 + n, mission }),
+    );
+  const increase = (channel: string, n: number) =>
+    server.app.service.submit(envelope(channel, n, 'RocketSpeedIncreased', { by: 1 }));
+
+  afterEach(async () => {
+    for (const c of clients.splice(0)) c.dispose();
+    for (const s of streams.splice(0)) await s.close();
+    await server.app.stop();
+  });
+
+  describe('with graphql-sse’s client', () => {
+    beforeEach(() => start());
+
+    it('delivers every update of a subscription, and unsubscribing releases it on the server', async () => {
+      const sub = new Subscription<RocketUpdatedSubscription>(sseClient(), RocketUpdatedDocument, { channel: 'a' });
+      await until(() => subscribers() === 1);
+      await launch('a');
+      await launch('b');
+      for (let n = 2; n <= 5; n++) await increase('a', n);
+
+      const items = await sub.until((i) => i.length >= 5);
+      expect(items.map((i) => [i.rocketUpdated.channel, i.rocketUpdated.speed])).toEqual([
+        ['a', 501],
+        ['a', 502],
+        ['a', 503],
+        ['a', 504],
+        ['a', 505],
+      ]);
+      sub.unsubscribe();
+      await until(() => subscribers() === 0);
+      expect(sub.failure).toBeUndefined();
+    });
+
+    it('replays the log from a position, then goes live, with no gap and no duplicate', async () => {
+      await launch('c');
+      for (let n = 2; n <= 40; n++) await increase('c', n);
+      const sub = new Subscription<EventAppendedSubscription>(sseClient(), EventAppendedDocument, { after: 10 });
+      const writer = (async () => {
+        for (let n = 41; n <= 80; n++) await increase('c', n);
+      })();
+      await writer;
+      const items = await sub.until((i) => i.length >= 70);
+      expect(items.map((i) => i.eventAppended.position)).toEqual(Array.from({ length: 70 }, (_, i) => i + 11));
+      expect(items.map((i) => i.eventAppended.messageNumber)).toEqual(Array.from({ length: 70 }, (_, i) => i + 11));
+    });
+
+    it('runs a query and completes; a mutation needs the ingest token, as over HTTP', async () => {
+      await server.app.stop();
+      await start({ ingestToken: 'ingest-secret' });
+      await launch('q');
+      const results = await collect(sseClient(), { query: '{ rockets { nodes { channel speed } } }' });
+      expect(results).toEqual([{ data: { rockets: { nodes: [{ channel: 'q', speed: 501 }] } } }]);
+
+      const mutation = `mutation($metadata: MessageMetadataInput!, $message: MessagePayloadInput!) {
+        submitMessage(metadata: $metadata, message: $message) { status }
+      }`;
+      const variables = envelopeInput('q', 2);
+      const refused = await collect(sseClient(), { query: mutation, variables });
+      expect(refused.map((r) => [r.data, r.errors?.map((e) => e.extensions?.code)])).toEqual([
+        [null, ['UNAUTHENTICATED']],
+      ]);
+      const applied = await collect(sseClient({ authorization: 'Bearer ingest-secret' }), {
+        query: mutation,
+        variables,
+      });
+      expect(applied).toEqual([{ data: { submitMessage: { status: 'APPLIED' } } }]);
+      expect((await server.app.service.rocket('q')).speed).toBe(502);
+    });
+  });
+
+  describe('the protocol by hand', () => {
+    beforeEach(() => start());
+
+    it('answers 200 with an event stream, a comment first, then the results as `next` events', async () => {
+      const s = await open(graphql(query(ROCKET_UPDATED)));
+      expect(s.status).toBe(200);
+      expect(s.headers['content-type']).toBe('text/event-stream; charset=utf-8');
+      expect(s.headers['cache-control']).toBe('no-cache');
+      await s.until(() => s.comments === 1);
+      await until(() => subscribers() === 1);
+      await launch('a');
+      await s.until(() => s.events.length === 1);
+      expect(s.events[0]?.event).toBe('next');
+      expect(s.results).toEqual([
+        { data: { rocketUpdated: { channel: 'a', speed: 501, status: 'FLYING', lastMessageNumber: 1 } } },
+      ]);
+    });
+
+    it('ends a query with `complete`, and closes nothing else', async () => {
+      await launch('a');
+      const s = await open(graphql(), {
+        method: 'POST',
+        body: JSON.stringify({ query: '{ rocket(channel: "a") { speed } }' }),
+      });
+      await s.ended;
+      expect(s.events).toEqual([
+        { event: 'next', data: JSON.stringify({ data: { rocket: { speed: 501 } } }) },
+        { event: 'complete', data: '' },
+      ]);
+    });
+
+    it('sends errors of the operation as its result (the client would retry any answer but a 200)', async () => {
+      const syntax = await open(graphql(query('{ rockets {')));
+      const invalid = await open(graphql(query('subscription { rocketUpdated { nope } }')));
+      await Promise.all([syntax.ended, invalid.ended]);
+      expect([syntax.status, invalid.status]).toEqual([200, 200]);
+      expect(syntax.results).toEqual([
+        { errors: [expect.objectContaining({ extensions: { code: 'GRAPHQL_PARSE_FAILED' } })] },
+      ]);
+      expect(invalid.results).toEqual([
+        { errors: [expect.objectContaining({ extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } })] },
+      ]);
+      expect(invalid.events.at(-1)).toEqual({ event: 'complete', data: '' });
+      expect(subscribers()).toBe(0);
+    });
+
+    it('refuses a malformed request with a coded 4xx in JSON, before any stream', async () => {
+      const cases: Array<[EventStream, number, string]> = [
+        [await open(graphql()), 400, 'BAD_REQUEST'],
+        [await open(graphql(`?query=x&variables=1`)), 400, 'BAD_REQUEST'],
+        [await open(graphql(), { method: 'POST', body: '{' }), 400, 'BAD_REQUEST'],
+        [
+          await open(graphql(), { method: 'POST', body: '{}', headers: { 'content-type': 'text/plain' } }),
+          415,
+          'UNSUPPORTED_MEDIA_TYPE',
+        ],
+        [await open(graphql(query('mutation { __typename }'))), 405, 'METHOD_NOT_ALLOWED'],
+      ];
+      for (const [s, status, code] of cases) {
+        await s.ended;
+        expect([s.status, s.headers['content-type']]).toEqual([status, 'application/json; charset=utf-8']);
+        const body = JSON.parse(s.text) as { errors: GraphQLErrorJson[] };
+        expect(body.errors).toEqual([expect.objectContaining({ extensions: { code } })]);
+        expect(body.errors[0]?.message.length).toBeGreaterThan(10);
+      }
+      expect(cases[4]?.[0].headers.allow).toBe('POST');
+    });
+
+    it('streams only for a client that prefers it: one that takes JSON first gets JSON', async () => {
+      const ask = (accept: string) => open(graphql(query('{ __typename }')), { headers: { accept } });
+      const chosen = await Promise.all(
+        [
+          'text/event-stream',
+          'text/event-stream, application/json',
+          'application/json;q=0.5, text/event-stream',
+          'application/json, text/event-stream',
+          'application/graphql-response+json, text/event-stream;q=0.9',
+          'text/event-stream;q=0, application/json',
+          'Text/Event-Stream',
+        ].map(async (accept) => {
+          const s = await ask(accept);
+          await s.ended;
+          return s.headers['content-type']?.split(';')[0];
+        }),
+      );
+      expect(chosen).toEqual([
+        'text/event-stream',
+        'text/event-stream',
+        'text/event-stream',
+        'application/json',
+        'application/graphql-response+json',
+        'application/json',
+        'text/event-stream',
+      ]);
+    });
+
+    it('answers HEAD with the headers of a stream and runs nothing', async () => {
+      const s = await open(graphql(query(ROCKET_UPDATED)), { method: 'HEAD' });
+      await s.ended;
+      expect([s.status, s.headers['content-type'], s.text]).toEqual([200, 'text/event-stream; charset=utf-8', '']);
+      expect(subscribers()).toBe(0);
+    });
+
+    it('releases the subscription of a client that goes away', async () => {
+      const s = await open(graphql(query(ROCKET_UPDATED)));
+      await until(() => subscribers() === 1);
+      await s.close();
+      await until(() => subscribers() === 0);
+      await launch('after');
+      expect(server.app.service.rocket('after')).toBeDefined();
+    });
+
+    it('drops a client that stopped reading with FELL_BEHIND, while another gets every update', async () => {
+      const fast = await open(graphql(query('subscription { rocketUpdated { channel } }')));
+      const slow = await open(graphql(query('subscription { rocketUpdated { channel mission } }')));
+      await until(() => subscribers() === 2);
+      slow.pause();
+
+      // One new rocket per commit: the stalled connection fills, then its feed holds more rockets than it may.
+      let n = 0;
+      while (subscribers() === 2 && n < 20_000) {
+        n++;
+        await launch(`r${n}`, LONG_TEXT, n);
+        await fast.until(() => fast.events.length >= n);
+      }
+      expect(subscribers()).toBe(1);
+      expect(fast.results.map((r) => (r.data as RocketUpdatedSubscription).rocketUpdated.channel)).toEqual(
+        Array.from({ length: n }, (_, i) => `r${i + 1}`),
+      );
+
+      slow.resume();
+      await slow.ended;
+      expect(slow.results.at(-1)).toEqual({
+        errors: [
+          expect.objectContaining({
+            message: `the subscriber fell more than ${SUBSCRIBER_BUFFER} items behind and was dropped; resubscribe`,
+            extensions: { code: 'FELL_BEHIND' },
+          }),
+        ],
+      });
+      expect(slow.events.at(-1)).toEqual({ event: 'complete', data: '' });
+      expect(slow.results.length).toBeLessThan(n);
+    });
+  });
+
+  describe('settings', () => {
+    it('sends a comment every WS_KEEPALIVE_MS, so that an idle stream stays open through proxies', async () => {
+      await start({ keepAliveMs: 20 });
+      const s = await open(graphql(query(ROCKET_UPDATED)));
+      await s.until(() => s.comments >= 3);
+      expect(s.events).toEqual([]);
+    });
+
+    it('with SUBSCRIPTION_TOKEN, a subscription needs it as a bearer token (401 otherwise); a query does not', async () => {
+      await start({ subscriptionToken: 'sub-secret' });
+      const none = await open(graphql(query(ROCKET_UPDATED)));
+      const wrong = await open(graphql(query(ROCKET_UPDATED)), { headers: { authorization: 'Bearer nope' } });
+      for (const s of [none, wrong]) {
+        await s.ended;
+        expect([s.status, s.headers['www-authenticate']]).toEqual([401, 'Bearer']);
+        expect(JSON.parse(s.text)).toEqual({
+          errors: [expect.objectContaining({ extensions: { code: 'UNAUTHENTICATED' } })],
+        });
+      }
+      const right = await open(graphql(query(ROCKET_UPDATED)), { headers: { authorization: 'Bearer sub-secret' } });
+      expect(right.status).toBe(200);
+      await until(() => subscribers() === 1);
+
+      const read = await open(graphql(query('{ __typename }')));
+      await read.ended;
+      expect(read.results).toEqual([{ data: { __typename: 'Query' } }]);
+    });
+
+    it('carries the CORS allowance of an allowed origin', async () => {
+      await start({ allowedOrigins: ['https://rockets.example'] });
+      const s = await open(graphql(query('{ __typename }')), { headers: { origin: 'https://rockets.example' } });
+      await s.ended;
+      expect(s.headers['access-control-allow-origin']).toBe('https://rockets.example');
+    });
+  });
+
+  describe('a stop', () => {
+    beforeEach(() => start());
+
+    it('ends open streams without `complete`, so that clients reconnect elsewhere', async () => {
+      const s = await open(graphql(query(ROCKET_UPDATED)));
+      await until(() => subscribers() === 1);
+      await launch('a');
+      await s.until(() => s.events.length === 1);
+
+      const stopped = server.app.stop();
+      await s.ended;
+      expect(s.events.map((e) => e.event)).toEqual(['next']);
+      await stopped;
+      expect(subscribers()).toBe(0);
+    });
+  });
+});
+
+/** Every result of one operation run by `client`, once it completes; rejects with its failure. */
+function collect(
+  client: Client,
+  request: { query: string; variables?: Record<string, unknown> },
+): Promise<Array<{ data?: unknown; errors?: readonly GraphQLErrorJson[] }>> {
+  return new Promise((resolve, reject) => {
+    const results: Array<{ data?: unknown; errors?: readonly GraphQLErrorJson[] }> = [];
+    client.subscribe(request, {
+      next: (r) => results.push(r as never),
+      error: reject,
+      complete: () => resolve(results),
+    });
+  });
+}
+
+/** The arguments of `submitMessage` for a speed increase, as a GraphQL client sends them. */
+function envelopeInput(channel: string, messageNumber: number): Record<string, unknown> {
+  return {
+    metadata: {
+      channel,
+      messageNumber,
+      messageTime: '2022-02-02T19:39:05.86337+01:00',
+      messageType: 'ROCKET_SPEED_INCREASED',
+    },
+    message: { rocketSpeedIncreased: { by: 1 } },
+  };
+}
