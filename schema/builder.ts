@@ -6,6 +6,19 @@ export interface GraphQLContext {
   readonly service: RocketService;
   /** False when INGEST_TOKEN is set and the caller did not present it: mutations refuse. */
   readonly canWrite: boolean;
+  /** Set for an operation run as an event stream (server-sent events): see `StreamResume`. */
+  readonly resume?: StreamResume;
+}
+
+/**
+ * How an event stream resumes `eventAppended`: each event's position goes out as its SSE `id`, and a client
+ * that reconnects sends the last one back (`Last-Event-ID`), after which the log is read again.
+ */
+export interface StreamResume {
+  /** The position the reconnecting client last received; undefined on a first connection. */
+  readonly after: number | undefined;
+  /** Told each event's position as the subscription takes it, before its result is sent. */
+  seen(position: number): void;
 }
 
 /** The Pothos builder. It defines no types: each type file registers its own, and `index.ts` assembles them. */

@@ -1,3 +1,4 @@
+import { mapAsyncIterator } from 'graphql-yoga';
 import type { EventType, PayloadByType } from '../src/domain/message';
 import { inCallersTerms } from '../src/domain/errors';
 import type { StoredEvent } from '../src/store/types';
@@ -140,7 +141,9 @@ builder.subscriptionField('eventAppended', (t) =>
       'Catch-up, then live: every event after the given position (or message number of `channel`), first from',
       'the store and then as it is appended, with no gap and no duplicate at the switch. A subscriber that',
       'falls behind the live buffer is moved back to reading the store, so it never misses an event. To',
-      'resume after a disconnect, subscribe again with `after` set to the last position received.',
+      'resume after a disconnect, subscribe again with `after` set to the last position received. As an event',
+      'stream (server-sent events), each event carries its position as its `id`, and a client that reconnects',
+      'with `Last-Event-ID` (as EventSource does) goes on after it.',
     ].join('\n'),
     args: {
       channel: t.arg.string({ description: 'Only this rocket; every rocket when left out.' }),
@@ -154,12 +157,23 @@ builder.subscriptionField('eventAppended', (t) =>
         description: 'Start after this message number of `channel` (refused without `channel`, and with `after`).',
       }),
     },
-    subscribe: (_root, args, { service }) =>
-      service.eventsSince({
-        channel: optional(args.channel),
-        afterPosition: optional(args.after),
-        afterMessageNumber: optional(args.afterMessageNumber),
-      }),
+    subscribe: (_root, args, { service, resume }) => {
+      const channel = optional(args.channel);
+      // A reconnecting event stream goes on after the last position it received, whatever it first asked.
+      const events =
+        resume?.after === undefined
+          ? service.eventsSince({
+              channel,
+              afterPosition: optional(args.after),
+              afterMessageNumber: optional(args.afterMessageNumber),
+            })
+          : service.eventsSince({ channel, afterPosition: resume.after });
+      if (resume === undefined) return events;
+      return mapAsyncIterator(events, (e) => {
+        resume.seen(e.position);
+        return e;
+      });
+    },
     resolve: (e) => e,
   }),
 );

@@ -307,7 +307,8 @@ export function sendPreflight(res: ServerResponse, cors: Record<string, string>,
       ? {}
       : {
           'access-control-allow-methods': methods,
-          'access-control-allow-headers': 'content-type, accept, authorization, x-request-id, if-none-match',
+          'access-control-allow-headers':
+            'content-type, accept, authorization, x-request-id, if-none-match, last-event-id',
           'access-control-max-age': '600',
         };
   res.writeHead(204, { ...cors, ...allowance, allow: `${methods}, OPTIONS` });

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { launchChromium } from '../support/browser';
 import { postJson } from '../support/process';
@@ -68,6 +71,42 @@ describe('a browser’s EventSource, with no GraphQL client', () => {
 
     await page.evaluate(() => window.source.close());
     await until(() => server.app.service.hub.subscribers === 0);
+  });
+
+  it('follows the log across a restart of the server: it reconnects, and goes on after the last event', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rockets-event-source-'));
+    const databaseUrl = `sqlite:${join(dir, 'rockets.db')}`;
+    let durable = await startServer({ databaseUrl });
+    const port = Number(new URL(durable.http).port);
+    const post = (n: number) =>
+      postJson(
+        `${durable.http}/messages`,
+        n === 1
+          ? envelope('restart', 1, 'RocketLaunched', { type: 'Soyuz', launchSpeed: 1, mission: 'LIVE' })
+          : envelope('restart', n, 'RocketSpeedIncreased', { by: 1 }),
+      );
+    try {
+      await page.goto(`${durable.http}/health`);
+      await post(1);
+      await post(2);
+      await listen('subscription { eventAppended(after: 0) { position messageNumber } }');
+      await page.waitForFunction(() => window.received.results.length === 2);
+
+      // The stop ends the stream without `complete`; the browser reconnects (after its 3 s) to the same URL.
+      await durable.app.stop();
+      durable = await startServer({ databaseUrl }, undefined, port);
+      await post(3);
+      await post(4);
+      await page.waitForFunction(() => window.received.results.length >= 4);
+      expect(await received()).toEqual({
+        results: [1, 2, 3, 4].map((n) => ({ data: { eventAppended: { position: n, messageNumber: n } } })),
+        completed: false,
+      });
+      await page.evaluate(() => window.source.close());
+    } finally {
+      await durable.app.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('runs a query: one result, then `complete`', async () => {

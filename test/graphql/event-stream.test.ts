@@ -13,6 +13,8 @@ import { startServer, Subscription, until, type GraphQLErrorJson, type TestServe
 interface StreamEvent {
   readonly event: string;
   readonly data: string;
+  /** Its `id` field, if it has one. */
+  readonly id?: string;
 }
 
 /**
@@ -46,7 +48,8 @@ class EventStream {
               .find((l) => l.startsWith(`${name}:`))
               ?.slice(name.length + 1)
               .trim() ?? '';
-          this.events.push({ event: field('event'), data: field('data') });
+          const id = block.split('\n').some((l) => l.startsWith('id:')) ? { id: field('id') } : {};
+          this.events.push({ event: field('event'), data: field('data'), ...id });
         }
       }
       this.wake();
@@ -239,6 +242,63 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
       expect(s.results).toEqual([
         { data: { rocketUpdated: { channel: 'a', speed: 501, status: 'FLYING', lastMessageNumber: 1 } } },
       ]);
+    });
+
+    it('sends each event of the log with its position as `id`, and resumes after a `Last-Event-ID`', async () => {
+      await launch('c');
+      for (let n = 2; n <= 5; n++) await increase('c', n);
+      await launch('d');
+      const ask = graphql(query('subscription { eventAppended(after: 0) { position channel messageNumber } }'));
+      const first = await open(ask);
+      await first.until(() => first.events.length >= 6);
+      expect(first.events.map((e) => e.id)).toEqual(['1', '2', '3', '4', '5', '6']);
+      expect(first.results.map((r) => (r.data as EventAppendedSubscription).eventAppended.position)).toEqual([
+        1, 2, 3, 4, 5, 6,
+      ]);
+      await first.close();
+
+      // Reconnected as a browser does (the same URL, the last id back): on after it, not from `after: 0`.
+      for (let n = 6; n <= 8; n++) await increase('c', n);
+      const again = await open(ask, { headers: { 'last-event-id': '6' } });
+      await again.until(() => again.events.length >= 3);
+      expect(again.events.map((e) => e.id)).toEqual(['7', '8', '9']);
+
+      // Of one rocket, first asked from its message number: on after the position all the same.
+      const ofC = await open(
+        graphql(query('subscription { eventAppended(channel: "c", afterMessageNumber: 1) { messageNumber } }')),
+        { headers: { 'last-event-id': '7' } },
+      );
+      await ofC.until(() => ofC.events.length >= 2);
+      expect(ofC.events.map((e) => [e.id, JSON.parse(e.data) as unknown])).toEqual([
+        ['8', { data: { eventAppended: { messageNumber: 7 } } }],
+        ['9', { data: { eventAppended: { messageNumber: 8 } } }],
+      ]);
+
+      // Updates of rockets are states, not log events: no id.
+      const updates = await open(graphql(query(ROCKET_UPDATED)));
+      await until(() => subscribers() === 3);
+      await increase('d', 2);
+      await updates.until(() => updates.events.length === 1);
+      expect(updates.events[0]?.id).toBeUndefined();
+    });
+
+    it('refuses a `Last-Event-ID` that is not a position with a coded 400', async () => {
+      for (const id of ['x', '-1', '1.5', '9007199254740992', '12345678901234567']) {
+        const s = await open(graphql(query('subscription { eventAppended { position } }')), {
+          headers: { 'last-event-id': id },
+        });
+        await s.ended;
+        expect(s.status).toBe(400);
+        expect(JSON.parse(s.text)).toEqual({
+          errors: [
+            expect.objectContaining({
+              message: expect.stringContaining(`"${id}"`) as string,
+              extensions: { code: 'BAD_REQUEST' },
+            }),
+          ],
+        });
+      }
+      expect(subscribers()).toBe(0);
     });
 
     it('ends a query with `complete`, and closes nothing else', async () => {

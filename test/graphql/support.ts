@@ -18,13 +18,13 @@ export interface TestServer {
 }
 
 /**
- * The real server (REST, GraphQL, graphql-ws) on a free port, with the memory store unless told otherwise,
- * logging nothing; `now` replaces the server clock.
+ * The real server (REST, GraphQL, graphql-ws) on a free port (or `port`), with the memory store unless told
+ * otherwise, logging nothing; `now` replaces the server clock.
  */
-export async function startServer(overrides: Partial<Config> = {}, now?: () => Date): Promise<TestServer> {
+export async function startServer(overrides: Partial<Config> = {}, now?: () => Date, port = 0): Promise<TestServer> {
   const config = { ...loadConfig({}), databaseUrl: 'memory:', logLevel: 'silent', ...overrides };
   const app = await buildApp(config, undefined, now);
-  const port = await app.start(0, '127.0.0.1');
+  port = await app.start(port, '127.0.0.1');
   return { app, http: `http://127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}/graphql` };
 }
 

@@ -192,6 +192,8 @@ describe('access', () => {
         'access-control-request-headers': 'if-none-match',
       });
       expect(String(preflight.headers['access-control-allow-headers']).split(', ')).toContain('if-none-match');
+      // A reconnecting EventSource sends the last id it had.
+      expect(String(preflight.headers['access-control-allow-headers']).split(', ')).toContain('last-event-id');
     });
 
     it('answers OPTIONS on /metrics and the dashboard as on a REST route of GET and HEAD', async () => {

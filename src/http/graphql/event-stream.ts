@@ -15,15 +15,20 @@ import {
 import { parseRequestParams, type RequestParams, type Response as HttpResponse } from 'graphql-http';
 import { isAsyncIterable, type PromiseOrValue } from 'graphql-yoga';
 import type { Logger } from 'pino';
+import type { StreamResume } from '../../../schema/builder';
 import { bearerOf, mayWrite, sameSecret } from '../io';
 import { coded, unexpected, withoutHints } from './errors';
 
 export interface EventStreamOptions {
-  /** Parses and validates as every other transport does; errors are returned, never thrown. */
+  /**
+   * Parses and validates as every other transport does; errors are returned, never thrown. `resume` goes into
+   * the operation's context.
+   */
   prepare(
     params: RequestParams,
     canWrite: boolean,
     requestId: string | undefined,
+    resume: StreamResume,
   ): Promise<ExecutionArgs | readonly GraphQLError[]>;
   execute(args: ExecutionArgs): PromiseOrValue<ExecutionResult>;
   subscribe(args: ExecutionArgs): PromiseOrValue<AsyncIterableIterator<ExecutionResult> | ExecutionResult>;
@@ -85,8 +90,9 @@ const STREAM_HEADERS = {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
-/** One event of the protocol: `next` with a result, or `complete` with no data. */
-const nextEvent = (result: unknown): string => `event: next\ndata: ${JSON.stringify(result)}\n\n`;
+/** One event of the protocol: `next` with a result (and the position of its log event as its `id`), or `complete`. */
+const nextEvent = (result: unknown, id?: number): string =>
+  `${id === undefined ? '' : `id: ${id}\n`}event: next\ndata: ${JSON.stringify(result)}\n\n`;
 const COMPLETE_EVENT = 'event: complete\ndata:\n\n';
 /** A comment: sent first (some browsers show a stream only after its first bytes) and as a keep-alive. */
 const COMMENT = ':\n\n';
@@ -112,6 +118,8 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
     res: ServerResponse,
     cors: Readonly<Record<string, string>>,
     run: () => PromiseOrValue<AsyncIterableIterator<ExecutionResult> | ExecutionResult>,
+    /** The position of the log event a result was made of, if any, once (`Positions.take`). */
+    idOf: () => number | undefined = () => undefined,
   ): Promise<void> {
     res.writeHead(200, { ...cors, ...STREAM_HEADERS });
     res.write(COMMENT);
@@ -153,7 +161,7 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
       else {
         iterator = result;
         for await (const next of iterator) {
-          await send(nextEvent(formatted(next)));
+          await send(nextEvent(formatted(next), idOf()));
           if (ended()) break;
         }
       }
@@ -206,11 +214,21 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
         refuse(init.status, errors, init.headers);
         return;
       }
+      const lastEventId = req.headers['last-event-id'];
+      const after =
+        lastEventId === undefined ? undefined : typeof lastEventId === 'string' ? positionOf(lastEventId) : null;
+      if (after === null) {
+        const message = `Last-Event-ID must be the id of an event this server sent (a position), got "${String(lastEventId)}"`;
+        refuse(400, [{ message, extensions: { code: 'BAD_REQUEST' } }]);
+        return;
+      }
+      const positions = new Positions(after);
       const requestId = res.getHeader('x-request-id');
       const prepared = await options.prepare(
         parsed,
         mayWrite(req.headers.authorization, options.ingestToken),
         typeof requestId === 'string' ? requestId : undefined,
+        positions,
       );
       if (isErrorList(prepared)) {
         // Errors of the operation, not of the request: a GraphQL result, as graphql-sse's server sends them (its
@@ -235,8 +253,11 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
         res.writeHead(200, { ...cors, ...STREAM_HEADERS }).end();
         return;
       }
-      await stream(res, cors, () =>
-        operation === OperationTypeNode.SUBSCRIPTION ? options.subscribe(args) : options.execute(args),
+      await stream(
+        res,
+        cors,
+        () => (operation === OperationTypeNode.SUBSCRIPTION ? options.subscribe(args) : options.execute(args)),
+        () => positions.take(),
       );
     },
 
@@ -251,6 +272,34 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
     const token = bearerOf(authorization);
     return token !== undefined && sameSecret(token, secret);
   }
+}
+
+/**
+ * The positions of the log events a stream's results are made of (`eventAppended`'s), each sent as the
+ * result's `id`: a client that reconnects sends the last one back as `Last-Event-ID`, and goes on after it.
+ */
+class Positions implements StreamResume {
+  private last: number | undefined;
+
+  constructor(readonly after: number | undefined) {}
+
+  seen(position: number): void {
+    this.last = position;
+  }
+
+  /** The position of the result about to be sent, if it was made of a log event. */
+  take(): number | undefined {
+    const last = this.last;
+    this.last = undefined;
+    return last;
+  }
+}
+
+/** A `Last-Event-ID` as a position: a whole number up to 2^53 - 1; null for anything else. */
+function positionOf(id: string): number | null {
+  if (!/^\d{1,16}$/.test(id)) return null;
+  const n = Number(id);
+  return Number.isSafeInteger(n) ? n : null;
 }
 
 const isRefusal = (p: HttpResponse | RequestParams): p is HttpResponse => Array.isArray(p);

@@ -22,7 +22,7 @@ import { useServer } from 'graphql-ws/use/ws';
 import { createYoga, isAsyncIterable, type GraphiQLRenderer, type Plugin, type PromiseOrValue } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
-import type { GraphQLContext } from '../../../schema/builder';
+import type { GraphQLContext, StreamResume } from '../../../schema/builder';
 import { schema } from '../../../schema/index';
 import type { Config } from '../../config';
 import type { RocketService } from '../../engine/service';
@@ -375,6 +375,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     operationName: string | null | undefined,
     canWrite: boolean,
     requestId?: string,
+    resume?: StreamResume,
   ): Promise<PreparedArgs | readonly GraphQLError[]> {
     const enveloped: Enveloped = yoga.getEnveloped({});
     let document: DocumentNode;
@@ -416,7 +417,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       document,
       variableValues: variables,
       operationName,
-      contextValue: { ...(await enveloped.contextFactory()), canWrite, requestId },
+      contextValue: { ...(await enveloped.contextFactory()), canWrite, requestId, ...(resume ? { resume } : {}) },
       [ENVELOPED]: enveloped,
     };
   }
@@ -485,8 +486,8 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
   });
 
   const streams = createEventStreams({
-    prepare: (params, canWrite, requestId) =>
-      prepare(params.query, params.variables, params.operationName, canWrite, requestId),
+    prepare: (params, canWrite, requestId, resume) =>
+      prepare(params.query, params.variables, params.operationName, canWrite, requestId, resume),
     execute: (args) => envelopedOf(args).execute(args),
     subscribe: (args) => envelopedOf(args).subscribe(args),
     ingestToken,
