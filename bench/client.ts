@@ -4,7 +4,8 @@
  *
  * - `ws-submit`: `clients` graphql-ws sockets, each sending `submitMessage` one at a time for `durationMs`.
  * - `subs`: `singles` subscribers each on one rocket plus `alls` on every rocket (`eventAppended`, one
- *   socket each), then ingest over REST at `rate` messages/s (closed loop with 32 in flight when 0).
+ *   socket each, or one event stream each with `transport: 'sse'`), then ingest over REST at `rate`
+ *   messages/s (closed loop with 32 in flight when 0).
  * - `seed`: `total` messages through the service, in `submitMessages` batches or as REST posts.
  * - `http`: autocannon with the same unique messages as bench/wrk.lua, where wrk is not installed.
  *
@@ -136,6 +137,47 @@ function openSocket(url: string, onFrame: (f: Frame) => void): Promise<WebSocket
   });
 }
 
+/**
+ * One GraphQL-over-SSE subscription (distinct connections mode) on its own connection: hands the result of
+ * each `next` event to `onResult`. Resolves once the server answers with the stream.
+ */
+function openStream(
+  httpUrl: string,
+  query: string,
+  variables: Record<string, unknown>,
+  onResult: (result: unknown) => void,
+): Promise<{ close(): void }> {
+  const url = `${httpUrl}/graphql?query=${encodeURIComponent(query)}&variables=${encodeURIComponent(JSON.stringify(variables))}`;
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers: { accept: 'text/event-stream' }, agent: false });
+    req.once('error', reject);
+    req.once('response', (res) => {
+      if (res.statusCode !== 200) {
+        reject(new Error(`event stream refused: ${res.statusCode ?? 0}`));
+        res.resume();
+        return;
+      }
+      req.off('error', reject);
+      req.on('error', () => undefined); // closed by `close()`
+      res.setEncoding('utf8');
+      let buffered = '';
+      res.on('data', (chunk: string) => {
+        buffered += chunk;
+        let end: number;
+        while ((end = buffered.indexOf('\n\n')) >= 0) {
+          const block = buffered.slice(0, end);
+          buffered = buffered.slice(end + 2);
+          if (!block.includes('event: next')) continue;
+          const data = block.split('\n').find((l) => l.startsWith('data: '));
+          if (data !== undefined) onResult(JSON.parse(data.slice(6)));
+        }
+      });
+      resolve({ close: () => req.destroy() });
+    });
+    req.end();
+  });
+}
+
 interface Ack {
   readonly status?: string;
   readonly channel?: string;
@@ -251,6 +293,8 @@ interface SubsConfig {
   readonly prefix: string;
   /** Subscribe after this position (the head of the log before the run). */
   readonly after: number;
+  /** graphql-ws (the default), or GraphQL over server-sent events. */
+  readonly transport?: 'ws' | 'sse';
 }
 
 const EVENTS = `subscription Events($channel: String, $after: SafeInt) {
@@ -273,13 +317,12 @@ async function subs(cfg: SubsConfig): Promise<SubsResult> {
   /** Per subscriber: the highest number received per channel (contiguous from 1, else out of order). */
   const received: Array<Map<string, number>> = [];
 
-  const subscribe = async (channel: string | null): Promise<WebSocket> => {
+  const subscribe = async (channel: string | null): Promise<{ close(): void }> => {
     const seen = new Map<string, number>();
     received.push(seen);
-    const ws = await openSocket(cfg.wsUrl, (f) => {
-      if (f.type !== 'next') return;
+    const onResult = (result: unknown): void => {
       const now = Date.now();
-      const e = (f.payload as GraphQLAnswer<{ eventAppended?: EventFrame }>).data?.eventAppended;
+      const e = (result as GraphQLAnswer<{ eventAppended?: EventFrame }>).data?.eventAppended;
       if (!e) return;
       deliveries++;
       lastDelivery = now;
@@ -289,17 +332,22 @@ async function subs(cfg: SubsConfig): Promise<SubsResult> {
       const sentAt = sendTimes.get(`${e.channel}#${e.messageNumber}`);
       if (sentAt === undefined) return;
       sendToDeliver.push(now - sentAt);
+    };
+    const variables = { channel, after: cfg.after };
+    if (cfg.transport === 'sse') return openStream(cfg.httpUrl, EVENTS, variables, onResult);
+    const ws = await openSocket(cfg.wsUrl, (f) => {
+      if (f.type === 'next') onResult(f.payload);
     });
     ws.send(
       JSON.stringify({
         id: '1',
         type: 'subscribe',
-        payload: { query: EVENTS, variables: { channel, after: cfg.after } },
+        payload: { query: EVENTS, variables },
       }),
     );
     return ws;
   };
-  const sockets: WebSocket[] = [];
+  const sockets: Array<{ close(): void }> = [];
   for (let i = 0; i < cfg.singles; i += 50) {
     const batch = Array.from({ length: Math.min(50, cfg.singles - i) }, (_, j) =>
       subscribe(channelName(cfg.prefix, i + j)),

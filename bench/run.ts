@@ -634,7 +634,7 @@ function resultLine(lines: readonly string[]): unknown {
 
 async function subscriptions(): Promise<void> {
   const { singles, alls, rate } = SUBSCRIBERS;
-  const config = (s: Server, r: number, prefix: string, seconds: number, after: number) => ({
+  const config = (s: Server, r: number, prefix: string, seconds: number, after: number, transport = 'ws') => ({
     httpUrl: s.url,
     wsUrl: s.wsUrl,
     singles,
@@ -643,6 +643,7 @@ async function subscriptions(): Promise<void> {
     durationMs: seconds * 1000,
     prefix,
     after,
+    transport,
   });
   const timeout = (SIZE.subsS + 90) * 1000;
   // As every other measure: a warm-up of the same load on the same server, new subscribers and rockets,
@@ -662,6 +663,12 @@ async function subscriptions(): Promise<void> {
       return;
     }
     const { warm, paced, flat } = await runs(s, async () => (await idle(s.url)).events);
+    // The same subscribers as event streams (B3 has no such transport: compared with our graphql-ws run).
+    const sse = await client<SubsResult>(
+      'subs',
+      config(s, rate, 'e', SIZE.subsS, (await idle(s.url)).events, 'sse'),
+      timeout,
+    );
     const delivered = (r: SubsResult): string =>
       `${fmt(r.deliveries)} of ${fmt(r.expectedDeliveries)} delivered, ${fmt(r.missing)} missing, ${fmt(r.outOfOrder)} out of order, ${fmt(r.failed)} posts failed`;
     const allDelivered = (r: SubsResult): boolean => r.missing === 0 && r.outOfOrder === 0 && r.failed === 0;
@@ -697,6 +704,14 @@ async function subscriptions(): Promise<void> {
       ratio: `${fmt(flat.deliveriesPerSec / b3.flat.deliveriesPerSec, 2)}×`,
       target: '(information)',
       result: allDelivered(flat) ? '' : '**events missing**',
+    });
+    rows.push({
+      measure: '↳ the same subscribers as server-sent events (GraphQL over SSE), ingest as paced above',
+      ours: `${delivered(sse)}; p99 ${fmt(sse.publishToDeliverMs.p99)} ms (p50 ${fmt(sse.publishToDeliverMs.p50)}); ${fmt(sse.deliveriesPerSec)} deliveries/s`,
+      baseline: `ours over graphql-ws: p99 ${fmt(paced.publishToDeliverMs.p99)} ms, ${fmt(paced.deliveriesPerSec)} /s`,
+      ratio: `${fmt(sse.deliveriesPerSec / paced.deliveriesPerSec, 2)}×`,
+      target: '(information)',
+      result: allDelivered(sse) ? '' : '**events missing**',
     });
   });
 }
@@ -1096,7 +1111,7 @@ function environment(command: string, seconds: number): string {
     `- Node ${process.version}; CPU: ${cpu[0]?.model ?? 'unknown'}, ${cpu.length} cores; RAM ${fmt(totalmem() / 2 ** 30, 1)} GiB`,
     `- HTTP load: ${loadGen}; WebSocket load: bench/client.ts (raw graphql-transport-ws on \`ws\`)`,
     `- Placement: ${hasTaskset ? `servers on core ${SERVER_CORE}, load generators on core ${LOAD_CORE} (taskset)` : 'not pinned (taskset missing)'}; PostgreSQL unpinned`,
-    `- Sizes${quick ? ' (--quick)' : ''}: a ${SIZE.warmupS} s warm-up, then ${SIZE.rounds === 1 ? 'one measured run' : `the best of ${SIZE.rounds} measured runs`} of ${SIZE.durationS} s, baseline and ours alternating, each of our SQLite ingest runs right after ${LEAD_IN_S} s of the same load (the rockets table is written ${PROJECTION.afterMs / 1000} s behind the log); B4 inserts as many rows as our best \`submitMessages\` round took, after as many as our server held when that round began (and, for information, ${fmt(SIZE.b4Rows)} rows into a fresh file); ${fmt(SIZE.bigMessages)} messages for RSS/start-up/rebuild; subscriptions: the same warm-up, then one run of ${SIZE.subsS} s paced and one unthrottled`,
+    `- Sizes${quick ? ' (--quick)' : ''}: a ${SIZE.warmupS} s warm-up, then ${SIZE.rounds === 1 ? 'one measured run' : `the best of ${SIZE.rounds} measured runs`} of ${SIZE.durationS} s, baseline and ours alternating, each of our SQLite ingest runs right after ${LEAD_IN_S} s of the same load (the rockets table is written ${PROJECTION.afterMs / 1000} s behind the log); B4 inserts as many rows as our best \`submitMessages\` round took, after as many as our server held when that round began (and, for information, ${fmt(SIZE.b4Rows)} rows into a fresh file); ${fmt(SIZE.bigMessages)} messages for RSS/start-up/rebuild; subscriptions: the same warm-up, then one run of ${SIZE.subsS} s paced, one unthrottled and one paced as server-sent events`,
     `- Machine load (1-minute load average): ${loadAtStart.toFixed(2)} at the start, ${loadavg()[0]?.toFixed(2) ?? '?'} at the end: other work on this machine lowers every figure`,
     '- Our server: `node dist/src/main.js`, NODE_ENV=production, defaults otherwise (WORKER_COUNT 3, SQLITE_SYNCHRONOUS FULL), a fresh database per measure',
   ].join('\n');
