@@ -297,9 +297,9 @@ describe('hostile input against the running server', () => {
     expect(await snapshot()).toEqual(before);
   });
 
-  it('answers 10,000 malformed GraphQL requests over HTTP with a 4xx or errors, never a 5xx, and stores nothing', async () => {
-    const before = await snapshot();
-    const bodies = fc.sample(
+  /** Bodies of GraphQL requests that are certainly refused: malformed, or an operation that fails. */
+  const badGraphqlBodies = (numRuns: number): string[] =>
+    fc.sample(
       fc.oneof(
         { weight: 4, arbitrary: badOperation.map((o) => JSON.stringify(o)) },
         fc.constantFrom(
@@ -313,8 +313,16 @@ describe('hostile input against the running server', () => {
           '{"variables": {}}',
         ),
       ),
-      { numRuns: 10_000, seed: 42 },
+      { numRuns, seed: 42 },
     );
+
+  /** Whether a GraphQL result refuses: it has errors, or its `submitMessage` is a refusal. */
+  const refuses = (answer: { errors?: unknown[]; data?: { submitMessage?: { __typename?: string } } }): boolean =>
+    (answer.errors?.length ?? 0) > 0 || answer.data?.submitMessage?.__typename === 'SubmitMessageError';
+
+  it('answers 10,000 malformed GraphQL requests over HTTP with a 4xx or errors, never a 5xx, and stores nothing', async () => {
+    const before = await snapshot();
+    const bodies = badGraphqlBodies(10_000);
     const accepts = ['application/graphql-response+json', 'application/json'];
     const statuses = new Map<number, number>();
     const wrong: Array<{ body: string; status: number; answer: string }> = [];
@@ -330,12 +338,64 @@ describe('hostile input against the running server', () => {
       );
       statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
       let fine = r.status >= 400 && r.status < 500;
-      if (r.status === 200) {
-        const answer = r.body as { errors?: unknown[]; data?: { submitMessage?: { __typename?: string } } };
-        fine = (answer.errors?.length ?? 0) > 0 || answer.data?.submitMessage?.__typename === 'SubmitMessageError';
-      }
+      if (r.status === 200) fine = refuses(r.body as Parameters<typeof refuses>[0]);
       if (!fine)
         wrong.push({ body: body.slice(0, 200), status: r.status, answer: JSON.stringify(r.body).slice(0, 300) });
+    });
+    expect(wrong.slice(0, 5)).toEqual([]);
+    expect([...statuses.keys()].sort()).toEqual([200, 400]);
+    expect(await snapshot()).toEqual(before);
+  });
+
+  it('answers 10,000 malformed GraphQL requests for an event stream with a 4xx or a stream of errors, and stores nothing', async () => {
+    const before = await snapshot();
+    const bodies = badGraphqlBodies(10_000);
+    // Now and then a Last-Event-ID that is not a position, on a request that is otherwise fine or not.
+    const lastIds = ['', '', '', 'x', '-1', '1e3', '99999999999999999'];
+    const statuses = new Map<number, number>();
+    const wrong: Array<{ body: string; status: number; answer: string }> = [];
+    let i = 0;
+    await pool(bodies, 32, async (body) => {
+      const lastId = lastIds[i++ % lastIds.length] as string;
+      const { status, type, text } = await new Promise<{ status: number; type: string; text: string }>(
+        (resolve, reject) => {
+          const req = request(
+            `${server.url}/graphql`,
+            {
+              method: 'POST',
+              agent,
+              headers: {
+                'content-type': 'application/json',
+                accept: 'text/event-stream',
+                ...(lastId === '' ? {} : { 'last-event-id': lastId }),
+              },
+            },
+            (res) => {
+              let answer = '';
+              res.setEncoding('utf8');
+              res.on('data', (c: string) => (answer += c));
+              res.on('end', () =>
+                resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), text: answer }),
+              );
+            },
+          );
+          req.on('error', reject);
+          req.end(body);
+        },
+      );
+      statuses.set(status, (statuses.get(status) ?? 0) + 1);
+      let fine = status >= 400 && status < 500 && type.startsWith('application/json');
+      if (status === 200) {
+        // A stream that ends: each result refuses, and the last event is `complete`.
+        const events = text.split('\n\n').filter((b) => b.startsWith('event:'));
+        const results = events.filter((e) => e.startsWith('event: next'));
+        fine =
+          type.startsWith('text/event-stream') &&
+          events.at(-1) === 'event: complete\ndata:' &&
+          results.length > 0 &&
+          results.every((e) => refuses(JSON.parse(e.slice(e.indexOf('data: ') + 6)) as Parameters<typeof refuses>[0]));
+      }
+      if (!fine) wrong.push({ body: body.slice(0, 200), status, answer: text.slice(0, 300) });
     });
     expect(wrong.slice(0, 5)).toEqual([]);
     expect([...statuses.keys()].sort()).toEqual([200, 400]);
