@@ -1,18 +1,19 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { gzipSync } from 'node:zlib';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, extname, join } from 'node:path';
 import type { Logger } from 'pino';
 import {
-  GZIP_MIN_BYTES,
+  COMPRESS_MIN_BYTES,
   READ_METHODS,
-  acceptsGzip,
+  codedTag,
+  codingOf,
+  compressOnce,
   etagMatches,
   etagOf,
-  gzipTag,
   sendMethodNotAllowed,
   sendProblem,
   withVary,
+  type Coding,
 } from './io';
 
 /** The page's own files, committed as-is: plain HTML, CSS and one ES module, with no build step. */
@@ -46,7 +47,7 @@ const PAGE_HEADERS = {
   'referrer-policy': 'no-referrer',
 };
 
-/** A file as it is sent: its body, and for one of 1 KiB or more the same gzipped, with its own tag. */
+/** A file as it is sent: its body, and for one of 1 KiB or more the same compressed, with its own tag. */
 interface Representation {
   readonly body: Buffer;
   readonly etag: string;
@@ -54,16 +55,20 @@ interface Representation {
 
 interface Asset extends Representation {
   readonly type: string;
-  readonly gzipped?: Representation;
+  /** The file in each coding, for one of 1 KiB or more. */
+  readonly coded?: Readonly<Record<Coding, Representation>>;
   readonly headers?: Record<string, string>;
 }
 
-/** A file, gzipped once here (at the best level: it is done once, when the server starts). */
+/** A file, compressed once here, when the server starts (`compressOnce`). */
 function asset(body: Buffer, name: string, headers?: Record<string, string>): Asset {
   const etag = etagOf(body);
-  const gzipped =
-    body.length >= GZIP_MIN_BYTES ? { body: gzipSync(body, { level: 9 }), etag: gzipTag(etag) } : undefined;
-  return { body, etag, type: TYPES[extname(name)] ?? 'application/octet-stream', gzipped, headers };
+  const as = (coding: Coding): Representation => ({
+    body: compressOnce(body, coding),
+    etag: codedTag(etag, coding),
+  });
+  const coded = body.length >= COMPRESS_MIN_BYTES ? { br: as('br'), gzip: as('gzip') } : undefined;
+  return { body, etag, type: TYPES[extname(name)] ?? 'application/octet-stream', coded, headers };
 }
 
 /**
@@ -157,14 +162,14 @@ export function createDashboard(log?: Logger): Dashboard {
         sendMethodNotAllowed(res, READ_METHODS);
         return true;
       }
-      const gzipped = file.gzipped !== undefined && acceptsGzip(req.headers['accept-encoding']);
-      const sent: Representation = gzipped ? file.gzipped : file;
+      const coding = file.coded === undefined ? undefined : codingOf(req.headers['accept-encoding']);
+      const sent: Representation = coding === undefined || file.coded === undefined ? file : file.coded[coding];
       const headers: Record<string, string> = {
         'cache-control': 'no-cache',
         etag: sent.etag,
         'x-content-type-options': 'nosniff',
         // Beside the `Vary: Origin` of a page's CORS allowance, if it has one.
-        ...(file.gzipped === undefined ? {} : { vary: withVary(res, 'accept-encoding') }),
+        ...(file.coded === undefined ? {} : { vary: withVary(res, 'accept-encoding') }),
         ...file.headers,
       };
       if (etagMatches(req.headers['if-none-match'], sent.etag)) {
@@ -175,7 +180,7 @@ export function createDashboard(log?: Logger): Dashboard {
       res.writeHead(200, {
         ...headers,
         'content-type': file.type,
-        ...(gzipped ? { 'content-encoding': 'gzip' } : {}),
+        ...(coding === undefined ? {} : { 'content-encoding': coding }),
         'content-length': String(sent.body.length),
       });
       res.end(method === 'HEAD' ? undefined : sent.body);

@@ -2,7 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { gzip as gzipCallback } from 'node:zlib';
+import { brotliCompress, brotliCompressSync, constants, gzip, gzipSync } from 'node:zlib';
 import type { Logger } from 'pino';
 import { errorDetails, isDomainError, isOverloadedError, type DomainErrorCode } from '../domain/errors';
 
@@ -114,26 +114,36 @@ export function etagOf(body: Buffer, mediaType?: string): string {
   return `"${hash.update(body).digest('base64url').slice(0, 27)}"`;
 }
 
-/** Answers shorter than this are sent as they are: gzip would save a few hundred bytes for its own cost. */
-export const GZIP_MIN_BYTES = 1024;
+/** Answers shorter than this are sent as they are: compressing would save a few hundred bytes for its cost. */
+export const COMPRESS_MIN_BYTES = 1024;
+
+/** A content coding answers are compressed with. */
+export type Coding = 'br' | 'gzip';
 
 /**
- * Whether an `Accept-Encoding` header takes gzip: named (or `x-gzip`), or else `*`, with a `q` above 0.
- * Without the header a client takes any coding (RFC 9110), but one that sends none is not a browser and
- * may not expect one: it gets the body as it is.
+ * The coding to compress an answer with for an `Accept-Encoding` header: Brotli or gzip (also named
+ * `x-gzip`), each named or taken through `*`, whichever has the higher `q` above 0, and Brotli when they are
+ * equal (browsers take both: at the levels used here, Brotli is smaller and costs less CPU). Without the
+ * header a client takes any coding (RFC 9110), but one that sends none is not a browser and may not expect
+ * one: it gets the body as it is (undefined), as one that takes neither does.
  */
-export function acceptsGzip(header: string | undefined): boolean {
-  if (header === undefined) return false;
-  let gzip: boolean | undefined;
-  let any = false;
+export function codingOf(header: string | undefined): Coding | undefined {
+  if (header === undefined) return undefined;
+  let br: number | undefined;
+  let gzip: number | undefined;
+  let any: number | undefined;
   for (const entry of header.toLowerCase().split(',')) {
     const [coding, ...params] = entry.split(';').map((p) => p.trim());
     const q = params.find((p) => p.startsWith('q='));
-    const takes = q === undefined || Number(q.slice(2)) > 0;
-    if (coding === 'gzip' || coding === 'x-gzip') gzip = takes;
-    else if (coding === '*') any = takes;
+    const weight = q === undefined ? 1 : Number(q.slice(2)) || 0;
+    if (coding === 'br') br = weight;
+    else if (coding === 'gzip' || coding === 'x-gzip') gzip = weight;
+    else if (coding === '*') any = weight;
   }
-  return gzip ?? any;
+  const brWeight = br ?? any ?? 0;
+  const gzipWeight = gzip ?? any ?? 0;
+  if (brWeight > 0 && brWeight >= gzipWeight) return 'br';
+  return gzipWeight > 0 ? 'gzip' : undefined;
 }
 
 /** The `Vary` of an answer: `name` after what it varies on already (a CORS allowance's `origin`). */
@@ -142,18 +152,37 @@ export function withVary(res: ServerResponse, name: string): string {
   return vary === undefined ? name : `${String(vary)}, ${name}`;
 }
 
-/** The strong ETag of a body's gzip representation, made from the tag of the body as it is. */
-export const gzipTag = (etag: string): string => `${etag.slice(0, -1)}-gzip"`;
+/** The strong ETag of a body's compressed representation, made from the tag of the body as it is. */
+export const codedTag = (etag: string, coding: Coding): string => `${etag.slice(0, -1)}-${coding}"`;
+
+/** Brotli's settings: JSON and text, of a known size, at `quality`. */
+const brotli = (body: Buffer, quality: number) => ({
+  params: {
+    [constants.BROTLI_PARAM_QUALITY]: quality,
+    [constants.BROTLI_PARAM_MODE]: constants.BROTLI_MODE_TEXT,
+    [constants.BROTLI_PARAM_SIZE_HINT]: body.length,
+  },
+});
 
 /**
- * A body gzipped on libuv's thread pool, off the event loop, at the fastest level: JSON shrinks well there
- * already (a listing of 10,000 rockets, 3 MB with random channel ids, by about 7 times, in about 12 ms of
- * one core).
+ * A body compressed on libuv's thread pool, off the event loop, at the fastest level of its coding. JSON
+ * shrinks well there already: a listing of 10,000 rockets (2.3 MB, channel ids such as `rocket-42`) to
+ * 95 KB in 2.4 ms of one core with Brotli, and to 109 KB in 3.7 ms with gzip.
  */
-export const gzip = (body: Buffer): Promise<Buffer> =>
+export const compress = (body: Buffer, coding: Coding): Promise<Buffer> =>
   new Promise((resolve, reject) => {
-    gzipCallback(body, { level: 1 }, (err, out) => (err ? reject(err) : resolve(out)));
+    const done = (err: Error | null, out: Buffer): void => (err ? reject(err) : resolve(out));
+    if (coding === 'br') brotliCompress(body, brotli(body, 1), done);
+    else gzip(body, { level: 1 }, done);
   });
+
+/**
+ * A body compressed once, when the server starts, for its life (the dashboard's files): gzip at its best
+ * level, Brotli at quality 5. Past that, Brotli saves a few hundred bytes of the dashboard's 33 KB for up
+ * to 35 ms more of start-up (quality 11: 9.3 KB in 38 ms; quality 5: 10.3 KB in 3 ms; gzip: 10.8 KB).
+ */
+export const compressOnce = (body: Buffer, coding: Coding): Buffer =>
+  coding === 'br' ? brotliCompressSync(body, brotli(body, 5)) : gzipSync(body, { level: 9 });
 
 /** Whether an `If-None-Match` header names `etag` (or is `*`): the client holds these bytes already. */
 export const etagMatches = (header: string | undefined, etag: string): boolean =>

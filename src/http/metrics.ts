@@ -3,7 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Hub } from '../engine/hub';
 import type { LanePool } from '../engine/lanes';
 import type { Telemetry } from '../engine/telemetry';
-import { acceptsGzip, GZIP_MIN_BYTES, gzip, withVary } from './io';
+import { codingOf, compress, COMPRESS_MIN_BYTES, withVary } from './io';
 import type { EventStore } from '../store/types';
 
 /** A message count of one outcome and type. */
@@ -115,13 +115,17 @@ export class Metrics implements Telemetry {
     this.deliveries.inc(count);
   }
 
-  /** Answers a scrape: the text format, gzipped when the scraper takes it (Prometheus does) and it is 1 KiB or more. */
+  /**
+   * Answers a scrape: the text format, compressed when the scraper takes a coding (Prometheus takes gzip) and it
+   * is 1 KiB or more.
+   */
   async respond(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const text = Buffer.from(await this.registry.metrics());
     const headers = { 'content-type': this.registry.contentType, vary: withVary(res, 'accept-encoding') };
-    if (text.length >= GZIP_MIN_BYTES && acceptsGzip(req.headers['accept-encoding'])) {
-      const body = await gzip(text);
-      res.writeHead(200, { ...headers, 'content-encoding': 'gzip', 'content-length': String(body.length) });
+    const coding = text.length >= COMPRESS_MIN_BYTES ? codingOf(req.headers['accept-encoding']) : undefined;
+    if (coding !== undefined) {
+      const body = await compress(text, coding);
+      res.writeHead(200, { ...headers, 'content-encoding': coding, 'content-length': String(body.length) });
       res.end(body);
       return;
     }

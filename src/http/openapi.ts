@@ -291,7 +291,7 @@ export const OPENAPI = {
     title: 'rockets REST API',
     version: '1.0.0',
     description:
-      'The seed’s REST routes, as a shim over the service GraphQL serves at /graphql (see schema/schema.graphql). Every route answers OPTIONS and HEAD (as GET); a method a route does not take gets 405 with Allow. Errors are `{"error": {"code", "message", …}}`. Reads carry a strong ETag and answer 304 to an If-None-Match that names it; an answer of 1 KiB or more is gzipped for a client whose Accept-Encoding takes gzip, with its own ETag.',
+      'The seed’s REST routes, as a shim over the service GraphQL serves at /graphql (see schema/schema.graphql). Every route answers OPTIONS and HEAD (as GET); a method a route does not take gets 405 with Allow. Errors are `{"error": {"code", "message", …}}`. Reads carry a strong ETag and answer 304 to an If-None-Match that names it; an answer of 1 KiB or more is compressed for a client whose Accept-Encoding takes Brotli or gzip (Brotli when it weighs both alike), with its own ETag.',
   },
   jsonSchemaDialect: 'https://spec.openapis.org/oas/3.1/dialect/base',
   paths,

@@ -5,19 +5,20 @@ import type { Rocket } from '../domain/rocket';
 import { MAX_PAGE, type RocketPage, type RocketService } from '../engine/service';
 import type { Gap, RocketView, StoredEvent } from '../store/types';
 import {
-  GZIP_MIN_BYTES,
+  COMPRESS_MIN_BYTES,
   READ_METHODS,
-  acceptsGzip,
+  codedTag,
+  codingOf,
+  compress,
   etagMatches,
   etagOf,
-  gzip,
-  gzipTag,
   mayWrite,
   readBody,
   sendError,
   sendJson,
   sendMethodNotAllowed,
   utf8Text,
+  type Coding,
 } from './io';
 import { ENTRY_BYTES, KeptAnswers } from './kept-answers';
 import { OPENAPI } from './openapi';
@@ -111,8 +112,8 @@ interface Answer {
  * What every read's answer but `/health`'s tells caches, the browser's too: keep it, but ask again each time
  * (`no-cache`: it is the live state, and an `If-None-Match` with its ETag gets a 304 while it has not
  * changed); and keep one per Origin, as an answer to a page of another origin carries that origin's
- * allowance (CORS), and one to no origin none; and one per Accept-Encoding, as a client that takes gzip
- * gets a larger answer gzipped.
+ * allowance (CORS), and one to no origin none; and one per Accept-Encoding, as a client that takes Brotli or
+ * gzip gets a larger answer compressed.
  */
 const REVALIDATE = ['cache-control', 'no-cache', 'vary', 'origin, accept-encoding'];
 
@@ -162,18 +163,19 @@ function jsonAnswer(body: Buffer, etag: string, headers: Record<string, string> 
 }
 
 /**
- * The gzip representations of answers, each made once (a kept answer is sent again and again). One lives
- * as long as its answer and is smaller than it, so the answer cache's bound at most doubles.
+ * The compressed representations of answers, each made once per coding (a kept answer is sent again and
+ * again). One lives as long as its answer and is smaller than it; a client takes one coding, and browsers
+ * all take Brotli, so the answer cache's bound at most doubles in practice (triples at worst).
  */
-const gzippedAnswers = new WeakMap<Answer, Promise<Answer>>();
+const codedAnswers: Record<Coding, WeakMap<Answer, Promise<Answer>>> = { br: new WeakMap(), gzip: new WeakMap() };
 
-/** An answer's gzip representation: its body gzipped, with its own length and ETag. */
-function gzipped(answer: Answer): Promise<Answer> {
-  let made = gzippedAnswers.get(answer);
+/** An answer's representation in `coding`: its body compressed, with its own length and ETag. */
+function coded(answer: Answer, coding: Coding): Promise<Answer> {
+  let made = codedAnswers[coding].get(answer);
   if (made === undefined) {
-    made = gzip(answer.body).then((body) => {
-      const etag = gzipTag(answer.etag);
-      const headers = ['content-encoding', 'gzip'];
+    made = compress(answer.body, coding).then((body) => {
+      const etag = codedTag(answer.etag, coding);
+      const headers = ['content-encoding', coding];
       for (let i = 0; i < answer.headers.length; i += 2) {
         const name = answer.headers[i] as string;
         const value = name === 'content-length' ? String(body.length) : name === 'etag' ? etag : answer.headers[i + 1];
@@ -181,20 +183,21 @@ function gzipped(answer: Answer): Promise<Answer> {
       }
       return { headers, body, etag, notModified: notModifiedBy(etag) };
     });
-    gzippedAnswers.set(answer, made);
+    codedAnswers[coding].set(answer, made);
   }
   return made;
 }
 
 /**
  * Sends an answer, or a 304 without its body when the request's `If-None-Match` names its ETag; `more`
- * headers (name, value, ...) join its own. A client that takes gzip gets an answer of 1 KiB or more
- * gzipped, with the ETag of that representation.
+ * headers (name, value, ...) join its own. A client that takes Brotli or gzip gets an answer of 1 KiB or
+ * more compressed, with the ETag of that representation.
  */
 function send(req: IncomingMessage, res: ServerResponse, answer: Answer, ...more: string[]): void {
   const encodings = req.headers['accept-encoding'];
-  if (encodings !== undefined && answer.body.length >= GZIP_MIN_BYTES && acceptsGzip(encodings)) {
-    sendGzipped(req, res, answer, more);
+  const coding = encodings !== undefined && answer.body.length >= COMPRESS_MIN_BYTES ? codingOf(encodings) : undefined;
+  if (coding !== undefined) {
+    sendCoded(req, res, answer, coding, more);
     return;
   }
   if (etagMatches(req.headers['if-none-match'], answer.etag)) {
@@ -206,15 +209,15 @@ function send(req: IncomingMessage, res: ServerResponse, answer: Answer, ...more
   res.end(answer.body);
 }
 
-/** `send` for a client that takes gzip: the 304 needs no gzipping, only the tag it would have. */
-function sendGzipped(req: IncomingMessage, res: ServerResponse, answer: Answer, more: string[]): void {
-  const etag = gzipTag(answer.etag);
+/** `send` for a client that takes a coding: the 304 needs no compressing, only the tag it would have. */
+function sendCoded(req: IncomingMessage, res: ServerResponse, answer: Answer, coding: Coding, more: string[]): void {
+  const etag = codedTag(answer.etag, coding);
   if (etagMatches(req.headers['if-none-match'], etag)) {
     res.writeHead(304, [...notModifiedBy(etag), ...more]);
     res.end();
     return;
   }
-  gzipped(answer).then(
+  coded(answer, coding).then(
     (a) => {
       res.writeHead(200, more.length === 0 ? (a.headers as string[]) : [...a.headers, ...more]);
       res.end(a.body);

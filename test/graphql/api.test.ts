@@ -1,4 +1,4 @@
-import { gunzipSync } from 'node:zlib';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { print } from 'graphql';
 import {
   EventsDocument,
@@ -632,45 +632,58 @@ describe('GraphQL over HTTP', () => {
       expect(posted.headers.etag).toBeUndefined();
     });
 
-    it('gzips an answer of 1 KiB or more for a client that takes gzip, over GET with its own ETag', async () => {
-      for (const c of ['g1', 'g2', 'g3', 'g4', 'g5', 'g6', 'g7', 'g8']) await status(messages(c).launched(1));
-      const query = '{ rockets { nodes { channel type mission speed status launchedAt updatedAt } } }';
-      const url = `${server.http}/graphql?query=${encodeURIComponent(query)}`;
-      const json = { accept: 'application/json' };
-      const gz = { ...json, 'accept-encoding': 'gzip' };
-      const plain = await send(url, 'GET', undefined, json);
-      expect(plain.raw.length).toBeGreaterThan(1024);
-      const gzTag = `${(plain.headers.etag as string).slice(0, -1)}-gzip"`;
-      // Computed, then answered from the answers kept by request: both gzipped, with the gzip tag.
-      for (const round of [1, 2]) {
-        const r = await send(url, 'GET', undefined, gz);
-        expect({ round, encoding: r.headers['content-encoding'], etag: r.headers.etag }).toEqual({
-          round,
-          encoding: 'gzip',
-          etag: gzTag,
-        });
-        expect(Number(r.headers['content-length'])).toBe(r.raw.length);
-        expect(gunzipSync(r.raw)).toEqual(plain.raw);
-      }
-      await expectNotModified(url, gzTag, 'origin, accept, accept-encoding', gz);
+    it.each([
+      ['gzip', 'gzip', gunzipSync],
+      ['br', 'gzip, deflate, br', brotliDecompressSync],
+    ] as const)(
+      'compresses an answer of 1 KiB or more as %s for a client that takes it, over GET with its own ETag',
+      async (coding, header, decompress) => {
+        for (const c of ['g1', 'g2', 'g3', 'g4', 'g5', 'g6', 'g7', 'g8'])
+          await status(messages(`${coding}-${c}`).launched(1));
+        const query = '{ rockets { nodes { channel type mission speed status launchedAt updatedAt } } }';
+        const url = `${server.http}/graphql?query=${encodeURIComponent(query)}`;
+        const json = { accept: 'application/json' };
+        const gz = { ...json, 'accept-encoding': header };
+        const plain = await send(url, 'GET', undefined, json);
+        expect(plain.raw.length).toBeGreaterThan(1024);
+        const gzTag = `${(plain.headers.etag as string).slice(0, -1)}-${coding}"`;
+        // Computed, then answered from the answers kept by request: both compressed, with the coding's tag.
+        for (const round of [1, 2]) {
+          const r = await send(url, 'GET', undefined, gz);
+          expect({ round, encoding: r.headers['content-encoding'], etag: r.headers.etag }).toEqual({
+            round,
+            encoding: coding,
+            etag: gzTag,
+          });
+          expect(Number(r.headers['content-length'])).toBe(r.raw.length);
+          expect(decompress(r.raw)).toEqual(plain.raw);
+        }
+        await expectNotModified(url, gzTag, 'origin, accept, accept-encoding', gz);
 
-      // A POST's answer is gzipped too, with no tag; a short one (a mutation's) is not.
-      const body = JSON.stringify({ query });
-      const posted = await send(`${server.http}/graphql`, 'POST', body, { ...gz, 'content-type': 'application/json' });
-      expect([posted.status, posted.headers['content-encoding'], posted.headers.etag]).toEqual([
-        200,
-        'gzip',
-        undefined,
-      ]);
-      expect(gunzipSync(posted.raw)).toEqual(plain.raw);
-      const mutation = JSON.stringify({ query: print(SubmitStatusDocument), variables: messages('g9').launched(1) });
-      const small = await send(`${server.http}/graphql`, 'POST', mutation, {
-        ...gz,
-        'content-type': 'application/json',
-      });
-      expect([small.status, small.headers['content-encoding']]).toEqual([200, undefined]);
-      expect(small.body).toEqual({ data: { submitMessage: { status: 'APPLIED' } } });
-    });
+        // A POST's answer is compressed too, with no tag; a short one (a mutation's) is not.
+        const body = JSON.stringify({ query });
+        const posted = await send(`${server.http}/graphql`, 'POST', body, {
+          ...gz,
+          'content-type': 'application/json',
+        });
+        expect([posted.status, posted.headers['content-encoding'], posted.headers.etag]).toEqual([
+          200,
+          coding,
+          undefined,
+        ]);
+        expect(decompress(posted.raw)).toEqual(plain.raw);
+        const mutation = JSON.stringify({
+          query: print(SubmitStatusDocument),
+          variables: messages(`${coding}-g9`).launched(1),
+        });
+        const small = await send(`${server.http}/graphql`, 'POST', mutation, {
+          ...gz,
+          'content-type': 'application/json',
+        });
+        expect([small.status, small.headers['content-encoding']]).toEqual([200, undefined]);
+        expect(small.body).toEqual({ data: { submitMessage: { status: 'APPLIED' } } });
+      },
+    );
 
     it('refuses a mutation over GET or HEAD with a 405 asking for POST, storing nothing', async () => {
       const query = print(SubmitMessageDocument);

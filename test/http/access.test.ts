@@ -1,5 +1,5 @@
 import { connect } from 'node:net';
-import { gunzipSync } from 'node:zlib';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { buildApp, type App } from '../../src/app';
@@ -304,42 +304,48 @@ describe('access', () => {
       expect((await send(`${base}/dashboard/dashboard.js`, 'POST')).status).toBe(405);
     });
 
-    it('gzips the dashboard’s files and /metrics for a client that takes gzip', async () => {
-      await boot({ METRICS: 'true', DASHBOARD: 'true' });
-      const gz = { 'accept-encoding': 'gzip' };
-      for (const path of ['/', '/dashboard/dashboard.js', '/dashboard/dashboard.css']) {
-        const plain = await send(`${base}${path}`, 'GET');
-        const zipped = await send(`${base}${path}`, 'GET', undefined, gz);
-        const etag = `${(plain.headers.etag as string).slice(0, -1)}-gzip"`;
-        expect({ path, encoding: zipped.headers['content-encoding'], etag: zipped.headers.etag }).toEqual({
-          path,
-          encoding: 'gzip',
-          etag,
-        });
-        expect([plain.headers.vary, zipped.headers.vary]).toEqual(['accept-encoding', 'accept-encoding']);
-        expect(gunzipSync(zipped.raw)).toEqual(plain.raw);
-        expect(zipped.headers['content-type']).toBe(plain.headers['content-type']);
-        const held = await send(`${base}${path}`, 'GET', undefined, { ...gz, 'if-none-match': etag });
-        expect({ path, status: held.status }).toEqual({ path, status: 304 });
-      }
-      const metrics = await send(`${base}/metrics`, 'GET', undefined, gz);
-      expect([metrics.status, metrics.headers['content-encoding'], metrics.headers.vary]).toEqual([
-        200,
-        'gzip',
-        'accept-encoding',
-      ]);
-      expect(gunzipSync(metrics.raw).toString('utf8')).toContain('rockets_messages_total');
-      // A page's request, with its CORS allowance: Vary names both.
-      for (const path of ['/dashboard/dashboard.js', '/metrics']) {
-        const cross = await send(`${base}${path}`, 'GET', undefined, { ...gz, origin: base });
-        expect({ path, allowed: cross.headers['access-control-allow-origin'], vary: cross.headers.vary }).toEqual({
-          path,
-          allowed: base,
-          vary: 'origin, accept-encoding',
-        });
-      }
-      expect((await send(`${base}/metrics`, 'GET')).headers['content-encoding']).toBeUndefined();
-    });
+    it.each([
+      ['gzip', 'gzip', gunzipSync],
+      ['br', 'gzip, deflate, br', brotliDecompressSync],
+    ] as const)(
+      'compresses the dashboard’s files and /metrics as %s for a client that takes it',
+      async (coding, header, decompress) => {
+        await boot({ METRICS: 'true', DASHBOARD: 'true' });
+        const gz = { 'accept-encoding': header };
+        for (const path of ['/', '/dashboard/dashboard.js', '/dashboard/dashboard.css']) {
+          const plain = await send(`${base}${path}`, 'GET');
+          const zipped = await send(`${base}${path}`, 'GET', undefined, gz);
+          const etag = `${(plain.headers.etag as string).slice(0, -1)}-${coding}"`;
+          expect({ path, encoding: zipped.headers['content-encoding'], etag: zipped.headers.etag }).toEqual({
+            path,
+            encoding: coding,
+            etag,
+          });
+          expect([plain.headers.vary, zipped.headers.vary]).toEqual(['accept-encoding', 'accept-encoding']);
+          expect(decompress(zipped.raw)).toEqual(plain.raw);
+          expect(zipped.headers['content-type']).toBe(plain.headers['content-type']);
+          const held = await send(`${base}${path}`, 'GET', undefined, { ...gz, 'if-none-match': etag });
+          expect({ path, status: held.status }).toEqual({ path, status: 304 });
+        }
+        const metrics = await send(`${base}/metrics`, 'GET', undefined, gz);
+        expect([metrics.status, metrics.headers['content-encoding'], metrics.headers.vary]).toEqual([
+          200,
+          coding,
+          'accept-encoding',
+        ]);
+        expect(decompress(metrics.raw).toString('utf8')).toContain('rockets_messages_total');
+        // A page's request, with its CORS allowance: Vary names both.
+        for (const path of ['/dashboard/dashboard.js', '/metrics']) {
+          const cross = await send(`${base}${path}`, 'GET', undefined, { ...gz, origin: base });
+          expect({ path, allowed: cross.headers['access-control-allow-origin'], vary: cross.headers.vary }).toEqual({
+            path,
+            allowed: base,
+            vary: 'origin, accept-encoding',
+          });
+        }
+        expect((await send(`${base}/metrics`, 'GET')).headers['content-encoding']).toBeUndefined();
+      },
+    );
 
     /** What the server sends back to `request` and then a GET of /health, pipelined on one connection. */
     const twoAnswers = (request: string, accept: string): Promise<string> =>

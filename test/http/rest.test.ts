@@ -1,5 +1,5 @@
 import { connect, type Socket } from 'node:net';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { brotliDecompressSync, gunzipSync, gzipSync } from 'node:zlib';
 import { buildApp, type App } from '../../src/app';
 import { loadConfig } from '../../src/config';
 import { DISCARD_BYTES } from '../../src/http/io';
@@ -511,59 +511,77 @@ describe('REST API', () => {
       expect(r.headers.vary).toBe('origin, accept-encoding');
     });
 
-    it('gzips an answer of 1 KiB or more for a client that takes gzip, as another representation with its own ETag', async () => {
-      const gz = { 'accept-encoding': 'gzip, deflate, br' };
-      const plain = await send(`${base}/rockets`, 'GET');
-      expect(plain.raw.length).toBeGreaterThan(1024);
-      expect(plain.headers['content-encoding']).toBeUndefined();
-      const plainTag = plain.headers.etag as string;
-      const gzTag = `${plainTag.slice(0, -1)}-gzip"`;
-      // The second is answered from the kept answers, and its gzip from the one made for the first.
-      for (const round of [1, 2]) {
-        const r = await send(`${base}/rockets`, 'GET', undefined, gz);
-        expect({ round, status: r.status, encoding: r.headers['content-encoding'], etag: r.headers.etag }).toEqual({
-          round,
-          status: 200,
-          encoding: 'gzip',
-          etag: gzTag,
-        });
-        expect(r.headers).toMatchObject({ 'cache-control': 'no-cache', vary: 'origin, accept-encoding' });
-        expect(Number(r.headers['content-length'])).toBe(r.raw.length);
-        expect(r.raw.length).toBeLessThan(plain.raw.length);
-        expect(gunzipSync(r.raw)).toEqual(plain.raw);
-      }
-      const head = await send(`${base}/rockets`, 'HEAD', undefined, gz);
-      expect([head.status, head.headers['content-encoding'], head.headers.etag, head.raw.length]).toEqual([
-        200,
-        'gzip',
-        gzTag,
-        0,
-      ]);
-      await expectNotModified(`${base}/rockets`, gzTag, 'origin, accept-encoding', gz);
-      // The tag of the other representation gets this one in full.
-      expect((await send(`${base}/rockets`, 'GET', undefined, { ...gz, 'if-none-match': plainTag })).status).toBe(200);
-      expect((await send(`${base}/rockets`, 'GET', undefined, { 'if-none-match': gzTag })).status).toBe(200);
-      // Refused with q=0, taken through `*`; x-gzip is gzip.
-      for (const [header, encoding] of [
+    it.each([
+      ['gzip', 'gzip', gunzipSync],
+      ['br', 'gzip, deflate, br, zstd', brotliDecompressSync],
+    ] as const)(
+      'compresses an answer of 1 KiB or more as %s for a client that takes it, as another representation with its own ETag',
+      async (coding, header, decompress) => {
+        const asked = { 'accept-encoding': header };
+        const plain = await send(`${base}/rockets`, 'GET');
+        expect(plain.raw.length).toBeGreaterThan(1024);
+        expect(plain.headers['content-encoding']).toBeUndefined();
+        const plainTag = plain.headers.etag as string;
+        const codedTag = `${plainTag.slice(0, -1)}-${coding}"`;
+        // The second is answered from the kept answers, and compressed from the one made for the first.
+        for (const round of [1, 2]) {
+          const r = await send(`${base}/rockets`, 'GET', undefined, asked);
+          expect({ round, status: r.status, encoding: r.headers['content-encoding'], etag: r.headers.etag }).toEqual({
+            round,
+            status: 200,
+            encoding: coding,
+            etag: codedTag,
+          });
+          expect(r.headers).toMatchObject({ 'cache-control': 'no-cache', vary: 'origin, accept-encoding' });
+          expect(Number(r.headers['content-length'])).toBe(r.raw.length);
+          expect(r.raw.length).toBeLessThan(plain.raw.length);
+          expect(decompress(r.raw)).toEqual(plain.raw);
+        }
+        const head = await send(`${base}/rockets`, 'HEAD', undefined, asked);
+        expect([head.status, head.headers['content-encoding'], head.headers.etag, head.raw.length]).toEqual([
+          200,
+          coding,
+          codedTag,
+          0,
+        ]);
+        await expectNotModified(`${base}/rockets`, codedTag, 'origin, accept-encoding', asked);
+        // The tag of another representation gets this one in full.
+        expect((await send(`${base}/rockets`, 'GET', undefined, { ...asked, 'if-none-match': plainTag })).status).toBe(
+          200,
+        );
+        expect((await send(`${base}/rockets`, 'GET', undefined, { 'if-none-match': codedTag })).status).toBe(200);
+        // An answer made once (an events page) is compressed too; a short one is not.
+        const events = await send(`${base}/events`, 'GET', undefined, asked);
+        expect(events.headers['content-encoding']).toBe(coding);
+        expect(JSON.parse(decompress(events.raw).toString('utf8'))).toEqual((await getJson(`${base}/events`)).body);
+        const one = await send(`${base}/rockets/a`, 'GET', undefined, asked);
+        expect([one.raw.length < 1024, one.headers['content-encoding'], one.headers.vary]).toEqual([
+          true,
+          undefined,
+          'origin, accept-encoding',
+        ]);
+      },
+    );
+
+    it('chooses Brotli or gzip by their weights in Accept-Encoding, Brotli when alike, neither at q=0', async () => {
+      const cases = [
         ['gzip;q=0, identity', undefined],
-        ['*;q=0.5', 'gzip'],
-        ['gzip;q=0, *', undefined],
+        ['*;q=0.5', 'br'],
+        ['gzip;q=0, *', 'br'],
+        ['br;q=0, *', 'gzip'],
+        ['br;q=0, gzip;q=0, *', undefined],
         ['x-gzip', 'gzip'],
-        ['br', undefined],
-      ] as const) {
+        ['br', 'br'],
+        ['gzip, br;q=0.5', 'gzip'],
+        ['gzip;q=0.8, br;q=0.8', 'br'],
+        ['gzip;q=0.4, *;q=0.3', 'gzip'],
+        ['deflate, zstd', undefined],
+        ['BR', 'br'],
+      ] as const;
+      for (const [header, encoding] of cases) {
         const r = await send(`${base}/rockets`, 'GET', undefined, { 'accept-encoding': header });
         expect({ header, encoding: r.headers['content-encoding'] }).toEqual({ header, encoding });
       }
-      // An answer made once (an events page) is gzipped too; a short one is not.
-      const events = await send(`${base}/events`, 'GET', undefined, gz);
-      expect(events.headers['content-encoding']).toBe('gzip');
-      expect(JSON.parse(gunzipSync(events.raw).toString('utf8'))).toEqual((await getJson(`${base}/events`)).body);
-      const one = await send(`${base}/rockets/a`, 'GET', undefined, gz);
-      expect([one.raw.length < 1024, one.headers['content-encoding'], one.headers.vary]).toEqual([
-        true,
-        undefined,
-        'origin, accept-encoding',
-      ]);
     });
 
     it('answers one rocket, or 404 with a JSON error', async () => {

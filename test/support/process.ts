@@ -62,7 +62,7 @@ export interface Reply {
   readonly status: number;
   /** The body parsed as JSON, or else as text. */
   readonly body: unknown;
-  /** The body's bytes as they came (gzipped, if the answer says so). */
+  /** The body's bytes as they came (compressed, if the answer says so). */
   readonly raw: Buffer;
   readonly headers: Record<string, string | string[] | undefined>;
 }

@@ -31,12 +31,12 @@ import {
   BodyRefusedError,
   BodyTooLargeError,
   corsHeaders,
-  acceptsGzip,
+  codedTag,
+  codingOf,
+  compress,
+  COMPRESS_MIN_BYTES,
   etagMatches,
   etagOf,
-  gzip,
-  GZIP_MIN_BYTES,
-  gzipTag,
   mayWrite,
   originAllowed,
   readBody,
@@ -44,6 +44,7 @@ import {
   sameSecret,
   sendPreflight,
   utf8Text,
+  type Coding,
 } from '../io';
 import { AnswerCache, type KeptReply, type Question } from './answer-cache';
 import { BatchingWebSocket } from './batching-websocket';
@@ -247,34 +248,42 @@ function sendText(res: ServerResponse, status: number, body: string, headers: Re
 /**
  * What a query's answer over GET (or HEAD) tells caches, the browser's too, as REST's reads do: keep it, but
  * ask again each time, with `If-None-Match`; and keep one per Origin (the CORS allowance), per Accept (the
- * media type of the answer) and per Accept-Encoding (gzip or not).
+ * media type of the answer) and per Accept-Encoding (Brotli, gzip or neither).
  */
 const REVALIDATE = { 'cache-control': 'no-cache', vary: 'origin, accept, accept-encoding' } as const;
 
-/** Whether an answer of `length` goes gzipped: 1 KiB or more, to a client that takes gzip. */
-const gzipFor = (req: IncomingMessage, length: number): boolean =>
-  length >= GZIP_MIN_BYTES && acceptsGzip(req.headers['accept-encoding']);
+/** The coding an answer of `length` goes compressed with: 1 KiB or more, to a client that takes one. */
+const codingFor = (req: IncomingMessage, length: number): Coding | undefined =>
+  length >= COMPRESS_MIN_BYTES ? codingOf(req.headers['accept-encoding']) : undefined;
 
 /**
- * Gzipped bodies of the answer cache's, made once each (a kept answer is sent again and again). One lives as
- * long as its body and is smaller than it, so the answer cache's bound at most doubles.
+ * Compressed bodies of the answer cache's, made once per coding (a kept answer is sent again and again). One
+ * lives as long as its body and is smaller than it; browsers all take Brotli, so the answer cache's bound at
+ * most doubles in practice (triples at worst).
  */
-const gzippedBodies = new WeakMap<Buffer, Promise<Buffer>>();
+const codedBodies: Record<Coding, WeakMap<Buffer, Promise<Buffer>>> = { br: new WeakMap(), gzip: new WeakMap() };
 
 /**
- * Sends a 200 with `body` gzipped. A body of the answer cache (`kept`) is gzipped once; any other each time.
- * Gzip does not fail on a buffer; if it did, the connection is cut rather than answered with half a promise.
+ * Sends a 200 with `body` compressed. A body of the answer cache (`kept`) is compressed once; any other each
+ * time. Compressing does not fail on a buffer; if it did, the connection is cut rather than answered with half
+ * a promise.
  */
-function sendGzipped(res: ServerResponse, headers: Record<string, string>, body: Buffer, kept: boolean): void {
-  let made = kept ? gzippedBodies.get(body) : undefined;
+function sendCoded(
+  res: ServerResponse,
+  headers: Record<string, string>,
+  body: Buffer,
+  coding: Coding,
+  kept: boolean,
+): void {
+  let made = kept ? codedBodies[coding].get(body) : undefined;
   if (made === undefined) {
-    made = gzip(body);
-    if (kept) gzippedBodies.set(body, made);
+    made = compress(body, coding);
+    if (kept) codedBodies[coding].set(body, made);
   }
   made.then(
-    (gzipped) => {
-      res.writeHead(200, { ...headers, 'content-encoding': 'gzip', 'content-length': String(gzipped.length) });
-      res.end(gzipped);
+    (compressed) => {
+      res.writeHead(200, { ...headers, 'content-encoding': coding, 'content-length': String(compressed.length) });
+      res.end(compressed);
     },
     () => res.destroy(),
   );
@@ -283,7 +292,7 @@ function sendGzipped(res: ServerResponse, headers: Record<string, string>, body:
 /**
  * Sends a query's 200 over GET with `body` and its strong ETag, or a 304 without the body when the request's
  * `If-None-Match` names that tag. `cors` are the request's CORS headers; `headers` hold them and the body's
- * own (its media type). Gzipped (`gzipFor`), the answer is another representation, with its own tag.
+ * own (its media type). Compressed (`codingFor`), the answer is another representation, with its own tag.
  */
 function sendRead(
   req: IncomingMessage,
@@ -294,15 +303,15 @@ function sendRead(
   tag: string,
   kept: boolean,
 ): void {
-  const gzipped = gzipFor(req, body.length);
-  const etag = gzipped ? gzipTag(tag) : tag;
+  const coding = codingFor(req, body.length);
+  const etag = coding === undefined ? tag : codedTag(tag, coding);
   if (etagMatches(req.headers['if-none-match'], etag)) {
     res.writeHead(304, { ...cors, ...REVALIDATE, etag });
     res.end();
     return;
   }
-  if (gzipped) {
-    sendGzipped(res, { ...headers, ...REVALIDATE, etag }, body, kept);
+  if (coding !== undefined) {
+    sendCoded(res, { ...headers, ...REVALIDATE, etag }, body, coding, kept);
     return;
   }
   res.writeHead(200, { ...headers, ...REVALIDATE, etag, 'content-length': String(body.length) });
@@ -564,8 +573,9 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         return;
       }
       // Answers to POST are not kept by caches: no validators. Written out here, as this is a hot path.
-      if (gzipFor(req, reply.answer.length)) {
-        sendGzipped(res, { ...cors, 'content-type': reply.type }, reply.answer, true);
+      const coding = codingFor(req, reply.answer.length);
+      if (coding !== undefined) {
+        sendCoded(res, { ...cors, 'content-type': reply.type }, reply.answer, coding, true);
         return;
       }
       res.writeHead(200, { ...cors, 'content-type': reply.type, 'content-length': String(reply.answer.length) });
@@ -605,17 +615,19 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       return;
     }
     if (cached) {
-      if (gzipFor(req, cached.length)) sendGzipped(res, headers, cached, true);
+      const coding = codingFor(req, cached.length);
+      if (coding !== undefined) sendCoded(res, headers, cached, coding, true);
       else {
         res.writeHead(init.status, { ...headers, 'content-length': String(cached.length) });
         res.end(cached);
       }
       return;
     }
-    // The hot path of mutations sends the text as it is; only an answer worth gzipping is made a buffer
+    // The hot path of mutations sends the text as it is; only an answer worth compressing is made a buffer
     // (measured in UTF-16 units, which the bytes are at least).
-    if (status === 200 && text !== null && gzipFor(req, text.length)) {
-      sendGzipped(res, headers, Buffer.from(text), false);
+    const coding = status === 200 && text !== null ? codingFor(req, text.length) : undefined;
+    if (coding !== undefined) {
+      sendCoded(res, headers, Buffer.from(text ?? ''), coding, false);
       return;
     }
     sendText(res, status, text ?? '', headers);
