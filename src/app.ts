@@ -25,6 +25,12 @@ import type { EventStore } from './store/types';
 /** How long a graceful stop waits for in-flight requests before cutting connections. */
 const STOP_GRACE_MS = 10_000;
 
+/**
+ * How long a stop waits for a connection that has sent nothing to send its request: one may be on the wire
+ * already, not yet read, and it is answered (with `Connection: close`) rather than cut.
+ */
+const SILENT_GRACE_MS = 250;
+
 /** On a connection's socket: the answer to the request last read on it. */
 const ANSWER = Symbol('answer');
 type AnsweringSocket = Socket & { [ANSWER]?: ServerResponse };
@@ -233,9 +239,9 @@ export async function buildApp(
         // elsewhere, and the stop need not wait for keep-alive to time out. So are the answers to requests
         // that come meanwhile. (Closing connections Node counts idle would cut answers still being sent.)
         // A connection that has sent nothing yet (a client's spare one: fetch opens them) is not idle to Node,
-        // and would hold the stop until its client gave up on it: it is closed now, having nothing to lose.
+        // and would hold the stop until its client gave up on it: it is closed unless it sends a request soon.
         for (const socket of sockets) {
-          if (socket.bytesRead === 0) socket.destroy();
+          if (socket.bytesRead === 0) closeIfSilent(socket);
           else endAfterAnswer(socket);
         }
         await graphql.close();
@@ -248,6 +254,13 @@ export async function buildApp(
         await store.close();
       })()),
   };
+}
+
+/** Closes a connection that has still sent nothing after SILENT_GRACE_MS. */
+function closeIfSilent(socket: Socket): void {
+  setTimeout(() => {
+    if (socket.bytesRead === 0) socket.destroy();
+  }, SILENT_GRACE_MS).unref();
 }
 
 /** Ends a connection once the answer it is busy with is sent; an idle one Node closes itself. */

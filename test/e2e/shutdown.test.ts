@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buildApp as startInProcess } from '../../src/app';
+import { loadConfig } from '../../src/config';
 import { delivery, fleet } from '../support/model';
 import { getJson, pool, postJson, startServer, type ServerProcess } from '../support/process';
 
@@ -44,7 +46,7 @@ describe('graceful shutdown', () => {
     },
   );
 
-  it('closes a connection that has sent nothing at once, and still answers a request in flight', async () => {
+  it('closes a connection that has sent nothing, and still answers a request in flight', async () => {
     const s = (server = await startServer({ DATABASE_URL: `sqlite:${join(dir, 'rockets.db')}` }));
     const silent = connect(s.port, '127.0.0.1');
     await once(silent, 'connect');
@@ -69,6 +71,27 @@ describe('graceful shutdown', () => {
     await heldClosed;
     expect(answer).toMatch(/^HTTP\/1\.1 202 /);
     expect(await exit).toBe(0);
+  });
+
+  it('answers a request sent on a new connection just as the stop begins, rather than cutting it', async () => {
+    const app = await startInProcess({ ...loadConfig({}), databaseUrl: 'memory:', logLevel: 'silent' });
+    const port = await app.start(0, '127.0.0.1');
+    const body = JSON.stringify(fleet(1, 1, 7)[0]?.[0]);
+    const socket = connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    let answer = '';
+    socket.on('data', (c: Buffer) => (answer += c.toString('latin1')));
+    const closed = once(socket, 'close');
+    // Written, and the stop begun, before the server has read a byte of it.
+    socket.write(
+      `POST /messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    const stopped = app.stop();
+    await closed;
+    await stopped;
+    expect(answer).toMatch(/^HTTP\/1\.1 202 /);
+    expect(answer).toMatch(/\r\nconnection: close\r\n/i);
   });
 
   it('answers a request in flight when it stops, stores it, and ends its connection with that answer', async () => {
