@@ -157,17 +157,15 @@ builder.subscriptionField('eventAppended', (t) =>
         description: 'Start after this message number of `channel` (refused without `channel`, and with `after`).',
       }),
     },
-    subscribe: (_root, args, { service, resume }) => {
-      const channel = optional(args.channel);
+    subscribe: async (_root, args, { service, resume }) => {
+      const asked = {
+        channel: optional(args.channel),
+        afterPosition: optional(args.after),
+        afterMessageNumber: optional(args.afterMessageNumber),
+      };
       // A reconnecting event stream goes on after the last position it received, whatever it first asked.
       const events =
-        resume?.after === undefined
-          ? service.eventsSince({
-              channel,
-              afterPosition: optional(args.after),
-              afterMessageNumber: optional(args.afterMessageNumber),
-            })
-          : service.eventsSince({ channel, afterPosition: resume.after });
+        resume?.after === undefined ? service.eventsSince(asked) : await service.eventsResumed(asked, resume.after);
       if (resume === undefined) return events;
       return mapAsyncIterator(events, (e) => {
         resume.seen(e.position);

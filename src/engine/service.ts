@@ -180,6 +180,15 @@ const checkAfterMessageNumber = (args: EventListArgs, issues: Issue[]): void => 
     });
 };
 
+/** Refuses the arguments of `eventsSince` that name no valid start: a bad channel, position or number. */
+function checkEventsSince(args: EventListArgs): void {
+  const issues: Issue[] = [];
+  checkChannel(args.channel, issues);
+  checkCount('after', args.afterPosition, 0, Number.MAX_SAFE_INTEGER, issues);
+  checkAfterMessageNumber(args, issues);
+  if (issues.length > 0) throw new ValidationError(issues);
+}
+
 /** A channel no message can have (text no store keeps exactly) is refused, never looked up. */
 const checkChannel = (channel: string | undefined, issues: Issue[]): void => {
   if (channel !== undefined && !isStorableText(channel)) issues.push({ field: 'channel', problem: NOT_UNICODE });
@@ -490,17 +499,33 @@ export class RocketService {
   }
 
   /**
+   * `eventsSince` for a reader that resumes after the last position it received (an event stream's
+   * `Last-Event-ID`): the arguments it first asked with are checked as then, and it goes on after
+   * `resumeAfter` instead. A position past the head of the log was never sent from this log (a store
+   * restored from an older backup, or a memory store restarted): it is refused, where going on after it
+   * would skip the events that hold those positions now.
+   */
+  async eventsResumed(args: EventListArgs, resumeAfter: number): Promise<CatchUp> {
+    checkEventsSince(args);
+    const head = await this.store.headPosition();
+    if (resumeAfter > head)
+      throw new ValidationError([
+        {
+          field: 'Last-Event-ID',
+          problem: `${resumeAfter} is past the end of the log (position ${head}): it was not sent from this log; read it anew from after: 0`,
+        },
+      ]);
+    return new CatchUp(this.store, this.hub, args.channel, resumeAfter, undefined, this.catchUpRetryMs);
+  }
+
+  /**
    * Catch-up, then live: every event after the given position (or message number of `channel`), from
    * the store first and then as it is appended, with no gap and no duplicate at the switch. A reader
    * that falls behind the live buffer is moved back to reading the store, so it never misses an event
    * and its memory stays bounded.
    */
   eventsSince(args: EventListArgs = {}): CatchUp {
-    const issues: Issue[] = [];
-    checkChannel(args.channel, issues);
-    checkCount('after', args.afterPosition, 0, Number.MAX_SAFE_INTEGER, issues);
-    checkAfterMessageNumber(args, issues);
-    if (issues.length > 0) throw new ValidationError(issues);
+    checkEventsSince(args);
     return new CatchUp(
       this.store,
       this.hub,

@@ -121,6 +121,34 @@ describe('RocketService.eventsSince (catch-up, then live)', () => {
     hub.close();
   });
 
+  it('resumes after a position, checking the arguments first asked with, and refuses one past the head', async () => {
+    const store = new MemoryStore();
+    const hub = new Hub(store, 1000);
+    const service = new RocketService(store, new LanePool(store, 1), hub);
+    for (let n = 1; n <= 5; n++) await service.submit(envelope('a', n));
+    for (let n = 1; n <= 3; n++) await service.submit(envelope('b', n));
+    // First asked from message 1 of b; resumed after position 6 (b's 1st): b's 2nd and 3rd, then live.
+    const feed = await service.eventsResumed({ channel: 'b', afterMessageNumber: 1 }, 6);
+    const next = take(feed, 3);
+    await service.submit(envelope('b', 4));
+    expect((await next).map((e) => [e.position, e.messageNumber])).toEqual([
+      [7, 2],
+      [8, 3],
+      [9, 4],
+    ]);
+    await feed.return();
+    await expect(service.eventsResumed({}, 10)).rejects.toMatchObject({
+      code: 'BAD_USER_INPUT',
+      message: expect.stringContaining('Last-Event-ID: 10 is past the end of the log (position 9)') as string,
+    });
+    await expect(service.eventsResumed({ afterMessageNumber: 1 }, 1)).rejects.toMatchObject({
+      code: 'BAD_USER_INPUT',
+      message: expect.stringContaining('afterMessageNumber: needs channel') as string,
+    });
+    expect(hub.subscribers).toBe(0);
+    hub.close();
+  });
+
   it('starts after the number asked for even when the channel has not reached it yet', async () => {
     const store = new MemoryStore();
     const hub = new Hub(store, 1000);

@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import { request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
 import { print } from 'graphql';
 import { createClient, type Client } from 'graphql-sse';
 import {
@@ -29,7 +31,8 @@ class EventStream {
   readonly ended: Promise<void>;
   private buffer = '';
   private readonly waiters = new Set<() => void>();
-  private finished = false;
+  /** Whether the connection has closed. */
+  finished = false;
 
   private constructor(readonly response: IncomingMessage) {
     response.setEncoding('utf8');
@@ -233,7 +236,7 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
       const s = await open(graphql(query(ROCKET_UPDATED)));
       expect(s.status).toBe(200);
       expect(s.headers['content-type']).toBe('text/event-stream; charset=utf-8');
-      expect(s.headers['cache-control']).toBe('no-cache');
+      expect(s.headers['cache-control']).toBe('no-store');
       await s.until(() => s.comments === 1);
       await until(() => subscribers() === 1);
       await launch('a');
@@ -280,6 +283,39 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
       await increase('d', 2);
       await updates.until(() => updates.events.length === 1);
       expect(updates.events[0]?.id).toBeUndefined();
+    });
+
+    it('answers a `Last-Event-ID` past the end of the log, or with arguments it refuses, with errors', async () => {
+      await launch('c');
+      for (let n = 2; n <= 5; n++) await increase('c', n);
+      const ask = (document: string, lastId: string) =>
+        open(graphql(query(document)), { headers: { 'last-event-id': lastId } });
+      // Not sent from this log (a store restored from an older backup, or a memory store restarted): going on
+      // after it would skip events 1 to 5 without a word.
+      const ahead = await ask('subscription { eventAppended(after: 0) { position } }', '100');
+      // The arguments the stream first asked with are checked as they were: these never made a stream.
+      const refused = await ask('subscription { eventAppended(afterMessageNumber: 1) { position } }', '2');
+      for (const s of [ahead, refused]) {
+        await s.ended;
+        expect(s.status).toBe(200);
+        expect(s.events.at(-1)).toEqual({ event: 'complete', data: '' });
+      }
+      expect(ahead.results).toEqual([
+        {
+          errors: [
+            expect.objectContaining({
+              message: expect.stringContaining('Last-Event-ID: 100 is past the end of the log (position 5)') as string,
+              extensions: expect.objectContaining({ code: 'BAD_USER_INPUT' }) as object,
+            }),
+          ],
+        },
+      ]);
+      expect(refused.results[0]?.errors?.[0]?.message).toContain('afterMessageNumber: needs channel');
+      // An empty id is none: the stream starts where the URL says.
+      const none = await ask('subscription { eventAppended(after: 3) { position } }', '');
+      await none.until(() => none.events.length >= 2);
+      expect(none.events.map((e) => e.id)).toEqual(['4', '5']);
+      expect(subscribers()).toBe(1);
     });
 
     it('refuses a `Last-Event-ID` that is not a position with a coded 400', async () => {
@@ -386,6 +422,19 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
       expect(subscribers()).toBe(0);
     });
 
+    it('releases the subscriptions of pipelined requests when their connection goes', async () => {
+      // Two streams asked on one connection: the second answer waits behind the first, and hears nothing
+      // of its own when the connection closes; its subscription must go all the same.
+      const socket = connect(Number(new URL(server.http).port), '127.0.0.1');
+      await once(socket, 'connect');
+      const get = `GET /graphql${query(ROCKET_UPDATED)} HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n`;
+      socket.write(get + get);
+      await until(() => subscribers() === 2);
+      socket.destroy();
+      await until(() => subscribers() === 0);
+      expect(subscribers()).toBe(0);
+    });
+
     it('releases the subscription of a client that goes away', async () => {
       const s = await open(graphql(query(ROCKET_UPDATED)));
       await until(() => subscribers() === 1);
@@ -429,6 +478,36 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
   });
 
   describe('settings', () => {
+    it('cuts a client that takes nothing for WS_KEEPALIVE_MS, and releases its subscription', async () => {
+      await start({ keepAliveMs: 100 });
+      // eventAppended never drops a slow reader (it reads the store again): only the cut frees its connection.
+      const heavy = 'subscription { eventAppended { payload { ... on RocketLaunched { mission } } } }';
+      const slow = await open(graphql(query(heavy)));
+      await until(() => subscribers() === 1);
+      slow.pause();
+      // Each launch's event carries the long mission, so the stalled connection fills after a few thousand.
+      // The hub's count cannot tell: a stalled reader of the log drops its live feed and reads the store again
+      // (its subscription is then out of the hub until it reads). The server's connections can.
+      const connections = (): Promise<number> =>
+        new Promise((resolve, reject) =>
+          server.app.server.getConnections((e, count) => (e ? reject(e) : resolve(count))),
+        );
+      let n = 0;
+      while ((await connections()) > 0 && n < 60_000) {
+        n++;
+        await launch(`r${n}`, LONG_TEXT, n);
+        // Turns for the stream to write (and find the connection full), and for its timer.
+        if (n % 20 === 0) await new Promise<void>((resolve) => setTimeout(resolve, 1));
+      }
+      expect(await connections()).toBe(0);
+      expect(subscribers()).toBe(0);
+      // The connection was cut: what the client had not read ends with no `complete`, and the answer is
+      // incomplete.
+      slow.resume();
+      await slow.ended;
+      expect([slow.response.complete, slow.events.at(-1)?.event]).toEqual([false, 'next']);
+    });
+
     it('sends a comment every WS_KEEPALIVE_MS, so that an idle stream stays open through proxies', async () => {
       await start({ keepAliveMs: 20 });
       const s = await open(graphql(query(ROCKET_UPDATED)));
@@ -466,6 +545,28 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
 
   describe('a stop', () => {
     beforeEach(() => start());
+
+    it('refuses with a 503 a stream whose request was still coming in when the stop began', async () => {
+      const socket = connect(Number(new URL(server.http).port), '127.0.0.1');
+      await once(socket, 'connect');
+      let answer = '';
+      socket.on('data', (c: Buffer) => (answer += c.toString('latin1')));
+      const closed = once(socket, 'close');
+      const body = JSON.stringify({ query: ROCKET_UPDATED });
+      socket.write(
+        `POST /graphql HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n` +
+          `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body.slice(0, 5)}`,
+      );
+      // Once another request is answered, the server has read these headers: the request is in flight.
+      expect((await fetch(`${server.http}/health`)).status).toBe(200);
+      const stopped = server.app.stop();
+      socket.write(body.slice(5));
+      await closed;
+      await stopped;
+      expect(answer).toMatch(/^HTTP\/1\.1 503 /);
+      expect(answer).toMatch(/\r\nretry-after: 1\r\n/i);
+      expect(subscribers()).toBe(0);
+    });
 
     it('ends open streams without `complete`, so that clients reconnect elsewhere', async () => {
       const s = await open(graphql(query(ROCKET_UPDATED)));

@@ -52,8 +52,8 @@ export interface EventStreams {
     body: string | null,
   ): Promise<void>;
   /**
-   * Ends every open stream without `complete`, so that clients reconnect (elsewhere). A stream asked for after
-   * this is ended with the connections a stop cuts.
+   * Ends every open stream without `complete`, so that clients reconnect (elsewhere), and refuses new ones
+   * with a 503.
    */
   close(): void;
 }
@@ -81,10 +81,10 @@ export function prefersEventStream(accept: string | undefined): boolean {
   return best === EVENT_STREAM;
 }
 
-/** Headers of a stream: never cached, and not held back by a buffering proxy (nginx reads the last one). */
+/** Headers of a stream: never stored, and not held back by a buffering proxy (nginx reads the last one). */
 const STREAM_HEADERS = {
   'content-type': `${EVENT_STREAM}; charset=utf-8`,
-  'cache-control': 'no-cache',
+  'cache-control': 'no-store',
   'x-accel-buffering': 'no',
 } as const;
 
@@ -108,13 +108,18 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
   const { log } = options;
   /** Ends each open stream (for `close`). */
   const open = new Set<() => void>();
+  /** Set by `close`: a stream asked for after it is refused. Read through `stopping`: it changes under awaits. */
+  let closing = false;
+  const stopping = (): boolean => closing;
 
   /**
    * Streams `run`'s results until it ends (then `complete`), the client goes (its subscription is returned), or
    * the server stops (the stream ends without `complete`). A result waits for the client to take the one
-   * before it, so a client that stops reading fills its subscription's bounded buffer, not the server's memory.
+   * before it, so a client that stops reading fills its subscription's bounded buffer, not the server's memory;
+   * one that takes nothing for `keepAliveMs` is cut, as graphql-ws cuts a socket that misses a pong.
    */
   async function stream(
+    req: IncomingMessage,
     res: ServerResponse,
     cors: Readonly<Record<string, string>>,
     run: () => PromiseOrValue<AsyncIterableIterator<ExecutionResult> | ExecutionResult>,
@@ -129,26 +134,38 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
     const ended = (): boolean => over;
     /** Resumes a `send` waiting for the connection to drain. */
     let wake: (() => void) | undefined;
+    // The connection's end, not only the response's: a response queued behind another on a pipelined
+    // connection hears nothing when it closes.
+    const socket = req.socket;
     const end = (): void => {
       if (over) return;
       over = true;
       clearInterval(pings);
       open.delete(end);
+      res.off('close', end);
+      socket.off('close', end);
       wake?.();
-      void iterator?.return?.();
+      Promise.resolve(iterator?.return?.()).catch((e: unknown) => log.error({ err: e }, 'event stream end failed'));
     };
     const pings = options.keepAliveMs > 0 ? setInterval(() => res.write(COMMENT), options.keepAliveMs) : undefined;
     open.add(end);
     res.once('close', end);
-    /** Writes an event; while the connection holds more than it should unsent, waits for it to drain. */
+    socket.once('close', end);
+    if (socket.destroyed) end();
+    /**
+     * Writes an event; while the connection holds more than it should unsent, waits for it to drain, and cuts
+     * it if it does not within `keepAliveMs` (when set).
+     */
     const send = (event: string): Promise<void> | undefined => {
       if (ended() || res.write(event)) return undefined;
       return new Promise((resolve) => {
         const go = (): void => {
           res.off('drain', go);
+          clearTimeout(stalled);
           wake = undefined;
           resolve();
         };
+        const stalled = options.keepAliveMs > 0 ? setTimeout(() => res.destroy(), options.keepAliveMs) : undefined;
         wake = go;
         res.on('drain', go);
       });
@@ -180,6 +197,10 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
 
   return {
     async handle(req, res, cors, method, body) {
+      if (stopping()) {
+        refuseWhileStopping(res, cors);
+        return;
+      }
       const asked = method === 'HEAD' ? 'GET' : method;
       const url = req.url ?? '/graphql';
       /**
@@ -214,9 +235,14 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
         refuse(init.status, errors, init.headers);
         return;
       }
+      // An empty id is none (the stream sent no id, or reset it).
       const lastEventId = req.headers['last-event-id'];
       const after =
-        lastEventId === undefined ? undefined : typeof lastEventId === 'string' ? positionOf(lastEventId) : null;
+        lastEventId === undefined || lastEventId === ''
+          ? undefined
+          : typeof lastEventId === 'string'
+            ? positionOf(lastEventId)
+            : null;
       if (after === null) {
         const message = `Last-Event-ID must be the id of an event this server sent (a position), got "${String(lastEventId)}"`;
         refuse(400, [{ message, extensions: { code: 'BAD_REQUEST' } }]);
@@ -230,11 +256,16 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
         typeof requestId === 'string' ? requestId : undefined,
         positions,
       );
+      // The server began to stop while this one was prepared.
+      if (stopping()) {
+        refuseWhileStopping(res, cors);
+        return;
+      }
       if (isErrorList(prepared)) {
         // Errors of the operation, not of the request: a GraphQL result, as graphql-sse's server sends them (its
         // client retries any answer but a 200).
         if (method === 'HEAD') res.writeHead(200, { ...cors, ...STREAM_HEADERS }).end();
-        else await stream(res, cors, () => ({ errors: prepared.map(withoutHints) }));
+        else await stream(req, res, cors, () => ({ errors: prepared.map(withoutHints) }));
         return;
       }
       const args = prepared;
@@ -254,6 +285,7 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
         return;
       }
       await stream(
+        req,
         res,
         cors,
         () => (operation === OperationTypeNode.SUBSCRIPTION ? options.subscribe(args) : options.execute(args)),
@@ -262,6 +294,7 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
     },
 
     close() {
+      closing = true;
       for (const end of [...open]) end();
     },
   };
@@ -300,6 +333,20 @@ function positionOf(id: string): number | null {
   if (!/^\d{1,16}$/.test(id)) return null;
   const n = Number(id);
   return Number.isSafeInteger(n) ? n : null;
+}
+
+/** A stream asked for while the server stops: 503, to be asked again (of another instance) in a second. */
+function refuseWhileStopping(res: ServerResponse, cors: Readonly<Record<string, string>>): void {
+  const text = JSON.stringify({
+    errors: [{ message: 'the server is shutting down', extensions: { code: 'UNAVAILABLE', retryAfterSeconds: 1 } }],
+  });
+  res.writeHead(503, {
+    ...cors,
+    'content-type': JSON_TYPE,
+    'content-length': String(Buffer.byteLength(text)),
+    'retry-after': '1',
+  });
+  res.end(text);
 }
 
 const isRefusal = (p: HttpResponse | RequestParams): p is HttpResponse => Array.isArray(p);
