@@ -26,10 +26,11 @@ interface StreamEvent {
 class EventStream {
   readonly events: StreamEvent[] = [];
   comments = 0;
-  /** The body, for an answer that is not a stream. */
-  text = '';
   readonly ended: Promise<void>;
-  private buffer = '';
+  /** Every chunk received, for `text`. */
+  private readonly chunks: string[] = [];
+  /** The pieces of the event being received (a large one comes in many chunks). */
+  private partial: string[] = [];
   private readonly waiters = new Set<() => void>();
   /** Whether the connection has closed. */
   finished = false;
@@ -37,24 +38,19 @@ class EventStream {
   private constructor(readonly response: IncomingMessage) {
     response.setEncoding('utf8');
     response.on('data', (chunk: string) => {
-      this.text += chunk;
-      this.buffer += chunk;
-      let end: number;
-      while ((end = this.buffer.indexOf('\n\n')) >= 0) {
-        const block = this.buffer.slice(0, end);
-        this.buffer = this.buffer.slice(end + 2);
-        if (block.startsWith(':')) this.comments++;
-        else {
-          const field = (name: string): string =>
-            block
-              .split('\n')
-              .find((l) => l.startsWith(`${name}:`))
-              ?.slice(name.length + 1)
-              .trim() ?? '';
-          const id = block.split('\n').some((l) => l.startsWith('id:')) ? { id: field('id') } : {};
-          this.events.push({ event: field('event'), data: field('data'), ...id });
-        }
+      this.chunks.push(chunk);
+      // Each chunk is searched once for the ends of events ("\n\n", which may fall across two chunks).
+      let start = 0;
+      if (chunk.startsWith('\n') && this.partial.at(-1)?.endsWith('\n') === true) {
+        this.block(this.partial.join('').slice(0, -1));
+        start = 1;
       }
+      for (let end = chunk.indexOf('\n\n', start); end >= 0; end = chunk.indexOf('\n\n', start)) {
+        this.partial.push(chunk.slice(start, end));
+        this.block(this.partial.join(''));
+        start = end + 2;
+      }
+      if (start < chunk.length) this.partial.push(chunk.slice(start));
       this.wake();
     });
     this.ended = new Promise((resolve) =>
@@ -64,6 +60,28 @@ class EventStream {
         resolve();
       }),
     );
+  }
+
+  /** The body as received so far, for an answer that is not a stream. */
+  get text(): string {
+    return this.chunks.join('');
+  }
+
+  /** One whole event (or comment) of the stream, without its closing blank line. */
+  private block(text: string): void {
+    this.partial = [];
+    if (text.startsWith(':')) {
+      this.comments++;
+      return;
+    }
+    const lines = text.split('\n');
+    const field = (name: string): string =>
+      lines
+        .find((l) => l.startsWith(`${name}:`))
+        ?.slice(name.length + 1)
+        .trim() ?? '';
+    const id = lines.some((l) => l.startsWith('id:')) ? { id: field('id') } : {};
+    this.events.push({ event: field('event'), data: field('data'), ...id });
   }
 
   static open(
@@ -300,6 +318,8 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
         expect(s.status).toBe(200);
         expect(s.events.at(-1)).toEqual({ event: 'complete', data: '' });
       }
+      // Its id is cleared, so that a browser that reconnects all the same starts where its URL says.
+      expect(ahead.events[0]?.id).toBe('');
       expect(ahead.results).toEqual([
         {
           errors: [
@@ -422,17 +442,40 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
       expect(subscribers()).toBe(0);
     });
 
-    it('releases the subscriptions of pipelined requests when their connection goes', async () => {
-      // Two streams asked on one connection: the second answer waits behind the first, and hears nothing
-      // of its own when the connection closes; its subscription must go all the same.
+    it('starts a stream pipelined behind another only when that one ends, and ends all with their connection', async () => {
+      // Twenty streams asked at once on one connection: each answer waits behind the one before it, and
+      // could never be read while the first runs. Only the first may hold a subscription.
       const socket = connect(Number(new URL(server.http).port), '127.0.0.1');
       await once(socket, 'connect');
       const get = `GET /graphql${query(ROCKET_UPDATED)} HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n`;
-      socket.write(get + get);
-      await until(() => subscribers() === 2);
+      socket.write(get.repeat(20));
+      await until(() => subscribers() === 1);
+      // Another connection's answer: by then the server has read all twenty (they came in one write).
+      expect((await fetch(`${server.http}/health`)).status).toBe(200);
+      expect(subscribers()).toBe(1);
+      // Queued answers hear nothing when the connection closes: the stream ends with it all the same.
       socket.destroy();
       await until(() => subscribers() === 0);
       expect(subscribers()).toBe(0);
+    });
+
+    it('runs streams pipelined behind a query in turn', async () => {
+      await launch('p');
+      const socket = connect(Number(new URL(server.http).port), '127.0.0.1');
+      await once(socket, 'connect');
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c.toString('utf8')));
+      const ask = (document: string) =>
+        `GET /graphql${query(document)} HTTP/1.1\r\nhost: 127.0.0.1\r\naccept: text/event-stream\r\n\r\n`;
+      socket.write(ask('{ rocket(channel: "p") { speed } }') + ask(ROCKET_UPDATED));
+      await until(() => subscribers() === 1);
+      await increase('p', 2);
+      await until(() => text.includes('"speed":502'));
+      // The query's answer, complete, then the subscription's, live.
+      expect(text.indexOf('"speed":501')).toBeLessThan(text.indexOf('event: complete'));
+      expect(text.indexOf('event: complete')).toBeLessThan(text.indexOf('"speed":502'));
+      socket.destroy();
+      await until(() => subscribers() === 0);
     });
 
     it('releases the subscription of a client that goes away', async () => {
@@ -506,6 +549,35 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
       slow.resume();
       await slow.ended;
       expect([slow.response.complete, slow.events.at(-1)?.event]).toEqual([false, 'next']);
+    });
+
+    it('keeps a client that reads a large answer slowly, but steadily, for longer than WS_KEEPALIVE_MS', async () => {
+      await start({ keepAliveMs: 200 });
+      for (let n = 1; n <= 10_000; n++) await launch(`big${n}`, LONG_TEXT, n);
+      // One result of about 10 MB, more than the kernel's buffers hold: it leaves in one write, and drains
+      // only once the client has taken most of it.
+      const big = 'query($n: Int!) { events(after: 0, first: $n) { payload { ... on RocketLaunched { mission } } } }';
+      const s = await open(graphql(query(big, { n: 10_000 })));
+      // Read a chunk (64 KB at most) every 10 ms: a few MB/s, a second or two in all.
+      const throttle = (async () => {
+        while (!s.finished) {
+          s.pause();
+          await new Promise<void>((resolve) => setTimeout(resolve, 10));
+          const read = new Promise<void>((resolve) => {
+            const done = (): void => {
+              s.response.off('data', done).off('close', done);
+              resolve();
+            };
+            s.response.on('data', done).on('close', done);
+          });
+          s.resume();
+          await read;
+        }
+      })();
+      await s.ended;
+      await throttle;
+      expect(s.text.length).toBeGreaterThan(10_000_000);
+      expect(s.events.map((e) => e.event)).toEqual(['next', 'complete']);
     });
 
     it('sends a comment every WS_KEEPALIVE_MS, so that an idle stream stays open through proxies', async () => {

@@ -4,6 +4,7 @@
  * WebSocket (`EventSource`, `curl -N`, proxies that do not pass an upgrade).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import {
   GraphQLError,
   getOperationAST,
@@ -90,10 +91,15 @@ const STREAM_HEADERS = {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
-/** One event of the protocol: `next` with a result (and the position of its log event as its `id`), or `complete`. */
-const nextEvent = (result: unknown, id?: number): string =>
-  `${id === undefined ? '' : `id: ${id}\n`}event: next\ndata: ${JSON.stringify(result)}\n\n`;
+/**
+ * One event of the protocol: `next` with a result (and the position of its log event as its `id`, or an empty
+ * `id` that clears the client's), or `complete`.
+ */
+const nextEvent = (result: unknown, id?: number | ''): string =>
+  `${id === undefined ? '' : id === '' ? 'id:\n' : `id: ${id}\n`}event: next\ndata: ${JSON.stringify(result)}\n\n`;
 const COMPLETE_EVENT = 'event: complete\ndata:\n\n';
+/** Bytes of an event written at once at most: the pieces of a large one go one by one (see `send`). */
+const PIECE = 64 * 1024;
 /** A comment: sent first (some browsers show a stream only after its first bytes) and as a keep-alive. */
 const COMMENT = ':\n\n';
 
@@ -114,9 +120,13 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
 
   /**
    * Streams `run`'s results until it ends (then `complete`), the client goes (its subscription is returned), or
-   * the server stops (the stream ends without `complete`). A result waits for the client to take the one
-   * before it, so a client that stops reading fills its subscription's bounded buffer, not the server's memory;
-   * one that takes nothing for `keepAliveMs` is cut, as graphql-ws cuts a socket that misses a pong.
+   * the server stops (the stream ends without `complete`). A stream pipelined behind another answer on its
+   * connection starts when that answer ends, and holds nothing until then. Past the answer's high-water mark
+   * (16 KiB unsent), an event waits for the connection to drain (see `send`), so a client that stops reading
+   * fills its subscription's bounded buffer, not the server's memory; a connection that does not drain within
+   * `keepAliveMs` is cut, as graphql-ws cuts a socket that misses a pong. `resetId`: a result that is not a
+   * stream (an error) goes out with an empty `id`, which makes a browser forget the `Last-Event-ID` it
+   * resumed with.
    */
   async function stream(
     req: IncomingMessage,
@@ -125,17 +135,15 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
     run: () => PromiseOrValue<AsyncIterableIterator<ExecutionResult> | ExecutionResult>,
     /** The position of the log event a result was made of, if any, once (`Positions.take`). */
     idOf: () => number | undefined = () => undefined,
+    resetId = false,
   ): Promise<void> {
-    res.writeHead(200, { ...cors, ...STREAM_HEADERS });
-    res.write(COMMENT);
     let iterator: AsyncIterableIterator<ExecutionResult> | undefined;
+    let pings: NodeJS.Timeout | undefined;
     /** Set when the client goes or the server stops; read through `ended`, as it changes under the awaits. */
     let over = false;
     const ended = (): boolean => over;
-    /** Resumes a `send` waiting for the connection to drain. */
+    /** Resumes a wait: for the connection to drain, or for this answer's turn on it. */
     let wake: (() => void) | undefined;
-    // The connection's end, not only the response's: a response queued behind another on a pipelined
-    // connection hears nothing when it closes.
     const socket = req.socket;
     const end = (): void => {
       if (over) return;
@@ -143,37 +151,74 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
       clearInterval(pings);
       open.delete(end);
       res.off('close', end);
-      socket.off('close', end);
+      forget();
       wake?.();
       Promise.resolve(iterator?.return?.()).catch((e: unknown) => log.error({ err: e }, 'event stream end failed'));
     };
-    const pings = options.keepAliveMs > 0 ? setInterval(() => res.write(COMMENT), options.keepAliveMs) : undefined;
     open.add(end);
     res.once('close', end);
-    socket.once('close', end);
-    if (socket.destroyed) end();
+    // The connection's end, not only the response's: a response queued behind another hears nothing of it.
+    const forget = onConnectionClose(socket, end);
+    /** Ends the answer once the stream has ended without `complete`: the client went, or the server stops. */
+    const abandon = (): void => {
+      if (!res.headersSent) refuseWhileStopping(res, cors);
+      else if (!res.writableEnded) res.end();
+    };
+    if (res.socket === null) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        res.once('socket', () => resolve());
+      });
+      wake = undefined;
+      if (ended()) {
+        abandon();
+        return;
+      }
+    }
+    res.writeHead(200, { ...cors, ...STREAM_HEADERS });
+    res.write(COMMENT);
+    /** Set while a large event goes out in pieces: a comment between two of them would break it. */
+    let inPieces = false;
+    if (options.keepAliveMs > 0)
+      pings = setInterval(() => {
+        if (!inPieces) res.write(COMMENT);
+      }, options.keepAliveMs);
     /**
-     * Writes an event; while the connection holds more than it should unsent, waits for it to drain, and cuts
-     * it if it does not within `keepAliveMs` (when set).
+     * Until the connection has taken what waits for it (`drain`); one that does not within `keepAliveMs` is
+     * cut. What waits is one piece of an event at most (and comments), so this asks a client to take 64 KiB
+     * in that time, however large the event.
      */
-    const send = (event: string): Promise<void> | undefined => {
-      if (ended() || res.write(event)) return undefined;
-      return new Promise((resolve) => {
+    const drained = (): Promise<void> =>
+      new Promise((resolve) => {
+        const stalled = options.keepAliveMs > 0 ? setTimeout(() => res.destroy(), options.keepAliveMs) : undefined;
         const go = (): void => {
           res.off('drain', go);
           clearTimeout(stalled);
           wake = undefined;
           resolve();
         };
-        const stalled = options.keepAliveMs > 0 ? setTimeout(() => res.destroy(), options.keepAliveMs) : undefined;
         wake = go;
         res.on('drain', go);
       });
+    /**
+     * Writes an event; past the high-water mark, waits for the connection to drain. A large one (a query's
+     * page of events) goes in pieces, each written once the connection has taken the one before.
+     */
+    const send = async (event: string): Promise<void> => {
+      if (event.length <= PIECE) {
+        if (!ended() && !res.write(event)) await drained();
+        return;
+      }
+      const bytes = Buffer.from(event);
+      inPieces = true;
+      for (let at = 0; at < bytes.length && !ended(); at += PIECE)
+        if (!res.write(bytes.subarray(at, at + PIECE))) await drained();
+      inPieces = false;
     };
 
     try {
       const result = await run();
-      if (!isAsyncIterable(result)) await send(nextEvent(formatted(result)));
+      if (!isAsyncIterable(result)) await send(nextEvent(formatted(result), resetId ? '' : undefined));
       else if (ended()) await result.return?.();
       else {
         iterator = result;
@@ -187,8 +232,7 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
       await send(nextEvent({ errors: errorsOf(e, log) }));
     }
     if (ended()) {
-      // The client went, or the server stops: no `complete`, so that a client still there reconnects.
-      if (!res.writableEnded) res.end();
+      abandon();
       return;
     }
     end();
@@ -290,6 +334,7 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
         cors,
         () => (operation === OperationTypeNode.SUBSCRIPTION ? options.subscribe(args) : options.execute(args)),
         () => positions.take(),
+        after !== undefined,
       );
     },
 
@@ -347,6 +392,29 @@ function refuseWhileStopping(res: ServerResponse, cors: Readonly<Record<string, 
     'retry-after': '1',
   });
   res.end(text);
+}
+
+/** The streams waiting on each connection's end: one `close` listener a connection, however many streams. */
+const waitingOn = new WeakMap<Socket, Set<() => void>>();
+
+/** Calls `then` when `socket` closes (at once if it has); returns what stops that. */
+function onConnectionClose(socket: Socket, then: () => void): () => void {
+  if (socket.destroyed) {
+    queueMicrotask(then);
+    return () => undefined;
+  }
+  let waiting = waitingOn.get(socket);
+  if (waiting === undefined) {
+    const all = (waiting = new Set());
+    waitingOn.set(socket, all);
+    socket.once('close', () => {
+      waitingOn.delete(socket);
+      for (const f of all) f();
+    });
+  }
+  waiting.add(then);
+  const set = waiting;
+  return () => set.delete(then);
 }
 
 const isRefusal = (p: HttpResponse | RequestParams): p is HttpResponse => Array.isArray(p);
