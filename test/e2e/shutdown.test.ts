@@ -51,68 +51,37 @@ describe('graceful shutdown', () => {
     const silent = connect(s.port, '127.0.0.1');
     await once(silent, 'connect');
     const silentClosed = once(silent, 'close');
-    const body = JSON.stringify(fleet(1, 1, 6)[0]?.[0]);
-    const held = connect(s.port, '127.0.0.1');
-    await once(held, 'connect');
-    let answer = '';
-    held.on('data', (c: Buffer) => (answer += c.toString('latin1')));
-    const heldClosed = once(held, 'close');
-    held.write(
-      `POST /messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\n\r\n`,
-    );
+    const held = await postByHand(s.port, JSON.stringify(fleet(1, 1, 6)[0]?.[0]), false);
+    // Once another request is answered, the server has read these headers: the request is in flight.
     expect((await getJson(`${s.url}/health`)).status).toBe(200);
 
     const exit = s.stop('SIGTERM');
     // Closed by the stop, while it waits for the request in flight: before, it was cut only with that
     // request, when the stop's grace ran out.
     await silentClosed;
-    held.write(body);
-    await heldClosed;
-    expect(answer).toMatch(/^HTTP\/1\.1 202 /);
+    held.sendBody();
+    await held.closed;
+    expect(held.answer()).toMatch(/^HTTP\/1\.1 202 /);
     expect(await exit).toBe(0);
   });
 
   it('answers a request sent on a new connection just as the stop begins, rather than cutting it', async () => {
     const app = await startInProcess({ ...loadConfig({}), databaseUrl: 'memory:', logLevel: 'silent' });
     const port = await app.start(0, '127.0.0.1');
-    const body = JSON.stringify(fleet(1, 1, 7)[0]?.[0]);
-    const socket = connect(port, '127.0.0.1');
-    await once(socket, 'connect');
-    let answer = '';
-    socket.on('data', (c: Buffer) => (answer += c.toString('latin1')));
-    const closed = once(socket, 'close');
     // Written, and the stop begun, before the server has read a byte of it.
-    socket.write(
-      `POST /messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-    );
+    const post = await postByHand(port, JSON.stringify(fleet(1, 1, 7)[0]?.[0]), true);
     const stopped = app.stop();
-    await closed;
+    await post.closed;
     await stopped;
-    expect(answer).toMatch(/^HTTP\/1\.1 202 /);
-    expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+    expect(post.answer()).toMatch(/^HTTP\/1\.1 202 /);
+    expect(post.answer()).toMatch(/\r\nconnection: close\r\n/i);
   });
 
   it('answers a request in flight when it stops, stores it, and ends its connection with that answer', async () => {
     const url = `sqlite:${join(dir, 'rockets.db')}`;
     const s = (server = await startServer({ DATABASE_URL: url }));
     const m = fleet(1, 1, 5)[0]?.[0];
-    const body = JSON.stringify(m);
-    const socket = connect(s.port, '127.0.0.1');
-    await once(socket, 'connect');
-    let answer = '';
-    const answered = new Promise<void>((resolve) =>
-      socket.on('data', (c: Buffer) => {
-        answer += c.toString('latin1');
-        if (answer.endsWith('}')) resolve();
-      }),
-    );
-    const closed = once(socket, 'close');
-    socket.write(
-      `POST /messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\n\r\n`,
-    );
+    const post = await postByHand(s.port, JSON.stringify(m), false);
     // Once another request is answered, the server has read these headers: the request is in flight.
     expect((await getJson(`${s.url}/health`)).status).toBe(200);
     const logged = new Promise<void>((resolve) => {
@@ -125,16 +94,32 @@ describe('graceful shutdown', () => {
     });
     const exit = s.stop('SIGTERM');
     await logged;
-    socket.write(body);
-    await answered;
+    post.sendBody();
     // The answer says the connection ends, and the server ends it: the stop does not wait for the client
     // or for keep-alive to time out.
-    expect(answer).toMatch(/^HTTP\/1\.1 202 /);
-    expect(answer).toMatch(/\r\nconnection: close\r\n/i);
-    await closed;
+    await post.closed;
+    expect(post.answer()).toMatch(/^HTTP\/1\.1 202 /);
+    expect(post.answer()).toMatch(/\r\nconnection: close\r\n/i);
     expect(await exit).toBe(0);
 
     const again = (server = await startServer({ DATABASE_URL: url }));
     expect((await getJson(`${again.url}/rockets/${m?.metadata.channel ?? ''}`)).status).toBe(200);
   });
 });
+
+/**
+ * A POST of /messages written by hand on a connection of its own: its headers at once, and its body with
+ * them (`withBody`) or when `sendBody` is called. `closed` resolves when the connection ends.
+ */
+async function postByHand(port: number, body: string, withBody: boolean) {
+  const socket = connect(port, '127.0.0.1');
+  await once(socket, 'connect');
+  let answer = '';
+  socket.on('data', (c: Buffer) => (answer += c.toString('latin1')));
+  const closed = once(socket, 'close');
+  socket.write(
+    `POST /messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\n\r\n${withBody ? body : ''}`,
+  );
+  return { closed, answer: () => answer, sendBody: () => socket.write(body) };
+}

@@ -2,6 +2,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { request, type Agent } from 'node:http';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { brotliDecompressSync, gunzipSync } from 'node:zlib';
+
+/**
+ * The codings answers are compressed with: each with an `Accept-Encoding` that picks it (a browser's, for
+ * Brotli) and what decodes it.
+ */
+export const CODINGS = [
+  ['gzip', 'gzip', gunzipSync],
+  ['br', 'gzip, deflate, br, zstd', brotliDecompressSync],
+] as const;
 
 /** The built entry point, as `npm start` runs it. */
 export const MAIN = join(__dirname, '..', '..', 'dist', 'src', 'main.js');
