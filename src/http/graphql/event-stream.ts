@@ -17,7 +17,7 @@ import { parseRequestParams, type RequestParams, type Response as HttpResponse }
 import { isAsyncIterable, type PromiseOrValue } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import type { StreamResume } from '../../../schema/builder';
-import { bearerOf, mayWrite, sameSecret } from '../io';
+import { bearerOf, mayWrite, sameSecret, sendJson } from '../io';
 import { coded, unexpected, withoutHints } from './errors';
 
 export interface EventStreamOptions {
@@ -382,16 +382,10 @@ function positionOf(id: string): number | null {
 
 /** A stream asked for while the server stops: 503, to be asked again (of another instance) in a second. */
 function refuseWhileStopping(res: ServerResponse, cors: Readonly<Record<string, string>>): void {
-  const text = JSON.stringify({
-    errors: [{ message: 'the server is shutting down', extensions: { code: 'UNAVAILABLE', retryAfterSeconds: 1 } }],
-  });
-  res.writeHead(503, {
-    ...cors,
-    'content-type': JSON_TYPE,
-    'content-length': String(Buffer.byteLength(text)),
-    'retry-after': '1',
-  });
-  res.end(text);
+  const errors = [
+    { message: 'the server is shutting down', extensions: { code: 'UNAVAILABLE', retryAfterSeconds: 1 } },
+  ];
+  sendJson(res, 503, { errors }, { ...cors, 'retry-after': '1' });
 }
 
 /** The streams waiting on each connection's end: one `close` listener a connection, however many streams. */
