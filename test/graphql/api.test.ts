@@ -656,18 +656,23 @@ describe('GraphQL over HTTP', () => {
         }
         await expectNotModified(url, gzTag, 'origin, accept, accept-encoding', gz);
 
-        // A POST's answer is compressed too, with no tag; a short one (a mutation's) is not.
+        // A POST's answer is compressed too, with no tag but with its Vary, whether executed or sent again
+        // from the answer cache; a short one (a mutation's) is not.
         const body = JSON.stringify({ query });
-        const posted = await send(`${server.http}/graphql`, 'POST', body, {
-          ...gz,
-          'content-type': 'application/json',
-        });
-        expect([posted.status, posted.headers['content-encoding'], posted.headers.etag]).toEqual([
-          200,
-          coding,
-          undefined,
-        ]);
-        expect(decompress(posted.raw)).toEqual(plain.raw);
+        for (const round of ['executed', 'kept']) {
+          const posted = await send(`${server.http}/graphql`, 'POST', body, {
+            ...gz,
+            'content-type': 'application/json',
+          });
+          expect({
+            round,
+            status: posted.status,
+            encoding: posted.headers['content-encoding'],
+            etag: posted.headers.etag,
+            vary: posted.headers.vary,
+          }).toEqual({ round, status: 200, encoding: coding, etag: undefined, vary: 'accept-encoding' });
+          expect(decompress(posted.raw)).toEqual(plain.raw);
+        }
         const mutation = JSON.stringify({
           query: print(SubmitStatusDocument),
           variables: messages(`${coding}-g9`).launched(1),

@@ -263,6 +263,8 @@ const codingFor = (req: IncomingMessage, length: number): Coding | undefined =>
  */
 const codedBodies: Record<Coding, WeakMap<Buffer, Promise<Buffer>>> = { br: new WeakMap(), gzip: new WeakMap() };
 
+const varyOnCoding = (vary: string): string => (/accept-encoding/i.test(vary) ? vary : `${vary}, accept-encoding`);
+
 /**
  * Sends a 200 with `body` compressed. A body of the answer cache (`kept`) is compressed once; any other each
  * time. Compressing does not fail on a buffer; if it did, the connection is cut rather than answered with half
@@ -280,9 +282,16 @@ function sendCoded(
     made = compress(body, coding);
     if (kept) codedBodies[coding].set(body, made);
   }
+  // Whatever else the answer varies on, a compressed one varies on Accept-Encoding (an answer to POST too).
+  const vary = headers.vary === undefined ? 'accept-encoding' : varyOnCoding(headers.vary);
   made.then(
     (compressed) => {
-      res.writeHead(200, { ...headers, 'content-encoding': coding, 'content-length': String(compressed.length) });
+      res.writeHead(200, {
+        ...headers,
+        vary,
+        'content-encoding': coding,
+        'content-length': String(compressed.length),
+      });
       res.end(compressed);
     },
     () => res.destroy(),
