@@ -114,6 +114,18 @@ export function etagOf(body: Buffer, mediaType?: string): string {
   return `"${hash.update(body).digest('base64url').slice(0, 27)}"`;
 }
 
+/**
+ * The weight of one entry of an `Accept` or `Accept-Encoding` header, given its parameters (lowercased and
+ * trimmed): its `q`, 1 without one. A `q` above 1, which RFC 9110 does not allow, counts as 1, so that it
+ * cannot outweigh what the client listed plainly; one that is no number counts as 0, as not wanted.
+ */
+export function weightOf(params: readonly string[]): number {
+  const q = params.find((p) => p.startsWith('q='));
+  if (q === undefined) return 1;
+  const weight = Number(q.slice(2));
+  return Number.isNaN(weight) ? 0 : Math.min(1, Math.max(0, weight));
+}
+
 /** Answers shorter than this are sent as they are: compressing would save a few hundred bytes for its cost. */
 export const COMPRESS_MIN_BYTES = 1024;
 
@@ -134,8 +146,7 @@ export function codingOf(header: string | undefined): Coding | undefined {
   let any: number | undefined;
   for (const entry of header.toLowerCase().split(',')) {
     const [coding, ...params] = entry.split(';').map((p) => p.trim());
-    const q = params.find((p) => p.startsWith('q='));
-    const weight = q === undefined ? 1 : Number(q.slice(2)) || 0;
+    const weight = weightOf(params);
     if (coding === 'br') br = weight;
     else if (coding === 'gzip' || coding === 'x-gzip') gzip = weight;
     else if (coding === '*') any = weight;

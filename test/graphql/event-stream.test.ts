@@ -418,6 +418,7 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
           'application/graphql-response+json, text/event-stream;q=0.9',
           'text/event-stream;q=0, application/json',
           'Text/Event-Stream',
+          'application/json, text/event-stream;q=2',
         ].map(async (accept) => {
           const s = await ask(accept);
           await s.ended;
@@ -432,6 +433,7 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
         'application/graphql-response+json',
         'application/json',
         'text/event-stream',
+        'application/json',
       ]);
     });
 

@@ -560,7 +560,7 @@ describe('REST API', () => {
       },
     );
 
-    it('chooses Brotli or gzip by their weights in Accept-Encoding, Brotli when alike, neither at q=0', async () => {
+    it('chooses Brotli or gzip by their weights in Accept-Encoding, Brotli when alike, neither at q=0, none above 1', async () => {
       const cases = [
         ['gzip;q=0, identity', undefined],
         ['*;q=0.5', 'br'],
@@ -574,6 +574,9 @@ describe('REST API', () => {
         ['gzip;q=0.4, *;q=0.3', 'gzip'],
         ['deflate, zstd', undefined],
         ['BR', 'br'],
+        // A weight above 1 (RFC 9110 allows none) counts as 1; one that is no number as 0.
+        ['gzip;q=1.5, br', 'br'],
+        ['br;q=high, gzip', 'gzip'],
       ] as const;
       for (const [header, encoding] of cases) {
         const r = await send(`${base}/rockets`, 'GET', undefined, { 'accept-encoding': header });

@@ -17,7 +17,7 @@ import { parseRequestParams, type RequestParams, type Response as HttpResponse }
 import { isAsyncIterable, type PromiseOrValue } from 'graphql-yoga';
 import type { Logger } from 'pino';
 import type { StreamResume } from '../../../schema/builder';
-import { bearerOf, mayWrite, sameSecret, sendJson } from '../io';
+import { bearerOf, mayWrite, sameSecret, sendJson, weightOf } from '../io';
 import { coded, unexpected, withoutHints } from './errors';
 
 export interface EventStreamOptions {
@@ -72,8 +72,7 @@ export function prefersEventStream(accept: string | undefined): boolean {
   let bestQ = 0;
   for (const entry of accept.toLowerCase().split(',')) {
     const [range = '', ...params] = entry.split(';').map((s) => s.trim());
-    const q = params.find((p) => p.startsWith('q='));
-    const weight = q === undefined ? 1 : Number(q.slice(2));
+    const weight = weightOf(params);
     if (weight > bestQ) {
       best = range;
       bestQ = weight;
