@@ -1,3 +1,4 @@
+import { mapAsyncIterator } from 'graphql-yoga';
 import { inCallersTerms } from '../src/domain/errors';
 import type { Rocket as RocketState } from '../src/domain/rocket';
 import type { RocketPage } from '../src/engine/service';
@@ -210,11 +211,26 @@ builder.subscriptionField('rocketUpdated', (t) =>
       'A slow subscriber gets only the latest state of each rocket; if even that overflows its bounded buffer,',
       'the subscription ends with a FELL_BEHIND error (the socket and other subscriptions stay open): resubscribe',
       'and read `rocket` or `rockets` to resynchronise. A message that is only buffered changes no state and',
-      'sends no update: `buffer` is read as each update is sent, and read `rocket` for it in between.',
+      'sends no update: `buffer` is read as each update is sent, and read `rocket` for it in between. As an',
+      'event stream (server-sent events), each update carries the position of its commit as its `id`, and a',
+      'client that reconnects with `Last-Event-ID` (as EventSource does) first gets the state of each rocket',
+      'that changed after it, then the live updates.',
     ].join('\n'),
     args: { channel: t.arg.string({ description: 'Only this rocket.' }) },
-    subscribe: (_root, args, { service }) => service.rocketUpdates(optional(args.channel)),
-    resolve: (r) => r,
+    subscribe: async (_root, args, { service, resume }) => {
+      const channel = optional(args.channel);
+      // A reconnecting event stream gets what changed after the last position it received, then goes on.
+      const updates =
+        resume?.after === undefined
+          ? service.rocketUpdates(channel)
+          : await service.rocketUpdatesResumed(channel, resume.after);
+      if (resume === undefined) return updates;
+      return mapAsyncIterator(updates, (u) => {
+        if (u.position !== undefined) resume.seen(u.position);
+        return u;
+      });
+    },
+    resolve: (u) => u.rocket,
   }),
 );
 

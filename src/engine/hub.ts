@@ -174,13 +174,24 @@ class Topic<T extends { readonly channel: string }> {
 }
 
 /**
+ * A rocket's new state, as subscribers receive it, with the position of the last event of the commit that
+ * left it so: a subscriber that resumes after that position gets every later change. Undefined for the
+ * states a resumed subscription sends first, but for the last of them (see `Resync`).
+ */
+export interface RocketUpdate {
+  readonly channel: string;
+  readonly rocket: Rocket;
+  readonly position: number | undefined;
+}
+
+/**
  * Fans out what the store appends to live subscribers, each with its own bounded buffer, so one slow
  * subscriber never stalls the others or the writers. The store's append feed is the only source: in
  * PostgreSQL mode that includes other instances' commits.
  */
 export class Hub {
   private readonly eventTopic = new Topic<StoredEvent>();
-  private readonly rocketTopic = new Topic<Rocket>((r) => r.channel);
+  private readonly rocketTopic = new Topic<RocketUpdate>((u) => u.channel);
   private readonly unlisten: () => void;
   /** Commits handed over so far: a feed counts what waits against its capacity once per commit. */
   private commits = 0;
@@ -198,7 +209,8 @@ export class Hub {
       const commit = ++this.commits;
       let handed = 0;
       for (const e of events) handed += this.eventTopic.publish(e, commit);
-      for (const r of rockets) handed += this.rocketTopic.publish(r, commit);
+      const position = events.at(-1)?.position;
+      for (const r of rockets) handed += this.rocketTopic.publish({ channel: r.channel, rocket: r, position }, commit);
       if (handed > 0) telemetry.delivered(handed);
     });
   }
@@ -209,7 +221,7 @@ export class Hub {
   }
 
   /** Live rocket states; a slow reader gets only the latest state of each rocket. */
-  rockets(channel?: string): Feed<Rocket> {
+  rockets(channel?: string): Feed<RocketUpdate> {
     return this.rocketTopic.subscribe(channel, this.capacity);
   }
 

@@ -30,7 +30,8 @@ import {
   toMessage,
 } from '../store/types';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
-import { isFellBehindError, type Feed, type Hub } from './hub';
+import { isFellBehindError, type Feed, type Hub, type RocketUpdate } from './hub';
+import { Resync } from './resync';
 import type { LanePool } from './lanes';
 import { noTelemetry, type Telemetry } from './telemetry';
 
@@ -47,6 +48,11 @@ const CATCH_UP_TURN = 100;
  * is back.
  */
 const CATCH_UP_RETRY_MS = 30_000;
+/**
+ * A resumed `rocketUpdates` reads at most this many events to find the rockets that changed; a client further
+ * behind gets every rocket instead (`ResyncBounds.scan`).
+ */
+const RESYNC_SCAN = 100_000;
 
 /** Arguments as transports receive them; the service checks every one. */
 export interface RocketListArgs {
@@ -122,6 +128,8 @@ export interface ServiceOptions {
   readonly cacheReads?: boolean;
   /** How long a catch-up read the store failed is tried again (see CATCH_UP_RETRY_MS, the default). */
   readonly catchUpRetryMs?: number | undefined;
+  /** How many events a resumed `rocketUpdates` reads to find what changed (see RESYNC_SCAN, the default). */
+  readonly resyncScan?: number | undefined;
 }
 
 /** Retry-After of a refusal at the per-channel cap: the missing message usually follows within moments. */
@@ -311,6 +319,7 @@ export class RocketService {
   private appended = 0;
   private readonly caching: boolean;
   private readonly catchUpRetryMs: number;
+  private readonly resyncScan: number;
   private readonly pages: ReadCache<RocketPage> | undefined;
   private readonly single: ReadCache<RocketView | undefined> | undefined;
 
@@ -324,6 +333,7 @@ export class RocketService {
   ) {
     this.caching = options.cacheReads ?? store.kind !== 'postgres';
     this.catchUpRetryMs = options.catchUpRetryMs ?? CATCH_UP_RETRY_MS;
+    this.resyncScan = options.resyncScan ?? RESYNC_SCAN;
     if (this.caching) {
       store.onAppend(() => {
         this.appended++;
@@ -507,15 +517,24 @@ export class RocketService {
    */
   async eventsResumed(args: EventListArgs, resumeAfter: number): Promise<CatchUp> {
     checkEventsSince(args);
+    await this.resumableHead(resumeAfter);
+    return new CatchUp(this.store, this.hub, args.channel, resumeAfter, undefined, this.catchUpRetryMs);
+  }
+
+  /**
+   * The head of the log, for a stream resumed after position `after` (a client's `Last-Event-ID`): refused
+   * when `after` is past it, as no event of this log was sent with it.
+   */
+  private async resumableHead(after: number): Promise<number> {
     const head = await this.store.headPosition();
-    if (resumeAfter > head)
+    if (after > head)
       throw new ValidationError([
         {
           field: 'Last-Event-ID',
-          problem: `${resumeAfter} is past the end of the log (position ${head}): it was not sent from this log; read it anew from after: 0`,
+          problem: `${after} is past the end of the log (position ${head}): it was not sent from this log; read it anew without it`,
         },
       ]);
-    return new CatchUp(this.store, this.hub, args.channel, resumeAfter, undefined, this.catchUpRetryMs);
+    return head;
   }
 
   /**
@@ -537,10 +556,29 @@ export class RocketService {
   }
 
   /** Live rocket states after each commit that changed them; a slow reader gets the latest of each. */
-  rocketUpdates(channel?: string): Feed<Rocket> {
+  rocketUpdates(channel?: string): Feed<RocketUpdate> {
     const refused = channelError(channel);
     if (refused) throw refused;
     return this.hub.rockets(channel);
+  }
+
+  /**
+   * `rocketUpdates` resumed after log position `after` (a client's `Last-Event-ID`): first the state of each
+   * rocket that changed since, then live, never an older state after a newer one (see `Resync`). Refuses a
+   * position past the end of the log.
+   */
+  async rocketUpdatesResumed(channel: string | undefined, after: number): Promise<Resync> {
+    const refused = channelError(channel);
+    if (refused) throw refused;
+    // Opened before the head is read, so that no commit falls between the states read and the live feed.
+    const live = this.hub.rockets(channel);
+    try {
+      const head = await this.resumableHead(after);
+      return new Resync(live, this.store, channel, after, head, { page: MAX_PAGE, scan: this.resyncScan });
+    } catch (e) {
+      void live.return();
+      throw e;
+    }
   }
 
   /**

@@ -1,5 +1,5 @@
 import { validateEnvelope, type RocketMessage } from '../../src/domain/message';
-import { FellBehindError, Hub } from '../../src/engine/hub';
+import { FellBehindError, Hub, type RocketUpdate } from '../../src/engine/hub';
 import { LanePool } from '../../src/engine/lanes';
 import { RocketService } from '../../src/engine/service';
 import { MemoryStore } from '../../src/store/memory';
@@ -78,9 +78,9 @@ describe('Hub', () => {
     for (let n = 1; n <= 20; n++) await store.commit([msg('a', n)]);
     await store.commit([msg('b', 1)]);
     const got = await take(feed, 2);
-    expect(got.map((r) => [r.channel, r.lastMessageNumber])).toEqual([
-      ['a', 20],
-      ['b', 1],
+    expect(got.map((u) => [u.channel, u.rocket.lastMessageNumber, u.position])).toEqual([
+      ['a', 20, 20],
+      ['b', 1, 21],
     ]);
     await feed.return();
   });
@@ -222,5 +222,147 @@ describe('RocketService.eventsSince (catch-up, then live)', () => {
     expect(got.map((e) => e.position)).toEqual(Array.from({ length: 40 }, (_, i) => i + 1));
     await feed.return();
     hub.close();
+  });
+});
+
+describe('RocketService.rocketUpdatesResumed (what changed, then live)', () => {
+  /** A service over a memory store holding `history` submitted in order, closed after each test. */
+  async function serviceWith(history: ReadonlyArray<[string, number]>, options = {}) {
+    const store = new MemoryStore();
+    const hub = new Hub(store, 1000);
+    const lanes = new LanePool(store, 1);
+    const service = new RocketService(store, lanes, hub, undefined, undefined, options);
+    for (const [channel, n] of history) await service.submit(envelope(channel, n));
+    closers.push(async () => {
+      await lanes.close();
+      hub.close();
+      await store.close();
+    });
+    return { service, hub };
+  }
+  const closers: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const close of closers.splice(0)) await close();
+  });
+  const seen = (updates: readonly RocketUpdate[]) =>
+    updates.map((u) => [u.channel, u.rocket.lastMessageNumber, u.position]);
+
+  it('sends the state of each rocket that changed after the position, the last with the head, then goes live', async () => {
+    // Positions: a1 1, b1 2, c1 3, a2 4, b2 5, a3 6.
+    const { service, hub } = await serviceWith([
+      ['a', 1],
+      ['b', 1],
+      ['c', 1],
+      ['a', 2],
+      ['b', 2],
+      ['a', 3],
+    ]);
+    // After position 3: a and b changed since, c did not. Each comes once, as it is now.
+    const feed = await service.rocketUpdatesResumed(undefined, 3);
+    const resynced = await take(feed, 2);
+    expect(seen(resynced)).toEqual([
+      ['a', 3, undefined],
+      ['b', 2, 6],
+    ]);
+    const live = take(feed, 1);
+    await service.submit(envelope('c', 2));
+    expect(seen(await live)).toEqual([['c', 2, 7]]);
+    await feed.return();
+    expect(hub.subscribers).toBe(0);
+  });
+
+  it('sends nothing before the live updates to a client that has every change', async () => {
+    const { service } = await serviceWith([
+      ['a', 1],
+      ['b', 1],
+    ]);
+    const feed = await service.rocketUpdatesResumed(undefined, 2);
+    const next = take(feed, 1);
+    await service.submit(envelope('b', 2));
+    expect(seen(await next)).toEqual([['b', 2, 3]]);
+    await feed.return();
+  });
+
+  it('resumes one rocket: its state if it changed after the position, then its live updates', async () => {
+    const { service } = await serviceWith([
+      ['a', 1],
+      ['b', 1],
+      ['a', 2],
+    ]);
+    const changed = await service.rocketUpdatesResumed('a', 1);
+    expect(seen(await take(changed, 1))).toEqual([['a', 2, 3]]);
+    await changed.return();
+    // b has not changed after position 2: its live update comes first.
+    const unchanged = await service.rocketUpdatesResumed('b', 2);
+    const next = take(unchanged, 1);
+    await service.submit(envelope('a', 3));
+    await service.submit(envelope('b', 2));
+    expect(seen(await next)).toEqual([['b', 2, 5]]);
+    await unchanged.return();
+  });
+
+  it('sends every rocket, by channel, to a client further behind than the events it reads to find the changes', async () => {
+    const history: Array<[string, number]> = [];
+    for (let n = 1; n <= 3; n++) for (const channel of ['d', 'b', 'c', 'a']) history.push([channel, n]);
+    const { service } = await serviceWith(history, { resyncScan: 4 });
+    // After position 7 (c's 2nd): five events to read, past the bound of 4: every rocket.
+    const far = await service.rocketUpdatesResumed(undefined, 7);
+    expect(seen(await take(far, 4))).toEqual([
+      ['a', 3, undefined],
+      ['b', 3, undefined],
+      ['c', 3, undefined],
+      ['d', 3, 12],
+    ]);
+    await far.return();
+    // After position 8 (a's 2nd): four events, within it: the rockets they changed, in that order.
+    const near = await service.rocketUpdatesResumed(undefined, 8);
+    expect(seen(await take(near, 4))).toEqual([
+      ['d', 3, undefined],
+      ['b', 3, undefined],
+      ['c', 3, undefined],
+      ['a', 3, 12],
+    ]);
+    await near.return();
+  });
+
+  it('never sends a state older than one it sent: a commit after the head is read comes once', async () => {
+    const { service } = await serviceWith([
+      ['a', 1],
+      ['b', 1],
+    ]);
+    const feed = await service.rocketUpdatesResumed(undefined, 0);
+    // Committed after the head (2) was read but before the states are: they hold it already.
+    await service.submit(envelope('a', 2));
+    const next = take(feed, 3);
+    await service.submit(envelope('b', 2));
+    expect(seen(await next)).toEqual([
+      ['a', 2, undefined],
+      ['b', 1, 2],
+      ['b', 2, 4],
+    ]);
+    await feed.return();
+  });
+
+  it('refuses a position past the head, and a channel no message could have, holding no subscriber', async () => {
+    const { service, hub } = await serviceWith([['a', 1]]);
+    await expect(service.rocketUpdatesResumed(undefined, 2)).rejects.toMatchObject({
+      code: 'BAD_USER_INPUT',
+      message: expect.stringContaining('Last-Event-ID: 2 is past the end of the log (position 1)') as string,
+    });
+    await expect(service.rocketUpdatesResumed('a\u0000', 0)).rejects.toMatchObject({ code: 'BAD_USER_INPUT' });
+    expect(hub.subscribers).toBe(0);
+  });
+
+  it('stops reading the store when it is returned while it resends', async () => {
+    const history: Array<[string, number]> = [];
+    for (let i = 0; i < 300; i++) history.push([`r${String(i).padStart(3, '0')}`, 1]);
+    const { service, hub } = await serviceWith(history);
+    const feed = await service.rocketUpdatesResumed(undefined, 0);
+    await take(feed, 150);
+    const pending = feed.next();
+    await feed.return();
+    expect(await pending).toEqual({ value: undefined, done: true });
+    expect(await feed.next()).toEqual({ value: undefined, done: true });
+    expect(hub.subscribers).toBe(0);
   });
 });

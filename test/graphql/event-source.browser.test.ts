@@ -2,6 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
+import { validateEnvelope, type RocketMessage } from '../../src/domain/message';
+import { openStore } from '../../src/store/open';
 import { launchChromium } from '../support/browser';
 import { postJson } from '../support/process';
 import { envelope } from '../support/telemetry';
@@ -18,6 +20,13 @@ declare global {
     received: { results: unknown[]; completed: boolean };
     source: EventSource;
   }
+}
+
+/** An envelope as the service validates it, for a store written to directly. */
+function validated(sent: unknown): RocketMessage {
+  const v = validateEnvelope(sent);
+  if (!v.ok) throw new Error('an invalid fixture');
+  return v.message;
 }
 
 describe('a browser’s EventSource, with no GraphQL client', () => {
@@ -100,6 +109,51 @@ describe('a browser’s EventSource, with no GraphQL client', () => {
       await page.waitForFunction(() => window.received.results.length >= 4);
       expect(await received()).toEqual({
         results: [1, 2, 3, 4].map((n) => ({ data: { eventAppended: { position: n, messageNumber: n } } })),
+        completed: false,
+      });
+      await page.evaluate(() => window.source.close());
+    } finally {
+      await durable.app.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('follows rocket updates across a restart: first the rockets that changed while it was away, then live', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rockets-event-source-'));
+    const databaseUrl = `sqlite:${join(dir, 'rockets.db')}`;
+    let durable = await startServer({ databaseUrl });
+    const port = Number(new URL(durable.http).port);
+    const update = (channel: string, n: number) =>
+      n === 1
+        ? envelope(channel, 1, 'RocketLaunched', { type: 'Soyuz', launchSpeed: 1, mission: 'LIVE' })
+        : envelope(channel, n, 'RocketSpeedIncreased', { by: 1 });
+    try {
+      await page.goto(`${durable.http}/health`);
+      await listen('subscription { rocketUpdated { channel lastMessageNumber } }');
+      await until(() => durable.app.service.hub.subscribers === 1);
+      await postJson(`${durable.http}/messages`, update('a', 1));
+      await postJson(`${durable.http}/messages`, update('b', 1));
+      await page.waitForFunction(() => window.received.results.length === 2);
+
+      // While no server runs, the log grows in the file: a changes twice and c launches; b does not change.
+      await durable.app.stop();
+      const store = await openStore(databaseUrl);
+      await store.commit([update('a', 2), update('a', 3), update('c', 1)].map(validated));
+      await store.close();
+      // The browser reconnects (after its 3 s, again while refused) with the id of b's update.
+      durable = await startServer({ databaseUrl }, undefined, port);
+      await page.waitForFunction(() => window.received.results.length >= 4);
+      await postJson(`${durable.http}/messages`, update('b', 2));
+      await page.waitForFunction(() => window.received.results.length >= 5);
+      const states = [
+        ['a', 1],
+        ['b', 1],
+        ['a', 3],
+        ['c', 1],
+        ['b', 2],
+      ] as const;
+      expect(await received()).toEqual({
+        results: states.map(([channel, n]) => ({ data: { rocketUpdated: { channel, lastMessageNumber: n } } })),
         completed: false,
       });
       await page.evaluate(() => window.source.close());

@@ -294,13 +294,56 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
         ['8', { data: { eventAppended: { messageNumber: 7 } } }],
         ['9', { data: { eventAppended: { messageNumber: 8 } } }],
       ]);
+    });
 
-      // Updates of rockets are states, not log events: no id.
-      const updates = await open(graphql(query(ROCKET_UPDATED)));
-      await until(() => subscribers() === 3);
-      await increase('d', 2);
-      await updates.until(() => updates.events.length === 1);
-      expect(updates.events[0]?.id).toBeUndefined();
+    it('sends each update of a rocket with the position of its commit as `id`, and resumes with what changed', async () => {
+      const ask = graphql(query('subscription { rocketUpdated { channel lastMessageNumber } }'));
+      const updates = (s: EventStream) =>
+        s.events.map((e) => {
+          const { channel, lastMessageNumber } = (
+            JSON.parse(e.data) as { data: { rocketUpdated: { channel: string; lastMessageNumber: number } } }
+          ).data.rocketUpdated;
+          return [e.id, channel, lastMessageNumber];
+        });
+      const first = await open(ask);
+      await until(() => subscribers() === 1);
+      await launch('a');
+      await launch('b');
+      await first.until(() => first.events.length === 2);
+      expect(updates(first)).toEqual([
+        ['1', 'a', 1],
+        ['2', 'b', 1],
+      ]);
+      await first.close();
+
+      // While the client is away: a changes twice, c launches, b does not change.
+      await increase('a', 2);
+      await launch('c');
+      await increase('a', 3);
+      // Reconnected as a browser does: the state of each rocket that changed, the last with the head, then live.
+      const again = await open(ask, { headers: { 'last-event-id': '2' } });
+      await again.until(() => again.events.length === 2);
+      await increase('b', 2);
+      await again.until(() => again.events.length === 3);
+      expect(updates(again)).toEqual([
+        [undefined, 'a', 3],
+        ['5', 'c', 1],
+        ['6', 'b', 2],
+      ]);
+
+      // Of one rocket: its state only if it changed after the id.
+      const ofB = await open(
+        graphql(query('subscription { rocketUpdated(channel: "b") { channel lastMessageNumber } }')),
+        {
+          headers: { 'last-event-id': '5' },
+        },
+      );
+      await ofB.until(() => ofB.events.length === 1);
+      expect(updates(ofB)).toEqual([['6', 'b', 2]]);
+      const ahead = await open(ask, { headers: { 'last-event-id': '7' } });
+      await ahead.ended;
+      expect(ahead.events[0]?.id).toBe('');
+      expect(ahead.results[0]?.errors?.[0]?.message).toContain('Last-Event-ID: 7 is past the end of the log');
     });
 
     it('answers a `Last-Event-ID` past the end of the log, or with arguments it refuses, with errors', async () => {

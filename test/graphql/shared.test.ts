@@ -39,8 +39,13 @@ describe('SharedSubscriptions: one execution of each live event per question', (
     executions = [];
     fallbacks = 0;
     shared = new SharedSubscriptions((args) => {
-      const root = args.rootValue as { channel: string; messageNumber?: number; lastMessageNumber?: number };
-      executions.push(`${root.channel}#${root.messageNumber ?? root.lastMessageNumber ?? '?'}`);
+      // An event, or a rocket's update.
+      const root = args.rootValue as {
+        channel: string;
+        messageNumber?: number;
+        rocket?: { lastMessageNumber: number };
+      };
+      executions.push(`${root.channel}#${root.messageNumber ?? root.rocket?.lastMessageNumber ?? '?'}`);
       return execute(args);
     });
   });

@@ -1,0 +1,145 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { Rocket } from '../domain/rocket';
+import { sortKey, type EventStore } from '../store/types';
+import type { Feed, RocketUpdate } from './hub';
+
+/** A resync yields to the event loop every this many rockets it read from the store. */
+const TURN = 100;
+
+/** How a resync finds the rockets that changed after a position, and how far it reads to find them. */
+export interface ResyncBounds {
+  /** The largest page of a store read. */
+  readonly page: number;
+  /**
+   * At most this many events are read to find which rockets changed. A client further behind gets every
+   * rocket instead (of its channel, or all): listing them costs less than reading the log.
+   */
+  readonly scan: number;
+}
+
+/**
+ * `rocketUpdated` resumed after a log position: first the state of each rocket that changed after it (of
+ * one channel, or every rocket), as the store holds it now, then the live updates. The live feed is opened
+ * before the head of the log is read, so no change falls between the two; a live update of a commit at or
+ * before that head is one the states sent already hold, and one that is not newer than the state sent of its
+ * rocket is dropped, so a client never steps back to an older state.
+ *
+ * The states sent first carry no position but the last one, which carries the head: a client cut off while
+ * they are sent resumes from where it was, and gets them all again.
+ */
+export class Resync implements AsyncIterableIterator<RocketUpdate> {
+  /** The message number of each rocket's state sent from the store, until a newer live one passes. */
+  private readonly sent = new Map<string, number>();
+  private readonly states: AsyncGenerator<Rocket>;
+  /** A state read but not sent: whether it is the last one decides its position. */
+  private held: Rocket | undefined;
+  private reading = true;
+  private read = 0;
+  private closed = false;
+
+  constructor(
+    private readonly live: Feed<RocketUpdate>,
+    store: EventStore,
+    channel: string | undefined,
+    after: number,
+    private readonly head: number,
+    bounds: ResyncBounds,
+  ) {
+    this.states = changedSince(store, channel, after, head, bounds);
+  }
+
+  async next(): Promise<IteratorResult<RocketUpdate>> {
+    while (this.reading) {
+      if (++this.read % TURN === 0) await nextTurn();
+      const r = this.closed ? undefined : await this.states.next();
+      if (this.closed || r === undefined) return { value: undefined, done: true };
+      const held = this.held;
+      if (r.done === true) {
+        this.reading = false;
+        this.held = undefined;
+        if (held !== undefined) return this.emit(held, this.head);
+        break;
+      }
+      this.held = r.value;
+      if (held !== undefined) return this.emit(held, undefined);
+    }
+    for (;;) {
+      const r = await this.live.next();
+      if (r.done === true) return r;
+      const update = r.value;
+      if (update.position !== undefined && update.position <= this.head) continue;
+      const sent = this.sent.get(update.channel);
+      if (sent !== undefined) {
+        if (update.rocket.lastMessageNumber <= sent) continue;
+        this.sent.delete(update.channel);
+      }
+      return r;
+    }
+  }
+
+  return(): Promise<IteratorResult<RocketUpdate>> {
+    this.closed = true;
+    this.held = undefined;
+    this.sent.clear();
+    void this.states.return(undefined);
+    void this.live.return();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  private emit(rocket: Rocket, position: number | undefined): IteratorResult<RocketUpdate> {
+    this.sent.set(rocket.channel, rocket.lastMessageNumber);
+    return { value: { channel: rocket.channel, rocket, position }, done: false };
+  }
+}
+
+/**
+ * The rockets (of `channel`, or all) with an event after position `after`, up to `head`, in the order of their
+ * first such event, as the store holds them now; every rocket of `channel` (or all, by channel) when more than
+ * `bounds.scan` events would be read to find them.
+ */
+async function* changedSince(
+  store: EventStore,
+  channel: string | undefined,
+  after: number,
+  head: number,
+  bounds: ResyncBounds,
+): AsyncGenerator<Rocket> {
+  if (after >= head) return;
+  if (channel !== undefined) {
+    const [next] = await store.readEvents({ channel, afterPosition: after, limit: 1 });
+    const rocket = next !== undefined && next.position <= head ? await store.getRocket(channel) : undefined;
+    if (rocket !== undefined) yield rocket;
+    return;
+  }
+  if (head - after > bounds.scan) {
+    yield* everyRocket(store, bounds.page);
+    return;
+  }
+  const changed = new Set<string>();
+  for (let from = after; from < head;) {
+    const page = await store.readEvents({ afterPosition: from, limit: Math.min(bounds.page, head - from) });
+    for (const e of page) if (e.position <= head) changed.add(e.channel);
+    const last = page.at(-1);
+    if (last === undefined) break;
+    from = last.position;
+  }
+  for (const c of changed) {
+    const rocket = await store.getRocket(c);
+    if (rocket !== undefined) yield rocket;
+  }
+}
+
+/** Every rocket, by channel, a page at a time. */
+async function* everyRocket(store: EventStore, page: number): AsyncGenerator<Rocket> {
+  for (let after: { key: string; channel: string } | undefined; ;) {
+    const rockets = await store.listRockets({ sort: 'channel', order: 'asc', after, limit: page });
+    yield* rockets;
+    const last = rockets.at(-1);
+    if (last === undefined || rockets.length < page) return;
+    after = { key: String(sortKey(last, 'channel')), channel: last.channel };
+  }
+}
