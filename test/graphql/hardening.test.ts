@@ -1,11 +1,11 @@
 import { connect } from 'node:net';
 import { print } from 'graphql';
 import { auditServer, type AuditResult } from 'graphql-http';
-import { RocketUpdatedDocument } from '../generated/graphql';
+import { RocketUpdatedDocument, SubmitStatusDocument } from '../generated/graphql';
 import { send } from '../support/process';
 import { ARMOR_LIMITS } from '../../src/http/graphql/transport';
 import type { Config } from '../../src/config';
-import { postRaw, RawSocket, startServer, until, type ProtocolMessage, type TestServer } from './support';
+import { messages, postRaw, RawSocket, startServer, until, type ProtocolMessage, type TestServer } from './support';
 
 const times = (n: number, f: (i: number) => string): string => Array.from({ length: n }, (_, i) => f(i)).join(' ');
 
@@ -407,6 +407,75 @@ describe('GraphQL hardening', () => {
       other.subscribe('a', print(RocketUpdatedDocument));
       await until(() => server.app.service.hub.subscribers === 4);
       expect(s.open && other.open).toBe(true);
+    });
+
+    /** Holds every commit of the server's store until the returned function is called. */
+    const holdCommits = (): (() => void) => {
+      const store = server.app.store;
+      const commit = store.commit.bind(store);
+      let release = (): void => undefined;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      jest.spyOn(store, 'commit').mockImplementation(async (m) => {
+        await released;
+        return commit(m);
+      });
+      return release;
+    };
+    const inLanes = async (): Promise<number> =>
+      (await server.app.service.health()).lanes.depths.reduce((a, b) => a + b, 0);
+
+    it('counts an operation the client completed until it has ended: completing each one passes no limit', async () => {
+      await start({ wsMaxOperations: 3 });
+      const release = holdCommits();
+      const s = await open();
+      await s.init();
+      // Ten mutations, each completed by the client as soon as it is sent: each still runs, its commit held.
+      for (let i = 0; i < 10; i++) {
+        s.subscribe(`m${i}`, print(SubmitStatusDocument), messages(`burst-${i}`).launched(1));
+        s.send({ type: 'complete', id: `m${i}` });
+      }
+      // Three run; the others were refused (to no one: their client had completed them), and so is this one.
+      s.subscribe('probe', '{ rockets { nodes { channel } } }');
+      expect(await s.next()).toMatchObject({
+        id: 'probe',
+        type: 'error',
+        payload: [expect.objectContaining({ extensions: { code: 'TOO_MANY_OPERATIONS', limit: 3 } })],
+      });
+      expect(await inLanes()).toBe(3);
+      release();
+      await until(async () => (await inLanes()) === 0);
+      expect((await server.app.service.rockets({})).rockets).toHaveLength(3);
+      // Once they have ended, the socket takes operations again.
+      s.subscribe('after', '{ rockets { nodes { channel } } }');
+      expect(await s.next()).toMatchObject({ id: 'after', type: 'next' });
+    });
+
+    it('closes with 4409 a socket that takes again the id of an operation it completed and that still runs', async () => {
+      await start();
+      const release = holdCommits();
+      const s = await open();
+      await s.init();
+      // The mutation under X still runs (its commit held) when X subscribes again: graphql-ws would send the
+      // mutation's result and `complete` under the new X, and lose track of its subscription for good.
+      s.subscribe('X', print(SubmitStatusDocument), messages('reused').launched(1));
+      s.send({ type: 'complete', id: 'X' });
+      s.subscribe('X', print(RocketUpdatedDocument));
+      expect(await s.closed).toEqual({
+        code: 4409,
+        reason: 'operation X is still finishing: subscribe with another id',
+      });
+      release();
+      await until(async () => (await inLanes()) === 0);
+      expect(server.app.service.hub.subscribers).toBe(0);
+      // A finished operation's id may be taken again.
+      const t = await open();
+      await t.init();
+      t.subscribe('Y', '{ rockets { nodes { channel } } }');
+      expect(await t.next()).toMatchObject({ id: 'Y', type: 'next' });
+      expect(await t.next()).toMatchObject({ id: 'Y', type: 'complete' });
+      t.subscribe('Y', print(RocketUpdatedDocument));
+      await until(() => server.app.service.hub.subscribers === 1);
+      expect(t.open).toBe(true);
     });
 
     it('answers variables that do not coerce with BAD_USER_INPUT and no HTTP hints, over HTTP and graphql-ws', async () => {

@@ -115,6 +115,8 @@ const GRAPHQL_METHODS = 'GET, HEAD, POST';
 
 /** WebSocket close code for a server going down (RFC 6455). */
 const GOING_AWAY = 1001;
+/** graphql-ws's close code for a `subscribe` whose id an operation of the socket already has. */
+const ID_IN_USE = 4409;
 
 /** How long `close()` waits for clients to answer the closing handshake before cutting them. */
 const WS_CLOSE_GRACE_MS = 1000;
@@ -642,6 +644,19 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     sendText(res, status, text ?? '', headers);
   }
 
+  /**
+   * The operations each socket runs, from their `subscribe` until they have ended, by id. graphql-ws's own
+   * list forgets an operation as soon as the client completes it, though a query may still execute and a
+   * subscription still start; counted there, `WS_MAX_OPERATIONS` could be passed by completing each
+   * operation as it is sent, and an id could be taken again while its operation still runs.
+   */
+  const operations = new WeakMap<object, Set<string>>();
+  const runningOn = (ctx: object): Set<string> => {
+    let running = operations.get(ctx);
+    if (running === undefined) operations.set(ctx, (running = new Set()));
+    return running;
+  };
+
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: config.wsMaxPayload,
@@ -655,17 +670,31 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
         config.subscriptionToken === undefined || carries(ctx.connectionParams, config.subscriptionToken),
       // One bad operation answers with errors and leaves the socket (and its other operations) alone. Its
       // errors lose yoga's HTTP hints, as over HTTP.
-      onSubscribe: async (ctx, _id, payload) => {
-        // graphql-ws lists the operation before asking: more than the limit means this one is over it.
-        if (Object.keys(ctx.subscriptions).length > config.wsMaxOperations)
-          return [tooManyOperations(config.wsMaxOperations)];
+      onSubscribe: async (ctx, id, payload) => {
+        const running = runningOn(ctx);
+        if (running.has(id)) {
+          // The id of an operation the client completed and the server still finishes: graphql-ws would send
+          // that one's result and `complete` under this one's id, and forget this one's subscription, which
+          // would then run until the server stops. Closed as graphql-ws closes for an id in use.
+          const reason = `operation ${id} is still finishing: subscribe with another id`;
+          ctx.extra.socket.close(ID_IN_USE, reason);
+          return [new GraphQLError(reason)];
+        }
+        if (running.size >= config.wsMaxOperations) return [tooManyOperations(config.wsMaxOperations)];
+        running.add(id);
         const prepared = await prepare(
           payload.query,
           payload.variables,
           payload.operationName,
           ingestToken === undefined || carries(ctx.connectionParams, ingestToken),
         );
-        return isErrorList(prepared) ? prepared.map(withoutHints) : prepared;
+        if (!isErrorList(prepared)) return prepared;
+        running.delete(id);
+        return prepared.map(withoutHints);
+      },
+      // Called once an operation has ended, whether the client completed it or not (the socket's close too).
+      onComplete: (ctx, id) => {
+        runningOn(ctx).delete(id);
       },
       execute: (args) => envelopedOf(args).execute(args),
       subscribe: (args) => envelopedOf(args).subscribe(args),
