@@ -172,6 +172,16 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
       expect((await postRaw(server, { query, variables: { i } })).body).toEqual({ data: { rockets: { nodes: [] } } });
   });
 
+  it('does not answer an empty operation name from an answer kept for none', async () => {
+    const query = 'query A { rockets(first: 1) { nodes { channel } } }';
+    const kept = await postRaw(server, { query, operationName: null });
+    expect(kept.body).toEqual({ data: { rockets: { nodes: [] } } });
+    // An empty name names no operation of the document: refused, kept answer or not.
+    const empty = await postRaw(server, { query, operationName: '' });
+    expect(empty.status).toBe(400);
+    expect(empty.body).toMatchObject({ errors: [{ extensions: { code: 'OPERATION_RESOLUTION_FAILURE' } }] });
+  });
+
   describe('once a document is compiled (from its second execution)', () => {
     const warm = async (): Promise<void> => {
       await data(server, SubmitMessageDocument, a.launched(1));

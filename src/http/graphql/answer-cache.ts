@@ -102,7 +102,8 @@ export class AnswerCache {
     } catch {
       return undefined;
     }
-    const key = `${q.operationName ?? ''}\n${variables}\n${q.query}`;
+    // As JSON: no operation name (null) is not an empty one, which names no operation and is refused.
+    const key = `${JSON.stringify(q.operationName ?? null)}\n${variables}\n${q.query}`;
     return key.length <= ANSWER_CACHE_MAX_KEY ? key : undefined;
   }
 
