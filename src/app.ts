@@ -10,6 +10,8 @@ import { createDashboard } from './http/dashboard';
 import { createGraphQLTransport } from './http/graphql/transport';
 import {
   READ_METHODS,
+  answerWithoutUpgrade,
+  asksForWebSocket,
   corsHeaders,
   refuseUpgrade,
   sendError,
@@ -200,6 +202,10 @@ export async function buildApp(
     socket.once('close', () => sockets.delete(socket));
   });
   server.on('upgrade', (req, socket, head) => {
+    if (!asksForWebSocket(req)) {
+      answerWithoutUpgrade(server, req, socket, head);
+      return;
+    }
     let path: string | undefined;
     try {
       path = urlOf(req.url ?? '/').pathname;

@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { brotliCompress, brotliCompressSync, constants, gzip, gzipSync } from 'node:zlib';
 import type { Logger } from 'pino';
@@ -362,4 +362,36 @@ export function refuseUpgrade(socket: Duplex, status: number, reason: string): v
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\n` +
       `content-length: ${Buffer.byteLength(reason)}\r\n\r\n${reason}`,
   );
+}
+
+/** Whether a request asks to switch to WebSocket: the one protocol this server upgrades to. */
+export const asksForWebSocket = (req: IncomingMessage): boolean => /^websocket$/i.test(req.headers.upgrade ?? '');
+
+/**
+ * A request that offered an upgrade to a protocol this server does not speak (`curl --http2` offers h2c),
+ * answered as if it had not: RFC 9110 lets a server ignore `Upgrade`. Node hands such a request over with
+ * its socket, past its headers, and parses nothing more of it; so the request is written again without the
+ * offer, in front of what the socket holds of its body (`head`), and the socket goes back to the server
+ * as a connection of its own, to be parsed and answered as any other.
+ */
+export function answerWithoutUpgrade(server: Server, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}`];
+  const raw = req.rawHeaders;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] ?? '';
+    let value = raw[i + 1] ?? '';
+    const lower = name.toLowerCase();
+    if (lower === 'upgrade' || lower === 'http2-settings') continue;
+    if (lower === 'connection') {
+      value = value
+        .split(',')
+        .map((t) => t.trim())
+        .filter((t) => !/^(upgrade|http2-settings)$/i.test(t))
+        .join(', ');
+      if (value === '') continue;
+    }
+    lines.push(`${name}: ${value}`);
+  }
+  socket.unshift(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]));
+  server.emit('connection', socket);
 }

@@ -3,6 +3,7 @@ import { print } from 'graphql';
 import { auditServer, type AuditResult } from 'graphql-http';
 import { RocketUpdatedDocument, SubmitStatusDocument } from '../generated/graphql';
 import { send } from '../support/process';
+import { envelope } from '../support/telemetry';
 import { ARMOR_LIMITS } from '../../src/http/graphql/transport';
 import type { Config } from '../../src/config';
 import { messages, postRaw, RawSocket, startServer, until, type ProtocolMessage, type TestServer } from './support';
@@ -575,6 +576,40 @@ describe('GraphQL hardening', () => {
       expect(answer).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n/);
       expect(answer).toMatch(/\r\n\r\nthe request target is not a valid URL$/);
       expect((await send(`${server.http}/health`, 'GET')).status).toBe(200);
+    });
+
+    it('answers a request that offers an upgrade to another protocol (h2c) as if it had not', async () => {
+      await start();
+      const { port } = new URL(server.http);
+      const body = JSON.stringify(
+        envelope('h2c', 1, 'RocketLaunched', { type: 'Soyuz', launchSpeed: 1, mission: 'UP' }),
+      );
+      // As `curl --http2` sends it over http://, its body in two writes; then, on the same connection once
+      // it is answered, another request.
+      const offer =
+        'POST /messages HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n' +
+        `HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n`;
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => {
+          socket.write(offer + body.slice(0, 20), () => socket.write(body.slice(20)));
+        });
+        let got = '';
+        socket.on('data', (d: Buffer) => {
+          got += d.toString();
+          if (got.endsWith('"messageNumber":1}'))
+            socket.write('GET /rockets/h2c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+        });
+        socket.on('error', reject);
+        socket.on('close', () => resolve(got));
+      });
+      const statuses = [...answer.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1]);
+      expect(statuses).toEqual(['202', '200']);
+      expect(answer).toContain('"status":"applied"');
+      expect(answer).toContain('"mission":"UP"');
+      // A WebSocket upgrade to /graphql is still taken.
+      const s = await open();
+      await s.init();
+      expect(s.open).toBe(true);
     });
 
     it('pings idle sockets to keep them alive', async () => {
