@@ -1,5 +1,5 @@
 import type { RocketMessage } from '../domain/message';
-import type { EventStore, SubmitOutcome } from '../store/types';
+import { takeWithin, type EventStore, type SubmitOutcome } from '../store/types';
 import { noTelemetry, type Telemetry } from './telemetry';
 
 /** Messages of one lane from one submission, settled together: one promise however many they are. */
@@ -10,7 +10,7 @@ interface Job {
 }
 
 interface Lane {
-  queue: Job[];
+  readonly queue: Job[];
   busy: boolean;
   /** Messages handed to this lane and not yet settled. */
   depth: number;
@@ -30,7 +30,8 @@ export function laneOf(channel: string, lanes: number): number {
  * The worker pool: `count` lanes, each a queue that commits one batch at a time. A channel always maps
  * to the same lane, so a channel's messages reach the store in arrival order and one batch at a time;
  * lanes commit concurrently. Whatever reaches an idle lane within one tick goes into one batch (group
- * commit). Ordering never depends on timing: the store sequences by message number.
+ * commit), up to the store's `maxBatch` messages: the jobs beyond wait for the lane's next batch.
+ * Ordering never depends on timing: the store sequences by message number.
  */
 export class LanePool {
   private readonly lanes: Lane[];
@@ -119,8 +120,7 @@ export class LanePool {
     if (lane.busy) return;
     lane.busy = true;
     while (lane.queue.length > 0) {
-      const batch = lane.queue;
-      lane.queue = [];
+      const batch = takeWithin(lane.queue, this.store.maxBatch);
       const messages = batch.length === 1 ? (batch[0] as Job).messages : batch.flatMap((j) => j.messages);
       const started = performance.now();
       try {

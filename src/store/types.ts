@@ -149,6 +149,13 @@ export interface EventStore {
    * taken in array order. Validation happens before: every message here is valid.
    */
   commit(messages: readonly RocketMessage[]): Promise<CommitResult>;
+  /**
+   * The most messages one commit() call should carry, or undefined for no bound. Callers that merge
+   * submissions into one call merge no more than this (see `takeWithin`); one submission larger than
+   * it still goes whole, as a call is atomic. PostgreSQL sets it: each channel of a transaction holds
+   * a lock in a table that every session of the server shares.
+   */
+  readonly maxBatch?: number | undefined;
   getRocket(channel: string): Promise<RocketView | undefined>;
   listRockets(query: RocketListQuery): Promise<RocketView[]>;
   /** Applied events in position order. */
@@ -209,6 +216,25 @@ export function toMessage(e: StoredEvent): RocketMessage {
     messageType: e.messageType,
     payload: e.payload,
   } as RocketMessage;
+}
+
+/**
+ * Removes from the front of `queue` the entries to merge into one commit() call and returns them: as
+ * many as hold at most `max` messages in all (every one when `max` is undefined), and always the first
+ * one, however many it holds. The rest stay queued, in order, for the next call.
+ */
+export function takeWithin<T extends { readonly messages: readonly unknown[] }>(
+  queue: T[],
+  max: number | undefined,
+): T[] {
+  if (max === undefined) return queue.splice(0);
+  let taken = 1;
+  let total = queue[0]?.messages.length ?? 0;
+  for (; taken < queue.length; taken++) {
+    total += (queue[taken] as T).messages.length;
+    if (total > max) break;
+  }
+  return queue.splice(0, taken);
 }
 
 /** Calls every listener; one that throws does not stop the others or the commit that fed them. */

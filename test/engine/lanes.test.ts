@@ -43,6 +43,20 @@ class GatedStore extends MemoryStore {
   }
 }
 
+/** A real MemoryStore that asks for at most `maxBatch` messages a commit, and records every batch. */
+class BoundedStore extends MemoryStore {
+  readonly batches: string[][] = [];
+
+  constructor(readonly maxBatch: number) {
+    super();
+  }
+
+  override commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
+    this.batches.push(messages.map((m) => `${m.channel}#${m.messageNumber}`));
+    return super.commit(messages);
+  }
+}
+
 describe('LanePool', () => {
   it('maps a channel to the same lane every time', () => {
     for (const c of ['a', 'rocket-1', '193270a9-c9cf-404a-8f83-838e71d9ae67']) {
@@ -88,6 +102,34 @@ describe('LanePool', () => {
       'a#2 applied',
     ]);
     expect(store.batches).toEqual([['a#1', 'b#1', 'a#2']]);
+  });
+
+  it('hands a store no more than its maxBatch messages a commit, unless one job alone holds more', async () => {
+    const store = new BoundedStore(3);
+    const pool = new LanePool(store, 1);
+    // All queued in one tick: whole jobs go in order, as many as fit in 3 messages, and at least one.
+    const jobs = [
+      [msg('a', 1)],
+      [msg('b', 1), msg('c', 1)],
+      [msg('a', 2)],
+      [msg('d', 1), msg('e', 1)],
+      [msg('a', 3), msg('f', 1), msg('g', 1), msg('h', 1)],
+      [msg('a', 4)],
+      [msg('i', 1)],
+      [msg('j', 1)],
+    ];
+    const settled = await Promise.all(jobs.map((job) => pool.submitAll(job)));
+    // Each sender has the outcomes of its own messages, in its order; a's numbers applied in turn.
+    expect(settled.map((outcomes) => outcomes.map((o) => `${o.channel}#${o.messageNumber} ${o.status}`))).toEqual(
+      jobs.map((job) => job.map((m) => `${m.channel}#${m.messageNumber} applied`)),
+    );
+    expect(store.batches).toEqual([
+      ['a#1', 'b#1', 'c#1'],
+      ['a#2', 'd#1', 'e#1'],
+      ['a#3', 'f#1', 'g#1', 'h#1'],
+      ['a#4', 'i#1', 'j#1'],
+    ]);
+    await pool.close();
   });
 
   it('runs lanes concurrently: a stalled lane does not hold back another', async () => {
