@@ -728,6 +728,32 @@ describePg('PostgresStore with several instances', () => {
     }
   });
 
+  it('carries at most 1,000 messages a transaction, so that large groups at once do not fill the lock table', async () => {
+    const [a, b] = [await open(), await open()];
+    const batch = (name: string): RocketMessage[] =>
+      Array.from({ length: 1_000 }, (_, i) => launched(`${name}-${i}`, 1));
+    // At once: 20 calls of 1,000 new channels on A, and 10 full submitMessages batches through B's
+    // lanes. Merged whole, a transaction would hold 20,000 channel locks, in a lock table of 64 × 100
+    // slots by default that every session shares: "out of shared memory".
+    const lanes = new LanePool(b, 2);
+    try {
+      const [onA, onB] = await Promise.all([
+        Promise.all(Array.from({ length: 20 }, (_, k) => a.commit(batch(`a${k}`)))),
+        Promise.all(Array.from({ length: 10 }, (_, k) => lanes.submitAll(batch(`b${k}`)))),
+      ]);
+      const statuses = [...onA.flatMap((r) => r.outcomes), ...onB.flat()].map((o) => o.status);
+      expect(statuses).toEqual(new Array(30_000).fill('applied'));
+    } finally {
+      await lanes.close();
+    }
+    expect(await a.stats()).toEqual({ rockets: 30_000, events: 30_000, buffered: 0 });
+    const largest = await admin((c) =>
+      c.query<{ n: string }>(`SELECT max(n) AS n FROM (SELECT count(*) AS n FROM "${schema}".events GROUP BY txid) t`),
+    );
+    expect(Number(largest.rows[0]?.n)).toBe(1_000);
+    expect(a.maxBatch).toBe(1_000);
+  });
+
   it('gathers the calls that arrive while its transaction is in flight into the next one, without starting another', async () => {
     // Named, so that its sessions can be told from those of other tests running at the same time.
     const url = new URL(DATABASE_URL);

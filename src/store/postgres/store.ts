@@ -23,6 +23,7 @@ import {
   type SkippedGap,
   type StoredEvent,
   type StoreStats,
+  takeWithin,
 } from '../types';
 import { CONNECTION, connectionOf } from './connection';
 import { AppendFeed, PAGE } from './feed';
@@ -87,6 +88,13 @@ export interface PostgresStoreOptions {
   readonly existing?: boolean | undefined;
 }
 
+/**
+ * The most messages a group commit merges (maxBatch). Each channel of a transaction holds an advisory
+ * lock to COMMIT, in the server's lock table (about max_locks_per_transaction × max_connections slots,
+ * shared by every session): a group without bound fills it under load, and fails with "out of shared
+ * memory". A lane's share of one submitMessages call is at most 1,000 messages, so it still goes whole.
+ */
+const MAX_BATCH = 1_000;
 /** Channels ChannelCache holds at most: some MB. */
 const KNOWN_CHANNELS = 20_000;
 /**
@@ -117,7 +125,8 @@ interface Recorded {
  *
  * Group commit: an instance runs one transaction at a time. Every commit() call that arrives while one
  * is in flight, or in the same tick, waits for the next, and that one records them all, in call order,
- * each call planned against the state the calls before it left (as SqliteStore does). Each call still
+ * each call planned against the state the calls before it left (as SqliteStore does); all, or as many
+ * as hold at most MAX_BATCH messages (one at least), the rest waiting for the next. Each call still
  * gets its own CommitResult: its outcomes, the events it appended, the rockets it changed as of its end.
  * The transaction is one commit for the listeners (one call, on every instance), and if it fails every
  * call of it rejects and nothing of any of them is recorded. So the WAL flush and the append lock below
@@ -172,6 +181,7 @@ interface Recorded {
  */
 export class PostgresStore implements EventStore {
   readonly kind = 'postgres';
+  readonly maxBatch = MAX_BATCH;
 
   get location(): string {
     const url = new URL(this.url);
@@ -187,7 +197,7 @@ export class PostgresStore implements EventStore {
   /** Group commits left that do not try ChannelCache, after its check failed (see STALE_BACKOFF). */
   private staleBackoff = 0;
   /** Calls waiting for the next group commit. */
-  private queue: Call[] = [];
+  private readonly queue: Call[] = [];
   /** A flush is chained on `tail` that has not taken the queue yet. */
   private flushScheduled = false;
   /** Settles once the last transaction chained by `serially` has ended. */
@@ -259,17 +269,23 @@ export class PostgresStore implements EventStore {
 
   /**
    * Queued for this instance's next transaction: every call that arrives while one is in flight, or in
-   * the same tick, is recorded by the same transaction (see the class comment).
+   * the same tick, is recorded by the same transaction, up to MAX_BATCH messages (see the class
+   * comment).
    */
   commit(messages: readonly RocketMessage[]): Promise<CommitResult> {
     if (messages.length === 0) return Promise.resolve({ outcomes: [], events: [], rockets: [] });
     if (this.closing) return Promise.reject(new Error('the PostgreSQL store is closed'));
     return new Promise((resolve, reject) => {
       this.queue.push({ messages, resolve, reject });
-      if (this.flushScheduled) return;
-      this.flushScheduled = true;
-      void this.serially(() => this.flush());
+      this.scheduleFlush();
     });
+  }
+
+  /** Chains a flush after this instance's transactions, unless one that has not taken the queue is. */
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    void this.serially(() => this.flush());
   }
 
   async listGaps(limit: number): Promise<Gap[]> {
@@ -344,16 +360,18 @@ export class PostgresStore implements EventStore {
   }
 
   /**
-   * One group commit: takes every call queued by the time it starts (a tick after the transaction before
-   * it ended, so the callers that one resolved are in) and records them in one transaction, each call
-   * planned after the ones before it. Never rejects: a failure rejects every call of the group.
+   * One group commit: takes the calls queued by the time it starts (a tick after the transaction
+   * before it ended, so the callers that one resolved are in), as many as hold at most MAX_BATCH
+   * messages and at least one, and records them in one transaction, each call planned after the ones
+   * before it; the rest go to the next flush, which it chains. Never rejects: a failure rejects every
+   * call of the group.
    */
   private async flush(): Promise<void> {
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.flushScheduled = false;
-    const calls = this.queue;
-    this.queue = [];
-    if (calls.length === 0) return;
+    if (this.queue.length === 0) return;
+    const calls = takeWithin(this.queue, MAX_BATCH);
+    if (this.queue.length > 0) this.scheduleFlush();
     const messages = calls.flatMap((call) => call.messages);
     const channels = [...new Set(messages.map((m) => m.channel))];
     const planGroup = (loaded: Loaded, buffered: number): BatchPlan[] => {
