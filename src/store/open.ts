@@ -3,6 +3,9 @@ import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { MemoryStore } from './memory';
 import { PostgresStore, type ListenerEvent } from './postgres/store';
+import { SqliteDatabase } from './sqlite/database';
+import { namingFile } from './sqlite/file';
+import { holdsStore } from './sqlite/schema';
 import { SqliteStore } from './sqlite/store';
 import type { BufferLimits, EventStore } from './types';
 
@@ -67,8 +70,7 @@ export function sqliteFileOf(url: string): string | undefined {
 function open(url: string, options: OpenStoreOptions): EventStore | Promise<EventStore> {
   const file = sqliteFileOf(url);
   if (file !== undefined) {
-    if (options.existing === true && !existsSync(file))
-      throw new Error(`there is no SQLite database at ${resolve(file)}`);
+    if (options.existing === true) requireSqliteStore(file);
     return new SqliteStore(file, {
       now: options.now,
       synchronous: options.sqliteSynchronous,
@@ -88,4 +90,26 @@ function open(url: string, options: OpenStoreOptions): EventStore | Promise<Even
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1];
   throw new Error(`unsupported database URL${scheme === undefined ? '' : ` (scheme "${scheme}")`}; ${ACCEPTED}`);
+}
+
+/**
+ * Throws unless `file` holds a rockets store. Looked at read-only, and closed before the store opens
+ * it: the store migrates whatever it opens, so a mistyped path (an empty file, another program's
+ * database) would otherwise become an empty store, rebuilt with success.
+ */
+function requireSqliteStore(file: string): void {
+  const path = resolve(file);
+  if (!existsSync(file)) throw new Error(`there is no SQLite database at ${path}`);
+  let found: boolean;
+  try {
+    const db = new SqliteDatabase(file, { readonly: true, fileMustExist: true, timeout: 5000 });
+    try {
+      found = holdsStore(db);
+    } finally {
+      db.close();
+    }
+  } catch (e) {
+    throw namingFile(e, path);
+  }
+  if (!found) throw new Error(`${path} holds no rockets store`);
 }

@@ -1,7 +1,8 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, sqliteFileOf } from '../../src/store/open';
+import { SqliteDatabase } from '../../src/store/sqlite/database';
 import { launched } from './contract';
 
 describe('openStore', () => {
@@ -43,6 +44,40 @@ describe('openStore', () => {
     // `~user` is another user's home: no guess, the name stays as written.
     expect(sqliteFileOf('sqlite:~other/x.db')).toBe('~other/x.db');
     expect(sqliteFileOf('sqlite:./~/x.db')).toBe('./~/x.db');
+  });
+
+  it('refuses, when asked for an existing store, a file that holds none, and leaves it as it was', async () => {
+    const empty = join(dir, 'empty.db');
+    writeFileSync(empty, '');
+    const other = join(dir, 'other.db');
+    const db = new SqliteDatabase(other);
+    db.exec('CREATE TABLE notes (text TEXT); PRAGMA user_version = 5');
+    db.close();
+    const text = join(dir, 'notes.txt');
+    writeFileSync(text, 'not a database at all\n'.repeat(100));
+    const before = readdirSync(dir).map((name) => [name, readFileSync(join(dir, name))] as const);
+
+    await expect(openStore(`sqlite:${empty}`, { existing: true })).rejects.toThrow(`${empty} holds no rockets store`);
+    await expect(openStore(`sqlite:${other}`, { existing: true })).rejects.toThrow(`${other} holds no rockets store`);
+    await expect(openStore(`sqlite:${text}`, { existing: true })).rejects.toThrow(
+      `cannot open the SQLite store at ${text}: file is not a database`,
+    );
+    // Same files, same bytes: nothing migrated, and no -wal, -shm or -lock beside them.
+    expect(readdirSync(dir).map((name) => [name, readFileSync(join(dir, name))] as const)).toEqual(before);
+  });
+
+  it('opens an existing store when asked for one', async () => {
+    const file = join(dir, 'rockets.db');
+    const created = await openStore(`sqlite:${file}`);
+    await created.commit([launched('r1', 1)]);
+    await created.close();
+    const store = await openStore(`sqlite:${file}`, { existing: true });
+    try {
+      expect(await store.rebuildProjection()).toBe(1);
+      expect((await store.getRocket('r1'))?.lastMessageNumber).toBe(1);
+    } finally {
+      await store.close();
+    }
   });
 
   it('refuses a sqlite: URL without a file', async () => {

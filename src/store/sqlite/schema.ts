@@ -128,6 +128,14 @@ export const SORT_COLUMN: { readonly [F in RocketSortField]: string } = {
 export const ROCKET_COLUMNS =
   'channel, type, mission, speed, status, exploded_reason, launched_at, updated_at, last_message_number';
 
+/** Whether the database holds a rockets store: a schema version `migrate` set, and the event log. */
+export function holdsStore(db: Database.Database): boolean {
+  return (
+    (db.pragma('user_version', { simple: true }) as number) > 0 &&
+    db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'events'`).get() !== undefined
+  );
+}
+
 /** Brings the file's schema up to SCHEMA_VERSION in one transaction; refuses a newer one. */
 export function migrate(db: Database.Database): void {
   const version = db.pragma('user_version', { simple: true }) as number;

@@ -7,6 +7,7 @@
  * It leaves stop signals to its parent, which kills it: a Ctrl-C reaches both.
  */
 import { SqliteDatabase } from './database';
+import { holdsStore } from './schema';
 
 export interface SnapshotRequest {
   /** The store's database file, as SQLite really reads it. */
@@ -30,10 +31,7 @@ export type SnapshotReply =
 export function snapshot({ source, partial }: SnapshotRequest): SnapshotSummary {
   const db = new SqliteDatabase(source, { readonly: true, fileMustExist: true, timeout: 5000 });
   try {
-    const holdsStore =
-      (db.pragma('user_version', { simple: true }) as number) > 0 &&
-      db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'events'`).get() !== undefined;
-    if (!holdsStore) throw new Error(`${source} is not a rockets database: nothing to back up`);
+    if (!holdsStore(db)) throw new Error(`${source} is not a rockets database: nothing to back up`);
     db.prepare('VACUUM INTO ?').run(partial);
   } finally {
     db.close();
