@@ -195,6 +195,9 @@ export async function buildApp(
       });
     },
   );
+  // A connection stalled with a request or an answer pending (a client that pipelines requests and reads
+  // none of the answers holds them in this process's memory) is cut once it has moved no byte for this long.
+  server.timeout = config.socketTimeoutMs;
   // The open connections, for a stop to end those busy with an answer once it is sent.
   const sockets = new Set<AnsweringSocket>();
   server.on('connection', (socket: AnsweringSocket) => {

@@ -49,6 +49,12 @@ export interface Config {
   readonly headersTimeoutMs: number;
   /** A client must send its whole request within this time. */
   readonly requestTimeoutMs: number;
+  /**
+   * A connection that neither sends nor takes a byte for this long while a request or an answer is pending
+   * (a client that stopped reading its answers) is cut; 0 for never. Event streams and WebSockets keep
+   * themselves alive, and are cut by their own rules.
+   */
+  readonly socketTimeoutMs: number;
   /** Serve Prometheus metrics at GET /metrics. */
   readonly metrics: boolean;
   /** Serve the live dashboard at GET /. */
@@ -187,6 +193,7 @@ export function loadConfig(env: Env = process.env): Config {
     keepAliveMs: int(env, 'WS_KEEPALIVE_MS', 12_000, 0, 600_000),
     headersTimeoutMs,
     requestTimeoutMs,
+    socketTimeoutMs: int(env, 'SOCKET_TIMEOUT_MS', 60_000, 0, 3_600_000),
     metrics: bool(env, 'METRICS', true),
     dashboard: bool(env, 'DASHBOARD', true),
     logLevel: level(env.LOG_LEVEL),

@@ -1,8 +1,10 @@
+import { request, type IncomingMessage } from 'node:http';
 import { connect } from 'node:net';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { buildApp, type App } from '../../src/app';
 import { loadConfig } from '../../src/config';
+import { until } from '../graphql/support';
 import { CODINGS, getJson, postJson, send, startServer } from '../support/process';
 
 const INGEST = 'ingest-sekret-1';
@@ -385,6 +387,50 @@ describe('access', () => {
 });
 
 describe('timeouts', () => {
+  it('cuts a connection that reads none of its answers after SOCKET_TIMEOUT_MS, and keeps a quiet stream', async () => {
+    const app = await buildApp({
+      ...loadConfig({ LOG_LEVEL: 'silent', SOCKET_TIMEOUT_MS: '300', WS_KEEPALIVE_MS: '0' }),
+      databaseUrl: 'memory:',
+    });
+    const port = await app.start(0, '127.0.0.1');
+    const connections = (): Promise<number> =>
+      new Promise((resolve, reject) => app.server.getConnections((e, n) => (e ? reject(e) : resolve(n))));
+    try {
+      // A stream with no keepalive: it moves no byte until an event comes.
+      const stream = await new Promise<IncomingMessage>((resolve) =>
+        request(
+          `http://127.0.0.1:${port}/graphql?query=${encodeURIComponent('subscription { rocketUpdated { channel } }')}`,
+          {
+            headers: { accept: 'text/event-stream' },
+          },
+        )
+          .on('response', resolve)
+          .end(),
+      );
+      let streamed = '';
+      stream.on('data', (d: Buffer) => (streamed += d.toString()));
+      await until(() => app.service.hub.subscribers === 1);
+      // Two thousand requests for the OpenAPI document in one write, and not one answer read: far more
+      // than the socket buffers take, so the server's writes stall.
+      const greedy = connect(port, '127.0.0.1', () =>
+        greedy.write('GET /openapi.json HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(2000)),
+      );
+      greedy.pause();
+      greedy.on('error', () => undefined);
+      await until(async () => (await connections()) === 2);
+      // The greedy one is cut once it has taken nothing for 300 ms; the stream, quiet as long, stays.
+      await until(async () => (await connections()) === 1);
+      expect(await connections()).toBe(1);
+      greedy.destroy();
+      await postJson(`http://127.0.0.1:${port}/messages`, envelope('quiet'));
+      await until(() => streamed.includes('event: next'));
+      expect(streamed).toContain('data: {"data":{"rocketUpdated":{"channel":"quiet"}}}');
+      stream.destroy();
+    } finally {
+      await app.stop();
+    }
+  });
+
   it('refuses a headers timeout longer than the request timeout, naming both settings', () => {
     expect(() => loadConfig({ HEADERS_TIMEOUT_MS: '60000' })).toThrow(
       'HEADERS_TIMEOUT_MS (60000) must not exceed REQUEST_TIMEOUT_MS (30000)',
