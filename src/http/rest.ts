@@ -307,6 +307,22 @@ function unknownParameter(q: URLSearchParams, path: string): ValidationError | u
 }
 
 /**
+ * A message body as JSON, whatever its Content-Type says: some senders mislabel JSON, and refusing
+ * it would lose data. Throws BodyRefusedError for bytes that are not UTF-8, ValidationError for
+ * text that is not JSON.
+ */
+function jsonOf(bytes: Buffer): unknown {
+  const text = utf8Text(bytes);
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ValidationError([
+      { field: '', problem: `the body is not valid JSON (${e instanceof Error ? e.message : 'parse error'})` },
+    ]);
+  }
+}
+
+/**
  * The seed's REST routes, as a thin shim over the same application service GraphQL uses. Answers and
  * returns true when it owns the path; false lets the caller answer 404.
  */
@@ -331,15 +347,17 @@ export function createRestRoutes(
       req.resume();
       throw new UnauthenticatedError('POST /messages needs Authorization: Bearer <INGEST_TOKEN>');
     }
-    const text = utf8Text(await readBody(req, maxBodyBytes));
+    // A body refused unread (413, 415) is no message refused by its content: it is not counted.
+    const bytes = await readBody(req, maxBodyBytes);
     let body: unknown;
     try {
-      // Whatever the Content-Type says: some senders mislabel JSON, and refusing it would lose data.
-      body = JSON.parse(text);
-    } catch (e) {
-      throw new ValidationError([
-        { field: '', problem: `the body is not valid JSON (${e instanceof Error ? e.message : 'parse error'})` },
-      ]);
+      body = jsonOf(bytes);
+    } catch (refusal) {
+      // A body that holds no JSON value is a message refused by its content, as one that holds no
+      // envelope is: handed to the service as no value, it is refused and counted (rejected, of no
+      // known type) as those are. The refusal answered is this one, which says what is wrong.
+      await service.submit(undefined).catch(() => undefined);
+      throw refusal;
     }
     const outcome = await service.submit(body);
     sendJson(res, 202, outcome);

@@ -49,6 +49,31 @@ describe('metrics', () => {
     expect(text).toMatch(/rockets_nodejs_eventloop_lag_seconds \d/);
   });
 
+  it('counts a body that is not JSON or not UTF-8 as rejected, type invalid; one refused unread not', async () => {
+    await boot({ MAX_BODY_BYTES: '1024' });
+    const rejected = async (): Promise<number> => {
+      const text = String((await send(`${base}/metrics`, 'GET')).body);
+      return Number(/^rockets_messages_total\{outcome="rejected",type="invalid"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+    };
+    /** POSTs `body` as bytes (send would encode a string as UTF-8); resolves to the status. */
+    const post = async (body: Buffer, headers: Record<string, string> = {}): Promise<number> => {
+      const req = request(`${base}/messages`, { method: 'POST', headers });
+      req.end(body);
+      const [reply] = (await once(req, 'response')) as [IncomingMessage];
+      reply.resume();
+      await once(reply, 'end');
+      return reply.statusCode ?? 0;
+    };
+    expect(await post(Buffer.from('not json'))).toBe(400);
+    expect(await rejected()).toBe(1);
+    expect(await post(Buffer.from([0xff, 0xfe]))).toBe(400);
+    expect(await rejected()).toBe(2);
+    // Bodies refused unread, for their size or coding, say nothing of the message: not counted.
+    expect(await post(Buffer.alloc(2048, 'x'))).toBe(413);
+    expect(await post(Buffer.from('not json'), { 'content-encoding': 'gzip' })).toBe(415);
+    expect(await rejected()).toBe(2);
+  });
+
   it('answers 405 with Allow to a method other than GET, HEAD or OPTIONS', async () => {
     await boot();
     const allow = 'GET, HEAD, OPTIONS';
