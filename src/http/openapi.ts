@@ -52,9 +52,12 @@ const rocketFields: Record<string, Schema> = {
   lastMessageNumber: messageNumber,
 };
 
-/** The codes a REST refusal carries in `error.code` (the fields some of them add are optional in `Error`). */
+/**
+ * The codes a REST refusal carries in `error.code` (the fields some of them add are optional in
+ * `Error`): the domain's, and those of the transport (src/app.ts, src/http/io.ts).
+ */
 const ERROR_CODES: readonly (
-  DomainErrorCode | 'PAYLOAD_TOO_LARGE' | 'UNSUPPORTED_MEDIA_TYPE' | 'METHOD_NOT_ALLOWED'
+  DomainErrorCode | 'PAYLOAD_TOO_LARGE' | 'UNSUPPORTED_MEDIA_TYPE' | 'METHOD_NOT_ALLOWED' | 'FORBIDDEN' | 'BAD_REQUEST'
 )[] = [
   'BAD_USER_INPUT',
   'CONFLICT',
@@ -66,6 +69,8 @@ const ERROR_CODES: readonly (
   'PAYLOAD_TOO_LARGE',
   'UNSUPPORTED_MEDIA_TYPE',
   'METHOD_NOT_ALLOWED',
+  'FORBIDDEN',
+  'BAD_REQUEST',
 ];
 
 const schemas: Record<string, Schema> = {
@@ -166,13 +171,32 @@ const json = (schema: Schema, description: string, headers?: Record<string, unkn
 const refusal = (description: string, headers?: Record<string, unknown>) => json(ref('Error'), description, headers);
 
 const header = (description: string, schema: Schema = { type: 'string' }) => ({ description, schema });
-const ETAG = header('A strong validator of the body: send it back in If-None-Match');
+/** A header every such answer carries. */
+const always = (description: string, schema?: Schema) => ({ ...header(description, schema), required: true });
+const ETAG = always('A strong validator of the body: send it back in If-None-Match');
 const NEXT_PAGE = {
   ETag: ETAG,
   Link: header('`<…>; rel="next"`: the next page, on a full page'),
   'X-Next-Cursor': header('The cursor of the next page, to pass as `after`'),
 };
-const RETRY_AFTER = { 'Retry-After': header('Seconds to wait before sending again', { type: 'integer' }) };
+const RETRY_AFTER = { 'Retry-After': always('Seconds to wait before sending again', { type: 'integer' }) };
+/** A read the store failed (or something else unexpected did): src/http/io.ts sendError. */
+const UNAVAILABLE = refusal('UNAVAILABLE: the store failed (or something unexpected did); retry', RETRY_AFTER);
+
+/**
+ * Answers given before the server knows which operation a request is, so on any path (see the info
+ * description): a method the path does not take, a write from an origin not allowed, a target that is
+ * no URL. POST /messages, the one write, lists the 403 too.
+ */
+const responses = {
+  MethodNotAllowed: refusal('METHOD_NOT_ALLOWED: a method the path does not take (HEAD and GET of /messages too)', {
+    Allow: always('The methods the path takes, OPTIONS included: `GET, HEAD, OPTIONS` or `POST, OPTIONS`'),
+  }),
+  Forbidden: refusal(
+    'FORBIDDEN: a method other than GET, HEAD and OPTIONS, from a page of an origin ALLOWED_ORIGINS does not allow: refused before its body is read, nothing stored',
+  ),
+  BadRequestTarget: refusal('BAD_REQUEST: the request target is no URL (`GET http://[bad/rockets`)'),
+};
 
 const query = (name: string, schema: Schema, description: string) => ({ name, in: 'query', schema, description });
 const limit = query(
@@ -183,7 +207,10 @@ const limit = query(
 const channelPath = { name: 'channel', in: 'path', required: true, schema: channel };
 const ifNoneMatch = { name: 'If-None-Match', in: 'header', schema: { type: 'string' }, description: 'An ETag held' };
 
-/** A read: 200 with its ETag, 304 to a client that holds it, 400 for a bad parameter. */
+/**
+ * A read: 200 with its ETag, 304 to a client that holds it, 400 for a bad parameter, 503 when the store
+ * failed.
+ */
 const read = (
   summary: string,
   parameters: readonly unknown[],
@@ -197,6 +224,7 @@ const read = (
       200: ok,
       304: { description: 'Not modified: the If-None-Match named this answer’s ETag', headers: { ETag: ETAG } },
       400: refusal('A parameter is malformed, given twice, or not one this route reads'),
+      503: UNAVAILABLE,
       ...more,
     },
   },
@@ -215,6 +243,7 @@ const paths = {
         202: json(ref('SubmitResult'), 'Recorded: applied, buffered, or a duplicate of one recorded before'),
         400: refusal('Not a valid envelope, or a body that is not UTF-8 JSON: nothing stored'),
         401: refusal('INGEST_TOKEN is set and the request does not carry it as a bearer token'),
+        403: responses.Forbidden,
         409: refusal('The same channel and number with other content (or a number the gap policy skipped)'),
         413: refusal('The body is larger than MAX_BODY_BYTES'),
         415: refusal('A compressed body (Content-Encoding)'),
@@ -269,7 +298,11 @@ const paths = {
   '/health': {
     get: {
       summary: 'Whether the server is up, with its store, lanes and counts',
-      responses: { 200: json(ref('Health'), 'Up') },
+      responses: {
+        200: json(ref('Health'), 'Up'),
+        400: refusal('A query parameter: this route reads none'),
+        503: UNAVAILABLE,
+      },
     },
   },
   '/openapi.json': {
@@ -279,6 +312,7 @@ const paths = {
       responses: {
         200: { description: 'OpenAPI 3.1', headers: { ETag: ETAG }, content: { 'application/json': {} } },
         304: { description: 'Not modified', headers: { ETag: ETAG } },
+        400: refusal('A query parameter: this route reads none'),
       },
     },
   },
@@ -291,12 +325,13 @@ export const OPENAPI = {
     title: 'rockets REST API',
     version: '1.0.0',
     description:
-      'The seed’s REST routes, as a shim over the service GraphQL serves at /graphql (see schema/schema.graphql). Every route answers OPTIONS and HEAD (as GET); a method a route does not take gets 405 with Allow. Errors are `{"error": {"code", "message", …}}`. Reads carry a strong ETag and answer 304 to an If-None-Match that names it; an answer of 1 KiB or more is compressed for a client whose Accept-Encoding takes Brotli or gzip (Brotli when it weighs both alike), with its own ETag.',
+      'The seed’s REST routes, as a shim over the service GraphQL serves at /graphql (see schema/schema.graphql). Every route answers OPTIONS (204, with Allow), and each read answers HEAD as GET. Errors are `{"error": {"code", "message", …}}`. Some answers come before the server knows which operation a request is, on any path (components.responses): a method a path does not take gets 405 with Allow (MethodNotAllowed); a method other than GET, HEAD and OPTIONS from a page of an origin ALLOWED_ORIGINS does not allow, 403 before that (Forbidden); a request target that is no URL, 400 (BadRequestTarget). Reads carry a strong ETag and answer 304 to an If-None-Match that names it; an answer of 1 KiB or more is compressed for a client whose Accept-Encoding takes Brotli or gzip (Brotli when it weighs both alike), with its own ETag.',
   },
   jsonSchemaDialect: 'https://spec.openapis.org/oas/3.1/dialect/base',
   paths,
   components: {
     schemas,
+    responses,
     securitySchemes: {
       ingestToken: { type: 'http', scheme: 'bearer', description: 'The INGEST_TOKEN the server is given, if any' },
     },

