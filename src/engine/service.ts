@@ -390,6 +390,16 @@ export class RocketService {
     return results;
   }
 
+  /**
+   * Counts a message body the transport could not read as JSON (bytes that are not UTF-8, text that is not
+   * JSON) as a message refused by its content, as `submit` counts one that holds no envelope; returns the
+   * transport's refusal, to be answered.
+   */
+  refuseUnreadable<E>(refusal: E): E {
+    this.telemetry.rejected(undefined);
+    return refusal;
+  }
+
   private validate(envelope: unknown): SentMessage | ValidationError {
     const v = validateEnvelope(envelope);
     if (!v.ok) {

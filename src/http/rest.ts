@@ -353,11 +353,9 @@ export function createRestRoutes(
     try {
       body = jsonOf(bytes);
     } catch (refusal) {
-      // A body that holds no JSON value is a message refused by its content, as one that holds no
-      // envelope is: handed to the service as no value, it is refused and counted (rejected, of no
-      // known type) as those are. The refusal answered is this one, which says what is wrong.
-      await service.submit(undefined).catch(() => undefined);
-      throw refusal;
+      // A body that holds no JSON value is a message refused by its content, counted as one that holds no
+      // envelope is.
+      throw service.refuseUnreadable(refusal);
     }
     const outcome = await service.submit(body);
     sendJson(res, 202, outcome);
