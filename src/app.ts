@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { pino, type Logger } from 'pino';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Config } from './config';
 import { Hub } from './engine/hub';
 import { LanePool } from './engine/lanes';
@@ -50,6 +51,13 @@ const PLAIN_TARGETS = new Map(['/messages', '/graphql'].map((path) => [path, new
  */
 const urlOf = (target: string): URL =>
   target.startsWith('/') ? new URL(`http://localhost${target}`) : new URL(target, 'http://localhost');
+
+/** The status of a request Node's parser refused, by its error code (as Node's own answer gives it). */
+const CLIENT_ERROR_STATUS: Readonly<Record<string, string>> = {
+  ERR_HTTP_REQUEST_TIMEOUT: '408 Request Timeout',
+  HPE_HEADER_OVERFLOW: '431 Request Header Fields Too Large',
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: '413 Payload Too Large',
+};
 
 export interface App {
   readonly service: RocketService;
@@ -219,11 +227,16 @@ export async function buildApp(
     else if (path === undefined) refuseUpgrade(socket, 400, 'the request target is not a valid URL');
     else refuseUpgrade(socket, 404, `WebSocket connections are taken on /graphql only (graphql-ws), not on ${path}`);
   });
-  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-    const status = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  // A request Node's parser refused: answered as Node would (a status for what was wrong, and nothing where an
+  // answer has begun on the connection), without a body to leak.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: ServerResponse | null }) => {
+    const status = CLIENT_ERROR_STATUS[err.code ?? ''] ?? '400 Bad Request';
+    if (socket.writable && socket._httpMessage?.headersSent !== true)
+      socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     else socket.destroy();
   });
+  // A CONNECT (a proxy's tunnel), which no resource here takes: Node would drop it without a word.
+  server.on('connect', (_req, socket: Duplex) => refuseUpgrade(socket, 501, 'CONNECT is not served: this is no proxy'));
 
   let stopping: Promise<void> | undefined;
   return {

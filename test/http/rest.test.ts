@@ -294,6 +294,24 @@ describe('REST API', () => {
       expect(text.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 400', 'HTTP/1.1 200']);
     });
 
+    it('answers headers too large with 431, and a CONNECT with 501, as Node would but with a word', async () => {
+      /** All the server answers to `request`, sent by hand, until it closes the connection. */
+      const answerTo = (request: string) =>
+        new Promise<string>((resolve, reject) => {
+          const socket = connect(Number(new URL(base).port), '127.0.0.1', () => socket.write(request));
+          let got = '';
+          socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+          socket.on('error', reject);
+          socket.on('close', () => resolve(got));
+        });
+      const huge = await answerTo(`GET /health HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+      expect(huge).toMatch(/^HTTP\/1\.1 431 Request Header Fields Too Large\r\n/);
+      const tunnel = await answerTo('CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n');
+      expect(tunnel).toMatch(/^HTTP\/1\.1 501 Not Implemented\r\n/);
+      expect(tunnel).toMatch(/\r\n\r\nCONNECT is not served: this is no proxy$/);
+      expect((await send(`${base}/health`, 'GET')).status).toBe(200);
+    });
+
     it('answers 405 with Allow to another method', async () => {
       const r = await send(`${base}/messages`, 'GET');
       expect(r.status).toBe(405);
