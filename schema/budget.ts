@@ -26,7 +26,26 @@ interface Reservation {
   readonly left: number;
 }
 
+/** The budget of each operation, by its context; of each execution of a subscription, by `executionOf`. */
 const budgets = new WeakMap<object, Budget>();
+/** A key for each execution of a subscription: one per event or rocket it resolves, within its context. */
+const executions = new WeakMap<object, WeakMap<object, object>>();
+
+/**
+ * What a field's reads are counted against: its operation (its context) for a query, and for a subscription
+ * the execution of the one event or rocket that came (its root value, within its context), so that each has
+ * the budget of a query, however long the subscription lives.
+ */
+function executionOf(context: object, info: GraphQLResolveInfo): object {
+  const root: unknown = info.rootValue;
+  if (info.operation.operation !== OperationTypeNode.SUBSCRIPTION || typeof root !== 'object' || root === null)
+    return context;
+  let byRoot = executions.get(context);
+  if (byRoot === undefined) executions.set(context, (byRoot = new WeakMap()));
+  let key = byRoot.get(root);
+  if (key === undefined) byRoot.set(root, (key = {}));
+  return key;
+}
 
 /**
  * Reserves up to `want` events, or returns undefined while that would be guessing: less is left than
@@ -68,8 +87,9 @@ const overBudget = (): ValidationError =>
  * of a listing) read together: fields that fit in what is left start at once, and a field that does not
  * waits for the reads under way to end and give back what they did not read. So whether a field is
  * refused depends on what the operation reads, not on which sibling started first, and the operation
- * reads at most one event beyond the budget: the one that shows it is over. A subscription is not
- * counted: each of its executions resolves the one event or rocket that came.
+ * reads at most one event beyond the budget: the one that shows it is over. Each execution of a
+ * subscription (the one event or rocket that came) has a budget of its own: one subscription could
+ * otherwise read 10,000 events over and over, once for every update.
  */
 export async function withinBudget(
   context: object,
@@ -77,11 +97,11 @@ export async function withinBudget(
   first: number | undefined,
   read: (limit: number) => Promise<StoredEvent[]>,
 ): Promise<StoredEvent[]> {
-  if (info.operation.operation === OperationTypeNode.SUBSCRIPTION) return read(first ?? MAX_PAGE);
   // A `first` out of range is passed as given, for the service to refuse it by name.
   if (first !== undefined && !(Number.isSafeInteger(first) && first >= 1 && first <= MAX_PAGE)) return read(first);
-  const budget = budgets.get(context) ?? { used: 0, inFlight: 0, waiting: [] };
-  budgets.set(context, budget);
+  const key = executionOf(context, info);
+  const budget = budgets.get(key) ?? { used: 0, inFlight: 0, waiting: [] };
+  budgets.set(key, budget);
   const want = first ?? MAX_PAGE;
   const { limit, left } =
     reserve(budget, want) ?? (await new Promise<Reservation>((start) => budget.waiting.push({ want, start })));

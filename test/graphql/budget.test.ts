@@ -163,19 +163,35 @@ describe('withinBudget', () => {
     expect(await pb).toBe(3);
   });
 
-  it('counts each operation apart, and no subscription', async () => {
-    const reads = [new HeldRead(), new HeldRead(), new HeldRead(), new HeldRead()];
-    const live = {};
-    const [q1, q2, s1, s2] = reads as [HeldRead, HeldRead, HeldRead, HeldRead];
-    const outcomes = [
+  it('counts each operation apart, and each execution of a subscription apart', async () => {
+    const [q1, q2] = [new HeldRead(), new HeldRead()];
+    const queries = [
       outcome(withinBudget({}, query, undefined, q1.read)),
       outcome(withinBudget({}, query, undefined, q2.read)),
-      outcome(withinBudget(live, subscription, undefined, s1.read)),
-      outcome(withinBudget(live, subscription, undefined, s2.read)),
     ];
     await settled();
-    expect(reads.map((r) => r.limit)).toEqual(reads.map(() => EVENTS_PER_OPERATION));
-    for (const r of reads) r.settle(EVENTS_PER_OPERATION);
-    expect(await Promise.all(outcomes)).toEqual(reads.map(() => EVENTS_PER_OPERATION));
+    expect([q1.limit, q2.limit]).toEqual([EVENTS_PER_OPERATION, EVENTS_PER_OPERATION]);
+    q1.settle(EVENTS_PER_OPERATION);
+    q2.settle(EVENTS_PER_OPERATION);
+    expect(await Promise.all(queries)).toEqual([EVENTS_PER_OPERATION, EVENTS_PER_OPERATION]);
+
+    // One subscription, two updates: two `events` fields in the execution of the first share its budget,
+    // and the execution of the second has one of its own.
+    const live = {};
+    const [first, second] = [{ channel: 'c' }, { channel: 'c' }];
+    const on = (root: object) => ({ ...subscription, rootValue: root }) as GraphQLResolveInfo;
+    const [a, b, c] = [new HeldRead(), new HeldRead(), new HeldRead()];
+    const pa = outcome(withinBudget(live, on(first), undefined, a.read));
+    const pb = outcome(withinBudget(live, on(first), undefined, b.read));
+    const pc = outcome(withinBudget(live, on(second), undefined, c.read));
+    await settled();
+    expect([a.limit, b.started, c.limit]).toEqual([EVENTS_PER_OPERATION, false, EVENTS_PER_OPERATION]);
+    a.settle(EVENTS_PER_OPERATION);
+    c.settle(EVENTS_PER_OPERATION);
+    await settled();
+    // The second field of the first execution reads the one event that shows it is over.
+    expect(b.limit).toBe(1);
+    b.settle(1);
+    expect(await Promise.all([pa, pb, pc])).toEqual([EVENTS_PER_OPERATION, 'refused', EVENTS_PER_OPERATION]);
   });
 });
