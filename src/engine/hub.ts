@@ -151,6 +151,11 @@ class Topic<T extends { readonly channel: string }> {
     return this.all.size + (set?.size ?? 0);
   }
 
+  /** Whether no one subscribes: the hub then makes no item for this topic. */
+  get empty(): boolean {
+    return this.all.size === 0 && this.byChannel.size === 0;
+  }
+
   get size(): number {
     let n = this.all.size;
     for (const s of this.byChannel.values()) n += s.size;
@@ -174,7 +179,7 @@ class Topic<T extends { readonly channel: string }> {
 }
 
 /**
- * A rocket's new state, as subscribers receive it, with the position of the last event of the commit that
+ * A rocket's new state, as subscribers receive it, with the position of its last event in the commit that
  * left it so: a subscriber that resumes after that position gets every later change. Undefined for the
  * states a resumed subscription sends first, but for the last of them (see `Resync`).
  */
@@ -182,6 +187,18 @@ export interface RocketUpdate {
   readonly channel: string;
   readonly rocket: Rocket;
   readonly position: number | undefined;
+}
+
+/**
+ * The updates of a commit's rockets, each with the position of its own last event in the commit, in the
+ * order of those positions: a client that resumes after any of them gets the rockets that follow it in the
+ * commit, as they hold later events.
+ */
+function updatesOf(events: readonly StoredEvent[], rockets: readonly Rocket[]): RocketUpdate[] {
+  const last = new Map<string, number>();
+  for (const e of events) last.set(e.channel, e.position);
+  const updates = rockets.map((rocket) => ({ channel: rocket.channel, rocket, position: last.get(rocket.channel) }));
+  return updates.length === 1 ? updates : updates.sort((a, b) => (a.position ?? 0) - (b.position ?? 0));
 }
 
 /**
@@ -209,8 +226,8 @@ export class Hub {
       const commit = ++this.commits;
       let handed = 0;
       for (const e of events) handed += this.eventTopic.publish(e, commit);
-      const position = events.at(-1)?.position;
-      for (const r of rockets) handed += this.rocketTopic.publish({ channel: r.channel, rocket: r, position }, commit);
+      if (rockets.length > 0 && !this.rocketTopic.empty)
+        for (const u of updatesOf(events, rockets)) handed += this.rocketTopic.publish(u, commit);
       if (handed > 0) telemetry.delivered(handed);
     });
   }

@@ -85,6 +85,17 @@ describe('Hub', () => {
     await feed.return();
   });
 
+  it('gives each rocket of a commit the position of its own last event, in their order', async () => {
+    const feed = hub.rockets();
+    await store.commit([msg('a', 1), msg('b', 1), msg('a', 2)]);
+    const got = await take(feed, 2);
+    expect(got.map((u) => [u.channel, u.rocket.lastMessageNumber, u.position])).toEqual([
+      ['b', 1, 2],
+      ['a', 2, 3],
+    ]);
+    await feed.return();
+  });
+
   it('releases a subscriber at once when it unsubscribes while waiting', async () => {
     const feed = hub.events('a');
     const waiting = feed.next();
@@ -269,6 +280,21 @@ describe('RocketService.rocketUpdatesResumed (what changed, then live)', () => {
     expect(seen(await live)).toEqual([['c', 2, 7]]);
     await feed.return();
     expect(hub.subscribers).toBe(0);
+  });
+
+  it('resumes in the middle of a commit: the rockets after the position are sent again', async () => {
+    const { service } = await serviceWith([]);
+    const updates = service.rocketUpdates();
+    await service.submitMany([envelope('a', 1), envelope('b', 1)]);
+    expect(seen(await take(updates, 2))).toEqual([
+      ['a', 1, 1],
+      ['b', 1, 2],
+    ]);
+    await updates.return();
+    // Cut off after a's update: b's comes again.
+    const resumed = await service.rocketUpdatesResumed(undefined, 1);
+    expect(seen(await take(resumed, 1))).toEqual([['b', 1, 2]]);
+    await resumed.return();
   });
 
   it('sends nothing before the live updates to a client that has every change', async () => {
