@@ -203,9 +203,14 @@ export async function buildApp(
       });
     },
   );
-  // A connection stalled with a request or an answer pending (a client that pipelines requests and reads
-  // none of the answers holds them in this process's memory) is cut once it has moved no byte for this long.
+  // A connection that has moved no byte for SOCKET_TIMEOUT_MS (or, idle between requests, for the keep-alive
+  // timeout) is cut if it is idle, or if what it was sent waits unread: a client that pipelines requests and
+  // reads none of the answers holds them in this process's memory. One waiting for an answer still being made
+  // (a commit held up, a quiet event stream) is kept. WebSockets set no timeout of their own.
   server.timeout = config.socketTimeoutMs;
+  server.on('timeout', (socket: Socket & { _httpMessage?: ServerResponse | null }) => {
+    if (socket._httpMessage == null || socket.writableLength > 0) socket.destroy();
+  });
   // The open connections, for a stop to end those busy with an answer once it is sent.
   const sockets = new Set<AnsweringSocket>();
   server.on('connection', (socket: AnsweringSocket) => {

@@ -50,9 +50,9 @@ export interface Config {
   /** A client must send its whole request within this time. */
   readonly requestTimeoutMs: number;
   /**
-   * A connection that neither sends nor takes a byte for this long while a request or an answer is pending
-   * (a client that stopped reading its answers) is cut; 0 for never. Event streams and WebSockets keep
-   * themselves alive, and are cut by their own rules.
+   * A connection that moves no byte for this long is cut if what it was sent waits unread (a client that
+   * stopped reading its answers); one waiting for an answer still being made, or a quiet event stream, is
+   * kept; 0 for never. WebSockets keep themselves alive, and are cut by their own rules.
    */
   readonly socketTimeoutMs: number;
   /** Serve Prometheus metrics at GET /metrics. */

@@ -35,7 +35,10 @@ describe('GraphQL hardening', () => {
     sockets.push(s);
     return s;
   };
+  /** Commits held by a test (`holdCommits`), let go before the stop, which waits for every commit. */
+  const held: Array<() => void> = [];
   afterEach(async () => {
+    for (const release of held.splice(0)) release();
     for (const s of sockets.splice(0)) await s.close();
     await server.app.stop();
   });
@@ -420,6 +423,7 @@ describe('GraphQL hardening', () => {
         await released;
         return commit(m);
       });
+      held.push(release);
       return release;
     };
     const inLanes = async (): Promise<number> =>

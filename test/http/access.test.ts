@@ -387,48 +387,97 @@ describe('access', () => {
 });
 
 describe('timeouts', () => {
-  it('cuts a connection that reads none of its answers after SOCKET_TIMEOUT_MS, and keeps a quiet stream', async () => {
-    const app = await buildApp({
-      ...loadConfig({ LOG_LEVEL: 'silent', SOCKET_TIMEOUT_MS: '300', WS_KEEPALIVE_MS: '0' }),
-      databaseUrl: 'memory:',
+  describe('SOCKET_TIMEOUT_MS', () => {
+    let app: App;
+    let port: number;
+    beforeEach(async () => {
+      app = await buildApp({
+        ...loadConfig({ LOG_LEVEL: 'silent', SOCKET_TIMEOUT_MS: '300', WS_KEEPALIVE_MS: '0' }),
+        databaseUrl: 'memory:',
+      });
+      port = await app.start(0, '127.0.0.1');
     });
-    const port = await app.start(0, '127.0.0.1');
+    afterEach(() => app.stop());
     const connections = (): Promise<number> =>
       new Promise((resolve, reject) => app.server.getConnections((e, n) => (e ? reject(e) : resolve(n))));
-    try {
-      // A stream with no keepalive: it moves no byte until an event comes.
-      const stream = await new Promise<IncomingMessage>((resolve) =>
-        request(
-          `http://127.0.0.1:${port}/graphql?query=${encodeURIComponent('subscription { rocketUpdated { channel } }')}`,
-          {
-            headers: { accept: 'text/event-stream' },
-          },
-        )
+    /**
+     * A connection that sends `first`, then two thousand requests for the OpenAPI document in one write, and
+     * reads not one answer: far more than the socket buffers take, so the server's writes stall.
+     */
+    const greedy = (first = '') => {
+      const socket = connect(port, '127.0.0.1', () =>
+        socket.write(first + 'GET /openapi.json HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(2000)),
+      );
+      socket.pause();
+      socket.on('error', () => undefined);
+      return socket;
+    };
+    const stream = (query: string) =>
+      new Promise<IncomingMessage>((resolve) =>
+        request(`http://127.0.0.1:${port}/graphql?query=${encodeURIComponent(query)}`, {
+          headers: { accept: 'text/event-stream' },
+        })
           .on('response', resolve)
           .end(),
       );
+
+    it('cuts a connection that reads none of its answers, and keeps a quiet stream', async () => {
+      // A stream with no keepalive: it moves no byte until an event comes.
+      const quiet = await stream('subscription { rocketUpdated { channel } }');
       let streamed = '';
-      stream.on('data', (d: Buffer) => (streamed += d.toString()));
+      quiet.on('data', (d: Buffer) => (streamed += d.toString()));
       await until(() => app.service.hub.subscribers === 1);
-      // Two thousand requests for the OpenAPI document in one write, and not one answer read: far more
-      // than the socket buffers take, so the server's writes stall.
-      const greedy = connect(port, '127.0.0.1', () =>
-        greedy.write('GET /openapi.json HTTP/1.1\r\nhost: x\r\n\r\n'.repeat(2000)),
-      );
-      greedy.pause();
-      greedy.on('error', () => undefined);
+      const reader = greedy();
       await until(async () => (await connections()) === 2);
       // The greedy one is cut once it has taken nothing for 300 ms; the stream, quiet as long, stays.
       await until(async () => (await connections()) === 1);
       expect(await connections()).toBe(1);
-      greedy.destroy();
+      reader.destroy();
       await postJson(`http://127.0.0.1:${port}/messages`, envelope('quiet'));
       await until(() => streamed.includes('event: next'));
       expect(streamed).toContain('data: {"data":{"rocketUpdated":{"channel":"quiet"}}}');
-      stream.destroy();
-    } finally {
-      await app.stop();
-    }
+      quiet.destroy();
+    });
+
+    it('cuts one whose pipeline begins with an event stream all the same', async () => {
+      const query = encodeURIComponent('{ __typename }');
+      const reader = greedy(`GET /graphql?query=${query} HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n`);
+      await until(async () => (await connections()) === 1);
+      await until(async () => (await connections()) === 0);
+      expect(reader.bytesWritten).toBeGreaterThan(0);
+      reader.destroy();
+    });
+
+    it('keeps a client waiting for an answer still being made, and closes one idle past keep-alive', async () => {
+      // A commit held up for longer than the timeout: its sender waits for it, and gets its 202.
+      const store = app.store;
+      const commit = store.commit.bind(store);
+      let release = (): void => undefined;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      jest.spyOn(store, 'commit').mockImplementation(async (m) => {
+        await released;
+        return commit(m);
+      });
+      try {
+        const posted = postJson(`http://127.0.0.1:${port}/messages`, envelope('slow'));
+        // The clock: a greedy reader cut after 300 ms of silence, while the commit is still held.
+        const reader = greedy();
+        await until(async () => (await connections()) === 2);
+        await until(async () => (await connections()) === 1);
+        reader.destroy();
+        release();
+        expect((await posted).status).toBe(202);
+      } finally {
+        // Never left held: the stop after the test waits for every commit.
+        release();
+      }
+      // Idle on a kept-alive connection past the keep-alive timeout, a connection is closed as before.
+      app.server.keepAliveTimeout = 100;
+      const idle = connect(port, '127.0.0.1', () => idle.write('GET /health HTTP/1.1\r\nhost: x\r\n\r\n'));
+      idle.resume();
+      await new Promise((resolve) => idle.once('close', resolve));
+      expect(idle.bytesRead).toBeGreaterThan(0);
+    });
   });
 
   it('refuses a headers timeout longer than the request timeout, naming both settings', () => {

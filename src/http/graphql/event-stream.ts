@@ -175,9 +175,6 @@ export function createEventStreams(options: EventStreamOptions): EventStreams {
       }
     }
     res.writeHead(200, { ...cors, ...STREAM_HEADERS });
-    // A quiet stream moves no byte between comments (none at all with `keepAliveMs` 0): SOCKET_TIMEOUT_MS
-    // is not for it. One that stops reading is cut below.
-    socket.setTimeout(0);
     res.write(COMMENT);
     /** Set while a large event goes out in pieces: a comment between two of them would break it. */
     let inPieces = false;
