@@ -676,7 +676,8 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
           // The id of an operation the client completed and the server still finishes: graphql-ws would send
           // that one's result and `complete` under this one's id, and forget this one's subscription, which
           // would then run until the server stops. Closed as graphql-ws closes for an id in use.
-          const reason = `operation ${id} is still finishing: subscribe with another id`;
+          // The id is the client's, of any length; a close reason holds at most 123 bytes.
+          const reason = 'an operation with this id is still finishing: subscribe with another id';
           ctx.extra.socket.close(ID_IN_USE, reason);
           return [new GraphQLError(reason)];
         }
