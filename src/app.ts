@@ -214,6 +214,8 @@ export async function buildApp(
   // The open connections, for a stop to end those busy with an answer once it is sent.
   const sockets = new Set<AnsweringSocket>();
   server.on('connection', (socket: AnsweringSocket) => {
+    // A socket handed back after a request that offered an upgrade (`answerWithoutUpgrade`) is known already.
+    if (sockets.has(socket)) return;
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });

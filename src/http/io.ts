@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { finished, type Duplex } from 'node:stream';
 import { brotliCompress, brotliCompressSync, constants, gzip, gzipSync } from 'node:zlib';
 import type { Logger } from 'pino';
 import { errorDetails, isDomainError, isOverloadedError, type DomainErrorCode } from '../domain/errors';
@@ -367,14 +367,23 @@ export function refuseUpgrade(socket: Duplex, status: number, reason: string): v
 /** Whether a request asks to switch to WebSocket: the one protocol this server upgrades to. */
 export const asksForWebSocket = (req: IncomingMessage): boolean => /^websocket$/i.test(req.headers.upgrade ?? '');
 
+/** How many requests offering an upgrade one connection may have answered as plain HTTP: past it, refused. */
+const REPARSES_PER_CONNECTION = 16;
+const reparsed = new WeakMap<Duplex, number>();
+
 /**
  * A request that offered an upgrade to a protocol this server does not speak (`curl --http2` offers h2c),
  * answered as if it had not: RFC 9110 lets a server ignore `Upgrade`. Node hands such a request over with
  * its socket, past its headers, and parses nothing more of it; so the request is written again without the
  * offer, in front of what the socket holds of its body (`head`), and the socket goes back to the server
- * as a connection of its own, to be parsed and answered as any other.
+ * as a connection of its own, to be parsed and answered as any other. It goes back once the answers to the
+ * requests before it on the connection (pipelined) have been sent: the new connection's first answer can
+ * have the socket only then. Each time adds to what Node keeps on the socket: a connection may do so
+ * REPARSES_PER_CONNECTION times.
  */
 export function answerWithoutUpgrade(server: Server, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const times = (reparsed.get(socket) ?? 0) + 1;
+  reparsed.set(socket, times);
   const lines = [`${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}`];
   const raw = req.rawHeaders;
   for (let i = 0; i + 1 < raw.length; i += 2) {
@@ -392,6 +401,21 @@ export function answerWithoutUpgrade(server: Server, req: IncomingMessage, socke
     }
     lines.push(`${name}: ${value}`);
   }
-  socket.unshift(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]));
-  server.emit('connection', socket);
+  const request = Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'), head]);
+  const handBack = (): void => {
+    if (socket.destroyed) return;
+    // Node's own field: the answer that holds the socket, and after it those queued behind it, one by one.
+    const answering = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (answering != null) {
+      finished(answering, () => setImmediate(handBack));
+      return;
+    }
+    if (times > REPARSES_PER_CONNECTION) {
+      refuseUpgrade(socket, 400, 'too many requests offering an upgrade on one connection: open another');
+      return;
+    }
+    socket.unshift(request);
+    server.emit('connection', socket);
+  };
+  handBack();
 }

@@ -618,6 +618,38 @@ describe('GraphQL hardening', () => {
       expect(s.open).toBe(true);
     });
 
+    it('answers requests offering h2c pipelined behind others in order, and at most 16 on one connection', async () => {
+      await start();
+      const { port } = new URL(server.http);
+      const h2c = (path: string) =>
+        `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AA\r\n\r\n`;
+      /** What the server answers to `requests`, sent in one write, until it closes the connection. */
+      const answersTo = (requests: string) =>
+        new Promise<string[]>((resolve, reject) => {
+          const socket = connect(Number(port), '127.0.0.1', () => socket.write(requests));
+          let got = '';
+          socket.on('data', (d: Buffer) => (got += d.toString()));
+          socket.on('error', reject);
+          socket.on('close', () => resolve([...got.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1] ?? '')));
+        });
+      const warnings: Error[] = [];
+      const warned = (w: Error) => warnings.push(w);
+      process.on('warning', warned);
+      try {
+        const plain = 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n';
+        const last = 'GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
+        // Behind an answer still to send, and one behind another: each in turn.
+        expect(await answersTo(plain + h2c('/health') + plain + h2c('/gaps') + h2c('/health') + last)).toEqual(
+          Array.from({ length: 6 }, () => '200'),
+        );
+        // Sixteen on one connection are answered; the seventeenth is refused, and the connection closed.
+        expect(await answersTo(h2c('/health').repeat(17))).toEqual([...Array.from({ length: 16 }, () => '200'), '400']);
+        expect(warnings).toEqual([]);
+      } finally {
+        process.off('warning', warned);
+      }
+    });
+
     it('pings idle sockets to keep them alive', async () => {
       await start({ keepAliveMs: 20 });
       const s = await open();
