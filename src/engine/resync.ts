@@ -28,8 +28,13 @@ export interface ResyncBounds {
  * they are sent resumes from where it was, and gets them all again.
  */
 export class Resync implements AsyncIterableIterator<RocketUpdate> {
-  /** The message number of each rocket's state sent from the store, until a newer live one passes. */
+  /**
+   * The message number of each rocket's state sent from the store, until a newer live one passes, or any live
+   * one past `settled`.
+   */
   private readonly sent = new Map<string, number>();
+  /** The head of the log once every state was read. */
+  private settled = Infinity;
   private readonly states: AsyncGenerator<Rocket>;
   /** A state read but not sent: whether it is the last one decides its position. */
   private held: Rocket | undefined;
@@ -39,7 +44,7 @@ export class Resync implements AsyncIterableIterator<RocketUpdate> {
 
   constructor(
     private readonly live: Feed<RocketUpdate>,
-    store: EventStore,
+    private readonly store: EventStore,
     channel: string | undefined,
     after: number,
     private readonly head: number,
@@ -57,6 +62,9 @@ export class Resync implements AsyncIterableIterator<RocketUpdate> {
       if (r.done === true) {
         this.reading = false;
         this.held = undefined;
+        // Every commit a state sent may hold is at or before the head now: live updates past it are newer.
+        this.settled = await this.store.headPosition().catch(() => Infinity);
+        if (this.isClosed()) return { value: undefined, done: true };
         if (held !== undefined) return this.emit(held, this.head);
         break;
       }
@@ -67,11 +75,15 @@ export class Resync implements AsyncIterableIterator<RocketUpdate> {
       const r = await this.live.next();
       if (r.done === true) return r;
       const update = r.value;
-      if (update.position !== undefined && update.position <= this.head) continue;
-      const sent = this.sent.get(update.channel);
-      if (sent !== undefined) {
-        if (update.rocket.lastMessageNumber <= sent) continue;
-        this.sent.delete(update.channel);
+      const position = update.position ?? 0;
+      if (position <= this.head) continue;
+      if (this.sent.size > 0) {
+        if (position > this.settled) this.sent.clear();
+        else {
+          const sent = this.sent.get(update.channel);
+          if (sent !== undefined && update.rocket.lastMessageNumber <= sent) continue;
+          this.sent.delete(update.channel);
+        }
       }
       return r;
     }
@@ -86,6 +98,11 @@ export class Resync implements AsyncIterableIterator<RocketUpdate> {
     return Promise.resolve({ value: undefined, done: true });
   }
 
+  /** Whether `return()` has been called: read anew after an await, where `this.closed` reads narrowed. */
+  private isClosed(): boolean {
+    return this.closed;
+  }
+
   [Symbol.asyncIterator](): this {
     return this;
   }
@@ -97,9 +114,10 @@ export class Resync implements AsyncIterableIterator<RocketUpdate> {
 }
 
 /**
- * The rockets (of `channel`, or all) with an event after position `after`, up to `head`, in the order of their
- * first such event, as the store holds them now; every rocket of `channel` (or all, by channel) when more than
- * `bounds.scan` events would be read to find them.
+ * The rockets (of `channel`, or all) with an event after position `after`, up to `head`, as the store holds
+ * them now: in the order of their first such event, or by channel when more than a tenth of a page of them
+ * changed; every rocket of `channel` (or all, by channel) when more than `bounds.scan` events would be read
+ * to find them.
  */
 async function* changedSince(
   store: EventStore,
@@ -126,6 +144,12 @@ async function* changedSince(
     const last = page.at(-1);
     if (last === undefined) break;
     from = last.position;
+  }
+  if (changed.size > bounds.page / 10) {
+    // Read one by one, so many rockets cost more than every rocket read a page at a time (a query each, in
+    // PostgreSQL): those are read, and the ones that changed sent.
+    for await (const rocket of everyRocket(store, bounds.page)) if (changed.has(rocket.channel)) yield rocket;
+    return;
   }
   for (const c of changed) {
     const rocket = await store.getRocket(c);

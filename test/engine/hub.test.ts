@@ -351,6 +351,18 @@ describe('RocketService.rocketUpdatesResumed (what changed, then live)', () => {
     await near.return();
   });
 
+  it('reads every rocket a page at a time, and sends those that changed, when more than a thousand did', async () => {
+    // 1,100 rockets, named so that their order by channel is not the order they launched in.
+    const names = Array.from({ length: 1100 }, (_, i) => `r${String((i * 7) % 1100).padStart(4, '0')}`);
+    const { service } = await serviceWith([['first', 1]]);
+    await service.submitMany(names.map((c) => envelope(c, 1)));
+    const feed = await service.rocketUpdatesResumed(undefined, 1);
+    const got = await take(feed, 1100);
+    expect(got.map((u) => u.channel)).toEqual([...names].sort());
+    expect(got.map((u) => u.position)).toEqual([...Array.from({ length: 1099 }, () => undefined), 1101]);
+    await feed.return();
+  });
+
   it('never sends a state older than one it sent: a commit after the head is read comes once', async () => {
     const { service } = await serviceWith([
       ['a', 1],
