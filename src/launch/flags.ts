@@ -25,10 +25,10 @@ Its own:
                            below 1 (default 0.05)
   --shuffle <window>       reorder the stream within a sliding window of this many messages; 0 keeps
                            the generation order, so only concurrency reorders (default 0)
-  --give-up-after <d>      stop the run (exit 1) once one message has been refused with 429 for this
-                           long: its channel's missing message is likely one the generator itself still
-                           holds back, with --shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL
-                           (default 1m)
+  --give-up-after <d>      stop the run (exit 1) once one message has been refused at a buffer cap (429,
+                           or 503 BUFFER_FULL) for this long: the message it waits for is likely one the
+                           generator itself still holds back, with --shuffle wider than the server's
+                           MAX_BUFFERED_PER_CHANNEL or MAX_BUFFERED_TOTAL (default 1m)
   --verify                 at the end, compare every rocket of this run (GET /rockets next to <url>)
                            with the generator's own model; list the differences and exit 1 if any
   -h, --help               print this help
@@ -125,8 +125,14 @@ function duration(name: string, text: string): number {
   if (ms === undefined)
     throw new InvalidFlag(`--${name} must be a Go duration such as 500ms, 1s, 1m30s or 0, got "${text}"`);
   if (ms < 0) throw new InvalidFlag(`--${name} must not be negative, got "${text}"`);
+  // Node's timers hold no more: a longer delay would fire at once.
+  if (ms > MAX_TIMER_MS)
+    throw new InvalidFlag(`--${name} must be at most ${MAX_TIMER_MS} ms (24.8 days), got "${text}"`);
   return ms;
 }
+
+/** The longest delay a Node timer takes (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** A duration that must be more than 0: 0 would stop a run at its first 429, which is no limit anyone means. */
 function positiveDuration(name: string, text: string): number {

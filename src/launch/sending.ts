@@ -95,13 +95,29 @@ function ackStatus(text: string): unknown {
 /** An answer that retrying cannot change, or a refusal that outlasted --give-up-after: the run stops. */
 export class StopRun extends Error {}
 
+/**
+ * Whether an answer refuses a message at a cap of the server's reorder buffer: a 429 (its rocket's cap), or a
+ * 503 `BUFFER_FULL` (the total). The message may wait for one the generator itself still holds back.
+ */
+function atBufferCap(status: number, text: string): boolean {
+  if (status === 429) return true;
+  if (status !== 503) return false;
+  try {
+    const body: unknown = JSON.parse(text);
+    return isRecord(body) && isRecord(body.error) && body.error.code === 'BUFFER_FULL';
+  } catch {
+    return false;
+  }
+}
+
 /** Whether an answer may change by asking again: the server was down, busy or slow. */
 const retryable = (status: number): boolean => status >= 500 || status === 408 || status === 429;
 
 /**
  * Posts until a 2xx, every 500 ms, while the answers are ones a retry can change (`retryable`, network
  * errors); says once per kind of failure what is being retried. Throws StopRun on any other answer, on a
- * 429 that lasts `giveUpAfterMs`, and when `stopped()` says another sender stopped the run.
+ * refusal at a buffer cap (`atBufferCap`) that lasts `giveUpAfterMs`, and when `stopped()` says another
+ * sender stopped the run.
  */
 export async function deliver(
   url: URL,
@@ -126,11 +142,11 @@ export async function deliver(
       }
       const text = `${reply.status} for ${what}: ${reply.text.slice(0, 300)}`;
       if (!retryable(reply.status)) throw new StopRun(`${text} (retrying cannot change this answer)`);
-      if (reply.status === 429) {
+      if (atBufferCap(reply.status, reply.text)) {
         refusedSince ??= performance.now();
         if (performance.now() - refusedSince >= giveUpAfterMs)
           throw new StopRun(
-            `${text} (refused for ${giveUpAfterMs / 1000} s, --give-up-after: is --shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL?)`,
+            `${text} (refused for ${giveUpAfterMs / 1000} s, --give-up-after: is --shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL or MAX_BUFFERED_TOTAL?)`,
           );
       }
       warn(`status ${reply.status}`, text);

@@ -114,6 +114,10 @@ describe('parseArgs', () => {
     expect(invalid(parseArgs([url, '--message-delay=-1s']))).toBe('--message-delay must not be negative, got "-1s"');
     expect(invalid(parseArgs([url, '--give-up-after=soon']))).toMatch(/--give-up-after must be a Go duration .*"soon"/);
     expect(invalid(parseArgs([url, '--give-up-after=0s']))).toBe('--give-up-after must be more than 0, got "0s"');
+    // Node's timers hold no longer: a longer delay would fire at once.
+    expect(invalid(parseArgs([url, '--message-delay=600h']))).toBe(
+      '--message-delay must be at most 2147483647 ms (24.8 days), got "600h"',
+    );
     expect(invalid(parseArgs([url, '--duplicates=1']))).toMatch(/--duplicates must be a ratio from 0 to below 1/);
     expect(invalid(parseArgs([url, '--shuffle=-3']))).toMatch(/--shuffle must be a whole number/);
     expect(invalid(parseArgs([url, '--seed=abc']))).toMatch(/--seed must be a whole number/);
@@ -477,25 +481,33 @@ describe('the built CLI', () => {
     expect(run.code).toBe(1);
   });
 
-  it('stops, says why and exits 1 once one message has been refused with 429 for --give-up-after', async () => {
+  it.each([
     // One sender, a shuffle far wider than the two messages the server buffers a channel: the message the
     // channel waits for stays behind the one being refused, so the refusal never ends.
-    const narrow = await startServer({
-      DATABASE_URL: `sqlite:${join(dir, 'narrow.db')}`,
-      MAX_BUFFERED_PER_CHANNEL: '2',
-    });
-    try {
-      const args = ['--max-messages=200', '--rockets=1', '--duplicates=0', '--shuffle=100', '--seed=5'];
-      const run = await launch([`${narrow.url}/messages`, ...args, '--concurrency-level=1', '--give-up-after=1s']).exit;
-      expect(run.stdout).toMatch(
-        /^stopped: 429 for \S+ #\d+: .* \(refused for 1 s, --give-up-after: is --shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL\?\)$/m,
-      );
-      expect(run.stdout).toMatch(/^done: sent \d+, acknowledged \d+ .*, retried [1-9]\d*, .*verified skipped$/m);
-      expect(run.code).toBe(1);
-    } finally {
-      await narrow.stop();
-    }
-  });
+    ['429', { MAX_BUFFERED_PER_CHANNEL: '2' }, '--rockets=1'],
+    // The same with the total cap: 503 BUFFER_FULL, which the store's failures share a status with.
+    ['503', { MAX_BUFFERED_TOTAL: '2' }, '--rockets=2'],
+  ])(
+    'stops, says why and exits 1 once one message has been refused with %s at a cap for --give-up-after',
+    async (status, caps, rockets) => {
+      const narrow = await startServer({ DATABASE_URL: `sqlite:${join(dir, `narrow-${status}.db`)}`, ...caps });
+      try {
+        const args = ['--max-messages=200', rockets, '--duplicates=0', '--shuffle=100', '--seed=5'];
+        const run = await launch([`${narrow.url}/messages`, ...args, '--concurrency-level=1', '--give-up-after=1s'])
+          .exit;
+        expect(run.stdout).toMatch(
+          new RegExp(
+            `^stopped: ${status} for \\S+ #\\d+: .* \\(refused for 1 s, --give-up-after: is --shuffle wider than the server's MAX_BUFFERED_PER_CHANNEL or MAX_BUFFERED_TOTAL\\?\\)$`,
+            'm',
+          ),
+        );
+        expect(run.stdout).toMatch(/^done: sent \d+, acknowledged \d+ .*, retried [1-9]\d*, .*verified skipped$/m);
+        expect(run.code).toBe(1);
+      } finally {
+        await narrow.stop();
+      }
+    },
+  );
 
   it('pauses --message-delay only between two messages of a sender, never after its last', async () => {
     // Two senders with one message each: no pause is due, so the run ends long before the delay would.
