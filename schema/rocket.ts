@@ -212,9 +212,9 @@ builder.subscriptionField('rocketUpdated', (t) =>
       'the subscription ends with a FELL_BEHIND error (the socket and other subscriptions stay open): resubscribe',
       'and read `rocket` or `rockets` to resynchronise. A message that is only buffered changes no state and',
       'sends no update: `buffer` is read as each update is sent, and read `rocket` for it in between. As an',
-      'event stream (server-sent events), each update carries the position of its commit as its `id`, and a',
-      'client that reconnects with `Last-Event-ID` (as EventSource does) first gets the state of each rocket',
-      'that changed after it, then the live updates.',
+      'event stream (server-sent events), each update carries as its `id` the position of its last event in',
+      'the commit that made it, and a client that reconnects with `Last-Event-ID` (as EventSource does) first',
+      'gets the state of each rocket that changed after it, then the live updates.',
     ].join('\n'),
     args: { channel: t.arg.string({ description: 'Only this rocket.' }) },
     subscribe: async (_root, args, { service, resume }) => {
