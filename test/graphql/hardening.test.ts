@@ -6,7 +6,16 @@ import { send } from '../support/process';
 import { envelope } from '../support/telemetry';
 import { ARMOR_LIMITS } from '../../src/http/graphql/transport';
 import type { Config } from '../../src/config';
-import { messages, postRaw, RawSocket, startServer, until, type ProtocolMessage, type TestServer } from './support';
+import {
+  holdCommits,
+  messages,
+  postRaw,
+  RawSocket,
+  startServer,
+  until,
+  type ProtocolMessage,
+  type TestServer,
+} from './support';
 
 const times = (n: number, f: (i: number) => string): string => Array.from({ length: n }, (_, i) => f(i)).join(' ');
 
@@ -35,7 +44,7 @@ describe('GraphQL hardening', () => {
     sockets.push(s);
     return s;
   };
-  /** Commits held by a test (`holdCommits`), let go before the stop, which waits for every commit. */
+  /** Commits held by a test (`holdServerCommits`), let go before the stop, which waits for every commit. */
   const held: Array<() => void> = [];
   afterEach(async () => {
     for (const release of held.splice(0)) release();
@@ -413,16 +422,9 @@ describe('GraphQL hardening', () => {
       expect(s.open && other.open).toBe(true);
     });
 
-    /** Holds every commit of the server's store until the returned function is called. */
-    const holdCommits = (): (() => void) => {
-      const store = server.app.store;
-      const commit = store.commit.bind(store);
-      let release = (): void => undefined;
-      const released = new Promise<void>((resolve) => (release = resolve));
-      jest.spyOn(store, 'commit').mockImplementation(async (m) => {
-        await released;
-        return commit(m);
-      });
+    /** Holds every commit of the server's store until the returned function is called (or the test ends). */
+    const holdServerCommits = (): (() => void) => {
+      const release = holdCommits(server.app.store);
       held.push(release);
       return release;
     };
@@ -431,7 +433,7 @@ describe('GraphQL hardening', () => {
 
     it('counts an operation the client completed until it has ended: completing each one passes no limit', async () => {
       await start({ wsMaxOperations: 3 });
-      const release = holdCommits();
+      const release = holdServerCommits();
       const s = await open();
       await s.init();
       // Ten mutations, each completed by the client as soon as it is sent: each still runs, its commit held.
@@ -457,7 +459,7 @@ describe('GraphQL hardening', () => {
 
     it('closes with 4409 a socket that takes again the id of an operation it completed and that still runs', async () => {
       await start();
-      const release = holdCommits();
+      const release = holdServerCommits();
       const s = await open();
       await s.init();
       // The mutation under X still runs (its commit held) when X subscribes again: graphql-ws would send the

@@ -5,6 +5,7 @@ import WebSocket from 'ws';
 import { buildApp, type App } from '../../src/app';
 import { loadConfig, type Config } from '../../src/config';
 import type { Issue } from '../../src/domain/errors';
+import type { EventStore } from '../../src/store/types';
 import type { MessageEnvelopeInput, MessageType, RocketLaunchedInput } from '../generated/graphql';
 import { send } from '../support/process';
 import { timeOf } from '../support/telemetry';
@@ -78,6 +79,21 @@ export async function data<R, V>(server: TestServer, document: TypedDocumentNode
 }
 
 /** Yields to the event loop until `check` holds: for state with no event to wait on (listener counts). */
+/**
+ * Holds every commit of `store` until the returned function is called (once a test has seen what happens while
+ * a commit is under way). Release it before the store's server stops: a stop waits for every commit.
+ */
+export function holdCommits(store: EventStore): () => void {
+  const commit = store.commit.bind(store);
+  let release = (): void => undefined;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  jest.spyOn(store, 'commit').mockImplementation(async (m) => {
+    await released;
+    return commit(m);
+  });
+  return release;
+}
+
 export async function until(check: () => boolean | Promise<boolean>): Promise<void> {
   while (!(await check())) await new Promise((resolve) => setImmediate(resolve));
 }

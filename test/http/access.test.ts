@@ -4,7 +4,7 @@ import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { buildApp, type App } from '../../src/app';
 import { loadConfig } from '../../src/config';
-import { until } from '../graphql/support';
+import { holdCommits, until } from '../graphql/support';
 import { CODINGS, getJson, postJson, send, startServer } from '../support/process';
 
 const INGEST = 'ingest-sekret-1';
@@ -450,14 +450,7 @@ describe('timeouts', () => {
 
     it('keeps a client waiting for an answer still being made, and closes one idle past keep-alive', async () => {
       // A commit held up for longer than the timeout: its sender waits for it, and gets its 202.
-      const store = app.store;
-      const commit = store.commit.bind(store);
-      let release = (): void => undefined;
-      const released = new Promise<void>((resolve) => (release = resolve));
-      jest.spyOn(store, 'commit').mockImplementation(async (m) => {
-        await released;
-        return commit(m);
-      });
+      const release = holdCommits(app.store);
       try {
         const posted = postJson(`http://127.0.0.1:${port}/messages`, envelope('slow'));
         // The clock: a greedy reader cut after 300 ms of silence, while the commit is still held.
