@@ -686,10 +686,16 @@ export class PostgresStore implements EventStore {
     return queryHead(this.pool);
   }
 
+  /**
+   * Counts without scanning the log, which grows without bound while `/health` reads this on every
+   * probe. A channel's events are its messages 1 to its rocket's `last_message_number` (the sequencer
+   * applies none past a gap), so their sum is the number of events; `position`, an identity, skips the
+   * numbers a rolled-back commit took, so it cannot serve as SQLite's does. `pending` is bounded.
+   */
   async stats(): Promise<StoreStats> {
     const res = await this.pool.query<{ rockets: string; events: string; buffered: string }>(
-      `SELECT (SELECT count(*) FROM rockets) AS rockets, (SELECT count(*) FROM events) AS events,
-        (SELECT count(*) FROM pending) AS buffered`,
+      `SELECT r.rockets, r.events, (SELECT count(*) FROM pending) AS buffered
+        FROM (SELECT count(*) AS rockets, COALESCE(sum(last_message_number), 0) AS events FROM rockets) r`,
     );
     const row = res.rows[0];
     return { rockets: Number(row?.rockets), events: Number(row?.events), buffered: Number(row?.buffered) };
