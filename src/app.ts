@@ -13,6 +13,7 @@ import {
   READ_METHODS,
   answerWithoutUpgrade,
   asksForWebSocket,
+  continueOnRead,
   corsHeaders,
   refuseUpgrade,
   sendError,
@@ -132,6 +133,69 @@ export async function buildApp(
   const nextRequestId = requestIds();
   const debug = log.isLevelEnabled('debug');
 
+  const answer = (req: IncomingMessage, res: ServerResponse): void => {
+    // Stopping: the answer closes its connection, so that the client sends its next request elsewhere
+    // instead of on a socket about to be cut.
+    if (stopping !== undefined) res.setHeader('connection', 'close');
+    else (req.socket as AnsweringSocket)[ANSWER] = res;
+    const requestId = requestIdOf(req) ?? nextRequestId();
+    if (debug) logRequest(log, req, res, requestId);
+    // A read asked before, of a store that has not changed since, answered again before any routing. A
+    // browser's cross-origin read (it sends an Origin) takes the route below, which adds the CORS headers.
+    if (req.headers.origin === undefined && rest.replay(req, res, requestId)) return;
+    res.setHeader('x-request-id', requestId);
+    let url: URL;
+    try {
+      url = PLAIN_TARGETS.get(req.url ?? '/') ?? urlOf(req.url ?? '/');
+    } catch {
+      sendProblem(res, 400, { code: 'BAD_REQUEST', message: 'malformed request target' });
+      return;
+    }
+    if (url.pathname === '/graphql') {
+      graphql.handle(req, res, url).catch((e: unknown) => {
+        sendError(res, e, log);
+      });
+      return;
+    }
+    // The methods of the route asked for, besides OPTIONS; undefined for no route, which is a 404 below
+    // whatever the method and origin.
+    const methods = routeMethodsOf(url.pathname);
+    if (methods !== undefined && req.method === 'OPTIONS') {
+      // A CORS preflight, or a plain question of what a route allows: its own methods.
+      sendPreflight(res, corsHeaders(req, config.allowedOrigins), methods);
+      return;
+    }
+    if (req.headers.origin !== undefined) {
+      const cors = corsHeaders(req, config.allowedOrigins);
+      // CORS only keeps an answer from a page; a "simple" cross-site POST (text/plain, no preflight) would
+      // still be stored. A write to a route from an origin not allowed is refused before it is read.
+      if (
+        methods !== undefined &&
+        req.method !== 'GET' &&
+        req.method !== 'HEAD' &&
+        cors['access-control-allow-origin'] === undefined
+      ) {
+        sendProblem(res, 403, { code: 'FORBIDDEN', message: 'this origin may not write here' });
+        return;
+      }
+      // Every answer to an allowed origin carries the allowance, a 404 too: a page can read what went wrong.
+      for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);
+    }
+    if (url.pathname === '/metrics' && metrics) {
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        sendMethodNotAllowed(res, READ_METHODS);
+        return;
+      }
+      metrics.respond(req, res).catch((e: unknown) => {
+        sendError(res, e, log);
+      });
+      return;
+    }
+    if (dashboard?.handle(req, res, url) === true) return;
+    void rest.handle(req, res, url).then((handled) => {
+      if (!handled) sendProblem(res, 404, { code: 'NOT_FOUND', message: `no route for ${url.pathname}` });
+    });
+  };
   const server = createServer(
     {
       // Slow or stalled clients must not hold sockets forever; the check runs often enough to notice.
@@ -139,70 +203,16 @@ export async function buildApp(
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: Math.max(50, Math.min(30_000, config.headersTimeoutMs / 4)),
     },
-    (req, res) => {
-      // Stopping: the answer closes its connection, so that the client sends its next request elsewhere
-      // instead of on a socket about to be cut.
-      if (stopping !== undefined) res.setHeader('connection', 'close');
-      else (req.socket as AnsweringSocket)[ANSWER] = res;
-      const requestId = requestIdOf(req) ?? nextRequestId();
-      if (debug) logRequest(log, req, res, requestId);
-      // A read asked before, of a store that has not changed since, answered again before any routing. A
-      // browser's cross-origin read (it sends an Origin) takes the route below, which adds the CORS headers.
-      if (req.headers.origin === undefined && rest.replay(req, res, requestId)) return;
-      res.setHeader('x-request-id', requestId);
-      let url: URL;
-      try {
-        url = PLAIN_TARGETS.get(req.url ?? '/') ?? urlOf(req.url ?? '/');
-      } catch {
-        sendProblem(res, 400, { code: 'BAD_REQUEST', message: 'malformed request target' });
-        return;
-      }
-      if (url.pathname === '/graphql') {
-        graphql.handle(req, res, url).catch((e: unknown) => {
-          sendError(res, e, log);
-        });
-        return;
-      }
-      // The methods of the route asked for, besides OPTIONS; undefined for no route, which is a 404 below
-      // whatever the method and origin.
-      const methods = routeMethodsOf(url.pathname);
-      if (methods !== undefined && req.method === 'OPTIONS') {
-        // A CORS preflight, or a plain question of what a route allows: its own methods.
-        sendPreflight(res, corsHeaders(req, config.allowedOrigins), methods);
-        return;
-      }
-      if (req.headers.origin !== undefined) {
-        const cors = corsHeaders(req, config.allowedOrigins);
-        // CORS only keeps an answer from a page; a "simple" cross-site POST (text/plain, no preflight) would
-        // still be stored. A write to a route from an origin not allowed is refused before it is read.
-        if (
-          methods !== undefined &&
-          req.method !== 'GET' &&
-          req.method !== 'HEAD' &&
-          cors['access-control-allow-origin'] === undefined
-        ) {
-          sendProblem(res, 403, { code: 'FORBIDDEN', message: 'this origin may not write here' });
-          return;
-        }
-        // Every answer to an allowed origin carries the allowance, a 404 too: a page can read what went wrong.
-        for (const [name, value] of Object.entries(cors)) res.setHeader(name, value);
-      }
-      if (url.pathname === '/metrics' && metrics) {
-        if (req.method !== 'GET' && req.method !== 'HEAD') {
-          sendMethodNotAllowed(res, READ_METHODS);
-          return;
-        }
-        metrics.respond(req, res).catch((e: unknown) => {
-          sendError(res, e, log);
-        });
-        return;
-      }
-      if (dashboard?.handle(req, res, url) === true) return;
-      void rest.handle(req, res, url).then((handled) => {
-        if (!handled) sendProblem(res, 404, { code: 'NOT_FOUND', message: `no route for ${url.pathname}` });
-      });
-    },
+    answer,
   );
+  // A client that sent `Expect: 100-continue` waits to be told to send its body. Node would tell it at once;
+  // here it is told when the body is first read, so a request refused from its headers alone (a route or
+  // method not served, a body declared too large, a write from an origin not allowed, a full buffer) gets
+  // its refusal without having sent the body, and Node closes the connection it was never read from.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    continueOnRead(req, res);
+    answer(req, res);
+  });
   // A connection that has moved no byte for SOCKET_TIMEOUT_MS (or, idle between requests, for the keep-alive
   // timeout) is cut if it is idle, or if what it was sent waits unread: a client that pipelines requests and
   // reads none of the answers holds them in this process's memory. One waiting for an answer still being made

@@ -13,6 +13,7 @@ import {
   etagMatches,
   etagOf,
   mayWrite,
+  discardBody,
   readBody,
   sendError,
   sendJson,
@@ -344,7 +345,7 @@ export function createRestRoutes(
   };
   async function postMessage(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (!mayWrite(req.headers.authorization, ingestToken)) {
-      req.resume();
+      discardBody(req);
       throw new UnauthenticatedError('POST /messages needs Authorization: Bearer <INGEST_TOKEN>');
     }
     // A body refused unread (413, 415) is no message refused by its content: it is not counted.
@@ -374,7 +375,7 @@ export function createRestRoutes(
     // Most requests (every POST /messages) carry no query: nothing to look up.
     const refusal = q.size === 0 ? undefined : unknownParameter(q, path);
     if (refusal !== undefined) {
-      req.resume();
+      discardBody(req);
       throw refusal;
     }
 

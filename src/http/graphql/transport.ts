@@ -39,6 +39,7 @@ import {
   etagOf,
   mayWrite,
   originAllowed,
+  discardBody,
   readBody,
   refuseUpgrade,
   sameSecret,
@@ -533,7 +534,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       return;
     }
     if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') {
-      req.resume();
+      discardBody(req);
       const [text, init] = methodNotAllowed(
         req.headers.accept,
         `${GRAPHQL_METHODS}, OPTIONS`,
