@@ -1327,6 +1327,8 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
           lastMessageNumber: 3,
           updatedAt: at(3),
         });
+        // The skipped numbers are events like any other, counted as such.
+        expect(await store.stats()).toEqual({ rockets: 1, events: 3, buffered: 0 });
       });
 
       it('skips only the gaps stale messages wait behind, and the next ones once their messages are stale', async () => {
