@@ -71,6 +71,24 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
     expect(listings).toHaveBeenCalledTimes(3);
   });
 
+  it('keeps no answer for variables JSON cannot write back, as 1e400 (Infinity), which would read as null', async () => {
+    const body = (f: string) =>
+      `{"query":"query Q($f: Int) { rockets(first: $f) { nodes { channel } } }","variables":{"f":${f}}}`;
+    const post = async (f: string) => {
+      const r = await send(`${server.http}/graphql`, 'POST', body(f), {
+        'content-type': 'application/json',
+        accept: 'application/graphql-response+json',
+      });
+      return { status: r.status, body: r.body };
+    };
+    const refused = await post('1e400');
+    expect(refused).toMatchObject({ status: 400, body: { errors: [{ message: expect.stringMatching(/Infinity/) }] } });
+    expect(await post('null')).toEqual({ status: 200, body: { data: { rockets: { nodes: [] } } } });
+    expect(await post('null')).toEqual({ status: 200, body: { data: { rockets: { nodes: [] } } } });
+    expect(await post('1e400')).toEqual(refused);
+    expect(await post('-1e400')).toMatchObject({ status: 400 });
+  });
+
   it('answers, and keeps no answer for, a query whose variables are nested too deep to make a key of', async () => {
     // A body graphql-http parses, with an unused variable JSON.stringify cannot write back.
     const body = `{"query":"{ gaps { channel } }","variables":{"unused":${'['.repeat(20_000)}${']'.repeat(20_000)}}}`;

@@ -29,6 +29,12 @@ export interface KeptReply {
  * and body (or target, for a GET) equal those of one answered from here at this version is answered again
  * before graphql-http parses it. Equal bytes ask the same question, and were accepted as a request before.
  */
+/** A JSON.stringify replacer that throws on a number JSON cannot write (it would write it as `null`). */
+const finiteOnly = (_key: string, value: unknown): unknown => {
+  if (typeof value === 'number' && !Number.isFinite(value)) throw new RangeError('not a JSON number');
+  return value;
+};
+
 export class AnswerCache {
   /** How many answers are kept for each query text. */
   private readonly texts = new Map<string, number>();
@@ -94,11 +100,15 @@ export class AnswerCache {
       : undefined;
   }
 
-  /** undefined (not kept) for a long key, or variables nested too deep for JSON.stringify. */
+  /**
+   * undefined (not kept) for a long key, variables nested too deep for JSON.stringify, or variables that
+   * hold a number JSON cannot write: JSON.parse reads `1e400` as Infinity, which JSON.stringify writes as
+   * `null`, and graphql-js refuses for an Int where it takes a null.
+   */
   private static keyOf(q: Question): string | undefined {
     let variables: string;
     try {
-      variables = JSON.stringify(q.variables ?? null);
+      variables = JSON.stringify(q.variables ?? null, finiteOnly);
     } catch {
       return undefined;
     }
