@@ -208,6 +208,18 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
       await data(server, SubmitMessagesDocument, { messages: [messages('c').launched(1)] });
     };
 
+    it('answers an answer with errors in the same bytes, and with the same ETag, as its first execution did', async () => {
+      const url = `${server.http}/graphql?query=${encodeURIComponent('{ rocket(channel: "nobody") { channel } }')}`;
+      const answers = [];
+      for (let i = 0; i < 3; i++) {
+        const r = await send(url, 'GET', undefined, { accept: 'application/json' });
+        answers.push({ etag: r.headers.etag, text: JSON.stringify(r.body) });
+      }
+      expect(answers[0]?.text).toMatch(/^\{"errors":\[.*"code":"NOT_FOUND".*\],"data":\{"rocket":null\}\}$/);
+      expect(answers[1]).toEqual(answers[0]);
+      expect(answers[2]).toEqual(answers[0]);
+    });
+
     it('still refuses variables that break @oneOf, as graphql-js does', async () => {
       await warm();
       const twoPayloads = {

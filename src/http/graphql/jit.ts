@@ -141,6 +141,17 @@ const refusedBeforeRunning = (result: unknown): boolean =>
   ((result as ExecutionResult).errors?.length ?? 0) > 0;
 
 /**
+ * A result with its `errors` ahead of its `data`, as graphql-js builds it; graphql-jit puts them after. An
+ * answer with errors is never kept, so each is executed again, and its bytes (and its ETag, for a GET)
+ * must not change between its first execution, by graphql-js, and the later ones, by graphql-jit.
+ */
+const inGraphQlJsOrder = <R>(result: R): R => {
+  if (typeof result !== 'object' || result === null || !('errors' in result) || isAsyncIterable(result)) return result;
+  const { errors, ...rest } = result;
+  return { errors, ...rest } as R;
+};
+
+/**
  * graphql-jit for the executions `jitFits` chooses, answering as graphql-js does when it refuses the
  * variables. graphql-jit's compiled coercion words a refusal its own way: it names the innermost field
  * as if it were a variable (`Variable "$messageNumber"` for the `messageNumber` of `$metadata`) and
@@ -158,8 +169,9 @@ export function useGraphQlJitWhereItFits(onError: (compilation: unknown) => void
         setExecuteFn: (compiled: Execute) => {
           payload.setExecuteFn((args: ExecutionArgs) => {
             const result = compiled(args);
-            if (result instanceof Promise) return result.then((r) => (refusedBeforeRunning(r) ? before(args) : r));
-            return refusedBeforeRunning(result) ? before(args) : result;
+            if (result instanceof Promise)
+              return result.then((r) => (refusedBeforeRunning(r) ? before(args) : inGraphQlJsOrder(r)));
+            return refusedBeforeRunning(result) ? before(args) : inGraphQlJsOrder(result);
           });
         },
       });
