@@ -321,6 +321,44 @@ describe('GraphQL hardening', () => {
       expect(typename.body).toEqual({ data: { __typename: 'Query' } });
     });
 
+    it('names no field, input field, argument or enum value of the schema in any error when introspection is off', async () => {
+      // Each of these is answered with a "Did you mean …?" while introspection is on.
+      const hinted = [
+        { query: '{ rockets(sort: LAUNCHED) { nodes { channel } } }' },
+        { query: '{ rockets(sortt: SPEED) { nodes { channel } } }' },
+        {
+          query:
+            'query($a: RocketAsOfInput, $s: RocketSortField) { rockets(sort: $s) { nodes { channel } } rocket(channel: "r", asOf: $a) { channel } }',
+          variables: { a: { tim: 'x' }, s: 'SPED' },
+        },
+      ];
+      const hints = async (): Promise<string[]> => {
+        const said: string[] = [];
+        for (const body of hinted) {
+          const r = await postRaw(server, body);
+          expect(r.status).toBe(400);
+          said.push(...(r.body.errors ?? []).map((e) => e.message));
+        }
+        return said;
+      };
+      await start();
+      const hinting = await hints();
+      expect(hinting.filter((m) => /Did you mean/.test(m))).toHaveLength(4);
+      await server.app.stop();
+
+      await start({ introspection: false });
+      const closed = await hints();
+      expect(closed).toEqual(hinting.map((m) => m.replace(/\s*Did you mean [^?]*\?/, '')));
+      expect(closed.join('\n')).not.toMatch(/LAUNCHED_AT|"sort"|"time"|"SPEED"/);
+      // And over graphql-ws, where the variables are coerced alike.
+      const s = await open();
+      await s.init();
+      s.subscribe('v', hinted[2]?.query ?? '', hinted[2]?.variables);
+      const refused = await s.next();
+      expect(JSON.stringify(refused)).toMatch(/RocketAsOfInput/);
+      expect(JSON.stringify(refused)).not.toMatch(/Did you mean/);
+    });
+
     it('serves GraphiQL, speaking graphql-ws, to a browser asking GET /graphql', async () => {
       await start({ graphiql: true });
       const r = await send(`${server.http}/graphql`, 'GET', undefined, { accept: 'text/html' });

@@ -132,20 +132,54 @@ const reportInValidation = {
   onReject: [(ctx: ValidationContext | null, error: GraphQLError) => ctx?.reportError(error)],
 };
 
-const armor = (introspection: boolean): Parameters<typeof EnvelopArmorPlugin>[0] => ({
+const armor = (): Parameters<typeof EnvelopArmorPlugin>[0] => ({
   maxDepth: { n: ARMOR_LIMITS.maxDepth, ...reportInValidation },
   costLimit: { maxCost: ARMOR_LIMITS.maxCost, ...reportInValidation },
   // Armor exempts `__typename` by default; an alias costs parsing and answer space whatever it names.
   maxAliases: { n: ARMOR_LIMITS.maxAliases, allowList: [], ...reportInValidation },
   maxDirectives: { n: ARMOR_LIMITS.maxDirectives, ...reportInValidation },
   maxTokens: { n: ARMOR_LIMITS.maxTokens },
-  // "Did you mean …?" would reveal the schema that disabled introspection hides.
-  blockFieldSuggestion: { enabled: !introspection },
+  // Armor's only takes "Did you mean …?" out of some validation errors: useNoSuggestions takes it out of all.
+  blockFieldSuggestion: { enabled: false },
 });
 
 const useNoIntrospection = (): Plugin => ({
   onValidate: ({ addValidationRule }) => addValidationRule(NoSchemaIntrospectionCustomRule),
 });
+
+/** graphql-js's hints at names of the schema: fields, arguments, types, input fields, enum values. */
+const SUGGESTION = /\s*Did you mean [^?]*\?/g;
+
+function withoutSuggestions<E extends Error>(errors: readonly E[]): (E | GraphQLError)[] {
+  return errors.map((e) => {
+    const message = e.message.replace(SUGGESTION, '');
+    if (message === e.message || !(e instanceof GraphQLError)) return e;
+    const { nodes, source, positions, path, originalError, extensions } = e;
+    return new GraphQLError(message, { nodes, source, positions, path, originalError, extensions });
+  });
+}
+
+/**
+ * Takes graphql-js's "Did you mean …?" out of every error: it would reveal the schema that disabled
+ * introspection hides. Validation suggests field, argument, type and enum value names; the coercion of
+ * variables, which runs with the execution, suggests input fields and enum values.
+ */
+const useNoSuggestions = (): Plugin => {
+  const fromResult = ({ result, setResult }: { result: unknown; setResult: (r: ExecutionResult) => void }) => {
+    if (isAsyncIterable(result)) return;
+    const r = result as ExecutionResult;
+    if (r.errors !== undefined) setResult({ ...r, errors: withoutSuggestions(r.errors) });
+  };
+  return {
+    onValidate:
+      () =>
+      ({ result, setResult }) => {
+        if (result.length > 0) setResult(withoutSuggestions(result));
+      },
+    onExecute: () => ({ onExecuteDone: fromResult }),
+    onSubscribe: () => ({ onSubscribeResult: fromResult }),
+  };
+};
 
 /**
  * GraphiQL's page with its scripts and styles inlined (this machine's users may have no CDN). The module
@@ -372,8 +406,8 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
     logging: yogaLogger(log),
     maskedErrors: { maskError: maskUnexpected },
     plugins: [
-      EnvelopArmorPlugin(armor(config.introspection)),
-      ...(config.introspection ? [] : [useNoIntrospection()]),
+      EnvelopArmorPlugin(armor()),
+      ...(config.introspection ? [] : [useNoIntrospection(), useNoSuggestions()]),
       // Replaces only the executor: domain errors and yoga's masking work on its results as on graphql-js's.
       useGraphQlJitWhereItFits((r) => yoga.logger.error('graphql-jit compilation failed', r)),
       // After graphql-jit, which leaves subscriptions alone: one execution of each live event per question.
