@@ -82,7 +82,8 @@ describe('GraphQL fast paths: kept answers and graphql-jit', () => {
       return { status: r.status, body: r.body };
     };
     const refused = await post('1e400');
-    expect(refused).toMatchObject({ status: 400, body: { errors: [{ message: expect.stringMatching(/Infinity/) }] } });
+    expect(refused.status).toBe(400);
+    expect(JSON.stringify(refused.body)).toMatch(/Int cannot represent non-integer value: Infinity/);
     expect(await post('null')).toEqual({ status: 200, body: { data: { rockets: { nodes: [] } } } });
     expect(await post('null')).toEqual({ status: 200, body: { data: { rockets: { nodes: [] } } } });
     expect(await post('1e400')).toEqual(refused);

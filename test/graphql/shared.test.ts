@@ -172,6 +172,47 @@ describe('SharedSubscriptions: one execution of each live event per question', (
     expect(executions).toHaveLength(2 * total + 3);
   });
 
+  it('executes again for a subscriber that takes an update after a commit, which reads the buffer as it is then', async () => {
+    const WITH_BUFFER = parse('subscription { rocketUpdated(channel: "d") { lastMessageNumber buffer { count } } }');
+    const versioned = new SharedSubscriptions(
+      (args) => {
+        executions.push('d');
+        return execute(args);
+      },
+      () => service.readVersion(),
+    );
+    const args: ExecutionArgs = { schema, document: WITH_BUFFER, contextValue: { service, canWrite: false } };
+    const [prompt, late] = [
+      (await versioned.subscribe(args, execute)) as Stream,
+      (await versioned.subscribe(args, execute)) as Stream,
+    ];
+    open.push(prompt, late);
+    await launch('d');
+    const [shared1, shared2] = await Promise.all([take(prompt, 1), take(late, 1)]);
+    expect(shared2[0]).toBe(shared1[0]);
+    expect(executions).toEqual(['d']);
+
+    await increase('d', 2);
+    const [first] = await take(prompt, 1);
+    // A commit that only buffers, between the two subscribers' reads of the same update.
+    await increase('d', 4);
+    const [second] = await take(late, 1);
+    expect(first).toEqual({ data: { rocketUpdated: { lastMessageNumber: 2, buffer: { count: 0 } } } });
+    expect(second).toEqual({ data: { rocketUpdated: { lastMessageNumber: 2, buffer: { count: 1 } } } });
+    expect(executions).toEqual(['d', 'd', 'd']);
+  });
+
+  it('without a version of the store, shares a result only within the turn of the event loop it was made in', async () => {
+    const streams = [await subscribe(ROCKETS), await subscribe(ROCKETS)];
+    await launch('e');
+    const [now] = await take(streams[0] as Stream, 1);
+    await new Promise((resolve) => setImmediate(resolve));
+    const [later] = await take(streams[1] as Stream, 1);
+    expect(later).toEqual(now);
+    expect(later).not.toBe(now);
+    expect(executions).toEqual(['e#1', 'e#1']);
+  });
+
   it('forgets a question when its last subscriber leaves, by unsubscribing or by falling behind', async () => {
     const one = await subscribe(EVENTS);
     const two = await subscribe(EVENTS);

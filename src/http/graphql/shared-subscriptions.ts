@@ -21,21 +21,31 @@ type Execute = (args: ExecutionArgs) => PromiseOrValue<ExecutionResult>;
  */
 class Group {
   subscribers = 0;
-  /** The last `SHARED_RECENT` events and their results, oldest overwritten first. */
+  /** The last `SHARED_RECENT` events, the stamp of the store each was executed against, and their results. */
   private readonly payloads: unknown[] = [];
+  private readonly stamps: number[] = [];
   private readonly results: Array<PromiseOrValue<ExecutionResult>> = [];
   private next = 0;
 
   constructor(readonly key: string) {}
 
-  resultOf(payload: unknown, execute: () => PromiseOrValue<ExecutionResult>): PromiseOrValue<ExecutionResult> {
+  resultOf(
+    payload: unknown,
+    stamp: number,
+    execute: () => PromiseOrValue<ExecutionResult>,
+  ): PromiseOrValue<ExecutionResult> {
     if (this.subscribers < 2) return execute();
-    const i = this.payloads.indexOf(payload);
-    if (i >= 0) return this.results[i] as PromiseOrValue<ExecutionResult>;
+    let i = this.payloads.indexOf(payload);
+    if (i >= 0 && this.stamps[i] === stamp) return this.results[i] as PromiseOrValue<ExecutionResult>;
+    // Executed again for a subscriber that got to it after the store changed: it reads the store as it is.
+    if (i < 0) {
+      i = this.next;
+      this.next = (this.next + 1) % SHARED_RECENT;
+    }
     const result = execute();
-    this.payloads[this.next] = payload;
-    this.results[this.next] = result;
-    this.next = (this.next + 1) % SHARED_RECENT;
+    this.payloads[i] = payload;
+    this.stamps[i] = stamp;
+    this.results[i] = result;
     return result;
   }
 }
@@ -47,15 +57,40 @@ class Group {
  * identity. A group remembers only its last few events: memory grows with the subscriptions, not with the
  * fleet, and a subscriber that lags further behind executes its events itself, as before.
  *
- * Results may be shared because nothing in them depends on the subscriber beyond what the key holds; the
- * envelop hooks after this one (error masking, domain error codes) build new results, never change these.
+ * Results may be shared because nothing in them depends on the subscriber beyond what the key holds, and
+ * the store they read: a result is shared only while `version()` (`RocketService.readVersion`) stays the
+ * same, so a subscriber that lags behind a commit executes the event itself and reads, say, a `buffer`
+ * as it is when the update is sent. Where there is no version (reads that other instances change), a result
+ * is shared within the turn of the event loop it was made in: the subscribers that take an event as it is
+ * published. The envelop hooks after this one (error masking, domain error codes) build new results, never
+ * change these.
  */
 export class SharedSubscriptions {
   private readonly groups = new Map<string, Group>();
   private readonly documentIds = new WeakMap<DocumentNode, number>();
   private documents = 0;
+  /** Turns of the event loop counted so far, while some result is stamped with one (`turn`). */
+  private turns = 0;
+  private turning = false;
 
-  constructor(private readonly execute: Execute = executeGraphQL) {}
+  constructor(
+    private readonly execute: Execute = executeGraphQL,
+    private readonly version: () => number | undefined = () => undefined,
+  ) {}
+
+  /** What a result is stamped with: the store's version, or, without one, the turn of the event loop. */
+  private stamp(): number {
+    const version = this.version();
+    if (version !== undefined) return version;
+    if (!this.turning) {
+      this.turning = true;
+      setImmediate(() => {
+        this.turns++;
+        this.turning = false;
+      });
+    }
+    return -1 - this.turns;
+  }
 
   /** Open groups (questions with a live subscription), for tests. */
   get size(): number {
@@ -94,7 +129,7 @@ export class SharedSubscriptions {
     };
     return mapAsyncIterator(
       source,
-      (payload) => group.resultOf(payload, () => this.execute({ ...args, rootValue: payload })),
+      (payload) => group.resultOf(payload, this.stamp(), () => this.execute({ ...args, rootValue: payload })),
       (error: unknown) => {
         leave();
         throw locatedError(error, operation ? [operation] : undefined);

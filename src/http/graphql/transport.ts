@@ -387,7 +387,7 @@ function carries(params: Readonly<Record<string, unknown>> | undefined, secret: 
  */
 export function createGraphQLTransport(service: RocketService, config: Config, log: Logger): GraphQLTransport {
   const ingestToken = config.ingestToken;
-  const shared = new SharedSubscriptions();
+  const shared = new SharedSubscriptions(undefined, () => service.readVersion());
   const yoga = createYoga<Record<string, unknown>, GraphQLContext>({
     schema,
     context: { service, canWrite: true },
