@@ -265,7 +265,11 @@ const paths = {
       ),
       query('order', { enum: ['asc', 'desc'], default: 'asc' }, 'The direction'),
       query('status', { enum: [...ROCKET_STATUSES] }, 'Only rockets in this status'),
-      limit,
+      query(
+        'limit',
+        { type: 'integer', minimum: 1, maximum: MAX_PAGE },
+        `At most this many (at most ${MAX_PAGE}); every rocket, unpaged, when left out`,
+      ),
       query('after', { type: 'string' }, 'The cursor of a page (X-Next-Cursor), for the same sort'),
     ],
     json({ type: 'array', items: ref('Rocket') }, 'A page of rockets', NEXT_PAGE),
