@@ -160,6 +160,9 @@ export async function buildApp(
     // The methods of the route asked for, besides OPTIONS; undefined for no route, which is a 404 below
     // whatever the method and origin.
     const methods = routeMethodsOf(url.pathname);
+    // Whether an answer carries a CORS allowance depends on the Origin sent: caches are told so, also in the
+    // answer to a request that sent none (the CORS headers below set the same).
+    res.setHeader('vary', 'origin');
     if (methods !== undefined && req.method === 'OPTIONS') {
       // A CORS preflight, or a plain question of what a route allows: its own methods.
       sendPreflight(res, corsHeaders(req, config.allowedOrigins), methods);
