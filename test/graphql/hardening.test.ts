@@ -2,7 +2,7 @@ import { connect } from 'node:net';
 import { print } from 'graphql';
 import { auditServer, type AuditResult } from 'graphql-http';
 import { RocketUpdatedDocument, SubmitStatusDocument } from '../generated/graphql';
-import { send } from '../support/process';
+import { CODINGS, send } from '../support/process';
 import { envelope } from '../support/telemetry';
 import { ARMOR_LIMITS } from '../../src/http/graphql/transport';
 import type { Config } from '../../src/config';
@@ -366,6 +366,28 @@ describe('GraphQL hardening', () => {
       expect(r.headers['content-type']).toMatch(/^text\/html/);
       expect(String(r.body)).toContain('<title>Rockets</title>');
       expect(String(r.body)).toContain('"subscriptionsProtocol":"WS"');
+      // Nine megabytes: sent compressed to a browser, and not again to one that holds it.
+      const etag = r.headers.etag as string;
+      expect(etag).toMatch(/^"/);
+      for (const [coding, header, decompress] of CODINGS) {
+        const zipped = await send(`${server.http}/graphql`, 'GET', undefined, {
+          accept: 'text/html',
+          'accept-encoding': header,
+        });
+        expect([zipped.headers['content-encoding'], zipped.headers.etag]).toEqual([
+          coding,
+          `${etag.slice(0, -1)}-${coding}"`,
+        ]);
+        expect(Number(zipped.headers['content-length'])).toBeLessThan(r.raw.length / 3);
+        expect(decompress(zipped.raw)).toEqual(r.raw);
+      }
+      const held = await send(`${server.http}/graphql`, 'GET', undefined, {
+        accept: 'text/html',
+        'if-none-match': etag,
+      });
+      expect(held.status).toBe(304);
+      const head = await send(`${server.http}/graphql`, 'HEAD', undefined, { accept: 'text/html' });
+      expect([head.status, head.headers['content-length'], head.raw.length]).toEqual([200, String(r.raw.length), 0]);
     });
 
     it('serves no GraphiQL when it is off', async () => {
