@@ -994,6 +994,9 @@ describe('SqliteStore on its file', () => {
     symlinkSync(join(tmp.dir, 'nowhere', 'gone.db'), dangling);
     expect(() => new SqliteStore(dangling)).toThrow(/ENOENT.*nowhere/);
     expect(() => new SqliteStore(tmp.dir)).toThrow(`${tmp.dir} is a directory, not a database file`);
+    expect(() => new SqliteStore(join(tmp.file, 'inside.db'))).toThrow(
+      `cannot make the directory of the SQLite store at ${join(tmp.file, 'inside.db')}: a part of its path is a file, not a directory`,
+    );
     const loop = join(tmp.dir, 'loop.db');
     symlinkSync(loop, loop);
     expect(() => new SqliteStore(loop)).toThrow(/ELOOP/);

@@ -269,7 +269,15 @@ export class SqliteStore implements EventStore {
     this.cacheSize = options.channelCacheSize ?? CHANNEL_CACHE_SIZE;
     this.tuning = options.projection ?? PROJECTION;
     const onDisk = file !== ':memory:';
-    if (onDisk) mkdirSync(dirname(file), { recursive: true });
+    if (onDisk) {
+      try {
+        mkdirSync(dirname(file), { recursive: true });
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a part of its path is a file, not a directory' : code;
+        throw new Error(`cannot make the directory of the SQLite store at ${file}: ${why}`, { cause: e });
+      }
+    }
     const path = onDisk ? realDatabaseFile(file) : file;
     this.location = path;
     this.writer = onDisk ? lockWriter(path) : undefined;
