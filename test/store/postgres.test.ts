@@ -296,6 +296,9 @@ describePg('PostgresStore with several instances', () => {
     const all = await a.readEvents({ limit: ALL });
     expect(all).toHaveLength(1_230);
     expect(onB.events).toEqual(all);
+    // The commit larger than a page reaches B's listeners in one call, as it reached A's.
+    expect(positions(onB.calls[0] ?? [])).toEqual(positions(all.slice(0, 1_200)));
+    expect(onB.calls.slice(1).flat()).toEqual(all.slice(1_200));
     expect(await b.getRocket('big')).toMatchObject({ speed: 500 + 1_199, lastMessageNumber: 1_200 });
     onB.off();
   });

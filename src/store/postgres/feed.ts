@@ -133,8 +133,17 @@ export class AppendFeed {
         const target = this.announced;
         const ticket = this.tickets;
         let rows: FeedRow[];
+        let full: boolean;
         try {
           rows = await this.read(this.last, PAGE);
+          full = rows.length === PAGE;
+          // A full page that holds one commit only may end inside it: read on to that commit's end, so that
+          // its listeners have it in one call (a commit is bounded: the batch and buffer caps).
+          while (full && rows[0]?.txid === rows[rows.length - 1]?.txid) {
+            const more = await this.read(Number(rows[rows.length - 1]?.position), PAGE);
+            rows = rows.concat(more);
+            full = more.length === PAGE;
+          }
         } catch {
           this.failed();
           return;
@@ -142,7 +151,6 @@ export class AppendFeed {
         // close() may have run during the read (a getter, so the check is not narrowed away).
         if (this.isClosed) return;
         this.retryDelay = this.delays.min;
-        const full = rows.length === PAGE;
         const groups = this.group(rows);
         // A full page may end inside a commit: leave its last group for the next read, unless it is all.
         if (full && groups.length > 1) groups.pop();
