@@ -1,4 +1,5 @@
-import { closeSync, fdatasync, fstatSync, openSync, statSync } from 'node:fs';
+import { closeSync, fdatasync, fstatSync, fsyncSync, openSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 const STAT_EVERY_MS = 250;
 
@@ -112,8 +113,20 @@ export class WalSync {
     return this.fd as number;
   }
 
+  /**
+   * Opens the WAL file and syncs its directory once: an `fdatasync` of a file does not make its name durable,
+   * and the WAL (like the database file beside it, which SQLite made in the same directory) may just have been
+   * created. `synchronous = FULL` would sync the directory on the WAL's first sync; on ext4 or XFS the journal
+   * commit of the file's sync covers the names anyway, but not on every file system.
+   */
   private open(): void {
     this.fd = openSync(this.walFile, 'r+');
     this.ino = fstatSync(this.fd).ino;
+    const directory = openSync(dirname(this.walFile), 'r');
+    try {
+      fsyncSync(directory);
+    } finally {
+      closeSync(directory);
+    }
   }
 }
