@@ -13,7 +13,6 @@ import {
   READ_METHODS,
   answerWithoutUpgrade,
   asksForWebSocket,
-  continueOnRead,
   corsHeaders,
   refuseUpgrade,
   sendError,
@@ -208,12 +207,16 @@ export async function buildApp(
     },
     answer,
   );
-  // A client that sent `Expect: 100-continue` waits to be told to send its body. Node would tell it at once;
-  // here it is told when the body is first read, so a request refused from its headers alone (a route or
-  // method not served, a body declared too large, a write from an origin not allowed, a full buffer) gets
-  // its refusal without having sent the body, and Node closes the connection it was never read from.
+  // A client that sent `Expect: 100-continue` waits to be told to send its body, and Node tells it at once. A
+  // request pipelined behind another has no connection of its own yet: Node would keep its 100 in the answer's
+  // buffer, and if the final answer is made first (from a body sent without waiting), send it after that
+  // answer's head, inside its body. It is told once its answer has the connection, unless that answer is made.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-    continueOnRead(req, res);
+    if (res.socket) res.writeContinue();
+    else
+      res.once('socket', () => {
+        if (!res.headersSent) res.writeContinue();
+      });
     answer(req, res);
   });
   // A connection that has moved no byte for SOCKET_TIMEOUT_MS (or, idle between requests, for the keep-alive

@@ -43,31 +43,6 @@ export class UnsupportedEncodingError extends BodyRefusedError {
  */
 export const DISCARD_BYTES = 4 * 1024 * 1024;
 
-/** Requests that sent `Expect: 100-continue` and have not yet been told to send their body. */
-const awaitingContinue = new WeakMap<IncomingMessage, ServerResponse>();
-
-/**
- * Tells a client that sent `Expect: 100-continue` to send its body when the body is first read (a stream
- * reads from its source only when consumed), unless an answer has begun by then: Node reads what is left
- * of a request once its answer ends, to reuse the connection, and a `100` then would come after the answer.
- */
-export function continueOnRead(req: IncomingMessage, res: ServerResponse): void {
-  awaitingContinue.set(req, res);
-  const read = req._read.bind(req);
-  req._read = (size: number): void => {
-    if (awaitingContinue.delete(req) && !res.headersSent) res.writeContinue();
-    read(size);
-  };
-}
-
-/**
- * Lets a request refused unread send its body into nothing, so that its connection can serve the next
- * request; except one that waits for `100 Continue`, which has sent none and will not be asked to.
- */
-export function discardBody(req: IncomingMessage): void {
-  if (!awaitingContinue.has(req)) req.resume();
-}
-
 /**
  * Reads the whole body, refusing more than `limit` bytes (checked against Content-Length first, then
  * while streaming) and a compressed one. Rejects with BodyTooLargeError once a refused body has ended (or
@@ -79,9 +54,6 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const encoded = encoding !== '' && encoding.toLowerCase() !== 'identity';
   const declared = Number(req.headers['content-length']);
   const discardUpTo = limit + DISCARD_BYTES;
-  // A client waiting for `100 Continue` has sent no byte of it: refused at once, it sends none (and Node
-  // closes the connection after the answer, since it was never told to go on).
-  if (declared > limit && awaitingContinue.has(req)) return Promise.reject(new BodyTooLargeError(limit));
   if (declared > discardUpTo) {
     req.resume();
     return Promise.reject(new BodyTooLargeError(limit));

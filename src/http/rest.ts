@@ -13,7 +13,6 @@ import {
   etagMatches,
   etagOf,
   mayWrite,
-  discardBody,
   readBody,
   sendError,
   sendJson,
@@ -345,7 +344,7 @@ export function createRestRoutes(
   };
   async function postMessage(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (!mayWrite(req.headers.authorization, ingestToken)) {
-      discardBody(req);
+      req.resume();
       throw new UnauthenticatedError('POST /messages needs Authorization: Bearer <INGEST_TOKEN>');
     }
     // A body refused unread (413, 415) is no message refused by its content: it is not counted.
@@ -375,7 +374,7 @@ export function createRestRoutes(
     // Most requests (every POST /messages) carry no query: nothing to look up.
     const refusal = q.size === 0 ? undefined : unknownParameter(q, path);
     if (refusal !== undefined) {
-      discardBody(req);
+      req.resume();
       throw refusal;
     }
 

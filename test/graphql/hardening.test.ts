@@ -390,6 +390,36 @@ describe('GraphQL hardening', () => {
       expect([head.status, head.headers['content-length'], head.raw.length]).toEqual([200, String(r.raw.length), 0]);
     });
 
+    it('sends no 100 Continue inside an answer pipelined behind another that is still being sent', async () => {
+      await start({ graphiql: true });
+      const body = JSON.stringify({ query: '{ rockets { nodes { channel } } }' });
+      const expecting =
+        'POST /graphql HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: application/json\r\n' +
+        `Accept: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+      const answers: { writableEnded: boolean }[] = [];
+      server.app.server.on('checkContinue', (_req, res: { writableEnded: boolean }) => answers.push(res));
+      // GraphiQL's nine megabytes, unread, hold the connection while the request behind it, its body sent
+      // without waiting for the 100, is answered.
+      const socket = connect(Number(new URL(server.http).port), '127.0.0.1');
+      socket.pause();
+      socket.write(`GET /graphql HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n${expecting}`);
+      await until(() => answers[0]?.writableEnded === true);
+      const chunks: Buffer[] = [];
+      const ended = new Promise<void>((resolve) => {
+        socket.on('data', (c: Buffer) => {
+          chunks.push(c);
+          if (c.toString('latin1').endsWith('{"data":{"rockets":{"nodes":[]}}}')) resolve();
+        });
+      });
+      socket.resume();
+      await ended;
+      socket.destroy();
+      const wire = Buffer.concat(chunks).toString('latin1');
+      const second = wire.slice(wire.lastIndexOf('</html>'));
+      expect(second).toMatch(/^<\/html>\s*HTTP\/1\.1 200 OK\r\n/);
+      expect(second).not.toContain('100 Continue');
+    });
+
     it('serves no GraphiQL when it is off', async () => {
       await start({ graphiql: false });
       const r = await send(`${server.http}/graphql`, 'GET', undefined, { accept: 'text/html' });

@@ -274,47 +274,6 @@ describe('REST API', () => {
       expect((await answer).text).toMatch(/^HTTP\/1\.1 413 /);
     });
 
-    it('asks for a body sent with Expect: 100-continue only when it reads it, and refuses from the headers unasked', async () => {
-      /** Sends the headers of a request that expects 100-continue; `wait` resolves once the text seen matches. */
-      const expecting = (head: string) => {
-        const socket = connect(Number(new URL(base).port), '127.0.0.1');
-        let text = '';
-        const waiters: { pattern: RegExp; resolve: () => void }[] = [];
-        socket.on('data', (c: Buffer) => {
-          text += c.toString('latin1');
-          for (const w of waiters.filter((w) => w.pattern.test(text))) w.resolve();
-        });
-        const closed = new Promise<string>((resolve) => socket.on('close', () => resolve(text)));
-        socket.write(`${head}Host: x\r\nExpect: 100-continue\r\n\r\n`);
-        const wait = (pattern: RegExp) =>
-          new Promise<string>((resolve) => {
-            const w = { pattern, resolve: () => resolve(text) };
-            waiters.push(w);
-            if (pattern.test(text)) w.resolve();
-          });
-        return { socket, wait, closed };
-      };
-      const body = Buffer.from(JSON.stringify(launch('a')));
-      const ok = expecting(`POST /messages HTTP/1.1\r\nContent-Length: ${body.length}\r\n`);
-      expect(await ok.wait(/\r\n\r\n/)).toBe('HTTP/1.1 100 Continue\r\n\r\n');
-      ok.socket.write(body);
-      expect(await ok.wait(/"messageNumber":1}$/)).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 202 /);
-      ok.socket.destroy();
-
-      // Refused before the body is read: the refusal is the only answer, and the connection closes under it.
-      const tooLarge = expecting('POST /messages HTTP/1.1\r\nContent-Length: 70000\r\n');
-      expect(await tooLarge.closed).toMatch(/^HTTP\/1\.1 413 [^]*"code":"PAYLOAD_TOO_LARGE"/);
-      const noRoute = expecting('POST /nowhere HTTP/1.1\r\nContent-Length: 10\r\n');
-      expect(await noRoute.closed).toMatch(/^HTTP\/1\.1 404 /);
-      const tooLargeQuery = expecting(
-        'POST /graphql HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 70000\r\n',
-      );
-      expect(await tooLargeQuery.closed).toMatch(/^HTTP\/1\.1 413 /);
-      const notAllowed = expecting('PUT /graphql HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 10\r\n');
-      expect(await notAllowed.closed).toMatch(/^HTTP\/1\.1 405 /);
-      expect(await counts()).toEqual({ rockets: 1, events: 1, buffered: 0 });
-    });
-
     it('answers pipelined requests in order, errors included', async () => {
       const socket = connect(Number(new URL(base).port), '127.0.0.1');
       let text = '';

@@ -39,7 +39,6 @@ import {
   etagOf,
   mayWrite,
   originAllowed,
-  discardBody,
   readBody,
   refuseUpgrade,
   sameSecret,
@@ -573,7 +572,7 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
       return;
     }
     if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') {
-      discardBody(req);
+      req.resume();
       const [text, init] = methodNotAllowed(
         req.headers.accept,
         `${GRAPHQL_METHODS}, OPTIONS`,
