@@ -117,14 +117,24 @@ export class WalSync {
    * Opens the WAL file and syncs its directory once: an `fdatasync` of a file does not make its name durable,
    * and the WAL (like the database file beside it, which SQLite made in the same directory) may just have been
    * created. `synchronous = FULL` would sync the directory on the WAL's first sync; on ext4 or XFS the journal
-   * commit of the file's sync covers the names anyway, but not on every file system.
+   * commit of the file's sync covers the names anyway, but not on every file system. As PostgreSQL's
+   * `fsync_fname` does, a directory it may not open (write and search rights are all SQLite needs) or a
+   * file system that cannot sync one is skipped; a failed sync is not.
    */
   private open(): void {
     this.fd = openSync(this.walFile, 'r+');
     this.ino = fstatSync(this.fd).ino;
-    const directory = openSync(dirname(this.walFile), 'r');
+    let directory: number;
+    try {
+      directory = openSync(dirname(this.walFile), 'r');
+    } catch {
+      return;
+    }
     try {
       fsyncSync(directory);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EINVAL' && code !== 'EBADF' && code !== 'EISDIR') throw e;
     } finally {
       closeSync(directory);
     }
