@@ -249,7 +249,7 @@ const paths = {
         415: refusal('A compressed body (Content-Encoding)'),
         429: refusal('The channel’s reorder buffer is full (CHANNEL_BUFFER_FULL): nothing stored, retry', RETRY_AFTER),
         503: refusal(
-          'The whole reorder buffer is full (BUFFER_FULL), or the store failed: nothing stored, retry',
+          'The whole reorder buffer is full (BUFFER_FULL: nothing stored), or the store failed (nothing acknowledged; a message stored after all is answered duplicate): retry',
           RETRY_AFTER,
         ),
       },
