@@ -38,7 +38,8 @@ import {
 } from './harness';
 import { PROJECTION } from '../src/store/sqlite/store';
 import { formatSummary, summarise } from './profile';
-import { channelName, Model, sentUpTo, type IngestReport } from './telemetry';
+import { judge, LogScan, type EventJson, type Health, type RocketJson, type Verdict } from './oracle';
+import type { IngestReport } from './telemetry';
 
 const SECTION_NAMES = ['rest', 'graphql', 'batch', 'subs', 'big', 'postgres'] as const;
 const USAGE = `usage: npm run bench [-- --quick] [-- --profile] [-- --only=${SECTION_NAMES.join(',')}]
@@ -285,31 +286,6 @@ async function alternate(drives: readonly Drive[], rate: (r: LoadResult) => numb
 // ---------------------------------------------------------------------------------------------------------
 // The oracle: every acknowledged message applied once and in order, every rocket as the model says
 
-interface Health {
-  readonly lanes: { readonly depths: readonly number[] };
-  readonly rockets: number;
-  readonly events: number;
-  readonly buffered: number;
-  readonly subscribers: number;
-}
-interface RocketJson {
-  readonly channel: string;
-  readonly type: string | null;
-  readonly mission: string | null;
-  readonly speed: number;
-  readonly status: string;
-  readonly explodedReason: string | null;
-  readonly lastMessageNumber: number;
-  readonly buffer: { readonly waitingFor: number; readonly count: number };
-}
-interface EventJson {
-  readonly position: number;
-  readonly channel: string;
-  readonly messageNumber: number;
-}
-
-const model = new Model();
-
 /** Waits (bounded) until no lane holds work and the event count stopped moving. */
 async function idle(url: string): Promise<Health> {
   let previous = -1;
@@ -322,80 +298,25 @@ async function idle(url: string): Promise<Health> {
   throw new Error('the server did not become idle within 60 s');
 }
 
-async function verify(url: string, runs: readonly IngestReport[], scanEvents: boolean): Promise<string> {
+/** The server's state once idle (with `scanEvents`, its whole event log), judged against `runs`. */
+async function verify(url: string, runs: readonly IngestReport[], scanEvents: boolean): Promise<Verdict> {
   const health = await idle(url);
-  const rockets = new Map((await fetchJson<RocketJson[]>(`${url}/rockets`)).map((r) => [r.channel, r]));
-  const problems: string[] = [];
-  let more = 0;
-  const problem = (p: string): void => {
-    if (problems.length < 5) problems.push(p);
-    else more++;
-  };
-  const perChannel = new Map<string, number>();
+  const rockets = await fetchJson<RocketJson[]>(`${url}/rockets`);
+  let log: LogScan | undefined;
   if (scanEvents) {
-    let after = 0;
-    let total = 0;
+    log = new LogScan();
     for (;;) {
-      const page = await fetchJson<EventJson[]>(`${url}/events?after=${after}&limit=10000`);
-      for (const e of page) {
-        if (e.position <= after) problem(`position ${e.position} after ${after}`);
-        after = e.position;
-        const prev = perChannel.get(e.channel) ?? 0;
-        if (e.messageNumber !== prev + 1) problem(`${e.channel}: #${e.messageNumber} logged after #${prev}`);
-        perChannel.set(e.channel, e.messageNumber);
-        total++;
-      }
+      const page = await fetchJson<EventJson[]>(`${url}/events?after=${log.position}&limit=10000`);
+      log.add(page);
       if (page.length < 10_000) break;
     }
-    if (total !== health.events) problem(`GET /events lists ${total} events, /health says ${health.events}`);
   }
-  let acks = 0;
-  let events = 0;
-  let buffered = 0;
-  const failures: string[] = [];
-  for (const r of runs) {
-    acks += (r.counts.applied ?? 0) + (r.counts.buffered ?? 0) + (r.counts.duplicate ?? 0);
-    if ((r.counts.duplicate ?? 0) > 0) problem(`${r.counts.duplicate} unique messages acknowledged as duplicates`);
-    for (const [k, n] of Object.entries(r.counts))
-      if (k.startsWith('http') || k.startsWith('error:')) failures.push(`${fmt(n)} × ${k}`);
-    for (let i = 0; i < r.channels; i++) {
-      const sent = sentUpTo(r.sent, r.channels, i);
-      if (sent === 0) continue;
-      const channel = channelName(r.prefix, i);
-      const rocket = rockets.get(channel);
-      const last = rocket?.lastMessageNumber ?? 0;
-      const acked = r.acked[channel] ?? 0;
-      if (last > sent) problem(`${channel}: #${last} applied, only ${sent} sent`);
-      const held = rocket !== undefined && rocket.buffer.count > 0 && rocket.buffer.waitingFor < acked;
-      if (acked > last && !held) problem(`${channel}: #${acked} acknowledged, lost (last applied #${last})`);
-      if (rocket) {
-        const want = model.at(last);
-        if (
-          rocket.type !== want.type ||
-          rocket.mission !== want.mission ||
-          rocket.speed !== want.speed ||
-          rocket.status !== want.status ||
-          rocket.explodedReason !== want.explodedReason
-        )
-          problem(`${channel}: state ${JSON.stringify(rocket)} differs from the model ${JSON.stringify(want)}`);
-      }
-      if (scanEvents && (perChannel.get(channel) ?? 0) !== last)
-        problem(`${channel}: ${perChannel.get(channel) ?? 0} events logged, lastMessageNumber ${last}`);
-      events += last;
-      buffered += rocket?.buffer.count ?? 0;
-    }
-  }
-  if (events !== health.events) problem(`the rockets account for ${events} events, /health says ${health.events}`);
-  if (buffered !== health.buffered) problem(`the rockets buffer ${buffered}, /health says ${health.buffered}`);
-  const refused = failures.length > 0 ? ` Refused (not acknowledged, may be retried): ${failures.join(', ')}.` : '';
-  if (problems.length > 0) return `**FAILED**: ${problems.join('; ')}${more > 0 ? ` (+${more} more)` : ''}.${refused}`;
-  const how = scanEvents ? 'the log holds each channel 1..n once, in order' : 'every rocket at its last number';
-  return `ok: ${fmt(acks)} acknowledged, all applied; ${fmt(health.events)} events, ${how}; every rocket equals the model.${refused}`;
+  return judge(health, rockets, runs, log);
 }
 
 async function check(run: string, url: string, reports: readonly IngestReport[], scanEvents = true): Promise<void> {
   const acks = reports.reduce((n, r) => n + (r.counts.applied ?? 0) + (r.counts.buffered ?? 0), 0);
-  checks.push({ run, acknowledged: fmt(acks), check: await verify(url, reports, scanEvents) });
+  checks.push({ run, acknowledged: fmt(acks), check: (await verify(url, reports, scanEvents)).text });
 }
 
 async function graphqlAvailable(url: string): Promise<boolean> {
@@ -740,7 +661,7 @@ async function bigStore(): Promise<void> {
       [{ prefix: 'big', channels: ROCKETS, sent: total, acked: {}, counts: seeded.counts }],
       false,
     );
-    checks.push({ run: `Seeding ${ingestLabel}`, acknowledged: fmt(seeded.sent), check: rocketsOk });
+    checks.push({ run: `Seeding ${ingestLabel}`, acknowledged: fmt(seeded.sent), check: rocketsOk.text });
     if (health.rockets !== ROCKETS || health.events !== total)
       throw new Error(`seeded ${health.rockets} rockets and ${health.events} events, wanted ${ROCKETS} and ${total}`);
 
