@@ -62,6 +62,8 @@ export interface SeedResult {
   readonly sent: number;
   readonly ms: number;
   readonly counts: Readonly<Record<string, number>>;
+  readonly acked: Readonly<Record<string, number>>;
+  readonly unacked: Readonly<Record<string, readonly number[]>>;
 }
 
 const agent = new Agent({ keepAlive: true, maxSockets: 64 });
@@ -185,10 +187,14 @@ interface Ack {
   readonly code?: string;
 }
 
-/** Counts outcomes and keeps the highest acknowledged number per channel, as bench/wrk.lua does. */
+/**
+ * Counts outcomes, and per channel the highest number acknowledged and the numbers below it that were
+ * not (`unacked()`), as bench/wrk.lua does.
+ */
 class Tally {
   readonly counts: Record<string, number> = {};
   readonly acked: Record<string, number> = {};
+  private readonly seen = new Map<string, Set<number>>();
   ok = 0;
 
   count(name: string): void {
@@ -203,6 +209,20 @@ class Tally {
     this.ok++;
     this.count(a.status.toLowerCase());
     if ((this.acked[a.channel] ?? 0) < a.messageNumber) this.acked[a.channel] = a.messageNumber;
+    let seen = this.seen.get(a.channel);
+    if (seen === undefined) this.seen.set(a.channel, (seen = new Set()));
+    seen.add(a.messageNumber);
+  }
+
+  unacked(): Record<string, number[]> {
+    const holes: Record<string, number[]> = {};
+    for (const [channel, max] of Object.entries(this.acked)) {
+      const seen = this.seen.get(channel);
+      const missing: number[] = [];
+      for (let n = 1; n < max; n++) if (!seen?.has(n)) missing.push(n);
+      if (missing.length > 0) holes[channel] = missing;
+    }
+    return holes;
   }
 }
 
@@ -274,6 +294,7 @@ async function wsSubmit(cfg: WsSubmitConfig): Promise<LoadResult> {
     channels: cfg.channels,
     sent: k,
     acked: tally.acked,
+    unacked: tally.unacked(),
     counts: tally.counts,
     requests,
     durationUs,
@@ -480,7 +501,13 @@ async function seed(cfg: SeedConfig): Promise<SeedResult> {
     }
   };
   await Promise.all(Array.from({ length: cfg.concurrency }, worker));
-  return { sent: k, ms: performance.now() - started, counts: tally.counts };
+  return {
+    sent: k,
+    ms: performance.now() - started,
+    counts: tally.counts,
+    acked: tally.acked,
+    unacked: tally.unacked(),
+  };
 }
 
 interface HttpConfig {
@@ -548,6 +575,7 @@ async function http(cfg: HttpConfig): Promise<LoadResult> {
     channels: cfg.channels,
     sent: k,
     acked: tally.acked,
+    unacked: tally.unacked(),
     counts: tally.counts,
     requests: result.requests.total,
     durationUs: result.duration * 1e6,

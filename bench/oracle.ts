@@ -81,17 +81,35 @@ export class LogScan {
 
 const model = new Model();
 
+/** An open gap of the reorder buffer (`GET /gaps`): one for each channel with messages buffered. */
+export interface GapJson {
+  readonly channel: string;
+  readonly waitingFor: number;
+  readonly count: number;
+}
+
+/** What the server holds once idle: `GET /health`, `/rockets`, `/gaps`, and perhaps its whole log. */
+export interface Snapshot {
+  readonly health: Health;
+  readonly rockets: readonly RocketJson[];
+  readonly gaps: readonly GapJson[];
+  readonly log?: LogScan;
+}
+
 /**
- * Judges the server's state once idle (`health`, every rocket, and with `log` its whole event log)
- * against `runs`, every load run that server took.
+ * Judges what the server holds once idle against `runs`, every load run that server took.
+ *
+ * A load generator reports, per channel, the highest number acknowledged and the numbers below it that
+ * were not (refused, or unanswered when the run stopped). Each acknowledged message must be held: applied
+ * (up to the rocket's `lastMessageNumber`) or buffered. So when the highest acknowledged is past `last`,
+ * the number the rocket waits for, `last + 1`, must be one never acknowledged, and the buffer must hold
+ * at least as many messages as were acknowledged after it (GET /rockets gives the buffer's count, not its
+ * numbers).
  */
-export function judge(
-  health: Health,
-  rocketList: readonly RocketJson[],
-  runs: readonly IngestReport[],
-  log?: LogScan,
-): Verdict {
-  const rockets = new Map(rocketList.map((r) => [r.channel, r]));
+export function judge(server: Snapshot, runs: readonly IngestReport[]): Verdict {
+  const { health, log } = server;
+  const rockets = new Map(server.rockets.map((r) => [r.channel, r]));
+  const gaps = new Map(server.gaps.map((g) => [g.channel, g]));
   const problems = new Problems();
   const problem = (p: string): void => problems.add(p);
   if (log) {
@@ -102,6 +120,9 @@ export function judge(
   let acks = 0;
   let events = 0;
   let buffered = 0;
+  /** Channels whose last acknowledged message waits in the buffer, and how many acknowledged wait there. */
+  let waitingChannels = 0;
+  let waitingAcked = 0;
   const failures: string[] = [];
   for (const r of runs) {
     acks += (r.counts.applied ?? 0) + (r.counts.buffered ?? 0) + (r.counts.duplicate ?? 0);
@@ -113,11 +134,26 @@ export function judge(
       if (sent === 0) continue;
       const channel = channelName(r.prefix, i);
       const rocket = rockets.get(channel);
+      // A channel none of whose messages is applied has no rocket: its buffer is only in GET /gaps.
+      const buffer = rocket?.buffer ?? gaps.get(channel) ?? { waitingFor: 1, count: 0 };
       const last = rocket?.lastMessageNumber ?? 0;
       const acked = r.acked[channel] ?? 0;
       if (last > sent) problem(`${channel}: #${last} applied, only ${sent} sent`);
-      const held = rocket !== undefined && rocket.buffer.count > 0 && rocket.buffer.waitingFor < acked;
-      if (acked > last && !held) problem(`${channel}: #${acked} acknowledged, lost (last applied #${last})`);
+      if (acked > last) {
+        const unacked = new Set(r.unacked[channel] ?? []);
+        const next = last + 1;
+        let after = 0;
+        for (let n = next + 1; n <= acked; n++) if (!unacked.has(n)) after++;
+        const lost = (unacked.has(next) ? 0 : 1) + Math.max(0, after - buffer.count);
+        if (lost > 0)
+          problem(
+            `${channel}: #1..#${last} applied and ${buffer.count} buffered, but #${next} was ` +
+              `${unacked.has(next) ? 'never acknowledged' : 'acknowledged'} and ${after} after it up to ` +
+              `#${acked}: ${lost} acknowledged not held`,
+          );
+        waitingChannels++;
+        waitingAcked += after;
+      }
       if (rocket) {
         const want = model.at(last);
         if (
@@ -132,19 +168,28 @@ export function judge(
       if (log && (log.perChannel.get(channel) ?? 0) !== last)
         problem(`${channel}: ${log.perChannel.get(channel) ?? 0} events logged, lastMessageNumber ${last}`);
       events += last;
-      buffered += rocket?.buffer.count ?? 0;
+      buffered += buffer.count;
     }
   }
   if (events !== health.events) problem(`the rockets account for ${events} events, /health says ${health.events}`);
   if (buffered !== health.buffered) problem(`the rockets buffer ${buffered}, /health says ${health.buffered}`);
+  if (acks > health.events + health.buffered)
+    problem(
+      `${count(acks)} acknowledged, but the server holds ${count(health.events)} events and ${count(health.buffered)} buffered`,
+    );
   const refused = failures.length > 0 ? ` Refused (not acknowledged, may be retried): ${failures.join(', ')}.` : '';
   if (!problems.none) {
     const more = problems.more > 0 ? ` (+${problems.more} more)` : '';
     return { ok: false, text: `**FAILED**: ${problems.first.join('; ')}${more}.${refused}` };
   }
+  const applied =
+    waitingChannels === 0
+      ? 'all applied'
+      : `all applied or buffered: ${count(waitingAcked)} wait in the buffers of ${count(waitingChannels)} ` +
+        'rockets, behind numbers never acknowledged';
   const how = log ? 'the log holds each channel 1..n once, in order' : 'every rocket at its last number';
   return {
     ok: true,
-    text: `ok: ${count(acks)} acknowledged, all applied; ${count(health.events)} events, ${how}; every rocket equals the model.${refused}`,
+    text: `ok: ${count(acks)} acknowledged, ${applied}; ${count(health.events)} events, ${how}; every rocket equals the model.${refused}`,
   };
 }

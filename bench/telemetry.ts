@@ -159,14 +159,16 @@ export class Model {
 }
 
 /**
- * What a load generator reports for the oracle: how many messages it generated (`sent`), the highest
- * number acknowledged per channel, and the count of each outcome (`applied`, `buffered`, `duplicate`,
- * `http503`, `error:CONFLICT`, …).
+ * What a load generator reports for the oracle (bench/oracle.ts): how many messages it generated
+ * (`sent`), per channel the highest number acknowledged (`acked`) and the numbers below it never
+ * acknowledged (`unacked`: refused, or unanswered when the run stopped; channels with none left out),
+ * and the count of each outcome (`applied`, `buffered`, `duplicate`, `http503`, `error:CONFLICT`, …).
  */
 export interface IngestReport {
   readonly prefix: string;
   readonly channels: number;
   readonly sent: number;
   readonly acked: Readonly<Record<string, number>>;
+  readonly unacked: Readonly<Record<string, readonly number[]>>;
   readonly counts: Readonly<Record<string, number>>;
 }

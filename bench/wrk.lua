@@ -18,6 +18,10 @@ sent = 0
 index = 0
 counts = {}
 acked = {}
+-- Per channel, every number up to upTo[channel] was acknowledged; ahead["channel#n"] is true for a
+-- number n acknowledged past it (flat tables: wrk's thread:get cannot copy nested ones).
+upTo = {}
+ahead = {}
 
 local function payload(n)
   if n == 1 then
@@ -70,6 +74,17 @@ local function ack(status, channel, n)
   count(status:lower())
   local prev = acked[channel]
   if prev == nil or n > prev then acked[channel] = n end
+  local low = upTo[channel] or 0
+  if n ~= low + 1 then
+    ahead[channel .. "#" .. n] = true
+    return
+  end
+  low = n
+  while ahead[channel .. "#" .. (low + 1)] do
+    ahead[channel .. "#" .. (low + 1)] = nil
+    low = low + 1
+  end
+  upTo[channel] = low
 end
 
 if mode == "static" then
@@ -151,22 +166,40 @@ local function object(t)
   return "{" .. table.concat(parts, ",") .. "}"
 end
 
+-- Per channel, the numbers below its highest acknowledged that no thread saw acknowledged, as JSON.
+local function unacked(ackedAll, seenAll)
+  local parts = {}
+  for channel, max in pairs(ackedAll) do
+    local holes = {}
+    for n = 1, max - 1 do
+      if not seenAll[channel .. "#" .. n] then holes[#holes + 1] = string.format("%d", n) end
+    end
+    if #holes > 0 then parts[#parts + 1] = '"' .. channel .. '":[' .. table.concat(holes, ",") .. "]" end
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
 function done(summary, latency, requests)
   if out == nil then return end
-  local total, merged, ackedAll = 0, {}, {}
+  local total, merged, ackedAll, seenAll = 0, {}, {}, {}
   for _, t in ipairs(threads) do
     total = total + t:get("sent")
     for k, v in pairs(t:get("counts")) do merged[k] = (merged[k] or 0) + v end
     for k, v in pairs(t:get("acked")) do
       if ackedAll[k] == nil or v > ackedAll[k] then ackedAll[k] = v end
     end
+    for k, low in pairs(t:get("upTo")) do
+      for n = 1, low do seenAll[k .. "#" .. n] = true end
+    end
+    for k in pairs(t:get("ahead")) do seenAll[k] = true end
   end
   local e = summary.errors
   local f = assert(io.open(out, "w"))
   f:write(string.format(
     '{"requests":%d,"durationUs":%d,"bytes":%d,"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},'
-      .. '"latencyUs":{"p50":%d,"p99":%d,"mean":%.1f,"max":%d},"sent":%d,"counts":%s,"acked":%s}',
+      .. '"latencyUs":{"p50":%d,"p99":%d,"mean":%.1f,"max":%d},"sent":%d,"counts":%s,"acked":%s,"unacked":%s}',
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.mean, latency.max, total, object(merged), object(ackedAll)))
+    latency:percentile(50), latency:percentile(99), latency.mean, latency.max, total, object(merged), object(ackedAll),
+    unacked(ackedAll, seenAll)))
   f:close()
 end
