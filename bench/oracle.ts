@@ -20,6 +20,8 @@ export interface RocketJson {
   readonly speed: number;
   readonly status: string;
   readonly explodedReason: string | null;
+  readonly launchedAt: string | null;
+  readonly updatedAt: string;
   readonly lastMessageNumber: number;
   readonly buffer: { readonly waitingFor: number; readonly count: number };
 }
@@ -161,7 +163,9 @@ export function judge(server: Snapshot, runs: readonly IngestReport[]): Verdict 
           rocket.mission !== want.mission ||
           rocket.speed !== want.speed ||
           rocket.status !== want.status ||
-          rocket.explodedReason !== want.explodedReason
+          rocket.explodedReason !== want.explodedReason ||
+          rocket.launchedAt !== want.launchedAt ||
+          rocket.updatedAt !== want.updatedAt
         )
           problem(`${channel}: state ${JSON.stringify(rocket)} differs from the model ${JSON.stringify(want)}`);
       }

@@ -114,8 +114,15 @@ export interface ModelRocket {
   readonly speed: number;
   readonly status: 'flying' | 'exploded';
   readonly explodedReason: string | null;
+  /** Message times in UTC, as the README's rockets show them (ISO 8601, milliseconds, `Z`). */
+  readonly launchedAt: string | null;
+  /** Null only before any message (the oracle never compares a rocket at 0). */
+  readonly updatedAt: string | null;
   readonly lastMessageNumber: number;
 }
+
+/** The time of message `n` as a rocket shows it: the same instant, in UTC with milliseconds. */
+const utcOf = (n: number): string => new Date(Date.parse(timeOf(n))).toISOString();
 
 /**
  * The state after messages 1..last, written from the README's rules rather than from src/domain, so the
@@ -134,17 +141,33 @@ export class Model {
   }
 
   private initial(): ModelRocket {
-    return { type: null, mission: null, speed: 0, status: 'flying', explodedReason: null, lastMessageNumber: 0 };
+    return {
+      type: null,
+      mission: null,
+      speed: 0,
+      status: 'flying',
+      explodedReason: null,
+      launchedAt: null,
+      updatedAt: null,
+      lastMessageNumber: 0,
+    };
   }
 
   private apply(s: ModelRocket, n: number): ModelRocket {
     const [type, p] = payloadOf(n);
-    const next = { ...s, lastMessageNumber: n };
+    // Every applied message is the rocket's latest, even one that changes nothing else.
+    const next = { ...s, updatedAt: utcOf(n), lastMessageNumber: n };
     if (s.status === 'exploded') return next;
     switch (type) {
       case 'RocketLaunched':
-        return s.type === null
-          ? { ...next, type: String(p.type), mission: String(p.mission), speed: Number(p.launchSpeed) }
+        return s.launchedAt === null
+          ? {
+              ...next,
+              type: String(p.type),
+              mission: String(p.mission),
+              speed: Number(p.launchSpeed),
+              launchedAt: utcOf(n),
+            }
           : next;
       case 'RocketSpeedIncreased':
         return { ...next, speed: Math.min(Number.MAX_SAFE_INTEGER, s.speed + Number(p.by)) };

@@ -3,13 +3,14 @@
  * the state of servers right and wrong: what each load generator reported, and what the server holds.
  */
 import { judge, LogScan, type GapJson, type RocketJson, type Snapshot } from '../../bench/oracle';
-import { Model, type IngestReport } from '../../bench/telemetry';
+import { Model, timeOf, type IngestReport } from '../../bench/telemetry';
 
 const model = new Model();
 
 /** A rocket of channel `channel` as the model has it after `last`, with `count` buffered behind it. */
 function rocket(channel: string, last: number, count = 0, changes: Partial<RocketJson> = {}): RocketJson {
-  return { channel, ...model.at(last), buffer: { waitingFor: last + 1, count }, ...changes };
+  const want = model.at(last);
+  return { channel, ...want, updatedAt: want.updatedAt ?? '', buffer: { waitingFor: last + 1, count }, ...changes };
 }
 
 /** A server holding `rockets` (and `gaps` of channels with no rocket), its health and log consistent. */
@@ -94,4 +95,16 @@ test('more acknowledgements than the server holds events and buffered messages: 
   const v = judge(server([rocket('m-0', 2)]), [run(2, [1, 2], { applied: 4 })]);
   expect(v.ok).toBe(false);
   expect(v.text).toMatch(/4 acknowledged, but the server holds 2 events and 0 buffered/);
+});
+
+test('the rocket’s times are those of its launch and of its last message, in UTC', () => {
+  // Message 3 is at 20:39:08.86337+01:00 (bench/telemetry.ts `timeOf`): the rocket says 19:39:08.863Z.
+  expect(timeOf(3)).toBe('2022-02-02T20:39:08.86337+01:00');
+  expect(model.at(3)).toMatchObject({ launchedAt: '2022-02-02T19:39:06.863Z', updatedAt: '2022-02-02T19:39:08.863Z' });
+  expect(judge(server([rocket('m-0', 3)]), [run(3, [1, 2, 3])]).ok).toBe(true);
+  for (const wrong of [{ updatedAt: '2022-02-02T19:39:07.863Z' }, { launchedAt: '2022-02-02T19:39:08.863Z' }]) {
+    const v = judge(server([rocket('m-0', 3, 0, wrong)]), [run(3, [1, 2, 3])]);
+    expect(v.ok).toBe(false);
+    expect(v.text).toMatch(/m-0: state .* differs from the model/);
+  }
 });
