@@ -214,6 +214,21 @@ class Tally {
     seen.add(a.messageNumber);
   }
 
+  /**
+   * A 2xx of `POST /messages`: an acknowledgement whatever its body, so one that does not say what it
+   * acknowledged is counted as `unparsed2xx` (the oracle fails on it), never as a refusal.
+   */
+  restAck(text: string): void {
+    let a: Ack | undefined;
+    try {
+      a = JSON.parse(text) as Ack;
+    } catch {
+      a = undefined;
+    }
+    if (a?.status === undefined || a.channel === undefined || a.messageNumber === undefined) this.count('unparsed2xx');
+    else this.ack(a);
+  }
+
   unacked(): Record<string, number[]> {
     const holes: Record<string, number[]> = {};
     for (const [channel, max] of Object.entries(this.acked)) {
@@ -495,7 +510,7 @@ async function seed(cfg: SeedConfig): Promise<SeedResult> {
         for (const [c, n] of messages) {
           const r = await post(`${cfg.url}/messages`, JSON.stringify(envelope(c, n)));
           if (r.status !== 202) throw new Error(`seed post failed: ${r.status} ${r.text.slice(0, 300)}`);
-          tally.ack(JSON.parse(r.text) as Ack);
+          tally.restAck(r.text);
         }
       }
     }
@@ -539,7 +554,7 @@ async function http(cfg: HttpConfig): Promise<LoadResult> {
   };
   const onResponse = (status: number, text: string): void => {
     if (status < 200 || status > 299) tally.count(`http${status}`);
-    else if (cfg.mode === 'rest') tally.ack(JSON.parse(text) as Ack);
+    else if (cfg.mode === 'rest') tally.restAck(text);
     else if (cfg.mode === 'graphql') {
       const a = JSON.parse(text) as GraphQLAnswer<{ submitMessage?: Ack }>;
       tally.ack(a.data?.submitMessage, errorCode(a));

@@ -129,6 +129,8 @@ export function judge(server: Snapshot, runs: readonly IngestReport[]): Verdict 
   for (const r of runs) {
     acks += (r.counts.applied ?? 0) + (r.counts.buffered ?? 0) + (r.counts.duplicate ?? 0);
     if ((r.counts.duplicate ?? 0) > 0) problem(`${r.counts.duplicate} unique messages acknowledged as duplicates`);
+    if ((r.counts.unparsed2xx ?? 0) > 0)
+      problem(`${r.counts.unparsed2xx} messages acknowledged (2xx) with a body that does not say which`);
     for (const [k, n] of Object.entries(r.counts))
       if (k.startsWith('http') || k.startsWith('error:')) failures.push(`${count(n)} × ${k}`);
     for (let i = 0; i < r.channels; i++) {

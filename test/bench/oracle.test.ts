@@ -108,3 +108,9 @@ test('the rocket’s times are those of its launch and of its last message, in U
     expect(v.text).toMatch(/m-0: state .* differs from the model/);
   }
 });
+
+test('a 2xx of POST /messages whose body says nothing is an acknowledgement, not a refusal: failed', () => {
+  const v = judge(server([rocket('m-0', 2)]), [run(3, [1, 2], { unparsed2xx: 1 })]);
+  expect(v.ok).toBe(false);
+  expect(v.text).toMatch(/1 messages acknowledged \(2xx\) with a body that does not say which/);
+});
