@@ -6,7 +6,8 @@
  * was applied once and in order, and prints one table: each row with our figure, the baseline's figure
  * from this same run, the ratio, the target and whether it is met. A full run (no --only, no --profile)
  * writes the table to bench/RESULTS.md. `--profile` instead runs our server under `--cpu-prof` during
- * the ingest loads and prints where the time went.
+ * the ingest loads and prints where the time went. Exits with 1 when a correctness check or a measure
+ * failed.
  */
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
@@ -138,6 +139,8 @@ interface CheckRow {
 }
 const rows: Row[] = [];
 const checks: CheckRow[] = [];
+/** Correctness checks and measures that failed: the bench then exits with 1. */
+let failures = 0;
 
 const fmt = (n: number, digits = 0): string =>
   Number.isFinite(n)
@@ -315,9 +318,35 @@ async function verify(url: string, runs: readonly IngestReport[], scanEvents: bo
   return judge({ health, rockets, gaps, log }, runs);
 }
 
-async function check(run: string, url: string, reports: readonly IngestReport[], scanEvents = true): Promise<void> {
+/**
+ * Checks the runs `reports` of the server at `url` and adds the verdict to the correctness table. When
+ * it fails, the bench exits with 1 and the rows from `from` on (those that measured these runs) read
+ * not met: a figure of a server that lost or misapplied messages meets no target.
+ */
+async function check(
+  run: string,
+  url: string,
+  reports: readonly IngestReport[],
+  from: number,
+  scanEvents = true,
+): Promise<boolean> {
   const acks = reports.reduce((n, r) => n + (r.counts.applied ?? 0) + (r.counts.buffered ?? 0), 0);
-  checks.push({ run, acknowledged: fmt(acks), check: (await verify(url, reports, scanEvents)).text });
+  const verdict = await verify(url, reports, scanEvents);
+  checks.push({ run, acknowledged: fmt(acks), check: verdict.text });
+  if (!verdict.ok) {
+    failures++;
+    condemn(from);
+  }
+  return verdict.ok;
+}
+
+/** The rows from `from` on measured runs whose correctness check failed. */
+function condemn(from: number): void {
+  for (let i = from; i < rows.length; i++) {
+    const row = rows[i] as Row;
+    const result = row.result === '' ? '**correctness check failed**' : '**not met** (correctness check failed)';
+    rows[i] = { ...row, result };
+  }
 }
 
 async function graphqlAvailable(url: string): Promise<boolean> {
@@ -385,6 +414,7 @@ async function restIngest(): Promise<void> {
       ];
       b0 = okRate(base.best);
       b0Cpu = cpuUse.get(base.best);
+      const from = rows.length;
       const measure = `REST \`POST /messages\`, durable SQLite (synchronous FULL), ${CONNECTIONS} connections`;
       ratioRow(measure, okRate(r.best), ` msg/s${p99(r.best)}`, 'B0', b0, 0.6, b0Held());
       const b5 = okRate(durable.best);
@@ -405,7 +435,7 @@ async function restIngest(): Promise<void> {
         target: '(information)',
         result: '',
       });
-      await check('REST ingest, SQLite', s.url, r.all);
+      await check('REST ingest, SQLite', s.url, r.all, from);
     },
   );
 }
@@ -448,8 +478,9 @@ async function graphqlIngest(): Promise<void> {
       }
       const r = await duel(httpDrive(b1, gql), steady(httpDrive(s, gql)), okRate);
       b1Http = okRate(r.base.best);
+      const from = rows.length;
       ratioRow(httpMeasure, okRate(r.ours.best), ` msg/s${p99(r.ours.best)}`, 'B1', b1Http, 0.5);
-      await check('GraphQL submitMessage over HTTP', s.url, r.ours.all);
+      await check('GraphQL submitMessage over HTTP', s.url, r.ours.all, from);
     });
     await withServer(ours(freshDb('graphql-ws')), async (s) => {
       if (!(await graphqlAvailable(s.url))) {
@@ -458,6 +489,7 @@ async function graphqlIngest(): Promise<void> {
       }
       const r = await duel(wsDrive(b1), steady(wsDrive(s)), okRate);
       const mine = okRate(r.ours.best);
+      const from = rows.length;
       ratioRow(wsMeasure, mine, ` msg/s${p99(r.ours.best)}`, 'B1 (HTTP)', b1Http, 0.5);
       const b1Ws = okRate(r.base.best);
       rows.push({
@@ -468,7 +500,7 @@ async function graphqlIngest(): Promise<void> {
         target: '(information)',
         result: '',
       });
-      await check('GraphQL submitMessage over graphql-ws', s.url, r.ours.all);
+      await check('GraphQL submitMessage over graphql-ws', s.url, r.ours.all, from);
     });
   });
 }
@@ -507,10 +539,12 @@ async function batchIngest(): Promise<void> {
       steady(metered(httpDrive(s, { mode: 'batch', connections: BATCH_CONNECTIONS, batch: BATCH }), s.pid, okRate)),
       okRate,
     );
-    await check('GraphQL submitMessages', s.url, rounds.all);
-    return rounds;
+    // Checked while the server runs; its rows, written after B4's runs, are marked below if it failed.
+    const ok = await check('GraphQL submitMessages', s.url, rounds.all, rows.length);
+    return { ...rounds, ok };
   });
   if (r === undefined) return;
+  const from = rows.length;
   const stored = (x: LoadResult): number => (x.counts.applied ?? 0) + (x.counts.buffered ?? 0);
   const before = r.all.slice(0, r.all.indexOf(r.best)).reduce((n, x) => n + stored(x), 0);
   const taken = stored(r.best);
@@ -546,6 +580,7 @@ async function batchIngest(): Promise<void> {
     target: '(information)',
     result: '',
   });
+  if (!r.ok) condemn(from);
 }
 
 function resultLine(lines: readonly string[]): unknown {
@@ -643,6 +678,9 @@ async function bigStore(): Promise<void> {
   const file = freshDb('big');
   const total = SIZE.bigMessages;
   const ingestLabel = `${fmt(total)} messages over ${fmt(ROCKETS)} rockets`;
+  // Every row of this section measures the seeded store: if its check fails, none is met.
+  const from = rows.length;
+  let seedOk: boolean;
   const s = await ours(file);
   try {
     const seeded = await seed(s.url, total);
@@ -657,8 +695,8 @@ async function bigStore(): Promise<void> {
       target: '≤ 250 MB',
       result: mem.rssMb <= 250 ? 'met' : '**not met**',
     });
-    const rocketsOk = await verify(s.url, [{ ...seeded, prefix: 'big', channels: ROCKETS, sent: total }], false);
-    checks.push({ run: `Seeding ${ingestLabel}`, acknowledged: fmt(seeded.sent), check: rocketsOk.text });
+    const seedRun = { ...seeded, prefix: 'big', channels: ROCKETS, sent: total };
+    seedOk = await check(`Seeding ${ingestLabel}`, s.url, [seedRun], from, false);
     if (health.rockets !== ROCKETS || health.events !== total)
       throw new Error(`seeded ${health.rockets} rockets and ${health.events} events, wanted ${ROCKETS} and ${total}`);
 
@@ -669,6 +707,7 @@ async function bigStore(): Promise<void> {
   }
   await part('start-up', () => startUp(file));
   await part('rebuild', () => rebuild(file));
+  if (!seedOk) condemn(from);
 }
 
 /** Runs one part of a section; a failure becomes a row and the section goes on. */
@@ -681,6 +720,7 @@ async function part(name: string, work: () => Promise<void>): Promise<void> {
 }
 
 function failedRow(name: string, e: unknown): void {
+  failures++;
   const why = e instanceof Error ? e.message.slice(0, 300) : String(e);
   rows.push({ measure: `${name}: failed`, ours: why, baseline: '', ratio: '', target: '', result: '**failed**' });
 }
@@ -838,6 +878,7 @@ async function postgres(): Promise<void> {
     }
     await withServer(Promise.resolve(first), async (s) => {
       const r = await solo(metered(httpDrive(s, REST), s.pid, okRate, true), okRate);
+      const from = rows.length;
       ratioRow(one, okRate(r.best), ` msg/s${p99(r.best)}`, 'B0', base, 0.3, b0Held());
       const c = cpuUse.get(r.best);
       const total = c === undefined ? NaN : c.server + c.postgres + c.load;
@@ -851,7 +892,7 @@ async function postgres(): Promise<void> {
         target: '(information)',
         result: '',
       });
-      await check('REST ingest, PostgreSQL, 1 instance', s.url, r.all);
+      await check('REST ingest, PostgreSQL, 1 instance', s.url, r.all, from);
     });
     const env = { DATABASE_URL: urlFor(`${stamp}_b`), NODE_ENV: 'production' };
     await withServers(
@@ -879,6 +920,7 @@ async function postgres(): Promise<void> {
         };
         const r = await solo(both, sum);
         const other = pairs.get(r.best);
+        const from = rows.length;
         ratioRow(
           two,
           sum(r.best),
@@ -889,7 +931,7 @@ async function postgres(): Promise<void> {
         );
         rows[rows.length - 1] = { ...(rows[rows.length - 1] as Row), target: 'report', result: '' };
         const all = r.all.flatMap((x) => [x, pairs.get(x)].filter((y): y is LoadResult => y !== undefined));
-        await check('REST ingest, PostgreSQL, 2 instances', a.url, all);
+        await check('REST ingest, PostgreSQL, 2 instances', a.url, all, from);
       },
     );
   } finally {
@@ -1101,7 +1143,10 @@ process.once('exit', () => {
   rmSync(TMP, { recursive: true, force: true });
 });
 main().then(
-  () => process.exit(0),
+  () => {
+    if (failures > 0) console.error(`${failures} correctness checks or measures failed (see the tables)`);
+    process.exit(failures > 0 ? 1 : 0);
+  },
   (e: unknown) => {
     console.error(e);
     process.exit(1);
