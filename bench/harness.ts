@@ -39,9 +39,24 @@ export function killAll(): void {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 }
 
+/**
+ * What a child takes from the bench's own environment: where programs are, home, locale, temporary files,
+ * and a PostgreSQL password kept outside BENCH_DATABASE_URL. Never the shell's settings of the service
+ * (SQLITE_SYNCHRONOUS, WORKER_COUNT, INGEST_TOKEN, GAP_TIMEOUT, NODE_OPTIONS, …): the table says what
+ * each server ran with, so the bench sets every setting it names itself, and the others are defaults.
+ */
+const INHERITED = /^(PATH|HOME|LANG|LC_[A-Z]+|TMPDIR|PGPASSWORD|PGPASSFILE)$/;
+
+export function childEnv(env: Record<string, string>): Record<string, string> {
+  const kept: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env))
+    if (value !== undefined && INHERITED.test(name)) kept[name] = value;
+  return { ...kept, ...env };
+}
+
 function launch(cmd: string, args: string[], env: Record<string, string>, core: number | undefined): ChildProcess {
   const [file, argv] = hasTaskset && core !== undefined ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
-  const child = spawn(file, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(file, argv, { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   child.once('exit', () => children.delete(child));
   return child;

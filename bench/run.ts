@@ -95,8 +95,12 @@ let dbCount = 0;
 /** A fresh SQLite file for one measure. */
 const freshDb = (name: string): string => join(TMP, `${++dbCount}-${name}.db`);
 
+/** Our server on SQLite `file`, durable as the rows say (synchronous FULL, whatever the shell sets). */
 const ours = (file: string, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<Server> =>
-  startServer('rockets', MAIN, { env: { DATABASE_URL: `sqlite:${file}`, NODE_ENV: 'production', ...env }, nodeArgs });
+  startServer('rockets', MAIN, {
+    env: { DATABASE_URL: `sqlite:${file}`, NODE_ENV: 'production', SQLITE_SYNCHRONOUS: 'FULL', ...env },
+    nodeArgs,
+  });
 
 async function withServer<T>(starting: Promise<Server>, work: (s: Server) => Promise<T>): Promise<T> {
   const s = await starting;
@@ -777,7 +781,7 @@ async function rebuild(file: string): Promise<void> {
   ) as { rows: number; rowsPerSec: number };
   const rebuilt = resultLine(
     await run(process.execPath, [MAIN, '--rebuild'], {
-      env: { DATABASE_URL: `sqlite:${file}`, NODE_ENV: 'production' },
+      env: { DATABASE_URL: `sqlite:${file}`, NODE_ENV: 'production', SQLITE_SYNCHRONOUS: 'FULL' },
       core: SERVER_CORE,
       timeoutMs: 600_000,
     }),
@@ -1073,7 +1077,7 @@ function environment(command: string, seconds: number): string {
     `- Placement: ${hasTaskset ? `servers on core ${SERVER_CORE}, load generators on core ${LOAD_CORE} (taskset)` : 'not pinned (taskset missing)'}; PostgreSQL unpinned`,
     `- Sizes${quick ? ' (--quick)' : ''}: a ${SIZE.warmupS} s warm-up, then ${SIZE.rounds === 1 ? 'one measured run' : `the best of ${SIZE.rounds} measured runs`} of ${SIZE.durationS} s, baseline and ours alternating, each of our SQLite ingest runs right after ${LEAD_IN_S} s of the same load (the rockets table is written ${PROJECTION.afterMs / 1000} s behind the log); B4 inserts as many rows as our best \`submitMessages\` round took, after as many as our server held when that round began (and, for information, ${fmt(SIZE.b4Rows)} rows into a fresh file); ${fmt(SIZE.bigMessages)} messages for RSS/start-up/rebuild; subscriptions: the same warm-up, then one run of ${SIZE.subsS} s paced, one unthrottled and one paced as server-sent events`,
     `- Machine load (1-minute load average): ${loadAtStart.toFixed(2)} at the start, ${loadavg()[0]?.toFixed(2) ?? '?'} at the end: other work on this machine lowers every figure`,
-    '- Our server: `node dist/src/main.js`, NODE_ENV=production, defaults otherwise (WORKER_COUNT 3, SQLITE_SYNCHRONOUS FULL), a fresh database per measure',
+    '- Our server: `node dist/src/main.js`, NODE_ENV=production, SQLITE_SYNCHRONOUS=FULL, defaults otherwise (WORKER_COUNT 3), a fresh database per measure; every server and load generator starts with only PATH, HOME, the locale, TMPDIR and PGPASSWORD of the shell',
   ].join('\n');
 }
 
