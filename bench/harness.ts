@@ -34,8 +34,14 @@ export const useWrk = wrkVersion !== undefined && process.env.BENCH_LOADGEN !== 
 
 const children = new Set<ChildProcess>();
 
-/** Kills every child still running (by its own pid); run.ts calls it on exit and on a signal. */
+let stopped = false;
+
+/**
+ * Kills every child still running (by its own pid), and refuses to start any after (the bench is
+ * stopping, and its work goes on until it exits); run.ts calls it on exit and on a signal.
+ */
 export function killAll(): void {
+  stopped = true;
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 }
 
@@ -55,6 +61,7 @@ export function childEnv(env: Record<string, string>): Record<string, string> {
 }
 
 function launch(cmd: string, args: string[], env: Record<string, string>, core: number | undefined): ChildProcess {
+  if (stopped) throw new Error('the bench is stopping');
   const [file, argv] = hasTaskset && core !== undefined ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
   const child = spawn(file, argv, { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);

@@ -840,6 +840,53 @@ async function graphqlRockets(
   naRow(measure, `n/a (refused: ${refusal})`, '≥ 0.3 × B2');
 }
 
+/**
+ * The PostgreSQL schemas this run created (or is about to) and has not dropped yet: each measure drops
+ * its own when it ends, and `abort` the rest on a signal or the watchdog, which skip those `finally`s.
+ */
+const schemas = new Set<string>();
+
+async function dropSchema(pg: Client, schema: string): Promise<void> {
+  await pg.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  schemas.delete(schema);
+}
+
+/** Drops what is left in `schemas` from a connection of its own, within `ms`; false when it could not. */
+async function dropLeftSchemas(ms: number): Promise<boolean> {
+  if (schemas.size === 0) return true;
+  const pg = new Client({ connectionString: PG_URL, connectionTimeoutMillis: ms });
+  let timer: NodeJS.Timeout | undefined;
+  const drop = async (): Promise<boolean> => {
+    await pg.connect();
+    for (const schema of [...schemas]) await dropSchema(pg, schema);
+    return true;
+  };
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([drop(), late]).catch(() => false);
+  } finally {
+    clearTimeout(timer);
+    void pg.end().catch(() => undefined);
+  }
+}
+
+/** Set once the bench is stopping: its work, failing meanwhile, then neither reports nor exits. */
+let aborting = false;
+
+/**
+ * Stops the bench on a signal or the watchdog: every child killed (so no server holds a schema), the
+ * schemas left dropped (within a few seconds), then exit with `code`. A second Ctrl-C ends it at once.
+ */
+async function abort(code: number): Promise<void> {
+  if (aborting) return;
+  aborting = true;
+  killAll();
+  // A measure cut short may be dropping its own meanwhile: what it dropped has left `schemas` too.
+  if (!(await dropLeftSchemas(5000)) && schemas.size > 0)
+    console.error(`could not drop the PostgreSQL schemas ${[...schemas].join(', ')} in time: drop them by hand`);
+  process.exit(code);
+}
+
 /** BENCH_DATABASE_URL with `schema=` set. */
 function pgUrl(schema: string): string {
   const u = new URL(PG_URL);
@@ -862,9 +909,10 @@ async function postgres(): Promise<void> {
     );
     return;
   }
-  const schemas: string[] = [];
+  const mine: string[] = [];
   const urlFor = (schema: string): string => {
-    schemas.push(schema);
+    mine.push(schema);
+    schemas.add(schema);
     return pgUrl(schema);
   };
   const stamp = `bench_${process.pid}_${Date.now()}`;
@@ -939,7 +987,7 @@ async function postgres(): Promise<void> {
       },
     );
   } finally {
-    for (const schema of schemas) await pg.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    for (const schema of mine) await dropSchema(pg, schema);
     await pg.end();
   }
 }
@@ -1027,12 +1075,13 @@ async function profiles(): Promise<void> {
   }
   // In a schema of its own, dropped after; the SQLite file `ours` is given is not used.
   const schema = `bench_profile_${process.pid}_${Date.now()}`;
+  schemas.add(schema);
   try {
     await profiled('postgres', 'PostgreSQL, REST POST /messages, 1 instance', freshDb('p'), ingest(REST, false), {
       DATABASE_URL: pgUrl(schema),
     });
   } finally {
-    await pg.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await dropSchema(pg, schema);
     await pg.end();
   }
 }
@@ -1095,8 +1144,7 @@ async function main(): Promise<void> {
   const watchdog = setTimeout(
     () => {
       console.error('the bench ran out of time; stopping');
-      killAll();
-      process.exit(2);
+      void abort(2);
     },
     (quick ? 10 : 60) * 60_000,
   );
@@ -1107,6 +1155,7 @@ async function main(): Promise<void> {
     return;
   }
   for (const [name, section] of SECTIONS) {
+    if (aborting) return;
     if (only && !only.includes(name)) continue;
     const t = performance.now();
     process.stdout.write(`${name}… `);
@@ -1117,6 +1166,8 @@ async function main(): Promise<void> {
     }
     console.log(`${fmt((performance.now() - t) / 1000, 1)} s`);
   }
+  // Stopped meanwhile: the rows of the sections cut short are no results (and no bench/RESULTS.md).
+  if (aborting) return;
   const seconds = (performance.now() - started) / 1000;
   const text = `${environment(command, seconds)}\n\n${markdown()}\n`;
   console.log(`\n${text}`);
@@ -1138,20 +1189,20 @@ for (const [signal, code] of [
   ['SIGINT', 130],
   ['SIGTERM', 143],
 ] as const)
-  process.once(signal, () => {
-    killAll();
-    process.exit(code);
-  });
+  process.once(signal, () => void abort(code));
 process.once('exit', () => {
   killAll();
   rmSync(TMP, { recursive: true, force: true });
 });
+// While `abort` drops the schemas, the work it cut short ends too: `abort` exits, not this.
 main().then(
   () => {
+    if (aborting) return;
     if (failures > 0) console.error(`${failures} correctness checks or measures failed (see the tables)`);
     process.exit(failures > 0 ? 1 : 0);
   },
   (e: unknown) => {
+    if (aborting) return;
     console.error(e);
     process.exit(1);
   },
