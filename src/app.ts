@@ -208,16 +208,17 @@ export async function buildApp(
     answer,
   );
   // A client that sent `Expect: 100-continue` waits to be told to send its body, and Node tells it at once. A
-  // request pipelined behind another has no connection of its own yet: Node would keep its 100 in the answer's
-  // buffer, and if the final answer is made first (from a body sent without waiting), send it after that
-  // answer's head, inside its body. It is told once its answer has the connection, unless that answer is made.
+  // request pipelined behind an answer still being sent has no connection of its own yet: Node would keep its
+  // 100 in the answer's buffer, and an answer with a Buffer body made before its turn would then go out with
+  // its head first and the 100 inside its body. Such a request is answered in its turn instead, 100 first:
+  // answers on one connection go out in order anyway.
   server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-    if (res.socket) res.writeContinue();
-    else
-      res.once('socket', () => {
-        if (!res.headersSent) res.writeContinue();
-      });
-    answer(req, res);
+    const go = (): void => {
+      res.writeContinue();
+      answer(req, res);
+    };
+    if (res.socket) go();
+    else res.once('socket', go);
   });
   // A connection that has moved no byte for SOCKET_TIMEOUT_MS (or, idle between requests, for the keep-alive
   // timeout) is cut if it is idle, or if what it was sent waits unread: a client that pipelines requests and
