@@ -46,12 +46,13 @@ export function killAll(): void {
 }
 
 /**
- * What a child takes from the bench's own environment: where programs are, home, locale, temporary files,
- * and a PostgreSQL password kept outside BENCH_DATABASE_URL. Never the shell's settings of the service
+ * What a child takes from the bench's own environment: where programs are, home, the user's name, locale,
+ * temporary files, and libpq's PG* settings, which node-postgres reads for what BENCH_DATABASE_URL leaves
+ * out (the user, a password, the host), as the bench's own connections do. Never the shell's settings of the service
  * (SQLITE_SYNCHRONOUS, WORKER_COUNT, INGEST_TOKEN, GAP_TIMEOUT, NODE_OPTIONS, …): the table says what
  * each server ran with, so the bench sets every setting it names itself, and the others are defaults.
  */
-const INHERITED = /^(PATH|HOME|LANG|LC_[A-Z]+|TMPDIR|PGPASSWORD|PGPASSFILE)$/;
+const INHERITED = /^(PATH|HOME|USER|LOGNAME|LANG|LC_[A-Z]+|TMPDIR|PG[A-Z]+)$/;
 
 export function childEnv(env: Record<string, string>): Record<string, string> {
   const kept: Record<string, string> = {};

@@ -335,7 +335,11 @@ async function check(
   scanEvents = true,
 ): Promise<boolean> {
   const acks = reports.reduce((n, r) => n + (r.counts.applied ?? 0) + (r.counts.buffered ?? 0), 0);
-  const verdict = await verify(url, reports, scanEvents);
+  // A check that cannot be made (the server never went idle, or died after the load) fails like a wrong one.
+  const verdict = await verify(url, reports, scanEvents).catch((e: unknown) => ({
+    ok: false,
+    text: `**FAILED**: the check could not be made: ${e instanceof Error ? e.message : String(e)}`,
+  }));
   checks.push({ run, acknowledged: fmt(acks), check: verdict.text });
   if (!verdict.ok) {
     failures++;
@@ -1126,7 +1130,7 @@ function environment(command: string, seconds: number): string {
     `- Placement: ${hasTaskset ? `servers on core ${SERVER_CORE}, load generators on core ${LOAD_CORE} (taskset)` : 'not pinned (taskset missing)'}; PostgreSQL unpinned`,
     `- Sizes${quick ? ' (--quick)' : ''}: a ${SIZE.warmupS} s warm-up, then ${SIZE.rounds === 1 ? 'one measured run' : `the best of ${SIZE.rounds} measured runs`} of ${SIZE.durationS} s, baseline and ours alternating, each of our SQLite ingest runs right after ${LEAD_IN_S} s of the same load (the rockets table is written ${PROJECTION.afterMs / 1000} s behind the log); B4 inserts as many rows as our best \`submitMessages\` round took, after as many as our server held when that round began (and, for information, ${fmt(SIZE.b4Rows)} rows into a fresh file); ${fmt(SIZE.bigMessages)} messages for RSS/start-up/rebuild; subscriptions: the same warm-up, then one run of ${SIZE.subsS} s paced, one unthrottled and one paced as server-sent events`,
     `- Machine load (1-minute load average): ${loadAtStart.toFixed(2)} at the start, ${loadavg()[0]?.toFixed(2) ?? '?'} at the end: other work on this machine lowers every figure`,
-    '- Our server: `node dist/src/main.js`, NODE_ENV=production, SQLITE_SYNCHRONOUS=FULL, defaults otherwise (WORKER_COUNT 3), a fresh database per measure; every server and load generator starts with only PATH, HOME, the locale, TMPDIR and PGPASSWORD of the shell',
+    '- Our server: `node dist/src/main.js`, NODE_ENV=production, SQLITE_SYNCHRONOUS=FULL, defaults otherwise (WORKER_COUNT 3), a fresh database per measure; every server and load generator starts with only PATH, HOME, USER, the locale, TMPDIR and the PG* variables of the shell',
   ].join('\n');
 }
 

@@ -7,13 +7,14 @@ import { childEnv } from '../../bench/harness';
 
 const SETTINGS = { SQLITE_SYNCHRONOUS: 'NORMAL', WORKER_COUNT: '1', INGEST_TOKEN: 'x', NODE_OPTIONS: '--no-opt' };
 
-test('a child takes PATH, HOME and the locale from the shell, none of the service’s settings', () => {
-  const shell = { ...SETTINGS, PATH: '/usr/bin:/bin', HOME: '/home/b', LC_ALL: 'C.UTF-8' };
+test('a child takes PATH, HOME, the locale and libpq’s PG* from the shell, none of the service’s settings', () => {
+  const shell = { ...SETTINGS, PATH: '/usr/bin:/bin', HOME: '/home/b', LC_ALL: 'C.UTF-8', PGUSER: 'bench' };
   const saved = Object.keys(shell).map((name) => [name, process.env[name]] as const);
   Object.assign(process.env, shell);
   try {
     const env = childEnv({ DATABASE_URL: 'sqlite:/tmp/x.db', SQLITE_SYNCHRONOUS: 'FULL' });
-    expect(env).toMatchObject({ PATH: '/usr/bin:/bin', HOME: '/home/b', LC_ALL: 'C.UTF-8' });
+    // node-postgres reads PGUSER (and PGHOST, PGPASSWORD, …) for what a database URL leaves out.
+    expect(env).toMatchObject({ PATH: '/usr/bin:/bin', HOME: '/home/b', LC_ALL: 'C.UTF-8', PGUSER: 'bench' });
     expect(env).toMatchObject({ DATABASE_URL: 'sqlite:/tmp/x.db', SQLITE_SYNCHRONOUS: 'FULL' });
     for (const name of ['WORKER_COUNT', 'INGEST_TOKEN', 'NODE_OPTIONS']) expect(env[name]).toBeUndefined();
     // And a real process sees only that.
