@@ -127,8 +127,10 @@ export class WalSync {
     let directory: number;
     try {
       directory = openSync(dirname(this.walFile), 'r');
-    } catch {
-      return;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EACCES' || code === 'EPERM' || code === 'EISDIR') return;
+      throw e;
     }
     try {
       fsyncSync(directory);
