@@ -207,19 +207,6 @@ export async function buildApp(
     },
     answer,
   );
-  // A client that sent `Expect: 100-continue` waits to be told to send its body, and Node tells it at once. A
-  // request pipelined behind an answer still being sent has no connection of its own yet: Node would keep its
-  // 100 in the answer's buffer, and an answer with a Buffer body made before its turn would then go out with
-  // its head first and the 100 inside its body. Such a request is answered in its turn instead, 100 first:
-  // answers on one connection go out in order anyway.
-  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
-    const go = (): void => {
-      res.writeContinue();
-      answer(req, res);
-    };
-    if (res.socket) go();
-    else res.once('socket', go);
-  });
   // A connection that has moved no byte for SOCKET_TIMEOUT_MS (or, idle between requests, for the keep-alive
   // timeout) is cut if it is idle, or if what it was sent waits unread: a client that pipelines requests and
   // reads none of the answers holds them in this process's memory. One waiting for an answer still being made
