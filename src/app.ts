@@ -265,21 +265,28 @@ export async function buildApp(
       }),
     stop: () =>
       (stopping ??= (async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        server.closeIdleConnections();
+        const deadline = Date.now() + STOP_GRACE_MS;
+        const bounded = (done: Promise<unknown>): Promise<unknown> =>
+          Promise.race([done, new Promise((resolve) => setTimeout(resolve, deadline - Date.now()).unref())]);
         // In-flight requests finish (and commit) unless they take longer than the bound, and their answers
         // say Connection: close, which ends each connection once its answer is sent: a client learns to go
         // elsewhere, and the stop need not wait for keep-alive to time out. So are the answers to requests
-        // that come meanwhile. (Closing connections Node counts idle would cut answers still being sent.)
-        // A connection that has sent nothing yet (a client's spare one: fetch opens them) is not idle to Node,
-        // and would hold the stop until its client gave up on it: it is closed unless it sends a request soon.
+        // that come meanwhile. A connection that has sent nothing yet (a client's spare one: fetch opens
+        // them) is not idle to Node, and would hold the stop until its client gave up on it: it is closed
+        // unless it sends a request soon.
         for (const socket of sockets) {
           if (socket.bytesRead === 0) closeIfSilent(socket);
           else endAfterAnswer(socket);
         }
+        // Node's close() cuts every connection it counts idle, and it counts one idle once its answer has
+        // ended, though that answer may still be on its way out (a large one to a slow reader: a GraphiQL
+        // page, a long listing). Those go out first; a request that comes meanwhile is answered, and its
+        // connection closed with the answer.
+        await bounded(Promise.all([...sockets].map(answerSent)));
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
         await graphql.close();
-        const bound = new Promise<void>((resolve) => setTimeout(resolve, STOP_GRACE_MS).unref());
-        await Promise.race([closed, bound]);
+        await bounded(closed);
         server.closeAllConnections();
         await stopGapSweep();
         await lanes.close();
@@ -294,6 +301,16 @@ function closeIfSilent(socket: Socket): void {
   setTimeout(() => {
     if (socket.bytesRead === 0) socket.destroy();
   }, SILENT_GRACE_MS).unref();
+}
+
+/** Resolves once the answer a connection has made is sent (or the connection closed); at once if none is. */
+function answerSent(socket: Socket & { _httpMessage?: ServerResponse | null }): Promise<void> {
+  const res = socket._httpMessage;
+  if (res == null || !res.writableEnded || res.writableFinished) return Promise.resolve();
+  return new Promise((resolve) => {
+    res.once('finish', resolve);
+    res.once('close', resolve);
+  });
 }
 
 /** Ends a connection once the answer it is busy with is sent; an idle one Node closes itself. */

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { buildApp as startInProcess } from '../../src/app';
 import { loadConfig } from '../../src/config';
 import { delivery, fleet } from '../support/model';
+import { until } from '../graphql/support';
 import { getJson, pool, postJson, startServer, type ServerProcess } from '../support/process';
 
 describe('graceful shutdown', () => {
@@ -75,6 +76,29 @@ describe('graceful shutdown', () => {
     await stopped;
     expect(post.answer()).toMatch(/^HTTP\/1\.1 202 /);
     expect(post.answer()).toMatch(/\r\nconnection: close\r\n/i);
+  });
+
+  it('lets an answer already made but still going out to a slow reader finish before it closes', async () => {
+    const app = await startInProcess({ ...loadConfig({}), databaseUrl: 'memory:', logLevel: 'silent', graphiql: true });
+    const port = await app.start(0, '127.0.0.1');
+    const answers: { writableEnded: boolean }[] = [];
+    app.server.on('request', (_req, res: { writableEnded: boolean }) => answers.push(res));
+    // GraphiQL's nine megabytes, ended by the server but unread by the client when the stop begins.
+    const socket = connect(port, '127.0.0.1');
+    socket.pause();
+    socket.write('GET /graphql HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n\r\n');
+    await until(() => answers[0]?.writableEnded === true);
+    const stopped = app.stop();
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.resume();
+    await once(socket, 'close');
+    await stopped;
+    const wire = Buffer.concat(chunks).toString('latin1');
+    const length = Number(/\r\ncontent-length: (\d+)\r\n/i.exec(wire)?.[1]);
+    expect(length).toBeGreaterThan(9_000_000);
+    expect(wire.length - wire.indexOf('\r\n\r\n') - 4).toBe(length);
+    expect(wire.trimEnd().endsWith('</html>')).toBe(true);
   });
 
   it('answers a request in flight when it stops, stores it, and ends its connection with that answer', async () => {
