@@ -122,8 +122,13 @@ export class WalSync {
    * file system that cannot sync one is skipped; a failed sync is not.
    */
   private open(): void {
+    this.syncDirectory();
     this.fd = openSync(this.walFile, 'r+');
     this.ino = fstatSync(this.fd).ino;
+  }
+
+  /** The directory's sync: first, so that a failure leaves no descriptor of the WAL open. */
+  private syncDirectory(): void {
     let directory: number;
     try {
       directory = openSync(dirname(this.walFile), 'r');
