@@ -19,6 +19,12 @@ export interface KeptReply {
   readonly type: string;
 }
 
+/** A JSON.stringify replacer that throws on a number JSON cannot write (it would write it as `null`). */
+const finiteOnly = (_key: string, value: unknown): unknown => {
+  if (typeof value === 'number' && !Number.isFinite(value)) throw new RangeError('not a JSON number');
+  return value;
+};
+
 /**
  * Serialised answers of queries over HTTP, by query text, operation name and variables, kept while the
  * service's `readVersion()` stays the same (`KeptAnswers`). Only answers of queries without errors are kept
@@ -29,12 +35,6 @@ export interface KeptReply {
  * and body (or target, for a GET) equal those of one answered from here at this version is answered again
  * before graphql-http parses it. Equal bytes ask the same question, and were accepted as a request before.
  */
-/** A JSON.stringify replacer that throws on a number JSON cannot write (it would write it as `null`). */
-const finiteOnly = (_key: string, value: unknown): unknown => {
-  if (typeof value === 'number' && !Number.isFinite(value)) throw new RangeError('not a JSON number');
-  return value;
-};
-
 export class AnswerCache {
   /** How many answers are kept for each query text. */
   private readonly texts = new Map<string, number>();

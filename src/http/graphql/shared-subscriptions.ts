@@ -69,7 +69,7 @@ export class SharedSubscriptions {
   private readonly groups = new Map<string, Group>();
   private readonly documentIds = new WeakMap<DocumentNode, number>();
   private documents = 0;
-  /** Turns of the event loop counted so far, while some result is stamped with one (`turn`). */
+  /** Turns of the event loop counted so far, while results are stamped with them (`stamp`). */
   private turns = 0;
   private turning = false;
 

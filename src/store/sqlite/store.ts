@@ -274,7 +274,8 @@ export class SqliteStore implements EventStore {
         mkdirSync(dirname(file), { recursive: true });
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        const why = code === 'EEXIST' || code === 'ENOTDIR' ? 'a part of its path is a file, not a directory' : code;
+        const why =
+          code === 'EEXIST' || code === 'ENOTDIR' ? 'a part of its path is a file, not a directory' : String(e);
         throw new Error(`cannot make the directory of the SQLite store at ${file}: ${why}`, { cause: e });
       }
     }

@@ -114,12 +114,12 @@ export class WalSync {
   }
 
   /**
-   * Opens the WAL file and syncs its directory once: an `fdatasync` of a file does not make its name durable,
-   * and the WAL (like the database file beside it, which SQLite made in the same directory) may just have been
-   * created. `synchronous = FULL` would sync the directory on the WAL's first sync; on ext4 or XFS the journal
-   * commit of the file's sync covers the names anyway, but not on every file system. As PostgreSQL's
-   * `fsync_fname` does, a directory it may not open (write and search rights are all SQLite needs) or a
-   * file system that cannot sync one is skipped; a failed sync is not.
+   * Opens the WAL file and syncs its directory once: an `fdatasync` of a file does not make its name
+   * durable, and the WAL (like the database file beside it, which SQLite made in the same directory) may
+   * just have been created. `synchronous = FULL` would sync the directory on the WAL's first sync; on ext4
+   * or XFS the journal commit of the file's sync covers the names anyway, but not on every file system. As
+   * PostgreSQL's `fsync_fname` does, a directory it may not open (write and search rights are all SQLite
+   * needs) or a file system that cannot sync one is skipped; a failed sync is not.
    */
   private open(): void {
     this.syncDirectory();
