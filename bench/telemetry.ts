@@ -6,6 +6,9 @@
  * `floor((k - 1) / channels) + 1`: round-robin, so each channel's messages are sent in number order.
  */
 
+import type { Telemetry } from '../src/launch/generation';
+import { evolveModel, type ModelRocket } from '../src/launch/model';
+
 /** 2022-02-02T19:39:05Z, the seed's example time. */
 const BASE_EPOCH_S = 1_643_830_745;
 
@@ -107,77 +110,24 @@ export const SUBMIT_MESSAGES = `mutation SubmitMany($messages: [MessageEnvelopeI
   }
 }`;
 
-/** What the oracle compares of a rocket. */
-export interface ModelRocket {
-  readonly type: string | null;
-  readonly mission: string | null;
-  readonly speed: number;
-  readonly status: 'flying' | 'exploded';
-  readonly explodedReason: string | null;
-  /** Message times in UTC, as the README's rockets show them (ISO 8601, milliseconds, `Z`). */
-  readonly launchedAt: string | null;
-  /** Null only before any message (the oracle never compares a rocket at 0). */
-  readonly updatedAt: string | null;
-  readonly lastMessageNumber: number;
-}
-
-/** The time of message `n` as a rocket shows it: the same instant, in UTC with milliseconds. */
-const utcOf = (n: number): string => new Date(Date.parse(timeOf(n))).toISOString();
-
 /**
- * The state after messages 1..last, written from the README's rules rather than from src/domain, so the
- * bench does not check the server against its own code. Memoised: every channel follows the same history.
+ * The state after messages 1..last (`at(last)`, last from 1), folded by the load generator's model of the
+ * README's rules (src/launch/model.ts), which is written apart from src/domain so that neither checks the
+ * server against its own code. Memoised: every channel follows the same history.
  */
 export class Model {
   private readonly states: ModelRocket[] = [];
 
   at(last: number): ModelRocket {
-    while (this.states.length <= last) {
-      const n = this.states.length;
-      const prev = this.states[n - 1];
-      this.states.push(n === 0 || prev === undefined ? this.initial() : this.apply(prev, n));
+    while (this.states.length < last) {
+      const n = this.states.length + 1;
+      const [messageType, message] = payloadOf(n);
+      const t = { channel: 'model', messageNumber: n, messageTime: timeOf(n), messageType, message } as Telemetry;
+      this.states.push(evolveModel(this.states[n - 2], t));
     }
-    return this.states[last] as ModelRocket;
-  }
-
-  private initial(): ModelRocket {
-    return {
-      type: null,
-      mission: null,
-      speed: 0,
-      status: 'flying',
-      explodedReason: null,
-      launchedAt: null,
-      updatedAt: null,
-      lastMessageNumber: 0,
-    };
-  }
-
-  private apply(s: ModelRocket, n: number): ModelRocket {
-    const [type, p] = payloadOf(n);
-    // Every applied message is the rocket's latest, even one that changes nothing else.
-    const next = { ...s, updatedAt: utcOf(n), lastMessageNumber: n };
-    if (s.status === 'exploded') return next;
-    switch (type) {
-      case 'RocketLaunched':
-        return s.launchedAt === null
-          ? {
-              ...next,
-              type: String(p.type),
-              mission: String(p.mission),
-              speed: Number(p.launchSpeed),
-              launchedAt: utcOf(n),
-            }
-          : next;
-      case 'RocketSpeedIncreased':
-        return { ...next, speed: Math.min(Number.MAX_SAFE_INTEGER, s.speed + Number(p.by)) };
-      case 'RocketSpeedDecreased':
-        return { ...next, speed: Math.max(0, s.speed - Number(p.by)) };
-      case 'RocketMissionChanged':
-        return { ...next, mission: String(p.newMission) };
-      case 'RocketExploded':
-        return { ...next, status: 'exploded', explodedReason: String(p.reason) };
-    }
+    const state = this.states[last - 1];
+    if (state === undefined) throw new Error(`no model of a rocket at message ${last}`);
+    return state;
   }
 }
 

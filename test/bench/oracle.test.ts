@@ -10,7 +10,7 @@ const model = new Model();
 /** A rocket of channel `channel` as the model has it after `last`, with `count` buffered behind it. */
 function rocket(channel: string, last: number, count = 0, changes: Partial<RocketJson> = {}): RocketJson {
   const want = model.at(last);
-  return { channel, ...want, updatedAt: want.updatedAt ?? '', buffer: { waitingFor: last + 1, count }, ...changes };
+  return { ...want, channel, buffer: { waitingFor: last + 1, count }, ...changes };
 }
 
 /** A server holding `rockets` (and `gaps` of channels with no rocket), its health and log consistent. */
