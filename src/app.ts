@@ -44,13 +44,20 @@ type AnsweringSocket = Socket & { [ANSWER]?: ServerResponse };
  */
 const PLAIN_TARGETS = new Map(['/messages', '/graphql'].map((path) => [path, new URL(path, 'http://localhost')]));
 
+/** A dot segment (`.` or `..`, either dot percent-encoded or not) or a backslash in a path. */
+const RESOLVED_PATH = /\\|(?:^|\/)(?:\.|%2e){1,2}(?:\/|$)/i;
+
 /**
  * A request target as a URL. An origin-form target is a path as sent: resolved against a base,
  * `//x/messages` would read as host x and path /messages, and be routed as a route it does not name.
  * Throws on a malformed one.
  */
-const urlOf = (target: string): URL =>
-  target.startsWith('/') ? new URL(`http://localhost${target}`) : new URL(target, 'http://localhost');
+const urlOf = (target: string): URL => {
+  // A URL parser resolves dot segments (`%2e` too) and reads `\` as `/`: `/x/../messages` would be routed as
+  // /messages, `/rockets/%2e%2e/events` as /events. No route is named so: such a target is refused.
+  if (RESOLVED_PATH.test(target.split(/[?#]/, 1)[0] as string)) throw new Error('a path a URL parser would rewrite');
+  return target.startsWith('/') ? new URL(`http://localhost${target}`) : new URL(target, 'http://localhost');
+};
 
 /** The status of a request Node's parser refused, by its error code (as Node's own answer gives it). */
 const CLIENT_ERROR_STATUS: Readonly<Record<string, string>> = {
@@ -205,7 +212,7 @@ export async function buildApp(
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: Math.max(50, Math.min(30_000, config.headersTimeoutMs / 4)),
     },
-    answer,
+    inOrder(answer),
   );
   // A connection that has moved no byte for SOCKET_TIMEOUT_MS (or, idle between requests, for the keep-alive
   // timeout) is cut if it is idle, or if what it was sent waits unread: a client that pipelines requests and
@@ -293,6 +300,49 @@ export async function buildApp(
         hub.close();
         await store.close();
       })()),
+  };
+}
+
+/** Methods that change nothing: requests pipelined behind one another may be handled at once. */
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** On a connection's socket: its requests not yet answered, and when they and the last write among them are. */
+const PIPELINE = Symbol('pipeline');
+interface Pipeline {
+  pending: number;
+  all: Promise<void>;
+  write: Promise<void> | undefined;
+}
+
+/** Resolves once an answer is sent, or its connection closed. */
+const answered = (res: ServerResponse): Promise<void> =>
+  new Promise((resolve) => {
+    res.once('finish', resolve);
+    res.once('close', resolve);
+  });
+
+/**
+ * Node hands over every request pipelined on a connection at once, and only queues their answers: a GET sent
+ * behind a POST would read the state from before it, though answered after its 202. RFC 9112 (9.3.2) lets a
+ * server handle pipelined requests in parallel only when all are safe: so a write waits for every request
+ * before it to be answered, and a request after a write for that write. A connection that does not pipeline
+ * (one request at a time) is handled at once, as before.
+ */
+function inOrder(handle: (req: IncomingMessage, res: ServerResponse) => void) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const socket = req.socket as Socket & { [PIPELINE]?: Pipeline };
+    const line = (socket[PIPELINE] ??= { pending: 0, all: Promise.resolve(), write: undefined });
+    const safe = SAFE_METHODS.has(req.method ?? '');
+    const wait = line.pending === 0 ? undefined : safe ? line.write : line.all;
+    const done = answered(res);
+    line.pending++;
+    line.all = Promise.all([line.all, done]).then(() => undefined);
+    if (!safe) line.write = done;
+    void done.then(() => {
+      if (--line.pending === 0) line.write = undefined;
+    });
+    if (wait === undefined) handle(req, res);
+    else void wait.then(() => handle(req, res));
   };
 }
 

@@ -294,6 +294,22 @@ describe('REST API', () => {
       expect(text.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 400', 'HTTP/1.1 200']);
     });
 
+    it('handles a read pipelined behind a write after the write, as its answer comes after the 202', async () => {
+      const body = JSON.stringify(launch('pipelined'));
+      const socket = connect(Number(new URL(base).port), '127.0.0.1');
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+      const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+      socket.write(
+        `POST /messages HTTP/1.1\r\nhost: x\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}` +
+          'GET /rockets/pipelined HTTP/1.1\r\nhost: x\r\n\r\n' +
+          'GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n',
+      );
+      await closed;
+      expect(text.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 202', 'HTTP/1.1 200', 'HTTP/1.1 200']);
+      expect(text).toContain('"events":1,');
+    });
+
     it('answers headers too large with 431, and a CONNECT with 501, as Node would but with a word', async () => {
       /** All the server answers to `request`, sent by hand, until it closes the connection. */
       const answerTo = (request: string) =>
@@ -738,6 +754,28 @@ describe('REST API', () => {
       expect((await getJson(`${base}//rockets`)).status).toBe(404);
       expect((await getJson(`${base}//x/health`)).status).toBe(404);
       expect(await counts()).toEqual(before);
+    });
+
+    it('refuses a target a URL parser would rewrite (dot segments, backslashes), and stores nothing', async () => {
+      const before = await counts();
+      const raw = (method: string, target: string, body = ''): Promise<string> =>
+        new Promise((resolve, reject) => {
+          const socket = connect(Number(new URL(base).port), '127.0.0.1', () =>
+            socket.write(
+              `${method} ${target} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+            ),
+          );
+          let got = '';
+          socket.on('data', (d: Buffer) => (got += d.toString('latin1')));
+          socket.on('error', reject);
+          socket.on('close', () => resolve(got.slice(0, 12)));
+        });
+      expect(await raw('POST', '/x/../messages', JSON.stringify(launch('dots')))).toBe('HTTP/1.1 400');
+      for (const target of ['/rockets/%2e%2e/events', '/rockets/%2E/events', '/rockets/a/./events', '/rockets\\a'])
+        expect({ target, status: await raw('GET', target) }).toEqual({ target, status: 'HTTP/1.1 400' });
+      expect(await counts()).toEqual(before);
+      // Dots that are no segment of their own name a channel as any other character does.
+      expect((await getJson(`${base}/rockets/a..b`)).status).toBe(404);
     });
 
     it('repeats the request id in every error body, the transport’s own errors too', async () => {
