@@ -306,43 +306,25 @@ export async function buildApp(
 /** Methods that change nothing: requests pipelined behind one another may be handled at once. */
 const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS']);
 
-/** On a connection's socket: its requests not yet answered, and when they and the last write among them are. */
-const PIPELINE = Symbol('pipeline');
-interface Pipeline {
-  pending: number;
-  all: Promise<void>;
-  write: Promise<void> | undefined;
-}
-
-/** Resolves once an answer is sent, or its connection closed. */
-const answered = (res: ServerResponse): Promise<void> =>
-  new Promise((resolve) => {
-    res.once('finish', resolve);
-    res.once('close', resolve);
-  });
+/** On a connection's socket: the answer to the last write handled on it. */
+const LAST_WRITE = Symbol('lastWrite');
 
 /**
  * Node hands over every request pipelined on a connection at once, and only queues their answers: a GET sent
  * behind a POST would read the state from before it, though answered after its 202. RFC 9112 (9.3.2) lets a
- * server handle pipelined requests in parallel only when all are safe: so a write waits for every request
- * before it to be answered, and a request after a write for that write. A connection that does not pipeline
- * (one request at a time) is handled at once, as before.
+ * server handle pipelined requests in parallel only when all are safe. An answer queued behind one not yet
+ * sent has no socket yet (Node gives it the socket, and says so with `socket`, once those before it are
+ * sent): such a request is handled then if it is a write, or a read behind a write still being answered.
+ * Any other request, and every request on a connection that does not pipeline, is handled at once.
  */
 function inOrder(handle: (req: IncomingMessage, res: ServerResponse) => void) {
   return (req: IncomingMessage, res: ServerResponse): void => {
-    const socket = req.socket as Socket & { [PIPELINE]?: Pipeline };
-    const line = (socket[PIPELINE] ??= { pending: 0, all: Promise.resolve(), write: undefined });
+    const socket = req.socket as Socket & { [LAST_WRITE]?: ServerResponse };
     const safe = SAFE_METHODS.has(req.method ?? '');
-    const wait = line.pending === 0 ? undefined : safe ? line.write : line.all;
-    const done = answered(res);
-    line.pending++;
-    line.all = Promise.all([line.all, done]).then(() => undefined);
-    if (!safe) line.write = done;
-    void done.then(() => {
-      if (--line.pending === 0) line.write = undefined;
-    });
-    if (wait === undefined) handle(req, res);
-    else void wait.then(() => handle(req, res));
+    const queued = res.socket === null && (!safe || socket[LAST_WRITE]?.writableEnded === false);
+    if (!safe) socket[LAST_WRITE] = res;
+    if (queued) res.once('socket', () => handle(req, res));
+    else handle(req, res);
   };
 }
 

@@ -239,8 +239,6 @@ const sendRead = (
   send(req, res, jsonAnswer(body, etagOf(body), headers));
 };
 
-/** The read routes with a fixed path. */
-const READ_PATHS: ReadonlySet<string> = new Set(['/health', '/gaps', '/events', '/rockets', '/openapi.json']);
 /**
  * The headers that lead from a full page of events to the next, as `GET /rockets` pages: `Link` to the
  * same query with `after` set to the page's last `cursor`, and that cursor in `X-Next-Cursor`. A page
@@ -268,16 +266,6 @@ let openApi: Answer | undefined;
 const ROCKET_PATH = /^\/rockets\/([^/]+)(\/events)?$/;
 
 /**
- * The methods a REST path answers besides OPTIONS (which the server answers on every route, listing
- * these), or undefined for a path that is no route.
- */
-export function methodsOf(path: string): string | undefined {
-  if (path === '/messages') return 'POST';
-  if (READ_PATHS.has(path) || ROCKET_PATH.test(path)) return READ_METHODS;
-  return undefined;
-}
-
-/**
  * The query parameters each route reads, by path (`/rockets/:channel` and its `/events` by name). Any
  * other is refused: a misspelt one (`?sortt=speed`) would otherwise be ignored without a word, and the
  * client would take the answer for the one it asked for.
@@ -292,6 +280,21 @@ export const PARAMETERS: Readonly<Record<string, readonly string[]>> = {
   '/rockets/:channel': ['asOf'],
   '/rockets/:channel/events': ['after', 'limit'],
 };
+
+/** The read routes with a fixed path: those of `PARAMETERS`, the one list of routes the router answers. */
+const READ_PATHS: ReadonlySet<string> = new Set(
+  Object.keys(PARAMETERS).filter((route) => route !== '/messages' && !route.includes(':')),
+);
+
+/**
+ * The methods a REST path answers besides OPTIONS (which the server answers on every route, listing
+ * these), or undefined for a path that is no route.
+ */
+export function methodsOf(path: string): string | undefined {
+  if (path === '/messages') return 'POST';
+  if (READ_PATHS.has(path) || ROCKET_PATH.test(path)) return READ_METHODS;
+  return undefined;
+}
 
 /** The refusal of the first query parameter `path`'s route does not read, naming those it does; or undefined. */
 function unknownParameter(q: URLSearchParams, path: string): ValidationError | undefined {
