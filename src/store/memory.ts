@@ -1,7 +1,7 @@
 import type { RocketMessage } from '../domain/message';
 import type { Rocket } from '../domain/rocket';
 import { evolve } from '../domain/rocket';
-import { gapsToSkip, planBatch, skipMessages, type BatchPlan, type PlanSource } from './plan';
+import { gapsToSkip, joinSkips, planBatch, skipMessages, splitSkips, type BatchPlan, type PlanSource } from './plan';
 import {
   DEFAULT_BUFFER_LIMITS,
   notify,
@@ -102,13 +102,17 @@ export class MemoryStore implements EventStore {
         messageNumber: b.message.messageNumber,
         receivedAt: Date.parse(b.receivedAt),
       }));
-      const gaps = gapsToSkip(channel, waitingFor, buffered, cutoff);
-      if (gaps.length === 0) continue;
-      const skips = skipMessages(gaps, now.toISOString(), reason);
-      this.record(planBatch(skips, this.source, { limits: this.limits, buffered: this.buffered }));
-      skipped.push(...gaps);
+      // In commits of a bounded size, as the other stores record them.
+      let gaps = gapsToSkip(channel, waitingFor, buffered, cutoff);
+      while (gaps.length > 0) {
+        const [taken, left] = splitSkips(gaps);
+        const skips = skipMessages(taken, now.toISOString(), reason);
+        this.record(planBatch(skips, this.source, { limits: this.limits, buffered: this.buffered }));
+        skipped.push(...taken);
+        gaps = left;
+      }
     }
-    return Promise.resolve(skipped);
+    return Promise.resolve(joinSkips(skipped));
   }
 
   /** Writes a plan as one commit, and tells the listeners. */

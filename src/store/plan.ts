@@ -153,8 +153,55 @@ export interface BufferedAt {
   readonly receivedAt: number;
 }
 
-/** Channels one skip transaction handles: each skips at most its buffer's span, so a transaction stays small. */
+/** Channels one skip transaction handles at most. */
 export const SKIP_CHANNELS_PER_TRANSACTION = 100;
+
+/**
+ * Numbers one skip transaction records at most. A channel skips at most its buffer's span, but
+ * MAX_BUFFERED_PER_CHANNEL may be up to a million: a hundred channels a million numbers behind would make
+ * one transaction of a hundred million events, planned in one go (and, in SQLite, written while the event
+ * loop waits). A channel cut short stays stale, and the sweep's next transaction takes it on.
+ */
+export const SKIP_NUMBERS_PER_TRANSACTION = 10_000;
+
+/** `gaps` split after their first `budget` numbers: those one transaction records, and those left. Pure. */
+export function splitSkips(
+  gaps: readonly SkippedGap[],
+  budget = SKIP_NUMBERS_PER_TRANSACTION,
+): [taken: SkippedGap[], left: SkippedGap[]] {
+  const taken: SkippedGap[] = [];
+  for (const [i, g] of gaps.entries()) {
+    const size = g.to - g.from + 1;
+    if (size <= budget) {
+      taken.push(g);
+      budget -= size;
+      continue;
+    }
+    if (budget > 0) taken.push({ ...g, to: g.from + budget - 1 });
+    const rest = budget > 0 ? { ...g, from: g.from + budget } : g;
+    return [taken, [rest, ...gaps.slice(i + 1)]];
+  }
+  return [taken, []];
+}
+
+/**
+ * What a sweep skipped, a gap split over transactions as one range again: ranges of a channel that continue
+ * one another are joined (two gaps the policy finds apart always have a buffered number between them). Pure.
+ */
+export function joinSkips(gaps: readonly SkippedGap[]): SkippedGap[] {
+  const out: SkippedGap[] = [];
+  const last = new Map<string, number>();
+  for (const g of gaps) {
+    const i = last.get(g.channel);
+    const before = i === undefined ? undefined : out[i];
+    if (i !== undefined && before !== undefined && before.to + 1 === g.from) out[i] = { ...before, to: g.to };
+    else {
+      last.set(g.channel, out.length);
+      out.push(g);
+    }
+  }
+  return out;
+}
 
 /**
  * The gap policy for one channel, as ranges of numbers to skip: while the oldest message still buffered

@@ -1,7 +1,7 @@
 import type { RocketMessage } from '../../src/domain/message';
 import { evolve, type Rocket } from '../../src/domain/rocket';
 import { decide, nextExpected, type ChannelState } from '../../src/domain/sequencing';
-import { gapsToSkip, planBatch, skipMessages, type PlanSource } from '../../src/store/plan';
+import { gapsToSkip, joinSkips, planBatch, skipMessages, splitSkips, type PlanSource } from '../../src/store/plan';
 import { rocket } from '../support/telemetry';
 
 const fold = (messages: readonly RocketMessage[]): Rocket | undefined =>
@@ -367,5 +367,35 @@ describe('gapsToSkip', () => {
     expect(plan.applied.map(key)).toEqual(['rocket-1#2', 'rocket-1#3', 'rocket-1#4']);
     expect(plan.released.map(key)).toEqual(['rocket-1#4']);
     expect(plan.rockets).toMatchObject([{ channel: 'rocket-1', speed: 504, lastMessageNumber: 4 }]);
+  });
+});
+
+describe('splitSkips and joinSkips', () => {
+  const g = (channel: string, from: number, to: number) => ({ channel, from, to });
+
+  it('takes the first numbers up to the budget, cutting a gap where it runs out, and leaves the rest', () => {
+    const gaps = [g('a', 2, 4), g('b', 1, 5), g('c', 7, 7)];
+    expect(splitSkips(gaps, 3)).toEqual([[g('a', 2, 4)], [g('b', 1, 5), g('c', 7, 7)]]);
+    expect(splitSkips(gaps, 5)).toEqual([
+      [g('a', 2, 4), g('b', 1, 2)],
+      [g('b', 3, 5), g('c', 7, 7)],
+    ]);
+    expect(splitSkips(gaps, 9)).toEqual([gaps, []]);
+    expect(splitSkips([], 1)).toEqual([[], []]);
+  });
+
+  it('joins a gap cut over transactions again, and nothing else', () => {
+    const cut = [g('a', 2, 4), g('b', 1, 2), g('b', 3, 5), g('a', 5, 6), g('a', 8, 9)];
+    expect(joinSkips(cut)).toEqual([g('a', 2, 6), g('b', 1, 5), g('a', 8, 9)]);
+    // Taking a split's parts in turn gives back what was split.
+    const gaps = [g('a', 2, 40), g('b', 1, 25), g('a', 42, 42)];
+    const parts: ReturnType<typeof g>[] = [];
+    for (let left = gaps; left.length > 0;) {
+      const [taken, rest] = splitSkips(left, 7);
+      expect(taken.reduce((n, x) => n + x.to - x.from + 1, 0)).toBeLessThanOrEqual(7);
+      parts.push(...taken);
+      left = rest;
+    }
+    expect(joinSkips(parts)).toEqual(gaps);
   });
 });

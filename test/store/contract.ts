@@ -1,5 +1,6 @@
 import type { RocketMessage } from '../../src/domain/message';
 import { evolve, type Rocket, type RocketStatus } from '../../src/domain/rocket';
+import { SKIP_NUMBERS_PER_TRANSACTION } from '../../src/store/plan';
 import {
   ROCKET_SORT_FIELDS,
   sortKey,
@@ -1434,6 +1435,41 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await store.skipGaps(TIMEOUT, REASON)).toEqual([{ channel: 'r1', from: 2, to: 2 }]);
         expect(await store.stats()).toMatchObject({ buffered: 0, events: 1_002 });
         expect(await submit(increased('r1', 1_003, 1))).toEqual(['applied']);
+      });
+
+      describe('with a cap far above what one transaction records', () => {
+        const GAP = SKIP_NUMBERS_PER_TRANSACTION * 2 + 5;
+        beforeAll(() => {
+          options = { bufferLimits: { perChannel: GAP + 1, total: GAP + 1 } };
+        });
+        afterAll(() => {
+          options = {};
+        });
+
+        it('skips a gap wider than a transaction in several commits, and reports it as one range', async () => {
+          await submit(launched('r1', 1), launched('r2', 1));
+          expect(await submit(increased('r1', GAP + 2, 7), increased('r2', 3, 3))).toEqual(['buffered', 'buffered']);
+          const rec = record(store);
+          h.clock.advance(TIMEOUT + 1);
+          const skipped = await store.skipGaps(TIMEOUT, REASON);
+          expect([...skipped].sort((x, y) => compareCodePoints(x.channel, y.channel))).toEqual([
+            { channel: 'r1', from: 2, to: GAP + 1 },
+            { channel: 'r2', from: 2, to: 2 },
+          ]);
+          await rec.until(await store.headPosition());
+          // Three commits at least, none recording more skips than a transaction may.
+          const skips = rec.calls.map((c) => c.events.filter((e) => e.messageType === 'MessageSkipped').length);
+          expect({ commits: skips.length >= 3, most: Math.max(...skips) <= SKIP_NUMBERS_PER_TRANSACTION }).toEqual({
+            commits: true,
+            most: true,
+          });
+          expect(rec.events.filter((e) => e.channel === 'r1').map((e) => e.messageNumber)).toEqual(
+            Array.from({ length: GAP + 1 }, (_, i) => i + 2),
+          );
+          expect(await store.getRocket('r1')).toMatchObject({ speed: 507, lastMessageNumber: GAP + 2 });
+          expect(await store.stats()).toEqual({ rockets: 2, events: GAP + 5, buffered: 0 });
+          rec.off();
+        });
       });
     });
 

@@ -7,7 +7,15 @@
 import { Client, Pool, escapeLiteral, type PoolClient } from 'pg';
 import type { RocketMessage } from '../../domain/message';
 import { evolve, type Rocket } from '../../domain/rocket';
-import { gapsToSkip, SKIP_CHANNELS_PER_TRANSACTION, planBatch, skipMessages, type BatchPlan } from '../plan';
+import {
+  gapsToSkip,
+  joinSkips,
+  SKIP_CHANNELS_PER_TRANSACTION,
+  planBatch,
+  skipMessages,
+  splitSkips,
+  type BatchPlan,
+} from '../plan';
 import {
   DEFAULT_BUFFER_LIMITS,
   toMessage,
@@ -324,10 +332,11 @@ export class PostgresStore implements EventStore {
       const channels = found.rows.map((r) => r.channel);
       if (channels.length === 0) break;
       let gaps: SkippedGap[] = [];
+      let cut = false as boolean; // set in the transaction below
       // One at a time with this instance's group commits: it too holds the append lock to its COMMIT.
       const recorded = await this.serially(() =>
         this.transact(channels, [], (loaded) => {
-          gaps = channels.flatMap((channel) =>
+          const found = channels.flatMap((channel) =>
             gapsToSkip(
               channel,
               (loaded.rockets.get(channel)?.lastMessageNumber ?? 0) + 1,
@@ -335,15 +344,19 @@ export class PostgresStore implements EventStore {
               cutoff,
             ),
           );
+          const [taken, left] = splitSkips(found);
+          gaps = taken;
+          cut = left.length > 0;
           return [planBatch(skipMessages(gaps, now.toISOString(), reason), new Overlay(loaded))];
         }),
       );
       await recorded.delivered;
       skipped.push(...gaps);
-      // Each channel found is now free of stale gaps; none skipped means another instance got there first.
-      if (gaps.length === 0 || channels.length < SKIP_CHANNELS_PER_TRANSACTION) break;
+      // Each channel found is now free of stale gaps, unless the transaction was cut short; none skipped means
+      // another instance got there first.
+      if (gaps.length === 0 || (channels.length < SKIP_CHANNELS_PER_TRANSACTION && !cut)) break;
     }
-    return skipped;
+    return joinSkips(skipped);
   }
 
   /**

@@ -11,7 +11,9 @@ import type { RocketMessage } from '../../domain/message';
 import { evolve, evolveAt, withUtcTimes, type Rocket } from '../../domain/rocket';
 import {
   gapsToSkip,
+  joinSkips,
   SKIP_CHANNELS_PER_TRANSACTION,
+  splitSkips,
   planBatch,
   skipMessages,
   type BatchPlan,
@@ -247,7 +249,7 @@ export class SqliteStore implements EventStore {
     cutoff: number,
     at: string,
     reason: string,
-  ) => { gaps: SkippedGap[]; result: CommitResult };
+  ) => { gaps: SkippedGap[]; cut: boolean; result: CommitResult };
   private readonly rebuildTransaction: () => number;
   /** Writes the oldest `count` dirty rockets (or fewer) and forgets they were dirty. */
   private readonly projectTransaction: (count: number) => void;
@@ -336,7 +338,7 @@ export class SqliteStore implements EventStore {
 
     const skip = this.db.transaction((channels: readonly string[], cutoff: number, at: string, reason: string) => {
       const since = this.head + 1;
-      const gaps = channels.flatMap((channel) =>
+      const found = channels.flatMap((channel) =>
         gapsToSkip(
           channel,
           (this.source.channel(channel).rocket?.lastMessageNumber ?? 0) + 1,
@@ -346,10 +348,11 @@ export class SqliteStore implements EventStore {
           cutoff,
         ),
       );
+      const [gaps, left] = splitSkips(found);
       const plan = planBatch(skipMessages(gaps, at, reason), this.source, this.budget());
       const result = this.write(plan, at);
       this.markDirty(since);
-      return { gaps, result };
+      return { gaps, cut: left.length > 0, result };
     });
     this.skipTransaction = (channels, cutoff, at, reason) => skip.immediate(channels, cutoff, at, reason);
 
@@ -616,7 +619,7 @@ export class SqliteStore implements EventStore {
       const channels = this.sql.staleChannels.all(cutoffIso, SKIP_CHANNELS_PER_TRANSACTION).map((r) => r.channel);
       if (channels.length === 0) break;
       const before = this.buffered;
-      let done: { gaps: SkippedGap[]; result: CommitResult };
+      let done: { gaps: SkippedGap[]; cut: boolean; result: CommitResult };
       try {
         if (this.stale) this.project();
         done = this.skipTransaction(channels, cutoff, now.toISOString(), reason);
@@ -630,10 +633,11 @@ export class SqliteStore implements EventStore {
       await this.durable();
       if (done.result.events.length > 0) notify(this.listeners, done.result.events, done.result.rockets);
       skipped.push(...done.gaps);
-      // Each channel it found is now free of stale gaps; none skipped means nothing more to find.
-      if (done.gaps.length === 0 || channels.length < SKIP_CHANNELS_PER_TRANSACTION) break;
+      // Each channel it found is now free of stale gaps, unless the transaction was cut short; none skipped
+      // means nothing more to find.
+      if (done.gaps.length === 0 || (channels.length < SKIP_CHANNELS_PER_TRANSACTION && !done.cut)) break;
     }
-    return skipped;
+    return joinSkips(skipped);
   }
 
   stats(): Promise<StoreStats> {
