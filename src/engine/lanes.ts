@@ -39,6 +39,7 @@ export class LanePool {
   /** Messages accepted and not yet settled, across lanes. */
   private inFlight = 0;
   private drained: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
   private settled = 0;
 
   constructor(
@@ -112,8 +113,9 @@ export class LanePool {
   /** Stops taking messages and resolves once every accepted message is settled. */
   close(): Promise<void> {
     this.closed = true;
-    if (this.inFlight === 0) return Promise.resolve();
-    return new Promise((resolve) => (this.drained = resolve));
+    // One promise for every caller: a second close must not take the first one's resolver.
+    this.closing ??= this.inFlight === 0 ? Promise.resolve() : new Promise((resolve) => (this.drained = resolve));
+    return this.closing;
   }
 
   private async drain(lane: Lane): Promise<void> {

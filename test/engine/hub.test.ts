@@ -85,6 +85,18 @@ describe('Hub', () => {
     await feed.return();
   });
 
+  it('moves a rocket a slow subscriber has not read behind those that changed after it: positions only grow', async () => {
+    // a@1, b@2, a@3: a client that read a@3 first, and was cut off, would resume after 3 and never see b@2.
+    const feed = hub.rockets();
+    for (const m of [msg('a', 1), msg('b', 1), msg('a', 2)]) await store.commit([m]);
+    const got = await take(feed, 2);
+    expect(got.map((u) => [u.channel, u.position])).toEqual([
+      ['b', 2],
+      ['a', 3],
+    ]);
+    await feed.return();
+  });
+
   it('gives each rocket of a commit the position of its own last event, in their order', async () => {
     const feed = hub.rockets();
     await store.commit([msg('a', 1), msg('b', 1), msg('a', 2)]);
@@ -129,6 +141,21 @@ describe('RocketService.eventsSince (catch-up, then live)', () => {
     expect(got.map((e) => e.messageNumber)).toEqual(Array.from({ length: 110 }, (_, i) => i + 11));
     await feed.return();
     expect(hub.subscribers).toBe(0);
+    hub.close();
+  });
+
+  it('hands on live the event after the last it replayed, and not that one again', async () => {
+    // #1 lands after the subscription begins and before its first read: it is both read by the catch-up and
+    // queued live. The live queue must give #2 next, not #1 a second time.
+    const store = new MemoryStore();
+    const hub = new Hub(store, 100);
+    const service = new RocketService(store, new LanePool(store, 1), hub);
+    const feed = service.eventsSince({});
+    await service.submit(envelope('a', 1));
+    expect((await feed.next()).value).toMatchObject({ position: 1 });
+    await service.submit(envelope('a', 2));
+    expect((await feed.next()).value).toMatchObject({ position: 2 });
+    await feed.return();
     hub.close();
   });
 

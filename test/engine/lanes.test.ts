@@ -232,6 +232,17 @@ describe('LanePool', () => {
     expect(closed).toBe(true);
   });
 
+  it('answers every caller of close, however many, once every accepted message is settled', async () => {
+    const store = new GatedStore();
+    const pool = new LanePool(store, 1);
+    const accepted = pool.submit(msg('a', 1));
+    await store.waiting(1);
+    const closings = [pool.close(), pool.close()];
+    (store.gates[0] as () => void)();
+    await accepted;
+    await expect(Promise.all([...closings, pool.close()])).resolves.toEqual([undefined, undefined, undefined]);
+  });
+
   it('refuses a lane count that is not a positive integer', () => {
     const store: EventStore = new MemoryStore();
     expect(() => new LanePool(store, 0)).toThrow(RangeError);
