@@ -295,6 +295,9 @@ export class SqliteStore implements EventStore {
       // Commits never wait for the disk here: FULL is kept by syncing the WAL off the event loop (WalSync).
       this.db.pragma(`synchronous = ${onDisk ? 'NORMAL' : synchronous}`);
       migrate(this.db);
+      // SQLite opens a file it may read but not write read-only without a word, and every commit would
+      // then fail: refuse it here, by a write that changes nothing, with the file named.
+      this.db.prepare('UPDATE projection SET position = position WHERE id = 1').run();
       this.sql = prepare(this.db);
       this.buffered = this.sql.pendingCount.get()?.count ?? 0;
       // The migration wrote, so the WAL exists. What it wrote is synced like any commit, before the first one.
