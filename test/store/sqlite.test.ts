@@ -1,4 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import {
+  chmodSync,
   copyFileSync,
   existsSync,
   linkSync,
@@ -1012,6 +1014,31 @@ describe('SqliteStore on its file', () => {
     expect(() => new SqliteStore(locked)).toThrow(
       `cannot open the SQLite store at ${locked}: unable to open database file`,
     );
+  });
+
+  it('refuses a file it may read but not write, which SQLite would open read-only without a word', async () => {
+    const file = join(tmp.dir, 'read-only.db');
+    const store = new SqliteStore(file);
+    await store.commit([launched('a', 1)]);
+    await store.close();
+    // As a file copied in would be: no WAL beside it.
+    for (const extra of ['-wal', '-shm']) rmSync(`${file}${extra}`, { force: true });
+    const script = `const { SqliteStore } = require(${JSON.stringify(join(__dirname, '../../dist/src/store/sqlite/store.js'))});
+      try { new SqliteStore(${JSON.stringify(file)}); console.log('opened'); } catch (e) { console.log(e.message); }`;
+    let said: string;
+    if (process.getuid?.() === 0) {
+      // Root may write any file: the child is another user, in a directory it may write, and reads the code
+      // wherever it is through the one capability that lets it read (util-linux's setpriv, in every Debian).
+      // It makes the WAL itself, as its own: only the database file is not its to write.
+      chmodSync(tmp.dir, 0o777);
+      const user = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+      const reading = ['--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search'];
+      said = execFileSync('setpriv', [...user, ...reading, process.execPath, '-e', script], { encoding: 'utf8' });
+    } else {
+      chmodSync(file, 0o444);
+      said = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    }
+    expect(said.trim()).toBe(`cannot open the SQLite store at ${file}: attempt to write a readonly database`);
   });
 
   it('works with synchronous NORMAL and refuses any other setting', async () => {
