@@ -42,6 +42,9 @@ function commandOf(args: readonly string[]): Command | string {
  */
 const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
+/** A repeat of the first stop signal within this many ms is its echo (see `serve`), not a second signal. */
+const ECHO_MS = 500;
+
 /** `--backup <file>`: a consistent copy of the SQLite store, taken beside a running server. */
 async function backup(config: Config, log: Logger, target: string): Promise<void> {
   const file = sqliteFileOf(config.databaseUrl ?? '');
@@ -129,7 +132,12 @@ async function serve(config: Config, log: Logger): Promise<void> {
   }
   log.info({ port, store: app.store.kind, database: app.store.location, lanes: config.workerCount }, 'listening');
   let stopping = false;
+  let firstSignal: { signal: string; at: number } | undefined;
   const shutdown = (signal: string): void => {
+    // Ctrl-C under `npm start` reaches the server twice: from the terminal, and forwarded by npm. The
+    // same signal within a moment of the first is that echo, not an operator's second signal.
+    if (firstSignal?.signal === signal && performance.now() - firstSignal.at < ECHO_MS) return;
+    firstSignal ??= { signal, at: performance.now() };
     if (stopping) {
       // What was acknowledged is already durable; what is in flight was not acknowledged.
       log.warn({ signal }, 'second signal while stopping: exiting now');
