@@ -37,8 +37,8 @@ function commandOf(args: readonly string[]): Command | string {
 }
 
 /**
- * SIGTERM, SIGINT and SIGHUP stop a server gracefully (a second one, of any of them, exits at once),
- * and stop a backup, removing its partial copy.
+ * SIGTERM, SIGINT and SIGHUP stop a server gracefully (a second one, of any of them, exits at once, unless
+ * it repeats the first within ECHO_MS), and stop a backup, removing its partial copy.
  */
 const STOP_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
 
@@ -130,13 +130,15 @@ async function serve(config: Config, log: Logger): Promise<void> {
     const where = `HOST ${config.host === undefined ? '(every address)' : `"${config.host}"`} PORT ${config.port}`;
     throw new ConfigError(`cannot listen on ${where}: ${e instanceof Error ? e.message : String(e)}`);
   }
-  log.info({ port, store: app.store.kind, database: app.store.location, lanes: config.workerCount }, 'listening');
   let stopping = false;
   let firstSignal: { signal: string; at: number } | undefined;
   const shutdown = (signal: string): void => {
     // Ctrl-C under `npm start` reaches the server twice: from the terminal, and forwarded by npm. The
     // same signal within a moment of the first is that echo, not an operator's second signal.
-    if (firstSignal?.signal === signal && performance.now() - firstSignal.at < ECHO_MS) return;
+    if (firstSignal?.signal === signal && performance.now() - firstSignal.at < ECHO_MS) {
+      log.info({ signal }, 'the same signal again at once: taken as its echo, still stopping');
+      return;
+    }
     firstSignal ??= { signal, at: performance.now() };
     if (stopping) {
       // What was acknowledged is already durable; what is in flight was not acknowledged.
@@ -156,7 +158,9 @@ async function serve(config: Config, log: Logger): Promise<void> {
       },
     );
   };
+  // Before the line that says it listens: whoever waits for that line may signal at once.
   for (const signal of STOP_SIGNALS) process.on(signal, shutdown);
+  log.info({ port, store: app.store.kind, database: app.store.location, lanes: config.workerCount }, 'listening');
 }
 
 async function main(): Promise<void> {

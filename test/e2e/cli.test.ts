@@ -83,6 +83,33 @@ describe('the server command', () => {
     });
   });
 
+  it('takes the same signal again at once for its echo, as Ctrl-C under npm start sends it, and stops gracefully', async () => {
+    const s = (server = await startServer({ DATABASE_URL: 'memory:' }));
+    // A request in flight keeps the stop waiting until the test lets it end: its body never comes.
+    const socket = connect(s.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.write('POST /messages HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{');
+    await getJson(`${s.url}/health`);
+    const said = (words: string) =>
+      new Promise<void>((resolve) =>
+        s.child.stdout?.on('data', (c: Buffer) => {
+          if (c.toString('utf8').includes(words)) resolve();
+        }),
+      );
+    const stopping = said('"stopping"');
+    const echo = said('taken as its echo');
+    // The terminal signals the whole process group, and npm forwards what it got to the server it runs.
+    s.child.kill('SIGINT');
+    await stopping;
+    s.child.kill('SIGINT');
+    // Taken as a second signal, it would end the process at once, with 1.
+    await Promise.race([echo, new Promise((resolve) => s.child.once('exit', resolve))]);
+    socket.destroy();
+    expect(await s.stop('SIGINT')).toBe(0);
+    expect(s.output.some((l) => l.includes('"stopped"'))).toBe(true);
+    expect(s.output.some((l) => l.includes('second signal'))).toBe(false);
+  });
+
   it('exits at once, with 1, on a second signal while it stops', async () => {
     const s = (server = await startServer({ DATABASE_URL: 'memory:' }));
     // A request in flight keeps the stop waiting: its body never comes.
