@@ -39,6 +39,13 @@ export interface StoreUnderTest {
   readonly clock: TestClock;
   /** Closes the store and removes whatever it created (files, schemas). */
   cleanup(): Promise<void>;
+  /**
+   * Writes `row` into the store's projection behind its back, as damage only a rebuild repairs: it
+   * replaces the rocket of its channel, or adds one. Commits and reads must be idle. The store's own read
+   * caches may go on answering from what they held: only what the store reads from its projection after
+   * this shows the damage.
+   */
+  tamperRocket(row: Rocket): Promise<void>;
 }
 
 /** How a test wants its store configured; unset options take the store's defaults. */
@@ -1041,6 +1048,46 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         // Sequencing carries on from the rebuilt state.
         expect(await submit(launched('ghost', 1))).toEqual(['applied']);
         expect((await store.getRocket('ghost'))?.lastMessageNumber).toBe(12);
+      });
+
+      it('replaces a damaged projection with the rockets the log replays', async () => {
+        const a = [launched('a', 1, { launchSpeed: 100 }), increased('a', 2, 50), missionChanged('a', 3, 'M3')];
+        const b = [launched('b', 1, { launchSpeed: 300 }), exploded('b', 2, 'BOOM')];
+        await oneByOne(a[1] as RocketMessage, ...b, a[0] as RocketMessage, a[2] as RocketMessage, increased('c', 2, 1));
+        const replayed = [fold(a), fold(b)] as Rocket[];
+        const [ra, rb] = replayed as [Rocket, Rocket];
+        const listed = async (): Promise<Rocket[]> =>
+          (await store.listRockets({ sort: 'channel', order: 'asc' })).map(stripBuffer);
+        expect(await listed()).toEqual(replayed);
+
+        // Two stale rows (wrong speed, status, reason, last message number) and a rocket of a channel that
+        // has no events at all.
+        const damagedA: Rocket = { ...ra, speed: 1, status: 'exploded', explodedReason: 'X', lastMessageNumber: 1 };
+        const damagedB: Rocket = { ...rb, speed: 999, explodedReason: 'WRONG', lastMessageNumber: 7 };
+        const ghost: Rocket = { ...ra, channel: 'ghost', speed: 42, lastMessageNumber: 9 };
+        await h.tamperRocket(damagedA);
+        await h.tamperRocket(damagedB);
+        await h.tamperRocket(ghost);
+        // The damage took: the listing reads the projection itself.
+        expect(await listed()).toEqual([damagedA, damagedB, ghost]);
+
+        expect(await store.rebuildProjection()).toBe(5);
+        expect(await listed()).toEqual(replayed);
+        expect((await store.listRockets({ sort: 'speed', order: 'desc' })).map((r) => r.channel)).toEqual(['b', 'a']);
+        expect(await rocket('a')).toEqual(ra);
+        expect(await rocket('b')).toEqual(rb);
+        expect(await store.getRocket('ghost')).toBeUndefined();
+        expect(await store.stats()).toEqual({ rockets: 2, events: 5, buffered: 1 });
+
+        // Sequencing carries on from the replayed last message numbers, not the damaged ones.
+        expect(await submit(increased('a', 4, 10), increased('b', 3, 1), launched('c', 1))).toEqual([
+          'applied',
+          'applied',
+          'applied',
+        ]);
+        expect(await rocket('a')).toEqual(fold([...a, increased('a', 4, 10)]));
+        expect(await rocket('b')).toEqual(fold([...b, increased('b', 3, 1)]));
+        expect((await rocket('c'))?.lastMessageNumber).toBe(2);
       });
 
       it('rebuilds an empty log to no rockets', async () => {

@@ -29,6 +29,27 @@ if (unreachable === undefined) {
         await store.close();
         await dropSchema(schema);
       },
+      tamperRocket: (r) =>
+        admin(async (c) => {
+          await c.query(
+            `INSERT INTO "${schema}".rockets (channel, type, mission, speed, status, exploded_reason, launched_at,
+                                              updated_at, last_message_number)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (channel) DO UPDATE SET type = $2, mission = $3, speed = $4, status = $5,
+               exploded_reason = $6, launched_at = $7, updated_at = $8, last_message_number = $9`,
+            [
+              r.channel,
+              r.type,
+              r.mission,
+              r.speed,
+              r.status,
+              r.explodedReason,
+              r.launchedAt,
+              r.updatedAt,
+              r.lastMessageNumber,
+            ],
+          );
+        }),
     };
   });
 } else {

@@ -44,6 +44,26 @@ function tempDir(): { dir: string; file: string; remove: () => void } {
   return { dir, file: join(dir, 'nested', 'rockets.db'), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
+/**
+ * Writes `row` into the rockets table from a second connection, as an operator's tool would. The store
+ * first writes the rockets it holds back (any read of the table does), so that none of its own writes
+ * later undoes the damage; its channel cache keeps the states it held.
+ */
+async function tamperRocket(store: SqliteStore, row: Rocket): Promise<void> {
+  await store.stats();
+  const db = new SqliteDatabase(store.location);
+  try {
+    db.prepare(
+      `INSERT OR REPLACE INTO rockets (channel, type, mission, speed, status, exploded_reason, launched_at,
+                                       updated_at, last_message_number)
+       VALUES (@channel, @type, @mission, @speed, @status, @explodedReason, @launchedAt, @updatedAt,
+               @lastMessageNumber)`,
+    ).run(row);
+  } finally {
+    db.close();
+  }
+}
+
 describeStoreContract('SqliteStore', (options) => {
   const clock = createTestClock();
   const tmp = tempDir();
@@ -55,6 +75,7 @@ describeStoreContract('SqliteStore', (options) => {
       await store.close();
       tmp.remove();
     },
+    tamperRocket: (row) => tamperRocket(store, row),
   });
 });
 
@@ -71,6 +92,7 @@ describeStoreContract('SqliteStore with a channel cache of 2', (options) => {
       await store.close();
       tmp.remove();
     },
+    tamperRocket: (row) => tamperRocket(store, row),
   });
 });
 
