@@ -921,25 +921,51 @@ describePg('PostgresStore with several instances', () => {
     expect(await a.getRocket('y')).toMatchObject({ speed: 510, lastMessageNumber: 4 });
   });
 
-  it('commits with synchronous_commit on even where the role or the URL turns it off', async () => {
+  it('commits with synchronous_commit on even where the role or the URL turns it off, the long way and a rebuild too', async () => {
     const url = new URL(DATABASE_URL);
     url.searchParams.set('options', '-c synchronous_commit=off');
     const a = await PostgresStore.open(url.toString(), { schema, poolSize: 2 });
     opened.push(a);
-    // A trigger records the setting the inserting transaction runs with.
+    // Triggers record the setting each writing transaction runs with, and what it wrote: an append, a
+    // buffered message, or the rebuild's DELETE of the projection (nothing else deletes from `rockets`).
     await admin(async (c) => {
       await c.query(`
-        CREATE TABLE "${schema}".seen (setting text);
+        CREATE TABLE "${schema}".seen (id serial, tab text, setting text);
         CREATE FUNCTION "${schema}".seen() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN INSERT INTO "${schema}".seen VALUES (current_setting('synchronous_commit')); RETURN NULL; END $$;
+        BEGIN
+          INSERT INTO "${schema}".seen (tab, setting) VALUES (TG_TABLE_NAME, current_setting('synchronous_commit'));
+          RETURN NULL;
+        END $$;
         CREATE TRIGGER seen AFTER INSERT ON "${schema}".events
+          FOR EACH STATEMENT EXECUTE FUNCTION "${schema}".seen();
+        CREATE TRIGGER seen AFTER INSERT ON "${schema}".pending
+          FOR EACH STATEMENT EXECUTE FUNCTION "${schema}".seen();
+        CREATE TRIGGER seen AFTER DELETE ON "${schema}".rockets
           FOR EACH STATEMENT EXECUTE FUNCTION "${schema}".seen();`);
     });
+    // Fresh and in-order messages: the one statement (rockets_commit_known).
     await a.commit([launched('d', 1)]);
     await a.commit([increased('d', 2, 1)]);
     await a.commit([increased('d', 3, 1), launched('e', 1)]);
-    const seen = await admin((c) => c.query<{ setting: string }>(`SELECT setting FROM "${schema}".seen`));
-    expect(seen.rows.map((r) => r.setting)).toEqual(['on', 'on', 'on']);
+    // The long way (the transaction's BEGIN line): a group that only buffers, then one with a duplicate
+    // (#3 again), whose #4 releases the buffered #5.
+    expect(statusesOf(await a.commit([increased('d', 5, 1)]))).toEqual(['buffered']);
+    const dup = await a.commit([increased('d', 3, 1), increased('d', 4, 1)]);
+    expect(statusesOf(dup)).toEqual(['duplicate', 'applied']);
+    expect(dup.events.map((e) => e.messageNumber)).toEqual([4, 5]);
+    // And the rebuild's transaction.
+    expect(await a.rebuildProjection()).toBe(6);
+    const seen = await admin((c) =>
+      c.query<{ tab: string; setting: string }>(`SELECT tab, setting FROM "${schema}".seen ORDER BY id`),
+    );
+    expect(seen.rows.map((r) => `${r.tab}: ${r.setting}`)).toEqual([
+      'events: on',
+      'events: on',
+      'events: on',
+      'pending: on',
+      'events: on',
+      'rockets: on',
+    ]);
   });
 
   it('closes idempotently', async () => {
