@@ -921,6 +921,75 @@ describePg('PostgresStore with several instances', () => {
     expect(await a.getRocket('y')).toMatchObject({ speed: 510, lastMessageNumber: 4 });
   });
 
+  it('takes the channel lock in the one statement too: it waits for a long-way commit that buffers the next number', async () => {
+    // Named, so that the test can tell when each instance's session waits on a lock.
+    const named = async (name: string): Promise<PostgresStore> => {
+      const url = new URL(DATABASE_URL);
+      url.searchParams.set('application_name', `${schema}-${name}`);
+      const store = await PostgresStore.open(url.toString(), { schema, poolSize: 2 });
+      opened.push(store);
+      return store;
+    };
+    const [a, b] = [await named('a'), await named('b')];
+    const waitsOnLock = `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
+      WHERE l.locktype = 'advisory' AND NOT l.granted AND s.application_name = $1) AS ok`;
+    const gate = 0x5109;
+    // B's transaction that buffers a message of `c` blocks in COMMIT (a deferred trigger waits on a lock
+    // this test holds), after its channel lock was taken and its row written but before anyone sees it.
+    await admin(async (c) => {
+      await c.query(`
+        CREATE FUNCTION "${schema}".buffer_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_xact_lock_shared(${gate}, hashtext(TG_TABLE_SCHEMA)); RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER buffer_gate AFTER INSERT ON "${schema}".pending
+          DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.channel = 'c')
+          EXECUTE FUNCTION "${schema}".buffer_gate();`);
+    });
+    // A knows `c` at #1 (its own commit), so its #2 goes as one statement (rockets_commit_known).
+    await a.commit([launched('c', 1)]);
+    const holder = new Client({ connectionString: DATABASE_URL });
+    await holder.connect();
+    let outcomes: [CommitResult, CommitResult];
+    let aWentFirst: boolean;
+    try {
+      await holder.query('SELECT pg_advisory_lock($1, hashtext($2))', [gate, schema]);
+      // B reads `c` at #1 under its channel lock and buffers #3: the long way.
+      const buffering = b.commit([increased('c', 3, 3)]);
+      await until(holder, waitsOnLock, [`${schema}-b`]);
+      // Meanwhile A applies #2. Its statement must wait for B's channel lock: without it, its check of the
+      // buffer cannot see B's uncommitted #3, both commit, and `c` waits for #3 with #3 in the buffer.
+      let settled = false;
+      const applying = a.commit([increased('c', 2, 2)]);
+      applying.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
+      const deadline = Date.now() + 15_000;
+      while (!settled && !(await holder.query<{ ok: boolean }>(waitsOnLock, [`${schema}-a`])).rows[0]?.ok) {
+        if (Date.now() > deadline) throw new Error("A's commit neither ended nor waited on a lock");
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      aWentFirst = settled;
+      await holder.query('SELECT pg_advisory_unlock($1, hashtext($2))', [gate, schema]);
+      outcomes = await Promise.all([buffering, applying]);
+    } finally {
+      await holder.query('SELECT pg_advisory_unlock_all()').catch(() => undefined);
+      await holder.end();
+    }
+    // Nothing is left waiting: #3 was released, on both instances' view.
+    for (const s of [a, b]) {
+      expect(await s.getRocket('c')).toMatchObject({ speed: 505, lastMessageNumber: 3, buffer: { count: 0 } });
+      expect(await s.listGaps(100)).toEqual([]);
+    }
+    expect(await a.stats()).toEqual({ rockets: 1, events: 3, buffered: 0 });
+    expect((await b.readEvents({ channel: 'c', limit: ALL })).map((e) => e.messageNumber)).toEqual([1, 2, 3]);
+    // A's commit waited for B's, then found #3 buffered and released it with #2.
+    const [rb, ra] = outcomes;
+    expect(aWentFirst).toBe(false);
+    expect(statusesOf(rb)).toEqual(['buffered']);
+    expect(statusesOf(ra)).toEqual(['applied']);
+    expect(ra.events.map((e) => e.messageNumber)).toEqual([2, 3]);
+  });
+
   it('commits with synchronous_commit on even where the role or the URL turns it off, the long way and a rebuild too', async () => {
     const url = new URL(DATABASE_URL);
     url.searchParams.set('options', '-c synchronous_commit=off');
