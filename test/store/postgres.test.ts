@@ -184,6 +184,18 @@ describePg('PostgresStore with several instances', () => {
     return store;
   };
 
+  /** An instance whose sessions are named `<schema>-<name>`, so that waitsOnLock can tell them apart. */
+  const openNamed = async (name: string): Promise<PostgresStore> => {
+    const url = new URL(DATABASE_URL);
+    url.searchParams.set('application_name', `${schema}-${name}`);
+    const store = await PostgresStore.open(url.toString(), { schema, poolSize: 2 });
+    opened.push(store);
+    return store;
+  };
+  /** For `until`: whether a session named $1 waits for an advisory lock. */
+  const waitsOnLock = `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
+    WHERE l.locktype = 'advisory' AND NOT l.granted AND s.application_name = $1) AS ok`;
+
   beforeEach(() => {
     schema = freshSchema();
   });
@@ -321,6 +333,48 @@ describePg('PostgresStore with several instances', () => {
     expect(positions(onB.calls[0] ?? [])).toEqual(positions(all.slice(0, 1_200)));
     expect(onB.calls.slice(1).flat()).toEqual(all.slice(1_200));
     expect(await b.getRocket('big')).toMatchObject({ speed: 500 + 1_199, lastMessageNumber: 1_200 });
+    onB.off();
+  });
+
+  it('hands B commits of A it reads late, whose page ends inside a commit, one call per transaction', async () => {
+    const [a, b] = [await open(), await openNamed('b')];
+    const onB = record(b);
+    await a.commit([launched('before', 1)]);
+    const start = await a.headPosition();
+    await onB.until(start);
+    // B's feed holds off while a commit of B is in flight (the notifications most likely announce that
+    // commit). The test holds the channel lock of `hold`, so B's commit of it waits there, before the
+    // append lock, and B reads nothing while A commits three groups of 400 events one after another.
+    const holder = new Client({ connectionString: DATABASE_URL });
+    await holder.connect();
+    let heldBack: Promise<CommitResult>;
+    const groups = [0, 1, 2].map((k) => Array.from({ length: 400 }, (_, i) => launched(`late-${k}-${i}`, 1)));
+    try {
+      await holder.query(`SELECT pg_advisory_lock(hashtextextended($1 || '/hold', 0))`, [schema]);
+      heldBack = b.commit([launched('hold', 1)]);
+      await until(holder, waitsOnLock, [`${schema}-b`]);
+      for (const g of groups) expect(statusesOf(await a.commit(g))).toEqual(new Array(400).fill('applied'));
+      await holder.query(`SELECT pg_advisory_unlock(hashtextextended($1 || '/hold', 0))`, [schema]);
+    } finally {
+      await holder.query('SELECT pg_advisory_unlock_all()').catch(() => undefined);
+      await holder.end();
+    }
+    // B then reads the 1,200 events in pages of 500: the first ends 100 events into A's second commit.
+    const rh = await heldBack;
+    const head = await a.headPosition();
+    expect(positions(rh.events)).toEqual([head]);
+    await onB.until(head);
+    const all = await a.readEvents({ limit: ALL });
+    expect(all).toHaveLength(1_202);
+    expect(onB.events).toEqual(all);
+    expectStrictlyIncreasing(positions(onB.events));
+    const byTransaction = await admin((c) =>
+      c.query<{ ps: number[] }>(
+        `SELECT array_agg(position::int ORDER BY position) AS ps FROM "${schema}".events GROUP BY txid ORDER BY min(position)`,
+      ),
+    );
+    expect(byTransaction.rows.map((r) => r.ps.length)).toEqual([1, 400, 400, 400, 1]);
+    expect(onB.calls.map(positions)).toEqual(byTransaction.rows.map((r) => r.ps));
     onB.off();
   });
 
@@ -922,17 +976,7 @@ describePg('PostgresStore with several instances', () => {
   });
 
   it('takes the channel lock in the one statement too: it waits for a long-way commit that buffers the next number', async () => {
-    // Named, so that the test can tell when each instance's session waits on a lock.
-    const named = async (name: string): Promise<PostgresStore> => {
-      const url = new URL(DATABASE_URL);
-      url.searchParams.set('application_name', `${schema}-${name}`);
-      const store = await PostgresStore.open(url.toString(), { schema, poolSize: 2 });
-      opened.push(store);
-      return store;
-    };
-    const [a, b] = [await named('a'), await named('b')];
-    const waitsOnLock = `SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
-      WHERE l.locktype = 'advisory' AND NOT l.granted AND s.application_name = $1) AS ok`;
+    const [a, b] = [await openNamed('a'), await openNamed('b')];
     const gate = 0x5109;
     // B's transaction that buffers a message of `c` blocks in COMMIT (a deferred trigger waits on a lock
     // this test holds), after its channel lock was taken and its row written but before anyone sees it.
@@ -957,18 +1001,19 @@ describePg('PostgresStore with several instances', () => {
       await until(holder, waitsOnLock, [`${schema}-b`]);
       // Meanwhile A applies #2. Its statement must wait for B's channel lock: without it, its check of the
       // buffer cannot see B's uncommitted #3, both commit, and `c` waits for #3 with #3 in the buffer.
-      let settled = false;
+      const state = { settled: false };
       const applying = a.commit([increased('c', 2, 2)]);
       applying.then(
-        () => (settled = true),
-        () => (settled = true),
+        () => (state.settled = true),
+        () => (state.settled = true),
       );
+      // Until A's commit has either ended or waits on a lock.
       const deadline = Date.now() + 15_000;
-      while (!settled && !(await holder.query<{ ok: boolean }>(waitsOnLock, [`${schema}-a`])).rows[0]?.ok) {
+      while (!state.settled && !(await holder.query<{ ok: boolean }>(waitsOnLock, [`${schema}-a`])).rows[0]?.ok) {
         if (Date.now() > deadline) throw new Error("A's commit neither ended nor waited on a lock");
         await new Promise((r) => setTimeout(r, 5));
       }
-      aWentFirst = settled;
+      aWentFirst = state.settled;
       await holder.query('SELECT pg_advisory_unlock($1, hashtext($2))', [gate, schema]);
       outcomes = await Promise.all([buffering, applying]);
     } finally {
