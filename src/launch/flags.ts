@@ -10,7 +10,7 @@ Sends rocket telemetry to <url> (such as http://localhost:8088/messages) the way
 program does: one POST per message on a new TCP connection, and every network error, 5xx, 408 or 429
 retried every 500 ms until it is acknowledged. Any other answer (400, 401, 404, 405, 409, ...) can never
 succeed by retrying: the run stops, prints its summary and exits 1, as it does when one message has been
-refused with 429 for --give-up-after.
+refused at a buffer cap (429, or 503 BUFFER_FULL) for --give-up-after.
 
 Flags of the test program:
   --concurrency-level <n>  messages in flight at once (default 3)
@@ -31,10 +31,14 @@ Its own:
                            MAX_BUFFERED_PER_CHANNEL or MAX_BUFFERED_TOTAL (default 1m)
   --verify                 at the end, compare every rocket of this run (GET /rockets next to <url>)
                            with the generator's own model; list the differences and exit 1 if any
+  --token <t>              send Authorization: Bearer <t> with every request, as a server with
+                           INGEST_TOKEN wants (default: the INGEST_TOKEN environment variable, if set;
+                           an empty value sends none); never printed
   -h, --help               print this help
 
 Flags take --name=value or --name value (-name works too).
-Exit status: 0 done (and verified), 1 verification failed, 2 invalid flags, 130 interrupted (Ctrl-C).
+Exit status: 0 done (and verified), 1 verification failed or the run stopped at an answer it cannot get
+past, 2 invalid flags, 130 interrupted (Ctrl-C) or 143 terminated (SIGTERM), with the summary so far.
 `;
 
 export interface PlanOptions {
@@ -56,6 +60,8 @@ export interface LaunchOptions extends PlanOptions {
   /** Milliseconds one message may be refused with 429 before the run stops. */
   readonly giveUpAfterMs: number;
   readonly verify: boolean;
+  /** Sent as `Authorization: Bearer <token>` with every request; undefined sends none. */
+  readonly token: string | undefined;
 }
 
 export type ParsedArgs =
@@ -104,13 +110,13 @@ export function parseDuration(text: string): number | undefined {
 class InvalidFlag extends Error {}
 
 function count(name: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const n = /^\d+$/.test(text) ? Number(text) : NaN;
-  if (!Number.isSafeInteger(n)) throw new InvalidFlag(`--${name} must be a whole number, got "${text}"`);
-  if (n < min || n > max)
-    throw new InvalidFlag(
-      `--${name} must be ${max === Number.MAX_SAFE_INTEGER ? `at least ${min}` : `from ${min} to ${max}`}, got ${n}`,
-    );
-  return n;
+  if (!/^\d+$/.test(text)) throw new InvalidFlag(`--${name} must be a whole number, got "${text}"`);
+  // Beyond 2^53 - 1 the number read may not be the one written: it rounds, so it is past `max` too.
+  const n = Number(text);
+  if (n >= min && n <= max) return n;
+  if (max !== Number.MAX_SAFE_INTEGER) throw new InvalidFlag(`--${name} must be from ${min} to ${max}, got ${text}`);
+  if (n < min) throw new InvalidFlag(`--${name} must be at least ${min}, got ${text}`);
+  throw new InvalidFlag(`--${name} must be at most ${max} (2^53 - 1), got ${text}`);
 }
 
 function ratio(name: string, text: string): number {
@@ -141,6 +147,17 @@ function positiveDuration(name: string, text: string): number {
   return ms;
 }
 
+/**
+ * A bearer token as a server can be given one: visible ASCII, no spaces (anything else either cannot go
+ * in a header or never matches). Empty: none. The message names where it came from, never the token.
+ */
+function token(source: string, text: string): string | undefined {
+  if (text === '') return undefined;
+  if (!/^[\x21-\x7e]+$/.test(text))
+    throw new InvalidFlag(`${source} must be visible ASCII characters with no spaces, as a bearer token is`);
+  return text;
+}
+
 function target(text: string): string {
   let url: URL;
   try {
@@ -162,6 +179,7 @@ const VALUE_FLAGS = [
   'duplicates',
   'shuffle',
   'give-up-after',
+  'token',
 ] as const;
 type ValueFlag = (typeof VALUE_FLAGS)[number];
 const isValueFlag = (name: string): name is ValueFlag => (VALUE_FLAGS as readonly string[]).includes(name);
@@ -169,9 +187,13 @@ const isValueFlag = (name: string): name is ValueFlag => (VALUE_FLAGS as readonl
 /**
  * Reads the command line (without `node` and the script). Never throws: an invalid command line is an
  * `invalid` result whose message names the flag and what it must be. `randomSeed` gives the seed when
- * `--seed` is absent.
+ * `--seed` is absent; `env` gives INGEST_TOKEN when `--token` is.
  */
-export function parseArgs(argv: readonly string[], randomSeed: () => number = () => randomInt(0, 2 ** 32)): ParsedArgs {
+export function parseArgs(
+  argv: readonly string[],
+  randomSeed: () => number = () => randomInt(0, 2 ** 32),
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): ParsedArgs {
   const rest = [...argv];
   const endOfFlags = rest.indexOf('--');
   if (rest.slice(0, endOfFlags < 0 ? undefined : endOfFlags).some((a) => a === '-h' || a === '--help'))
@@ -210,6 +232,7 @@ export function parseArgs(argv: readonly string[], randomSeed: () => number = ()
       );
     const value = (name: ValueFlag, fallback: string): string => values.get(name) ?? fallback;
     const seedText = values.get('seed');
+    const tokenText = values.get('token');
     return {
       kind: 'run',
       options: {
@@ -223,6 +246,10 @@ export function parseArgs(argv: readonly string[], randomSeed: () => number = ()
         shuffle: count('shuffle', value('shuffle', '0'), 0, 1_000_000),
         giveUpAfterMs: positiveDuration('give-up-after', value('give-up-after', '1m')),
         verify,
+        token:
+          tokenText === undefined
+            ? token('INGEST_TOKEN (the default of --token)', env.INGEST_TOKEN ?? '')
+            : token('--token', tokenText),
       },
     };
   } catch (e) {

@@ -20,8 +20,8 @@ import { RETRY_INTERVAL_MS, StopRun, deliver, emptyStats, readRockets, summary, 
 const MAX_DIFFERENCES_SHOWN = 50;
 
 /**
- * Runs the command line and resolves with the exit status. Ctrl-C prints the summary so far and exits
- * the process with 130 at once.
+ * Runs the command line and resolves with the exit status. Ctrl-C (SIGINT) or SIGTERM prints the summary
+ * so far and exits the process at once, with 130 or 143.
  */
 export async function main(argv: readonly string[]): Promise<number> {
   const parsed = parseArgs(argv);
@@ -42,11 +42,16 @@ export async function main(argv: readonly string[]): Promise<number> {
   });
   const started = performance.now();
   const progress = new Progress(process.stderr, o.maxMessages, stats, started);
-  process.once('SIGINT', () => {
-    progress.stop();
-    process.stdout.write(`interrupted: ${summary(stats, performance.now() - started, 'skipped')}\n`);
-    process.exit(130);
-  });
+  // As a shell reports a process a signal ended: 128 + the signal's number.
+  for (const [signal, status] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const)
+    process.once(signal, () => {
+      progress.stop();
+      process.stdout.write(`interrupted: ${summary(stats, performance.now() - started, 'skipped')}\n`);
+      process.exit(status);
+    });
   const warned = new Set<string>();
   const warn = (kind: string, text: string): void => {
     if (warned.has(kind)) return;
@@ -70,7 +75,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       if (!first && o.messageDelayMs > 0) await sleep(o.messageDelayMs);
       if (stopped()) return;
       try {
-        await deliver(url, next.value, stats, warn, stopped, o.giveUpAfterMs);
+        await deliver(url, o.token, next.value, stats, warn, stopped, o.giveUpAfterMs);
       } catch (e) {
         if (!(e instanceof StopRun)) throw e;
         run.stop ??= e.message;
@@ -90,7 +95,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const rocketsUrl = new URL('rockets', url);
     let found: string[];
     try {
-      found = differences(model, await readRockets(rocketsUrl));
+      found = differences(model, await readRockets(rocketsUrl, o.token));
     } catch (e) {
       found = [e instanceof Error ? e.message : String(e)];
     }

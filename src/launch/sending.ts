@@ -59,12 +59,16 @@ interface Reply {
   readonly text: string;
 }
 
-/** One request on its own TCP connection (no agent, no keep-alive), as the test program sends them. */
-function exchange(url: URL, method: 'GET' | 'POST', body?: string): Promise<Reply> {
+/**
+ * One request on its own TCP connection (no agent, no keep-alive), as the test program sends them; with
+ * `Authorization: Bearer <token>` when there is a token.
+ */
+function exchange(url: URL, token: string | undefined, method: 'GET' | 'POST', body?: string): Promise<Reply> {
   const send: (url: URL, options: RequestOptions, callback: (res: IncomingMessage) => void) => ClientRequest =
     url.protocol === 'https:' ? httpsRequest : httpRequest;
   const headers: Record<string, string | number> =
     body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
   return new Promise((resolve, reject) => {
     const req = send(url, { method, agent: false, headers }, (res) => {
       const chunks: Buffer[] = [];
@@ -117,10 +121,11 @@ const retryable = (status: number): boolean => status >= 500 || status === 408 |
  * Posts until a 2xx, every 500 ms, while the answers are ones a retry can change (`retryable`, network
  * errors); says once per kind of failure what is being retried. Throws StopRun on any other answer, on a
  * refusal at a buffer cap (`atBufferCap`) that lasts `giveUpAfterMs`, and when `stopped()` says another
- * sender stopped the run.
+ * sender stopped the run. `token`, if any, goes with every attempt as a bearer token.
  */
 export async function deliver(
   url: URL,
+  token: string | undefined,
   d: Delivery,
   stats: Stats,
   warn: (kind: string, text: string) => void,
@@ -133,7 +138,7 @@ export async function deliver(
   let refusedSince: number | undefined;
   for (;;) {
     try {
-      const reply = await exchange(url, 'POST', d.body);
+      const reply = await exchange(url, token, 'POST', d.body);
       if (reply.status >= 200 && reply.status < 300) {
         stats.acknowledged++;
         const status = ackStatus(reply.text);
@@ -161,11 +166,12 @@ export async function deliver(
   }
 }
 
-export async function readRockets(url: URL): Promise<unknown> {
+/** GET /rockets for --verify, with the run's bearer token if it has one (a server may come to want it). */
+export async function readRockets(url: URL, token: string | undefined): Promise<unknown> {
   let problem = '';
   for (let attempt = 1; attempt <= VERIFY_ATTEMPTS; attempt++) {
     try {
-      const reply = await exchange(url, 'GET');
+      const reply = await exchange(url, token, 'GET');
       if (reply.status >= 200 && reply.status < 300) return JSON.parse(reply.text) as unknown;
       problem = `${reply.status} ${reply.text.slice(0, 300)}`;
     } catch (e) {

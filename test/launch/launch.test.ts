@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -54,7 +56,7 @@ describe('parseDuration', () => {
 
 describe('parseArgs', () => {
   it('gives the test program its defaults, and a random seed when none is set', () => {
-    expect(options(parseArgs(['http://localhost:8088/messages'], () => 42))).toEqual({
+    expect(options(parseArgs(['http://localhost:8088/messages'], () => 42, {}))).toStrictEqual({
       url: 'http://localhost:8088/messages',
       concurrencyLevel: 3,
       maxMessages: 100_000,
@@ -65,6 +67,7 @@ describe('parseArgs', () => {
       shuffle: 0,
       giveUpAfterMs: 60_000,
       verify: false,
+      token: undefined,
     });
   });
 
@@ -84,6 +87,8 @@ describe('parseArgs', () => {
         '--shuffle=16',
         '--give-up-after=90s',
         '--verify',
+        '--token',
+        's3cret',
       ]),
     );
     expect(o).toMatchObject({
@@ -96,7 +101,31 @@ describe('parseArgs', () => {
       shuffle: 16,
       giveUpAfterMs: 90_000,
       verify: true,
+      token: 's3cret',
     });
+  });
+
+  it('takes the token from --token, else from INGEST_TOKEN; empty sends none', () => {
+    const url = 'http://localhost:8088/messages';
+    const token = (argv: string[], env: Record<string, string>): string | undefined =>
+      options(parseArgs([url, ...argv], () => 1, env)).token;
+    expect(token([], {})).toBeUndefined();
+    expect(token([], { INGEST_TOKEN: 'from-env' })).toBe('from-env');
+    expect(token(['--token=from-flag'], { INGEST_TOKEN: 'from-env' })).toBe('from-flag');
+    expect(token(['--token='], { INGEST_TOKEN: 'from-env' })).toBeUndefined();
+    expect(token([], { INGEST_TOKEN: '' })).toBeUndefined();
+  });
+
+  it('refuses a token no server could be given, without printing it', () => {
+    const url = 'http://localhost:8088/messages';
+    expect(invalid(parseArgs([url, '--token', 'two words'], () => 1, {}))).toBe(
+      '--token must be visible ASCII characters with no spaces, as a bearer token is',
+    );
+    expect(invalid(parseArgs([url], () => 1, { INGEST_TOKEN: 'line\n' }))).toBe(
+      'INGEST_TOKEN (the default of --token) must be visible ASCII characters with no spaces, as a bearer token is',
+    );
+    expect(invalid(parseArgs([url, '--token=caf\u00e9'], () => 1, {}))).not.toContain('caf');
+    expect(invalid(parseArgs([url, '--token']))).toBe('--token needs a value');
   });
 
   it('prints help for -h or --help whatever else is there', () => {
@@ -121,6 +150,12 @@ describe('parseArgs', () => {
     expect(invalid(parseArgs([url, '--duplicates=1']))).toMatch(/--duplicates must be a ratio from 0 to below 1/);
     expect(invalid(parseArgs([url, '--shuffle=-3']))).toMatch(/--shuffle must be a whole number/);
     expect(invalid(parseArgs([url, '--seed=abc']))).toMatch(/--seed must be a whole number/);
+    expect(invalid(parseArgs([url, '--seed=99999999999999999999']))).toBe(
+      '--seed must be at most 9007199254740991 (2^53 - 1), got 99999999999999999999',
+    );
+    expect(invalid(parseArgs([url, '--seed=9007199254740992']))).toMatch(/--seed must be at most 9007199254740991 /);
+    expect(options(parseArgs([url, '--seed=9007199254740991'])).seed).toBe(Number.MAX_SAFE_INTEGER);
+    expect(invalid(parseArgs([url, '--max-messages=0']))).toBe('--max-messages must be at least 1, got 0');
     expect(invalid(parseArgs([url, '--rockets']))).toBe('--rockets needs a value');
     expect(invalid(parseArgs([url, '--verify=maybe']))).toMatch(/--verify takes no value/);
     expect(invalid(parseArgs([url, '--speed=9']))).toBe('unknown flag --speed');
@@ -381,6 +416,9 @@ interface Launched {
   stderrLine(pattern: RegExp): Promise<string>;
 }
 
+/** A short run for the tests that need only a few messages through. */
+const small = ['--max-messages=200', '--rockets=2', '--verify'];
+
 describe('the built CLI', () => {
   let dir: string;
   let server: ServerProcess;
@@ -399,8 +437,14 @@ describe('the built CLI', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const launch = (args: string[]): Launched => {
-    const child = spawn(process.execPath, [LAUNCH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  /** Runs the CLI with `env` over this process's environment, without its INGEST_TOKEN unless given. */
+  const launch = (args: string[], env: Record<string, string> = {}): Launched => {
+    const inherited = { ...process.env };
+    delete inherited.INGEST_TOKEN;
+    const child = spawn(process.execPath, [LAUNCH, ...args], {
+      env: { ...inherited, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     children.add(child);
     let stdout = '';
     let stderr = '';
@@ -519,13 +563,79 @@ describe('the built CLI', () => {
     expect(run.code).toBe(0);
   });
 
-  it('prints the summary so far and exits 130 on Ctrl-C', async () => {
+  it.each([
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const)('prints the summary so far and exits 128 + its number on %s', async (signal, status) => {
     const run = launch([`${server.url}/messages`, '--max-messages=1000000', '--message-delay=1s', '--seed=12']);
     await run.stderrLine(/^rockets-launch: 1000000 messages/);
-    run.child.kill('SIGINT');
+    run.child.kill(signal);
     const exit = await run.exit;
     expect(exit.stdout).toMatch(/^interrupted: sent \d+, acknowledged \d+ .*, verified skipped\n$/);
-    expect(exit.code).toBe(130);
+    expect(exit.code).toBe(status);
+  });
+
+  describe('against a server with INGEST_TOKEN', () => {
+    const TOKEN = 'launch-test-token-7f3a';
+    let guarded: ServerProcess;
+    beforeAll(async () => {
+      guarded = await startServer({ DATABASE_URL: `sqlite:${join(dir, 'guarded.db')}`, INGEST_TOKEN: TOKEN });
+    });
+    afterAll(async () => {
+      await guarded.stop();
+    });
+
+    it.each([
+      ['--token', '21', [`--token=${TOKEN}`], {}],
+      ['INGEST_TOKEN', '22', [], { INGEST_TOKEN: TOKEN }],
+    ])('sends, verifies and never prints the token given by %s', async (_, seed, flags, env) => {
+      const run = await launch([`${guarded.url}/messages`, `--seed=${seed}`, ...small, ...flags], env).exit;
+      expect(run.stdout).toMatch(/^done: sent 200, acknowledged 200 .*, retried 0, .*verified yes\n$/);
+      expect(run.code).toBe(0);
+      expect(run.stdout + run.stderr).not.toContain(TOKEN);
+    });
+
+    it('stops at the first 401 without a token, as with any answer no retry can change', async () => {
+      const run = await launch([`${guarded.url}/messages`, '--seed=23', ...small]).exit;
+      expect(run.stdout).toMatch(
+        /^stopped: 401 for \S+ #\d+: .*INGEST_TOKEN.* \(retrying cannot change this answer\)$/m,
+      );
+      expect(run.stdout).toMatch(/^done: sent \d+, acknowledged 0 .*, retried 0, .*verified skipped$/m);
+      expect(run.code).toBe(1);
+      const wrong = await launch([`${guarded.url}/messages`, '--seed=23', ...small, '--token=not-it']).exit;
+      expect(wrong.stdout).toMatch(/^stopped: 401 for /m);
+      expect(wrong.code).toBe(1);
+    });
+  });
+
+  it('sends the token with every request it makes, the posts and the GET of --verify', async () => {
+    const seen: { method: string; url: string; headers: IncomingHttpHeaders }[] = [];
+    const fake = createServer((req, res) => {
+      seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
+      req.resume();
+      req.on('end', () => {
+        res.setHeader('content-type', 'application/json');
+        if (req.method === 'POST') res.writeHead(202).end('{"status":"applied"}');
+        else res.writeHead(200).end('[]');
+      });
+    });
+    await new Promise<void>((resolve) => fake.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = fake.address() as AddressInfo;
+      const run = await launch([
+        `http://127.0.0.1:${port}/messages`,
+        ...['--max-messages=5', '--rockets=1', '--verify', '--token=abc.DEF-123'],
+      ]).exit;
+      // The fake stores nothing, so --verify finds the rocket missing.
+      expect(run.stdout).toMatch(/missing from GET /);
+      expect(seen.map((r) => `${r.method} ${r.url}`)).toEqual([
+        ...Array<string>(5).fill('POST /messages'),
+        'GET /rockets',
+      ]);
+      for (const r of seen) expect(r.headers.authorization).toBe('Bearer abc.DEF-123');
+    } finally {
+      await new Promise((resolve) => fake.close(resolve));
+    }
   });
 
   it('says what is wrong with a flag and exits 2', async () => {
@@ -540,6 +650,11 @@ describe('the built CLI', () => {
     const run = await launch(['--help']).exit;
     expect(run.stdout).toMatch(/^Usage: rockets-launch <url> \[flags\]/);
     expect(run.stdout).toContain('--concurrency-level <n>');
+    expect(run.stdout).toMatch(/--token <t> .*\n.*\(default: the INGEST_TOKEN environment variable/);
+    expect(run.stdout).toMatch(
+      /^Exit status: .*1 verification failed or the run stopped at an answer it cannot get\npast/m,
+    );
+    expect(run.stdout).toMatch(/130 interrupted \(Ctrl-C\) or 143 terminated \(SIGTERM\), with the summary so far\.$/m);
     expect(run.code).toBe(0);
   });
 });
