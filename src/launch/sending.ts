@@ -146,7 +146,12 @@ export async function deliver(
         return;
       }
       const text = `${reply.status} for ${what}: ${reply.text.slice(0, 300)}`;
-      if (!retryable(reply.status)) throw new StopRun(`${text} (retrying cannot change this answer)`);
+      if (!retryable(reply.status)) {
+        // A server with INGEST_TOKEN set: the sender needs the token, which --token gives.
+        const hint =
+          reply.status === 401 ? (token === undefined ? '; give the token with --token' : '; check --token') : '';
+        throw new StopRun(`${text} (retrying cannot change this answer${hint})`);
+      }
       if (atBufferCap(reply.status, reply.text)) {
         refusedSince ??= performance.now();
         if (performance.now() - refusedSince >= giveUpAfterMs)

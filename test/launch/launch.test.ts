@@ -598,12 +598,12 @@ describe('the built CLI', () => {
     it('stops at the first 401 without a token, as with any answer no retry can change', async () => {
       const run = await launch([`${guarded.url}/messages`, '--seed=23', ...small]).exit;
       expect(run.stdout).toMatch(
-        /^stopped: 401 for \S+ #\d+: .*INGEST_TOKEN.* \(retrying cannot change this answer\)$/m,
+        /^stopped: 401 for \S+ #\d+: .*INGEST_TOKEN.* \(retrying cannot change this answer; give the token with --token\)$/m,
       );
       expect(run.stdout).toMatch(/^done: sent \d+, acknowledged 0 .*, retried 0, .*verified skipped$/m);
       expect(run.code).toBe(1);
       const wrong = await launch([`${guarded.url}/messages`, '--seed=23', ...small, '--token=not-it']).exit;
-      expect(wrong.stdout).toMatch(/^stopped: 401 for /m);
+      expect(wrong.stdout).toMatch(/^stopped: 401 for .*; check --token\)$/m);
       expect(wrong.code).toBe(1);
     });
   });
