@@ -237,6 +237,21 @@ describe('GraphQL over HTTP', () => {
       ]);
     });
 
+    it('tells a late envelope for a number the gap policy skipped: CONFLICT with skipped true', async () => {
+      await server.app.stop();
+      let clock = Date.UTC(2026, 0, 1);
+      server = await startServer({ gapTimeoutMs: 30_000 }, () => new Date(clock));
+      const g = messages('g');
+      await status(g.launched(1));
+      await status(g.increased(3, 1));
+      clock += 31_000;
+      expect(await server.app.service.skipStaleGaps()).toEqual([{ channel: 'g', from: 2, to: 2 }]);
+      const r = await data(server, SubmitMessagesDetailsDocument, { messages: [g.increased(2, 1)] });
+      expect(r.submitMessages).toEqual([
+        expect.objectContaining({ code: 'CONFLICT', messageNumber: 2, skipped: true }),
+      ]);
+    });
+
     it('refuses a batch of more than 1000 envelopes as a whole', async () => {
       const batch = Array.from({ length: 1001 }, (_, i) => messages(`c${i}`).launched(1));
       const r = await post(server, SubmitMessagesDocument, { messages: batch });

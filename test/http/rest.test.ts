@@ -121,6 +121,14 @@ describe('REST API', () => {
       expect(JSON.stringify(r.body)).toMatch(/not valid JSON/);
     });
 
+    it('takes a body of exactly the size limit, and refuses one byte more with a 413', async () => {
+      const json = JSON.stringify(launch('a'));
+      const exact = json + ' '.repeat(64 * 1024 - Buffer.byteLength(json));
+      const headers = { 'content-type': 'application/json' };
+      expect((await send(`${base}/messages`, 'POST', `${exact} `, headers)).status).toBe(413);
+      expect((await send(`${base}/messages`, 'POST', exact, headers)).status).toBe(202);
+    });
+
     it('refuses a body over the size limit with a 413', async () => {
       const r = await post({ ...launch('a'), padding: 'x'.repeat(70 * 1024) });
       expect(r.status).toBe(413);
@@ -441,6 +449,16 @@ describe('REST API', () => {
       for (const q of ['?sort=colour', '?order=up', '?status=landed', '?limit=0', '?limit=abc', '?after=nope']) {
         const r = await getJson(`${base}/rockets${q}`);
         expect(r.status).toBe(400);
+      }
+    });
+
+    it('takes a limit of up to 10,000 on every route that pages, and refuses one more with a 400 naming it', async () => {
+      for (const path of ['/rockets', '/events', '/rockets/d/events', '/gaps']) {
+        const largest = await getJson(`${base}${path}?limit=10000`);
+        expect({ path, status: largest.status }).toEqual({ path, status: 200 });
+        const over = await getJson(`${base}${path}?limit=10001`);
+        expect({ path, status: over.status }).toEqual({ path, status: 400 });
+        expect(JSON.stringify(over.body)).toContain('"field":"limit"');
       }
     });
 
