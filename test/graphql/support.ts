@@ -78,7 +78,6 @@ export async function data<R, V>(server: TestServer, document: TypedDocumentNode
   return reply.body.data;
 }
 
-/** Yields to the event loop until `check` holds: for state with no event to wait on (listener counts). */
 /**
  * Holds every commit of `store` until the returned function is called (once a test has seen what happens while
  * a commit is under way). Release it before the store's server stops: a stop waits for every commit.
@@ -94,6 +93,10 @@ export function holdCommits(store: EventStore): () => void {
   return release;
 }
 
+/**
+ * Yields to the event loop until `check` holds: for state with no event to wait on (listener counts). Bounded
+ * by the test's own timeout.
+ */
 export async function until(check: () => boolean | Promise<boolean>): Promise<void> {
   while (!(await check())) await new Promise((resolve) => setImmediate(resolve));
 }
