@@ -597,7 +597,8 @@ describe('GraphQL over server-sent events (Accept: text/event-stream)', () => {
     });
 
     it('keeps a client that reads a large answer slowly, but steadily, for longer than WS_KEEPALIVE_MS', async () => {
-      await start({ keepAliveMs: 200 });
+      // A read every 10 ms, far inside the timeout, however loaded the machine; the whole read takes longer.
+      await start({ keepAliveMs: 500 });
       for (let n = 1; n <= 10_000; n++) await launch(`big${n}`, LONG_TEXT, n);
       // One result of about 10 MB, more than the kernel's buffers hold: it leaves in one write, and drains
       // only once the client has taken most of it.
