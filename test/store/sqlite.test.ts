@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
   copyFileSync,
@@ -1049,22 +1048,25 @@ describe('SqliteStore on its file', () => {
     await store.close();
     // As a file copied in would be: no WAL beside it.
     for (const extra of ['-wal', '-shm']) rmSync(`${file}${extra}`, { force: true });
-    const script = `const { SqliteStore } = require(${JSON.stringify(join(__dirname, '../../dist/src/store/sqlite/store.js'))});
-      try { new SqliteStore(${JSON.stringify(file)}); console.log('opened'); } catch (e) { console.log(e.message); }`;
-    let said: string;
-    if (process.getuid?.() === 0) {
-      // Root may write any file: the child is another user, in a directory it may write, and reads the code
-      // wherever it is through the one capability that lets it read (util-linux's setpriv, in every Debian).
-      // It makes the WAL itself, as its own: only the database file is not its to write.
+    const root = process.getuid?.() === 0;
+    if (root) {
+      // Root may write any file: the store is opened as another user (this process's effective user, for
+      // the synchronous constructor alone), in a directory that user may write. It makes the WAL itself, as
+      // its own: only the database file is not its to write.
       chmodSync(tmp.dir, 0o777);
-      const user = ['--reuid=65534', '--regid=65534', '--clear-groups'];
-      const reading = ['--inh-caps=+dac_read_search', '--ambient-caps=+dac_read_search'];
-      said = execFileSync('setpriv', [...user, ...reading, process.execPath, '-e', script], { encoding: 'utf8' });
-    } else {
-      chmodSync(file, 0o444);
-      said = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+      process.seteuid?.(65534);
+    } else chmodSync(file, 0o444);
+    let opened: SqliteStore | undefined;
+    let refusal: unknown;
+    try {
+      opened = new SqliteStore(file);
+    } catch (e) {
+      refusal = e;
+    } finally {
+      if (root) process.seteuid?.(0);
     }
-    expect(said.trim()).toBe(`cannot open the SQLite store at ${file}: attempt to write a readonly database`);
+    await opened?.close();
+    expect(refusal).toEqual(new Error(`cannot open the SQLite store at ${file}: attempt to write a readonly database`));
   });
 
   it('works with synchronous NORMAL and refuses any other setting', async () => {
