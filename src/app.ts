@@ -212,7 +212,7 @@ export async function buildApp(
       requestTimeout: config.requestTimeoutMs,
       connectionsCheckingInterval: Math.max(50, Math.min(30_000, config.headersTimeoutMs / 4)),
     },
-    inOrder(answer),
+    answer,
   );
   // A connection that has moved no byte for SOCKET_TIMEOUT_MS (or, idle between requests, for the keep-alive
   // timeout) is cut if it is idle, or if what it was sent waits unread: a client that pipelines requests and
@@ -300,31 +300,6 @@ export async function buildApp(
         hub.close();
         await store.close();
       })()),
-  };
-}
-
-/** Methods that change nothing: requests pipelined behind one another may be handled at once. */
-const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS']);
-
-/** On a connection's socket: the answer to the last write handled on it. */
-const LAST_WRITE = Symbol('lastWrite');
-
-/**
- * Node hands over every request pipelined on a connection at once, and only queues their answers: a GET sent
- * behind a POST would read the state from before it, though answered after its 202. RFC 9112 (9.3.2) lets a
- * server handle pipelined requests in parallel only when all are safe. An answer queued behind one not yet
- * sent has no socket yet (Node gives it the socket, and says so with `socket`, once those before it are
- * sent): such a request is handled then if it is a write, or a read behind a write still being answered.
- * Any other request, and every request on a connection that does not pipeline, is handled at once.
- */
-function inOrder(handle: (req: IncomingMessage, res: ServerResponse) => void) {
-  return (req: IncomingMessage, res: ServerResponse): void => {
-    const socket = req.socket as Socket & { [LAST_WRITE]?: ServerResponse };
-    const safe = SAFE_METHODS.has(req.method ?? '');
-    const queued = res.socket === null && (!safe || socket[LAST_WRITE]?.writableEnded === false);
-    if (!safe) socket[LAST_WRITE] = res;
-    if (queued) res.once('socket', () => handle(req, res));
-    else handle(req, res);
   };
 }
 

@@ -302,38 +302,6 @@ describe('REST API', () => {
       expect(text.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 400', 'HTTP/1.1 200']);
     });
 
-    it('handles a read pipelined behind a write after the write, as its answer comes after the 202', async () => {
-      const request = (method: string, target: string, body?: unknown, last = false): string => {
-        const text = body === undefined ? '' : JSON.stringify(body);
-        const close = last ? 'connection: close\r\n' : '';
-        return `${method} ${target} HTTP/1.1\r\nhost: x\r\n${close}content-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`;
-      };
-      const socket = connect(Number(new URL(base).port), '127.0.0.1');
-      let text = '';
-      socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
-      const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()));
-      // All in one write: Node parses them together, and would hand every one over before answering any.
-      socket.write(
-        request('POST', '/messages', launch('pipelined')) +
-          request('GET', '/rockets/pipelined') +
-          request('POST', '/messages', speedUp('pipelined', 2, 100)) +
-          request('GET', '/rockets/pipelined') +
-          request('GET', '/nowhere') +
-          request('GET', '/health', undefined, true),
-      );
-      await closed;
-      expect(text.match(/HTTP\/1\.1 \d+/g)).toEqual([
-        'HTTP/1.1 202',
-        'HTTP/1.1 200',
-        'HTTP/1.1 202',
-        'HTTP/1.1 200',
-        'HTTP/1.1 404',
-        'HTTP/1.1 200',
-      ]);
-      expect(text.match(/"speed":\d+/g)).toEqual(['"speed":500', '"speed":600']);
-      expect(text).toContain('"events":2,');
-    });
-
     it('answers headers too large with 431, and a CONNECT with 501, as Node would but with a word', async () => {
       /** All the server answers to `request`, sent by hand, until it closes the connection. */
       const answerTo = (request: string) =>
