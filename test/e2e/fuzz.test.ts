@@ -455,9 +455,11 @@ describe('hostile input against the running server', () => {
     );
   };
 
-  it('answers 10,000 malformed graphql-ws frames with errors or a refusing close, and stores nothing', async () => {
+  // A socket of its own for each frame (a handshake, an init, often a subscription): 3,000 of them reach every
+  // refusal, at a third of the time 10,000 took in CI, run twice there.
+  it('answers 3,000 malformed graphql-ws frames with errors or a refusing close, and stores nothing', async () => {
     const before = await snapshot();
-    const frames = fc.sample(badFrame, { numRuns: 10_000, seed: 42 });
+    const frames = fc.sample(badFrame, { numRuns: 3_000, seed: 42 });
     const closes = new Map<number, number>();
     let answered = 0;
     const wrong: Array<{ frame: string; outcome: WsOutcome }> = [];
@@ -472,7 +474,7 @@ describe('hostile input against the running server', () => {
     });
     expect(wrong.slice(0, 5)).toEqual([]);
     // Each kind of refusal was met, so the generator reaches every path it means to.
-    expect(answered).toBeGreaterThan(1000);
+    expect(answered).toBeGreaterThan(300);
     expect([...closes.keys()].sort()).toEqual([1007, 1009, 4400, 4401, 4409, 4429]);
     expect(await snapshot()).toEqual(before);
   }, 180_000);
