@@ -249,7 +249,15 @@ export async function buildApp(
   // answer has begun on the connection), without a body to leak.
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex & { _httpMessage?: ServerResponse | null }) => {
     const status = CLIENT_ERROR_STATUS[err.code ?? ''] ?? '400 Bad Request';
-    if (socket.writable && socket._httpMessage?.headersSent !== true)
+    const answering = socket._httpMessage;
+    if (answering != null && !answering.headersSent && answering.req.complete) {
+      // What broke came after a request read whole, whose answer is still being made (a commit under way):
+      // a 400 now would be read as that answer, a stored message taken for a refused one. That answer goes
+      // first, and closes the connection; what came after it gets none.
+      answering.setHeader('connection', 'close');
+      return;
+    }
+    if (socket.writable && answering?.headersSent !== true)
       socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     else socket.destroy();
   });
