@@ -336,7 +336,7 @@ export class PostgresStore implements EventStore {
       // One at a time with this instance's group commits: it too holds the append lock to its COMMIT.
       const recorded = await this.serially(() =>
         this.transact(channels, [], (loaded) => {
-          const found = channels.flatMap((channel) =>
+          const stale = channels.flatMap((channel) =>
             gapsToSkip(
               channel,
               (loaded.rockets.get(channel)?.lastMessageNumber ?? 0) + 1,
@@ -344,7 +344,7 @@ export class PostgresStore implements EventStore {
               cutoff,
             ),
           );
-          const [taken, left] = splitSkips(found);
+          const [taken, left] = splitSkips(stale);
           gaps = taken;
           cut = left.length > 0;
           return [planBatch(skipMessages(gaps, now.toISOString(), reason), new Overlay(loaded))];
