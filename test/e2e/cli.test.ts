@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { MAIN, getJson, startServer, type ServerProcess } from '../support/process';
@@ -9,6 +9,27 @@ const failure = (args: string[], env: Record<string, string> = {}): Promise<unkn
   run(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env } }).then(
     () => Promise.reject(new Error('expected a failure')),
     (e: unknown) => e,
+  );
+
+/**
+ * A request whose body never comes, in flight on `s` once this resolves: it holds a stop until the
+ * returned socket is destroyed.
+ */
+async function holdStop(s: ServerProcess): Promise<Socket> {
+  const socket = connect(s.port, '127.0.0.1');
+  socket.on('error', () => undefined);
+  socket.write('POST /messages HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{');
+  // Once another request is answered, the server has read these headers.
+  await getJson(`${s.url}/health`);
+  return socket;
+}
+
+/** Resolves once `s` prints `words` on stdout. */
+const said = (s: ServerProcess, words: string): Promise<void> =>
+  new Promise((resolve) =>
+    s.child.stdout?.on('data', (c: Buffer) => {
+      if (c.toString('utf8').includes(words)) resolve();
+    }),
   );
 
 describe('the server command', () => {
@@ -85,19 +106,10 @@ describe('the server command', () => {
 
   it('takes the same signal again at once for its echo, as Ctrl-C under npm start sends it, and stops gracefully', async () => {
     const s = (server = await startServer({ DATABASE_URL: 'memory:' }));
-    // A request in flight keeps the stop waiting until the test lets it end: its body never comes.
-    const socket = connect(s.port, '127.0.0.1');
-    socket.on('error', () => undefined);
-    socket.write('POST /messages HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{');
-    await getJson(`${s.url}/health`);
-    const said = (words: string) =>
-      new Promise<void>((resolve) =>
-        s.child.stdout?.on('data', (c: Buffer) => {
-          if (c.toString('utf8').includes(words)) resolve();
-        }),
-      );
-    const stopping = said('"stopping"');
-    const echo = said('taken as its echo');
+    // A request in flight keeps the stop waiting until the test lets it end.
+    const socket = await holdStop(s);
+    const stopping = said(s, '"stopping"');
+    const echo = said(s, 'taken as its echo');
     // The terminal signals the whole process group, and npm forwards what it got to the server it runs.
     s.child.kill('SIGINT');
     await stopping;
@@ -112,16 +124,9 @@ describe('the server command', () => {
 
   it('exits at once, with 1, on a second signal while it stops', async () => {
     const s = (server = await startServer({ DATABASE_URL: 'memory:' }));
-    // A request in flight keeps the stop waiting: its body never comes.
-    const socket = connect(s.port, '127.0.0.1');
-    socket.on('error', () => undefined);
-    socket.write('POST /messages HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{');
-    await getJson(`${s.url}/health`);
-    const stopping = new Promise<void>((resolve) =>
-      s.child.stdout?.on('data', (c: Buffer) => {
-        if (c.toString('utf8').includes('"stopping"')) resolve();
-      }),
-    );
+    // A request in flight keeps the stop waiting.
+    const socket = await holdStop(s);
+    const stopping = said(s, '"stopping"');
     s.child.kill('SIGTERM');
     await stopping;
     expect(await s.stop('SIGINT')).toBe(1);

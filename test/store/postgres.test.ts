@@ -12,6 +12,19 @@ import { createTestClock, describeStoreContract, increased, launched } from './c
 
 const ALL = Number.MAX_SAFE_INTEGER;
 
+/** A rocket as the values of a `rockets` row, in the table's column order. */
+const rocketRow = (r: Rocket): unknown[] => [
+  r.channel,
+  r.type,
+  r.mission,
+  r.speed,
+  r.status,
+  r.explodedReason,
+  r.launchedAt,
+  r.updatedAt,
+  r.lastMessageNumber,
+];
+
 if (unreachable === undefined) {
   describeStoreContract('PostgresStore', async (options) => {
     const clock = createTestClock();
@@ -37,17 +50,7 @@ if (unreachable === undefined) {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (channel) DO UPDATE SET type = $2, mission = $3, speed = $4, status = $5,
                exploded_reason = $6, launched_at = $7, updated_at = $8, last_message_number = $9`,
-            [
-              r.channel,
-              r.type,
-              r.mission,
-              r.speed,
-              r.status,
-              r.explodedReason,
-              r.launchedAt,
-              r.updatedAt,
-              r.lastMessageNumber,
-            ],
+            rocketRow(r),
           );
         }),
     };
@@ -1162,19 +1165,11 @@ describePg('PostgresStore statements whose plans outlive the table sizes they we
     store = await PostgresStore.open(DATABASE_URL, { schema, poolSize: 2 });
     await admin(async (c) => {
       await c.query(`SET search_path TO "${schema}"`);
-      const row = (r: Rocket): unknown[] => [
-        r.channel,
-        r.type,
-        r.mission,
-        r.speed,
-        r.status,
-        r.explodedReason,
-        r.launchedAt,
-        r.updatedAt,
-        r.lastMessageNumber,
-      ];
       for (let i = 1; i <= 10; i++)
-        await c.query('INSERT INTO rockets VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)', row(rocketAt(`k-${i}`, 1)));
+        await c.query(
+          'INSERT INTO rockets VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+          rocketRow(rocketAt(`k-${i}`, 1)),
+        );
       // Enough calls while the tables are tiny for the session to keep generic plans of every statement.
       for (let i = 1; i <= 8; i++) {
         await c.query(COMMIT_KNOWN, commitKnown(`k-${i}`, 2));
