@@ -146,6 +146,78 @@ function origin(raw: string): string {
   );
 }
 
+/** Every variable the service reads (besides pg's own `PG*` variables, which pg reads). */
+export const SETTINGS: readonly string[] = [
+  'PORT',
+  'HOST',
+  'DATABASE_URL',
+  'WORKER_COUNT',
+  'DATABASE_POOL_SIZE',
+  'MAX_BUFFERED_PER_CHANNEL',
+  'MAX_BUFFERED_TOTAL',
+  'GAP_TIMEOUT',
+  'SQLITE_SYNCHRONOUS',
+  'MAX_BODY_BYTES',
+  'SUBSCRIBER_BUFFER',
+  'GRAPHIQL',
+  'INTROSPECTION',
+  'INGEST_TOKEN',
+  'SUBSCRIPTION_TOKEN',
+  'ALLOWED_ORIGINS',
+  'WS_MAX_PAYLOAD',
+  'WS_MAX_OPERATIONS',
+  'WS_KEEPALIVE_MS',
+  'HEADERS_TIMEOUT_MS',
+  'REQUEST_TIMEOUT_MS',
+  'SOCKET_TIMEOUT_MS',
+  'METRICS',
+  'DASHBOARD',
+  'LOG_LEVEL',
+  'NODE_ENV',
+];
+
+/** Edits (insertions, deletions, substitutions, swaps of neighbours) that turn `a` into `b`. */
+function edits(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) =>
+    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
+  );
+  const at = (i: number, j: number): number => (d[i] as number[])[j] as number;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++) {
+      let best = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, at(i - 2, j - 2) + 1);
+      (d[i] as number[])[j] = best;
+    }
+  return at(a.length, b.length);
+}
+
+/**
+ * Variables set that are probably a setting mistyped, each with the setting meant: a setting's name in
+ * another case, or one or two edits away from it (one for names of up to six letters, so that `HOME` is
+ * not taken for `HOST`). Such a variable is otherwise ignored, like any the service does not read, and
+ * the setting keeps its default: the server says so at start. Values are never read here.
+ */
+export function mistypedSettings(env: Env): { readonly name: string; readonly meant: string }[] {
+  const found: { name: string; meant: string }[] = [];
+  for (const name of Object.keys(env)) {
+    if (SETTINGS.includes(name)) continue;
+    const upper = name.toUpperCase();
+    let meant: string | undefined;
+    let least = Infinity;
+    for (const setting of SETTINGS) {
+      const allowed = setting.length <= 6 ? 1 : 2;
+      if (Math.abs(upper.length - setting.length) > allowed) continue;
+      const n = edits(upper, setting);
+      if (n <= allowed && n < least) {
+        least = n;
+        meant = setting;
+      }
+    }
+    if (meant !== undefined) found.push({ name, meant });
+  }
+  return found;
+}
+
 /** Reads the configuration; throws ConfigError naming the variable when a value is not acceptable. */
 export function loadConfig(env: Env = process.env): Config {
   const production = env.NODE_ENV === 'production';

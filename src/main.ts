@@ -1,5 +1,5 @@
 import { buildApp, createLogger } from './app';
-import { ConfigError, loadConfig, type Config } from './config';
+import { ConfigError, loadConfig, mistypedSettings, type Config } from './config';
 import { openStore, sqliteFileOf } from './store/open';
 import { backupSqlite, type BackupResult } from './store/sqlite/backup';
 import { constants } from 'node:os';
@@ -190,6 +190,8 @@ async function main(): Promise<void> {
   try {
     const config = loadConfig();
     log = createLogger(config.logLevel);
+    for (const { name, meant } of mistypedSettings(process.env))
+      log.warn({ variable: name, meant }, `${name} is not a setting and is ignored: did you mean ${meant}?`);
     if (command.kind === 'backup') await backup(config, log, command.target);
     else await (command.kind === 'rebuild' ? rebuild(config, log) : serve(config, log));
   } catch (e) {

@@ -1,4 +1,6 @@
-import { ConfigError, loadConfig } from '../src/config';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, SETTINGS, loadConfig, mistypedSettings } from '../src/config';
 
 describe('loadConfig', () => {
   it('reads an empty LOG_LEVEL or SQLITE_SYNCHRONOUS as unset, as every other variable', () => {
@@ -59,5 +61,52 @@ describe('loadConfig', () => {
       loadConfig({ ALLOWED_ORIGINS: 'https://ok.example/, http://localhost:5173, http://[::1]:8080' }).allowedOrigins,
     ).toEqual(['https://ok.example', 'http://localhost:5173', 'http://[::1]:8080']);
     expect(loadConfig({ ALLOWED_ORIGINS: ' * ' }).allowedOrigins).toBeUndefined();
+  });
+});
+
+describe('mistypedSettings', () => {
+  it('names the setting a variable one or two edits away was meant to be, and a setting in another case', () => {
+    expect(
+      mistypedSettings({
+        GAP_TIMOUT: '5s',
+        SOCKET_TIEMOUT_MS: '0',
+        WS_MAX_PAYLOD: '1',
+        log_level: 'debug',
+        PROT: '80',
+      }),
+    ).toEqual([
+      { name: 'GAP_TIMOUT', meant: 'GAP_TIMEOUT' },
+      { name: 'SOCKET_TIEMOUT_MS', meant: 'SOCKET_TIMEOUT_MS' },
+      { name: 'WS_MAX_PAYLOD', meant: 'WS_MAX_PAYLOAD' },
+      { name: 'log_level', meant: 'LOG_LEVEL' },
+      { name: 'PROT', meant: 'PORT' },
+    ]);
+  });
+
+  it('leaves the settings themselves, and the variables of a shell or container, alone', () => {
+    const shell = ['HOME', 'HOSTNAME', 'PATH', 'PWD', 'USER', 'SHELL', 'TERM', 'LANG', 'TMPDIR', 'NODE_OPTIONS'];
+    const pg = ['PGHOST', 'PGPORT', 'PGUSER', 'PGPASSWORD', 'PGDATABASE'];
+    expect(mistypedSettings(Object.fromEntries([...SETTINGS, ...shell, ...pg].map((n) => [n, 'x'])))).toEqual([]);
+  });
+
+  it('names every variable loadConfig reads', () => {
+    const read = new Set<string>();
+    const env = new Proxy<Record<string, string | undefined>>(
+      {},
+      {
+        get: (_, name) => {
+          if (typeof name === 'string') read.add(name);
+          return undefined;
+        },
+      },
+    );
+    loadConfig(env);
+    expect([...read].sort()).toEqual([...SETTINGS].sort());
+  });
+
+  it("are the rows of the README's configuration table, in its order", () => {
+    const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8');
+    const table = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('## The reorder buffer'));
+    expect([...table.matchAll(/^\| `([A-Z_]+)` /gm)].map((m) => m[1])).toEqual(SETTINGS);
   });
 });

@@ -67,6 +67,21 @@ describe('the server command', () => {
     });
   });
 
+  it('warns of a variable that looks like a mistyped setting, naming the one meant, and never its value', async () => {
+    // The URL it refuses ends the run once the warnings are out.
+    const { stdout } = (await failure([], {
+      DATABASE_URL: 'mysql://x/y',
+      GAP_TIMOUT: 'secret-looking-5s',
+      port: '9000',
+    })) as { stdout: string };
+    const warned = stdout.split('\n').filter((l) => l.includes('"level":40'));
+    expect(warned).toEqual([
+      expect.stringContaining('"msg":"GAP_TIMOUT is not a setting and is ignored: did you mean GAP_TIMEOUT?"'),
+      expect.stringContaining('"msg":"port is not a setting and is ignored: did you mean PORT?"'),
+    ]);
+    expect(stdout).not.toContain('secret-looking');
+  });
+
   it('names HOST and PORT when it cannot listen where they say', async () => {
     expect(await failure([], { DATABASE_URL: 'memory:', HOST: 'nonexistent.invalid', PORT: '0' })).toMatchObject({
       code: 1,
