@@ -5,6 +5,7 @@ import { finished, type Duplex } from 'node:stream';
 import { brotliCompress, brotliCompressSync, constants, gzip, gzipSync } from 'node:zlib';
 import type { Logger } from 'pino';
 import { errorDetails, isDomainError, isOverloadedError, type DomainErrorCode } from '../domain/errors';
+import { storeFaultOf } from '../store/faults';
 
 /** A body refused before it is parsed, answered with `status` and `code` on every route. */
 export class BodyRefusedError extends Error {
@@ -243,6 +244,7 @@ export const httpStatusOf = (code: DomainErrorCode): number => STATUS[code];
  * Answers an error as `{error: {code, message, issues?, requestId?}}`, and for a buffer cap also `cap` (the
  * setting), `limit`, `channel`, `messageNumber` and `waitingFor`; for a late message whose number was
  * skipped, `skipped: true`. Domain errors say what was wrong;
+ * a store's disk that is full or its file damaged (StoreFault) is logged and said so, with its own code;
  * anything else is unexpected: logged with the request id, and answered with a 503 that says only
  * "Unexpected error." (the sender may retry), never the cause.
  */
@@ -271,6 +273,14 @@ export function sendError(res: ServerResponse, err: unknown, log?: Logger): void
     const body: Record<string, unknown> = { code: err.code, message: err.message, ...errorDetails(err) };
     if (requestId !== undefined) body.requestId = requestId;
     sendJson(res, httpStatusOf(err.code), { error: body }, headers);
+    return;
+  }
+  const fault = storeFaultOf(err);
+  if (fault !== undefined) {
+    log?.error({ err, requestId }, 'store fault');
+    const headers: Record<string, string> = {};
+    if (fault.retryAfterSeconds !== undefined) headers['retry-after'] = String(fault.retryAfterSeconds);
+    sendJson(res, fault.status, { error: { code: fault.code, message: fault.message, requestId } }, headers);
     return;
   }
   log?.error({ err, requestId }, 'unexpected error');

@@ -17,6 +17,7 @@ import { handleStreamOrSingleExecutionResult, maskError, type Plugin } from 'gra
 import type { Logger } from 'pino';
 import { domainErrorOf, relocated, toGraphQLError } from '../../../schema/errors';
 import { describe } from '../../domain/message';
+import { storeFaultOf, type StoreFault } from '../../store/faults';
 import { operationsOf } from './jit';
 
 /**
@@ -300,10 +301,30 @@ export function coded(text: string | null, status: number, request?: RefusedRequ
   });
 }
 
-export const unexpected = (): GraphQLError => new GraphQLError('Unexpected error.', { extensions: { ...UNEXPECTED } });
+/** A store fault in the words of the other errors: its message and code, and when to try again if ever. */
+function faultError(fault: StoreFault, located: GraphQLError | undefined): GraphQLError {
+  const extensions =
+    fault.retryAfterSeconds === undefined
+      ? { code: fault.code }
+      : { code: fault.code, retryAfterSeconds: fault.retryAfterSeconds };
+  return relocated(fault.message, extensions, located);
+}
 
-/** Yoga's masking (the message, no cause, the location kept), with UNEXPECTED as its extensions. */
+/** The error said for `cause`, which no GraphQL error explains: its store fault, or "Unexpected error.". */
+export function unexpected(cause?: unknown): GraphQLError {
+  const fault = storeFaultOf(cause);
+  return fault !== undefined
+    ? faultError(fault, undefined)
+    : new GraphQLError('Unexpected error.', { extensions: { ...UNEXPECTED } });
+}
+
+/**
+ * Yoga's masking (the message, no cause, the location kept), with UNEXPECTED as its extensions; a store
+ * fault is said as what it is (a full disk, a damaged file), with the location kept.
+ */
 export const maskUnexpected: typeof maskError = (error, message, isDev) => {
+  const fault = storeFaultOf(error);
+  if (fault !== undefined) return faultError(fault, error instanceof GraphQLError ? error : undefined);
   const m = maskError(error, message, isDev);
   if (m === error || !(m instanceof GraphQLError)) return m;
   return relocated(m.message, { ...m.extensions, ...UNEXPECTED }, error instanceof GraphQLError ? error : m);

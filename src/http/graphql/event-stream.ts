@@ -106,7 +106,7 @@ const COMMENT = ':\n\n';
 function errorsOf(e: unknown, log: Logger): GraphQLFormattedError[] {
   if (e instanceof GraphQLError) return [withoutHints(e).toJSON()];
   log.error({ err: e }, 'event stream failed');
-  return [unexpected().toJSON()];
+  return [unexpected(e).toJSON()];
 }
 
 export function createEventStreams(options: EventStreamOptions): EventStreams {

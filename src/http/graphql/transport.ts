@@ -26,6 +26,7 @@ import type { GraphQLContext, StreamResume } from '../../../schema/builder';
 import { schema } from '../../../schema/index';
 import type { Config } from '../../config';
 import type { RocketService } from '../../engine/service';
+import { storeFaultOf } from '../../store/faults';
 import {
   bearerOf,
   BodyRefusedError,
@@ -54,7 +55,6 @@ import {
   subscriptionOverHttp,
   tooManyOperations,
   unexpected,
-  UNEXPECTED,
   unresolvedOperation,
   useDomainErrors,
   withoutHints,
@@ -753,9 +753,11 @@ export function createGraphQLTransport(service: RocketService, config: Config, l
           res.destroy();
           return;
         }
-        sendText(res, 503, JSON.stringify({ errors: [unexpected()] }), {
+        const error = unexpected(e);
+        const retryAfter = error.extensions.retryAfterSeconds;
+        sendText(res, storeFaultOf(e)?.status ?? 503, JSON.stringify({ errors: [error] }), {
           'content-type': 'application/json; charset=utf-8',
-          'retry-after': String(UNEXPECTED.retryAfterSeconds),
+          ...(typeof retryAfter === 'number' ? { 'retry-after': String(retryAfter) } : {}),
         });
       }
     },
