@@ -9,6 +9,7 @@ import { EVENT_TYPES, MAX_CHANNEL_LENGTH, MAX_TEXT_LENGTH, MESSAGE_TYPES, PAYLOA
 import { ROCKET_STATUSES } from '../domain/rocket';
 import { MAX_PAGE } from '../engine/service';
 import { ROCKET_SORT_FIELDS } from '../store/types';
+import type { StoreFault } from '../store/faults';
 
 type Schema = Readonly<Record<string, unknown>>;
 
@@ -57,7 +58,13 @@ const rocketFields: Record<string, Schema> = {
  * `Error`): the domain's, and those of the transport (src/app.ts, src/http/io.ts).
  */
 const ERROR_CODES: readonly (
-  DomainErrorCode | 'PAYLOAD_TOO_LARGE' | 'UNSUPPORTED_MEDIA_TYPE' | 'METHOD_NOT_ALLOWED' | 'FORBIDDEN' | 'BAD_REQUEST'
+  | DomainErrorCode
+  | StoreFault['code']
+  | 'PAYLOAD_TOO_LARGE'
+  | 'UNSUPPORTED_MEDIA_TYPE'
+  | 'METHOD_NOT_ALLOWED'
+  | 'FORBIDDEN'
+  | 'BAD_REQUEST'
 )[] = [
   'BAD_USER_INPUT',
   'CONFLICT',
@@ -66,6 +73,8 @@ const ERROR_CODES: readonly (
   'CHANNEL_BUFFER_FULL',
   'BUFFER_FULL',
   'UNAVAILABLE',
+  'STORAGE_FULL',
+  'STORE_DAMAGED',
   'PAYLOAD_TOO_LARGE',
   'UNSUPPORTED_MEDIA_TYPE',
   'METHOD_NOT_ALLOWED',
@@ -181,7 +190,14 @@ const NEXT_PAGE = {
 };
 const RETRY_AFTER = { 'Retry-After': always('Seconds to wait before sending again', { type: 'integer' }) };
 /** A read the store failed (or something else unexpected did): src/http/io.ts sendError. */
-const UNAVAILABLE = refusal('UNAVAILABLE: the store failed (or something unexpected did); retry', RETRY_AFTER);
+const UNAVAILABLE = refusal(
+  "UNAVAILABLE: the store failed (or something unexpected did); retry. STORAGE_FULL: the server's disk is full; retry once space is freed",
+  RETRY_AFTER,
+);
+/** A store whose file is damaged: src/store/faults.ts. */
+const DAMAGED = refusal(
+  "STORE_DAMAGED: the server's store is damaged (a SQLite page that is not what it should be): retrying will not help until it is repaired",
+);
 
 /**
  * Answers given before the server knows which operation a request is, so on any path (see the info
@@ -224,6 +240,7 @@ const read = (
       200: ok,
       304: { description: 'Not modified: the If-None-Match named this answer’s ETag', headers: { ETag: ETAG } },
       400: refusal('A parameter is malformed, given twice, or not one this route reads'),
+      500: DAMAGED,
       503: UNAVAILABLE,
       ...more,
     },
@@ -249,9 +266,10 @@ const paths = {
         415: refusal('A compressed body (Content-Encoding)'),
         429: refusal('The channel’s reorder buffer is full (CHANNEL_BUFFER_FULL): nothing stored, retry', RETRY_AFTER),
         503: refusal(
-          'The whole reorder buffer is full (BUFFER_FULL: nothing stored), or the store failed (nothing acknowledged; a message stored after all is answered duplicate): retry',
+          "The whole reorder buffer is full (BUFFER_FULL: nothing stored), or the store failed (nothing acknowledged; a message stored after all is answered duplicate), or the server's disk is full (STORAGE_FULL: nothing stored): retry",
           RETRY_AFTER,
         ),
+        500: DAMAGED,
       },
     },
   },
@@ -305,6 +323,7 @@ const paths = {
       responses: {
         200: json(ref('Health'), 'Up'),
         400: refusal('A query parameter: this route reads none'),
+        500: DAMAGED,
         503: UNAVAILABLE,
       },
     },

@@ -291,28 +291,38 @@ describe('the OpenAPI document of the REST API', () => {
         expect({ path, status: (await call('GET', path)).status }).toEqual({ path, status: 404 });
 
       // Reads the store fails, as other tests make it fail; targets not asked before: no kept answer.
-      const failing = [
-        jest.spyOn(app.store, 'listRockets'),
-        jest.spyOn(app.store, 'getRocket'),
-        jest.spyOn(app.store, 'readEvents'),
-        jest.spyOn(app.store, 'listGaps'),
-        jest.spyOn(app.store, 'stats'),
-      ].map((spy) => spy.mockRejectedValue(new Error('disk on fire')));
-      const logged = jest.spyOn(app.log, 'error').mockImplementation(() => undefined);
-      try {
-        for (const path of [
-          '/rockets?order=desc',
-          '/rockets/z',
-          '/rockets/z?asOf=1',
-          '/rockets/z/events',
-          '/events?limit=2',
-          '/gaps?limit=3',
-          '/health',
-        ])
-          expect({ path, status: (await call('GET', path)).status }).toEqual({ path, status: 503 });
-      } finally {
-        for (const spy of failing) spy.mockRestore();
-        logged.mockRestore();
+      // A store whose file is damaged (SQLite's code for it, as test/e2e/store-faults.test.ts makes it) gets 500.
+      const damaged = Object.assign(new Error('database disk image is malformed'), { code: 'SQLITE_CORRUPT' });
+      const rounds = [
+        { failure: new Error('disk on fire'), status: 503, rocket: 'z', page: 2 },
+        { failure: damaged, status: 500, rocket: 'y', page: 7 },
+      ];
+      for (const { failure, status, rocket, page } of rounds) {
+        const failing = [
+          jest.spyOn(app.store, 'listRockets'),
+          jest.spyOn(app.store, 'getRocket'),
+          jest.spyOn(app.store, 'readEvents'),
+          jest.spyOn(app.store, 'listGaps'),
+          jest.spyOn(app.store, 'stats'),
+          jest.spyOn(app.store, 'commit'),
+        ].map((spy) => spy.mockRejectedValue(failure));
+        const logged = jest.spyOn(app.log, 'error').mockImplementation(() => undefined);
+        try {
+          for (const path of [
+            `/rockets?order=desc&limit=${page}`,
+            `/rockets/${rocket}`,
+            `/rockets/${rocket}?asOf=1`,
+            `/rockets/${rocket}/events`,
+            `/events?limit=${page}`,
+            `/gaps?limit=${page + 1}`,
+            '/health',
+          ])
+            expect({ path, status: (await call('GET', path)).status }).toEqual({ path, status });
+          expect((await call('POST', '/messages', launch(`new-${rocket}`))).status).toBe(status);
+        } finally {
+          for (const spy of failing) spy.mockRestore();
+          logged.mockRestore();
+        }
       }
 
       /** Runs `requests` against a server of their own, built with `config`. */
