@@ -1,10 +1,13 @@
+import { execFileSync } from 'node:child_process';
 import {
   chmodSync,
+  closeSync,
   copyFileSync,
   existsSync,
   linkSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readlinkSync,
   realpathSync,
@@ -12,6 +15,7 @@ import {
   rmSync,
   symlinkSync,
   writeFileSync,
+  writeSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -1076,5 +1080,76 @@ describe('SqliteStore on its file', () => {
     expect(() => new SqliteStore(join(tmp.dir, 'other.db'), { synchronous: 'OFF' as unknown as 'FULL' })).toThrow(
       /FULL or NORMAL/,
     );
+  });
+});
+
+describe('SqliteStore on a full disk (a small tmpfs: the test mounts one, as root)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rockets-sqlite-full-'));
+  const filler = join(dir, 'filler');
+  let mounted = false;
+  let store: SqliteStore | undefined;
+
+  beforeAll(() => {
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir], { stdio: 'pipe' });
+    } catch (e) {
+      throw new Error(`this test mounts a small tmpfs as its full disk, which needs root: ${String(e)}`, { cause: e });
+    }
+    mounted = true;
+  });
+  afterAll(async () => {
+    await store?.close().catch(() => undefined);
+    if (mounted) execFileSync('umount', [dir]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Takes every byte the disk has left. */
+  function fillDisk(): void {
+    const fd = openSync(filler, 'a');
+    try {
+      for (;;) writeSync(fd, Buffer.alloc(16 * 1024));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  const channels = (rockets: readonly RocketView[]) => rockets.map((r) => `${r.channel}${r.lastMessageNumber}`);
+
+  it('reads the rockets as far as the log holds them, writes nothing, and catches up once there is room', async () => {
+    // The rockets are held back from the table (a minute, and no bound reached): a read must write them first.
+    store = new SqliteStore(join(dir, 'rockets.db'), {
+      projection: { afterMs: 60_000, chunk: 500, maxDirty: 100_000 },
+    });
+    const launches = Array.from({ length: 200 }, (_, i) => launched(`r${String(i).padStart(3, '0')}`, 1));
+    await store.commit(launches);
+    fillDisk();
+    const all = { sort: 'channel', order: 'asc' } as const;
+    const launchedOnly = launches.map((m) => `${m.channel}1`);
+
+    // Rows dirty, the table up to date otherwise: written in a transaction rolled back.
+    expect(channels(await store.listRockets(all))).toEqual(launchedOnly);
+    expect(await store.stats()).toEqual({ rockets: 200, events: 200, buffered: 0 });
+    expect((await store.listGaps(10)).length).toBe(0);
+
+    // A commit that needs room fails; the store forgets what it held, and reads replay the log, rolled back too.
+    const increases = launches.map((m) => increased(m.channel, 2, 5));
+    await expect(store.commit(increases)).rejects.toMatchObject({ code: 'SQLITE_FULL' });
+    expect(channels(await store.listRockets(all))).toEqual(launchedOnly);
+    expect((await store.getRocket('r007'))?.lastMessageNumber).toBe(1);
+    expect(await store.stats()).toEqual({ rockets: 200, events: 200, buffered: 0 });
+
+    // Room again: the refused messages are taken, and the table is written.
+    rmSync(filler);
+    expect((await store.commit(increases)).outcomes.every((o) => o.status === 'applied')).toBe(true);
+    expect(channels(await store.listRockets(all))).toEqual(launches.map((m) => `${m.channel}2`));
+    await store.close();
+    const side = new SqliteDatabase(join(dir, 'rockets.db'), { readonly: true });
+    try {
+      expect(side.prepare('SELECT count(*) AS n FROM rockets WHERE last_message_number = 2').get()).toEqual({ n: 200 });
+    } finally {
+      side.close();
+    }
   });
 });

@@ -51,6 +51,7 @@ import {
 } from './rows';
 import { migrate, prepare, ROCKET_COLUMNS, SORT_COLUMN } from './schema';
 import { WalSync } from './wal';
+import { STORAGE_FULL, storeFaultOf } from '../faults';
 
 export interface SqliteStoreOptions {
   /** Server clock for `recordedAt` and buffer `receivedAt`; tests inject their own. */
@@ -254,6 +255,9 @@ export class SqliteStore implements EventStore {
   /** Writes the oldest `count` dirty rockets (or fewer) and forgets they were dirty. */
   private readonly projectTransaction: (count: number) => void;
   private readonly recoverTransaction: () => void;
+  /** What `projectTransaction` and `recoverTransaction` write, inside a transaction already open. */
+  private readonly projectRows: (count: number) => void;
+  private readonly recoverRows: () => void;
 
   /**
    * Opens (creating the file, its parent directory and the schema when missing) the database at `file`.
@@ -396,6 +400,7 @@ export class SqliteStore implements EventStore {
       // The oldest rocket left is the one whose missing events start lowest.
       sql.setProjected.run(next === undefined ? this.head : next.since - 1);
     });
+    this.projectRows = project;
     this.projectTransaction = (count) => {
       project.immediate(count);
       let left = count;
@@ -426,6 +431,7 @@ export class SqliteStore implements EventStore {
       for (const [channel, r] of after) this.saveRocket(before.get(channel), r);
       sql.setProjected.run(head);
     });
+    this.recoverRows = recover;
     this.recoverTransaction = () => recover.immediate();
     try {
       this.project();
@@ -530,8 +536,7 @@ export class SqliteStore implements EventStore {
       if (entry !== undefined) {
         r = entry.rocket;
       } else {
-        this.project();
-        const row = this.sql.rocket.get(channel);
+        const row = this.readProjected(() => this.sql.rocket.get(channel));
         r = row && toRocket(row);
       }
       if (r === undefined) return undefined;
@@ -542,29 +547,33 @@ export class SqliteStore implements EventStore {
   listRockets(q: RocketListQuery): Promise<RocketView[]> {
     return this.attempt(() => {
       if (q.limit !== undefined && q.limit <= 0) return [];
-      this.project();
-      let after = q.after;
-      if (q.sort === 'status' && q.status !== undefined && after !== undefined) {
-        // Every row has the key q.status: the cursor is before all of them, among them, or past them all.
-        const c = after.key === q.status ? 0 : String(after.key) < q.status === (q.order === 'asc') ? -1 : 1;
-        if (c > 0) return [];
-        if (c < 0) after = undefined;
-      }
-      const params: Record<string, unknown> = { limit: q.limit ?? -1 };
-      if (q.status !== undefined) params.status = q.status;
-      if (after) {
-        params.key = after.key;
-        params.channel = after.channel;
-      }
-      const rockets = this.listing(q.sort, q.order, this.statusPlan(q), after !== undefined)
-        .all(params)
-        .map(toRocket);
-      if (rockets.length === 0) return [];
-      const buffers = new Map(
-        this.sql.buffersOf.all(JSON.stringify(rockets.map((r) => r.channel))).map((b) => [b.channel, b]),
-      );
-      return rockets.map((r) => ({ ...r, buffer: bufferInfo(r, buffers.get(r.channel)) }));
+      return this.readProjected(() => this.listed(q));
     });
+  }
+
+  /** A page of rockets, read from the table (brought up to the log: see readProjected). */
+  private listed(q: RocketListQuery): RocketView[] {
+    let after = q.after;
+    if (q.sort === 'status' && q.status !== undefined && after !== undefined) {
+      // Every row has the key q.status: the cursor is before all of them, among them, or past them all.
+      const c = after.key === q.status ? 0 : String(after.key) < q.status === (q.order === 'asc') ? -1 : 1;
+      if (c > 0) return [];
+      if (c < 0) after = undefined;
+    }
+    const params: Record<string, unknown> = { limit: q.limit ?? -1 };
+    if (q.status !== undefined) params.status = q.status;
+    if (after) {
+      params.key = after.key;
+      params.channel = after.channel;
+    }
+    const rockets = this.listing(q.sort, q.order, this.statusPlan(q), after !== undefined)
+      .all(params)
+      .map(toRocket);
+    if (rockets.length === 0) return [];
+    const buffers = new Map(
+      this.sql.buffersOf.all(JSON.stringify(rockets.map((r) => r.channel))).map((b) => [b.channel, b]),
+    );
+    return rockets.map((r) => ({ ...r, buffer: bufferInfo(r, buffers.get(r.channel)) }));
   }
 
   readEvents(q: EventQuery): Promise<StoredEvent[]> {
@@ -591,14 +600,15 @@ export class SqliteStore implements EventStore {
   }
 
   listGaps(limit: number): Promise<Gap[]> {
-    return this.attempt(() => {
-      this.project();
-      return limit <= 0
-        ? []
-        : this.sql.gaps
-            .all(limit)
-            .map((g) => ({ channel: g.channel, waitingFor: g.waiting_for, count: g.count, oldestSince: g.oldest }));
-    });
+    return this.attempt(() =>
+      this.readProjected(() =>
+        limit <= 0
+          ? []
+          : this.sql.gaps
+              .all(limit)
+              .map((g) => ({ channel: g.channel, waitingFor: g.waiting_for, count: g.count, oldestSince: g.oldest })),
+      ),
+    );
   }
 
   /**
@@ -644,10 +654,7 @@ export class SqliteStore implements EventStore {
   }
 
   stats(): Promise<StoreStats> {
-    return this.attempt(() => {
-      this.project();
-      return this.sql.stats.get() ?? { rockets: 0, events: 0, buffered: 0 };
-    });
+    return this.attempt(() => this.readProjected(() => this.sql.stats.get() ?? { rockets: 0, events: 0, buffered: 0 }));
   }
 
   /** Replays the whole log in one transaction; commits wait for it, readers see the old or the new rows. */
@@ -878,9 +885,35 @@ export class SqliteStore implements EventStore {
   }
 
   /**
+   * Runs `read` on the rockets table brought up to the log (see project). When the disk is too full for
+   * that write (SQLITE_FULL), the table is brought up inside a transaction that `read` runs in and that is
+   * then rolled back: SQLite holds such a transaction's pages in its page cache, so it needs no disk unless
+   * they outgrow the cache, and the rows stay dirty, to be written once space is freed. So the rockets can
+   * still be read while the disk is full; only writes are refused.
+   */
+  private readProjected<T>(read: () => T): T {
+    try {
+      this.project();
+    } catch (e) {
+      if (storeFaultOf(e) !== STORAGE_FULL) throw e;
+      this.db.exec('BEGIN');
+      try {
+        if (this.stale) this.recoverRows();
+        this.projectRows(this.dirty.size);
+        return read();
+      } finally {
+        this.db.exec('ROLLBACK');
+        // saveRocket kept them up with rows the rollback took back.
+        this.statusCounts = undefined;
+      }
+    }
+    return read();
+  }
+
+  /**
    * Brings the rockets table up to the log: after a failed transaction (see `forget`), the events after
    * its recorded position; then every dirty rocket, in one transaction. Every read of the table calls it
-   * first. Throws if the database does, keeping what it had not written.
+   * first (through readProjected). Throws if the database does, keeping what it had not written.
    */
   private project(): void {
     if (this.stale) {
