@@ -13,6 +13,7 @@ import {
   READ_METHODS,
   answerWithoutUpgrade,
   asksForWebSocket,
+  continueWhenRead,
   corsHeaders,
   refuseUpgrade,
   sendError,
@@ -214,6 +215,11 @@ export async function buildApp(
     },
     answer,
   );
+  // A client that waits for `100 Continue` before it sends a body is told so only when the body is read.
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    continueWhenRead(req, res);
+    answer(req, res);
+  });
   // A connection that has moved no byte for SOCKET_TIMEOUT_MS (or, idle between requests, for the keep-alive
   // timeout) is cut if it is idle, or if what it was sent waits unread: a client that pipelines requests and
   // reads none of the answers holds them in this process's memory. One waiting for an answer still being made

@@ -44,6 +44,19 @@ export class UnsupportedEncodingError extends BodyRefusedError {
  */
 export const DISCARD_BYTES = 4 * 1024 * 1024;
 
+/** Requests whose client waits for `100 Continue` before it sends the body, each with its answer. */
+const awaitingContinue = new WeakMap<IncomingMessage, ServerResponse>();
+
+/**
+ * Node's `checkContinue`: the client of `req` sent `Expect: 100-continue` and waits to be told to send the
+ * body. It is told so only when the body is read (readBody), so a request refused before (401, 403,
+ * 404, 405, a Content-Length over the limit) is answered at once and its body never sent; Node then closes
+ * the connection, since the body may still come.
+ */
+export function continueWhenRead(req: IncomingMessage, res: ServerResponse): void {
+  awaitingContinue.set(req, res);
+}
+
 /**
  * Reads the whole body, refusing more than `limit` bytes (checked against Content-Length first, then
  * while streaming) and a compressed one. Rejects with BodyTooLargeError once a refused body has ended (or
@@ -58,6 +71,13 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   if (declared > discardUpTo) {
     req.resume();
     return Promise.reject(new BodyTooLargeError(limit));
+  }
+  const waiting = awaitingContinue.get(req);
+  if (waiting !== undefined) {
+    awaitingContinue.delete(req);
+    // A body declared over the limit is refused unsent: the client is not told to send it.
+    if (declared > limit) return Promise.reject(new BodyTooLargeError(limit));
+    waiting.writeContinue();
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];

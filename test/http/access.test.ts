@@ -390,6 +390,112 @@ describe('access', () => {
   });
 });
 
+/**
+ * A POST that sends `Expect: 100-continue` and its body only once told to (as curl does with a large body):
+ * whether it was told, and the answer. A body declared but never sent leaves the request open: it is
+ * destroyed once answered.
+ */
+function postExpectingContinue(
+  url: string,
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<{ continued: boolean; status: number; connection: string | undefined; body: unknown }> {
+  return new Promise((resolve, reject) => {
+    let continued = false;
+    const req = request(url, {
+      method: 'POST',
+      agent: false,
+      headers: {
+        expect: '100-continue',
+        'content-type': 'application/json',
+        'content-length': String(Buffer.byteLength(body)),
+        ...headers,
+      },
+    });
+    req.on('continue', () => {
+      continued = true;
+      req.end(body);
+    });
+    req.on('response', (res: IncomingMessage) => {
+      let text = '';
+      res.on('data', (d: Buffer) => (text += d.toString()));
+      res.on('end', () => {
+        resolve({ continued, status: res.statusCode ?? 0, connection: res.headers.connection, body: JSON.parse(text) });
+        req.destroy();
+      });
+    });
+    req.on('error', reject);
+    req.flushHeaders();
+  });
+}
+
+describe('Expect: 100-continue', () => {
+  let app: App;
+  let base: string;
+  beforeAll(async () => {
+    app = await buildApp({
+      ...loadConfig({
+        LOG_LEVEL: 'silent',
+        INGEST_TOKEN: INGEST,
+        MAX_BODY_BYTES: '4096',
+        ALLOWED_ORIGINS: 'http://good.example',
+      }),
+      databaseUrl: 'memory:',
+    });
+    base = `http://127.0.0.1:${await app.start(0, '127.0.0.1')}`;
+  });
+  afterAll(() => app.stop());
+  const bearer = { authorization: `Bearer ${INGEST}` };
+
+  it('tells the client to send a body it reads, on REST and GraphQL', async () => {
+    const rest = await postExpectingContinue(`${base}/messages`, JSON.stringify(envelope('c')), bearer);
+    expect(rest).toMatchObject({ continued: true, status: 202, body: { status: 'applied' } });
+    const graphql = await postExpectingContinue(`${base}/graphql`, JSON.stringify({ query: SUBMIT }), bearer);
+    expect(graphql).toMatchObject({
+      continued: true,
+      status: 200,
+      body: { data: { submitMessage: { status: 'APPLIED' } } },
+    });
+  });
+
+  it('refuses at once, the body unsent and the connection closed, what it would refuse unread', async () => {
+    const message = JSON.stringify(envelope('refused'));
+    const huge = JSON.stringify({ ...envelope('refused'), padding: 'x'.repeat(5000) });
+    const refusals = [
+      { path: '/messages', body: message, headers: {}, status: 401, code: 'UNAUTHENTICATED' },
+      { path: '/messages', body: huge, headers: bearer, status: 413, code: 'PAYLOAD_TOO_LARGE' },
+      { path: '/graphql', body: huge, headers: bearer, status: 413, code: 'PAYLOAD_TOO_LARGE' },
+      {
+        path: '/messages',
+        body: message,
+        headers: { ...bearer, origin: 'http://evil.example' },
+        status: 403,
+        code: 'FORBIDDEN',
+      },
+      { path: '/rockets', body: message, headers: bearer, status: 405, code: 'METHOD_NOT_ALLOWED' },
+      { path: '/nowhere', body: message, headers: bearer, status: 404, code: 'NOT_FOUND' },
+    ];
+    for (const { path, body, headers, status, code } of refusals) {
+      const r = await postExpectingContinue(`${base}${path}`, body, headers);
+      const got = JSON.stringify(r.body);
+      expect({
+        path,
+        continued: r.continued,
+        status: r.status,
+        connection: r.connection,
+        coded: got.includes(code),
+      }).toEqual({
+        path,
+        continued: false,
+        status,
+        connection: 'close',
+        coded: true,
+      });
+    }
+    expect((await getJson(`${base}/rockets/refused`)).status).toBe(404);
+  });
+});
+
 describe('timeouts', () => {
   describe('SOCKET_TIMEOUT_MS', () => {
     let app: App;
