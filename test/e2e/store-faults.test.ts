@@ -42,6 +42,21 @@ function envelope(channel: string, n: number) {
   };
 }
 
+/** Whether the server logged its answer `reply` as a store fault, with the SQLite error, under its request id. */
+const loggedFault = (server: ServerProcess, reply: Reply): boolean =>
+  server.output.some((line) => {
+    const entry = JSON.parse(line.startsWith('{') ? line : '{}') as {
+      msg?: string;
+      requestId?: string;
+      err?: { code?: string };
+    };
+    return (
+      entry.msg === 'store fault' &&
+      entry.requestId === reply.headers['x-request-id'] &&
+      entry.err?.code === 'SQLITE_FULL'
+    );
+  });
+
 const graphql = (server: ServerProcess, query: string, variables: Record<string, unknown> = {}): Promise<Reply> =>
   postJson(`${server.url}/graphql`, { query, variables });
 
@@ -103,6 +118,7 @@ describe('a full disk', () => {
       retryAfter: '30',
     });
     expect((reply.body as ErrorJson).error).toEqual({ ...FULL, requestId: reply.headers['x-request-id'] });
+    expect(loggedFault(server, reply)).toBe(true);
 
     // While it lasts, the rockets are still read, each as far as it was acknowledged (the table is brought up
     // to the log in a transaction that is rolled back), and the server is healthy: only writes are refused.
@@ -137,6 +153,7 @@ describe('a full disk', () => {
         extensions: { code: 'STORAGE_FULL', retryAfterSeconds: 30 },
       }),
     ]);
+    expect(loggedFault(server, mutation)).toBe(true);
 
     // Space freed: the message refused is taken as new (it was never stored), and nothing acknowledged is lost.
     execFileSync('mount', ['-o', 'remount,size=8m', dir]);

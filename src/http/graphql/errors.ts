@@ -44,7 +44,8 @@ const loggedWithRequest = new WeakSet<object>();
 
 /**
  * The errors of an HTTP request's result that masking will hide, logged as REST logs them: `unexpected
- * error` with the request id its answer carries in `x-request-id`, so a user's report leads to the line.
+ * error` (or `store fault`) with the request id its answer carries in `x-request-id`, so a user's report
+ * leads to the line.
  * Errors of graphql-ws operations (no request id) are left to yoga's logger.
  */
 function logUnexpected(log: Logger, errors: readonly GraphQLError[], requestId: string | undefined): void {
@@ -52,7 +53,10 @@ function logUnexpected(log: Logger, errors: readonly GraphQLError[], requestId: 
   for (const e of errors) {
     if (domainErrorOf(e) !== undefined || maskUnexpected(e, 'Unexpected error.', false) === e) continue;
     loggedWithRequest.add(e);
-    log.error({ err: e.originalError ?? e, requestId }, 'unexpected error');
+    log.error(
+      { err: e.originalError ?? e, requestId },
+      storeFaultOf(e) === undefined ? 'unexpected error' : 'store fault',
+    );
   }
 }
 
