@@ -1033,6 +1033,16 @@ describe('SqliteStore on its file', () => {
     expect(() => new SqliteStore(loop)).toThrow(/ELOOP/);
   });
 
+  it('refuses at once a directory it cannot make, where Node 20 would try for ever (under /proc)', () => {
+    // In a process of its own, with a time limit: a store that loops would hold this one's event loop.
+    const store = join(__dirname, '..', '..', 'dist', 'src', 'store', 'sqlite', 'store.js');
+    const script = `try { new (require(${JSON.stringify(store)}).SqliteStore)('/proc/rockets-none/x/y.db') } catch (e) { process.stdout.write(e.message) }`;
+    const said = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 });
+    expect(said).toBe(
+      "cannot make the directory of the SQLite store at /proc/rockets-none/x/y.db: Error: ENOENT: no such file or directory, mkdir '/proc/rockets-none'",
+    );
+  });
+
   it('names the file when SQLite cannot open it, as it does not itself', () => {
     const notes = join(tmp.dir, 'notes.txt');
     writeFileSync(notes, 'not a database, but long enough for SQLite to read its header and say so\n'.repeat(10));

@@ -2,7 +2,7 @@
  * Which file a SQLite store really opens, and the lock that keeps that file to one writer: rules of the
  * file system, apart from the store so that they read without its commit logic.
  */
-import { lstatSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { lstatSync, mkdirSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import type Database from 'better-sqlite3';
 import { SqliteDatabase } from './database';
@@ -16,6 +16,44 @@ export function namingFile(e: unknown, path: string): unknown {
   const code = (e as { code?: unknown } | null)?.code;
   if (!(e instanceof Error) || typeof code !== 'string' || !code.startsWith('SQLITE_')) return e;
   return new Error(`cannot open the SQLite store at ${path}: ${e.message}`, { cause: e });
+}
+
+/**
+ * Makes `dir` and each missing directory above it, one `mkdir` at a time from the top. Not Node's
+ * `mkdirSync(dir, { recursive: true })`: under Node 20 that loops for ever where `mkdir` keeps failing
+ * with ENOENT though the parent exists (`/proc/x/y`), so a mistyped DATABASE_URL hung the start. Throws
+ * the first refusal (ENOENT, EACCES, ENOTDIR, EEXIST for a file in the way).
+ */
+export function makeDirectories(dir: string): void {
+  const missing: string[] = [];
+  for (let d = resolve(dir); !exists(d); d = dirname(d)) {
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      // Made meanwhile by someone else: as good as made here.
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(d).isDirectory()) throw e;
+    }
+  }
+  if (!statSync(dir).isDirectory())
+    throw Object.assign(new Error(`ENOTDIR: not a directory, '${dir}'`), { code: 'ENOTDIR' });
+}
+
+/** Whether anything (a file, a directory, a link's target) is at `path`. */
+function exists(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return false;
+    // A file where a directory is wanted stops the walk: its mkdir below says so.
+    if (code === 'ENOTDIR') return false;
+    throw e;
+  }
 }
 
 /**

@@ -3,7 +3,6 @@
  * (schema.ts), rows (rows.ts), database file and lock (file.ts) and WAL sync (wal.ts) are beside it, and
  * so is the online backup (backup.ts), which copies a store's file without opening the store.
  */
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { SqliteDatabase, rowsOf } from './database';
@@ -36,7 +35,7 @@ import {
   type StoredEvent,
   type StoreStats,
 } from '../types';
-import { lockWriter, namingFile, realDatabaseFile } from './file';
+import { lockWriter, makeDirectories, namingFile, realDatabaseFile } from './file';
 import {
   bufferInfo,
   payloadJson,
@@ -277,7 +276,7 @@ export class SqliteStore implements EventStore {
     const onDisk = file !== ':memory:';
     if (onDisk) {
       try {
-        mkdirSync(dirname(file), { recursive: true });
+        makeDirectories(dirname(file));
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         const why =
