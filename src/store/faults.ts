@@ -1,8 +1,8 @@
 /**
  * Failures of a store that no retry soon will mend, told apart from the rest so that callers hear what is
  * wrong instead of "Unexpected error.": its disk is full, or its file is damaged. Each store's driver says
- * so in its own codes (SQLite's result codes, PostgreSQL's SQLSTATEs, the file system's errno); this is
- * the one place that reads them.
+ * so in its own codes (SQLite's result codes, PostgreSQL's SQLSTATEs); this is the one place that reads
+ * them.
  */
 
 /** What an operator must do before the store works again. */
