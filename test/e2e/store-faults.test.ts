@@ -9,7 +9,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SqliteDatabase } from '../../src/store/sqlite/database';
-import { getJson, postJson, send, startServer, type Reply, type ServerProcess } from '../support/process';
+import { getJson, postJson, printed, send, startServer, type Reply, type ServerProcess } from '../support/process';
 
 interface ErrorJson {
   error: { code: string; message: string; requestId: string };
@@ -42,9 +42,9 @@ function envelope(channel: string, n: number) {
   };
 }
 
-/** Whether the server logged its answer `reply` as a store fault, with the SQLite error, under its request id. */
-const loggedFault = (server: ServerProcess, reply: Reply): boolean =>
-  server.output.some((line) => {
+/** Resolves once the server has logged its answer `reply` as a store fault, with the SQLite error, under its id. */
+const loggedFault = (server: ServerProcess, reply: Reply): Promise<string> =>
+  printed(server, (line) => {
     const entry = JSON.parse(line.startsWith('{') ? line : '{}') as {
       msg?: string;
       requestId?: string;
@@ -118,7 +118,7 @@ describe('a full disk', () => {
       retryAfter: '30',
     });
     expect((reply.body as ErrorJson).error).toEqual({ ...FULL, requestId: reply.headers['x-request-id'] });
-    expect(loggedFault(server, reply)).toBe(true);
+    await loggedFault(server, reply);
 
     // While it lasts, the rockets are still read, each as far as it was acknowledged (the table is brought up
     // to the log in a transaction that is rolled back), and the server is healthy: only writes are refused.
@@ -153,7 +153,7 @@ describe('a full disk', () => {
         extensions: { code: 'STORAGE_FULL', retryAfterSeconds: 30 },
       }),
     ]);
-    expect(loggedFault(server, mutation)).toBe(true);
+    await loggedFault(server, mutation);
 
     // Space freed: the message refused is taken as new (it was never stored), and nothing acknowledged is lost.
     execFileSync('mount', ['-o', 'remount,size=8m', dir]);

@@ -78,6 +78,36 @@ export interface Reply {
 }
 
 /**
+ * Resolves with the first line the process printed that `matches`, at once or as it prints it (its log
+ * may come after the answer it tells of); rejects if the process ends without printing one.
+ */
+export function printed(server: ServerProcess, matches: (line: string) => boolean): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const stdout = server.child.stdout as NodeJS.ReadableStream;
+    const done = (): void => {
+      stdout.removeListener('data', look);
+      server.child.removeListener('close', ended);
+    };
+    // After the listener that reads the lines into `output`, which was added first.
+    const look = (): void => {
+      const line = server.output.find(matches);
+      if (line === undefined) return;
+      done();
+      resolve(line);
+    };
+    const ended = (): void => {
+      done();
+      const line = server.output.find(matches);
+      if (line === undefined) reject(new Error('the process ended without printing the line looked for'));
+      else resolve(line);
+    };
+    stdout.on('data', look);
+    server.child.once('close', ended);
+    look();
+  });
+}
+
+/**
  * One HTTP request on a new TCP connection (no keep-alive), as the challenge's test program sends them,
  * unless an `agent` is given (thousands of requests would otherwise leave as many ports in TIME_WAIT).
  */
