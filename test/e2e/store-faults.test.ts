@@ -89,7 +89,8 @@ describe('a full disk', () => {
 
   afterAll(async () => {
     await server?.stop();
-    if (mounted) execFileSync('umount', [dir]);
+    // Lazily: a file a failed test left open must not keep the mount (and the directory) behind.
+    if (mounted) execFileSync('umount', ['--lazy', dir]);
     rmSync(dir, { recursive: true, force: true });
   });
 
