@@ -4,12 +4,12 @@
  * file damaged in its middle. Each is said to REST and GraphQL clients in its own words and code, with
  * `Retry-After` only where trying again can help, and changes nothing.
  */
-import { execFileSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SqliteDatabase } from '../../src/store/sqlite/database';
 import { getJson, postJson, printed, send, startServer, type Reply, type ServerProcess } from '../support/process';
+import { mountSmallDisk, type SmallDisk } from '../support/small-disk';
 
 interface ErrorJson {
   error: { code: string; message: string; requestId: string };
@@ -74,27 +74,20 @@ function asVariables(e: ReturnType<typeof envelope>) {
 }
 
 describe('a full disk', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'rockets-full-'));
+  let disk: SmallDisk | undefined;
   let server: ServerProcess | undefined;
-  let mounted = false;
 
   beforeAll(() => {
-    try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', dir], { stdio: 'pipe' });
-    } catch (e) {
-      throw new Error(`this test mounts a small tmpfs as its full disk, which needs root: ${String(e)}`, { cause: e });
-    }
-    mounted = true;
+    disk = mountSmallDisk('512k');
   });
 
   afterAll(async () => {
     await server?.stop();
-    // Lazily: a file a failed test left open must not keep the mount (and the directory) behind.
-    if (mounted) execFileSync('umount', ['--lazy', dir]);
-    rmSync(dir, { recursive: true, force: true });
+    disk?.remove();
   });
 
   it('refuses what it cannot store with 503 STORAGE_FULL and Retry-After, and takes it once space is freed', async () => {
+    const dir = (disk as SmallDisk).dir;
     server = await startServer({ DATABASE_URL: `sqlite:${join(dir, 'rockets.db')}` });
     const channels = Array.from({ length: 8 }, (_, i) => `full-${i}`);
     const acknowledged = new Map<string, number>();
@@ -157,7 +150,7 @@ describe('a full disk', () => {
     await loggedFault(server, mutation);
 
     // Space freed: the message refused is taken as new (it was never stored), and nothing acknowledged is lost.
-    execFileSync('mount', ['-o', 'remount,size=8m', dir]);
+    disk?.resize('8m');
     const again = await postJson(`${server.url}/messages`, refused.envelope);
     expect({ status: again.status, body: again.body }).toEqual({
       status: 202,

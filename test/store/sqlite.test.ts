@@ -27,6 +27,7 @@ import type { RocketMessage } from '../../src/domain/message';
 import type { Rocket } from '../../src/domain/rocket';
 import { MemoryStore } from '../../src/store/memory';
 import { SqliteStore } from '../../src/store/sqlite/store';
+import { mountSmallDisk, type SmallDisk } from '../support/small-disk';
 import type { CommitResult, EventStore, RocketView, StoredEvent } from '../../src/store/types';
 import {
   createTestClock,
@@ -1094,29 +1095,22 @@ describe('SqliteStore on its file', () => {
 });
 
 describe('SqliteStore on a full disk (a small tmpfs: the test mounts one, as root)', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'rockets-sqlite-full-'));
-  const filler = join(dir, 'filler');
-  let mounted = false;
+  let disk: SmallDisk | undefined;
   let store: SqliteStore | undefined;
+  const filler = (): string => join((disk as SmallDisk).dir, 'filler');
+  const database = (): string => join((disk as SmallDisk).dir, 'rockets.db');
 
   beforeAll(() => {
-    try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir], { stdio: 'pipe' });
-    } catch (e) {
-      throw new Error(`this test mounts a small tmpfs as its full disk, which needs root: ${String(e)}`, { cause: e });
-    }
-    mounted = true;
+    disk = mountSmallDisk('1m');
   });
   afterAll(async () => {
     await store?.close().catch(() => undefined);
-    // Lazily: a file a failed test left open must not keep the mount (and the directory) behind.
-    if (mounted) execFileSync('umount', ['--lazy', dir]);
-    rmSync(dir, { recursive: true, force: true });
+    disk?.remove();
   });
 
   /** Takes every byte the disk has left. */
   function fillDisk(): void {
-    const fd = openSync(filler, 'a');
+    const fd = openSync(filler(), 'a');
     try {
       for (;;) writeSync(fd, Buffer.alloc(16 * 1024));
     } catch (e) {
@@ -1130,7 +1124,7 @@ describe('SqliteStore on a full disk (a small tmpfs: the test mounts one, as roo
 
   it('reads the rockets as far as the log holds them, writes nothing, and catches up once there is room', async () => {
     // The rockets are held back from the table (a minute, and no bound reached): a read must write them first.
-    store = new SqliteStore(join(dir, 'rockets.db'), {
+    store = new SqliteStore(database(), {
       projection: { afterMs: 60_000, chunk: 500, maxDirty: 100_000 },
     });
     const launches = Array.from({ length: 200 }, (_, i) => launched(`r${String(i).padStart(3, '0')}`, 1));
@@ -1152,11 +1146,11 @@ describe('SqliteStore on a full disk (a small tmpfs: the test mounts one, as roo
     expect(await store.stats()).toEqual({ rockets: 200, events: 200, buffered: 0 });
 
     // Room again: the refused messages are taken, and the table is written.
-    rmSync(filler);
+    rmSync(filler());
     expect((await store.commit(increases)).outcomes.every((o) => o.status === 'applied')).toBe(true);
     expect(channels(await store.listRockets(all))).toEqual(launches.map((m) => `${m.channel}2`));
     await store.close();
-    const side = new SqliteDatabase(join(dir, 'rockets.db'), { readonly: true });
+    const side = new SqliteDatabase(database(), { readonly: true });
     try {
       expect(side.prepare('SELECT count(*) AS n FROM rockets WHERE last_message_number = 2').get()).toEqual({ n: 200 });
     } finally {
