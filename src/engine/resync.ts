@@ -2,6 +2,7 @@ import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Rocket } from '../domain/rocket';
 import { sortKey, type EventStore } from '../store/types';
 import type { Feed, RocketUpdate } from './hub';
+import { readRetrying } from './retry';
 
 /** A resync yields to the event loop every this many rockets it read from the store. */
 const TURN = 100;
@@ -15,7 +16,12 @@ export interface ResyncBounds {
    * rocket instead (of its channel, or all): listing them costs less than reading the log.
    */
   readonly scan: number;
+  /** How long a read the store failed is tried again before the resync ends with its error (see readRetrying). */
+  readonly retryMs: number;
 }
+
+/** The reads a resync makes of the store. */
+type Reads = Pick<EventStore, 'readEvents' | 'getRocket' | 'listRockets'>;
 
 /**
  * `rocketUpdated` resumed after a log position: first the state of each rocket that changed after it (of
@@ -25,7 +31,9 @@ export interface ResyncBounds {
  * rocket is dropped, so a client never steps back to an older state.
  *
  * The states sent first carry no position but the last one, which carries the head: a client cut off while
- * they are sent resumes from where it was, and gets them all again.
+ * they are sent resumes from where it was, and gets them all again. A read of them the store fails is
+ * tried again for `bounds.retryMs`, as a catch-up's is (readRetrying), before the resync ends with its
+ * error.
  */
 export class Resync implements AsyncIterableIterator<RocketUpdate> {
   /**
@@ -50,7 +58,15 @@ export class Resync implements AsyncIterableIterator<RocketUpdate> {
     private readonly head: number,
     bounds: ResyncBounds,
   ) {
-    this.states = changedSince(store, channel, after, head, bounds);
+    // Each tried again while the store fails, as a catch-up's are; once closed, the states end.
+    const retrying = <T>(read: () => Promise<T>, none: T): Promise<T> =>
+      readRetrying(read, bounds.retryMs, () => this.closed).then((r) => r ?? none);
+    const reads: Reads = {
+      readEvents: (q) => retrying(() => store.readEvents(q), []),
+      getRocket: (c) => retrying(() => store.getRocket(c), undefined),
+      listRockets: (q) => retrying(() => store.listRockets(q), []),
+    };
+    this.states = changedSince(reads, channel, after, head, bounds);
   }
 
   async next(): Promise<IteratorResult<RocketUpdate>> {
@@ -120,7 +136,7 @@ export class Resync implements AsyncIterableIterator<RocketUpdate> {
  * to find them.
  */
 async function* changedSince(
-  store: EventStore,
+  store: Reads,
   channel: string | undefined,
   after: number,
   head: number,
@@ -158,7 +174,7 @@ async function* changedSince(
 }
 
 /** Every rocket, by channel, a page at a time. */
-async function* everyRocket(store: EventStore, page: number): AsyncGenerator<Rocket> {
+async function* everyRocket(store: Reads, page: number): AsyncGenerator<Rocket> {
   for (let after: { key: string; channel: string } | undefined; ;) {
     const rockets = await store.listRockets({ sort: 'channel', order: 'asc', after, limit: page });
     yield* rockets;

@@ -29,9 +29,10 @@ import {
   type SubmitOutcome,
   toMessage,
 } from '../store/types';
-import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { isFellBehindError, type Feed, type Hub, type RocketUpdate } from './hub';
 import { Resync } from './resync';
+import { readRetrying } from './retry';
 import type { LanePool } from './lanes';
 import { noTelemetry, type Telemetry } from './telemetry';
 
@@ -41,11 +42,11 @@ const CATCH_UP_PAGE = 500;
 /** A catch-up yields to the event loop every this many events it read from the store (see CatchUp.next). */
 const CATCH_UP_TURN = 100;
 /**
- * A catch-up read the store failed (a dropped connection, a database restarting) is tried again, after
- * 100 ms and then twice as long each time up to 2 s, for this long by default
- * (`ServiceOptions.catchUpRetryMs`), the last wait cut short so that the last try comes as it runs
- * out; then the subscription ends with the error, and its client resumes with `after` once the store
- * is back.
+ * A catch-up read the store failed (a dropped connection, a database restarting), and a read of a resumed
+ * `rocketUpdated`'s states, is tried again, after 100 ms and then twice as long each time up to 2 s, for
+ * this long by default (`ServiceOptions.catchUpRetryMs`), the last wait cut short so that the last try
+ * comes as it runs out (see readRetrying); then the subscription ends with the error, and its client
+ * resumes with `after` (or `Last-Event-ID`) once the store is back.
  */
 const CATCH_UP_RETRY_MS = 30_000;
 /**
@@ -584,7 +585,11 @@ export class RocketService {
     const live = this.hub.rockets(channel);
     try {
       const head = await this.resumableHead(after);
-      return new Resync(live, this.store, channel, after, head, { page: MAX_PAGE, scan: this.resyncScan });
+      return new Resync(live, this.store, channel, after, head, {
+        page: MAX_PAGE,
+        scan: this.resyncScan,
+        retryMs: this.catchUpRetryMs,
+      });
     } catch (e) {
       void live.return();
       throw e;
@@ -750,24 +755,18 @@ export class CatchUp implements AsyncIterableIterator<StoredEvent> {
    * The next page from the store, tried again while the store fails for up to `retryMs` (see
    * CATCH_UP_RETRY_MS); undefined once closed.
    */
-  private async readPage(): Promise<StoredEvent[] | undefined> {
-    const started = performance.now();
-    for (let wait = 100; ; wait = Math.min(2 * wait, 2000)) {
-      try {
-        return await this.store.readEvents({
+  private readPage(): Promise<StoredEvent[] | undefined> {
+    return readRetrying(
+      () =>
+        this.store.readEvents({
           channel: this.channel,
           afterPosition: this.lastPosition,
           afterMessageNumber: this.afterMessageNumber,
           limit: CATCH_UP_PAGE,
-        });
-      } catch (e) {
-        const left = this.retryMs - (performance.now() - started);
-        if (isDomainError(e) || left <= 0) throw e;
-        // The last wait ends when the time does: the last try comes then, not a wait earlier.
-        await sleep(Math.min(wait, left), undefined, { ref: false });
-      }
-      if (this.closed) return undefined;
-    }
+        }),
+      this.retryMs,
+      () => this.closed,
+    );
   }
 
   private emit(e: StoredEvent): IteratorResult<StoredEvent> {

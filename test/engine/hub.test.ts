@@ -1,8 +1,13 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { validateEnvelope, type RocketMessage } from '../../src/domain/message';
 import { FellBehindError, Hub, type RocketUpdate } from '../../src/engine/hub';
 import { LanePool } from '../../src/engine/lanes';
 import { RocketService } from '../../src/engine/service';
 import { MemoryStore } from '../../src/store/memory';
+import { SqliteDatabase } from '../../src/store/sqlite/database';
+import { SqliteStore } from '../../src/store/sqlite/store';
 import type { StoredEvent } from '../../src/store/types';
 import { take } from '../support/iterate';
 
@@ -429,5 +434,77 @@ describe('RocketService.rocketUpdatesResumed (what changed, then live)', () => {
     expect(await pending).toEqual({ value: undefined, done: true });
     expect(await feed.next()).toEqual({ value: undefined, done: true });
     expect(hub.subscribers).toBe(0);
+  });
+});
+
+describe('a resumed rocketUpdated while the store fails', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rockets-resync-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** A service over a SQLite file holding a1, b1, a2 (positions 1 to 3), and a second connection to it. */
+  async function failingStore(name: string, catchUpRetryMs: number) {
+    const file = join(dir, `${name}.db`);
+    const store = new SqliteStore(file);
+    const hub = new Hub(store, 1000);
+    const lanes = new LanePool(store, 1);
+    const service = new RocketService(store, lanes, hub, undefined, undefined, { catchUpRetryMs });
+    for (const [channel, n] of [
+      ['a', 1],
+      ['b', 1],
+      ['a', 2],
+    ] as const)
+      await service.submit(envelope(channel, n));
+    const side = new SqliteDatabase(file);
+    const close = async (): Promise<void> => {
+      side.close();
+      await lanes.close();
+      hub.close();
+      await store.close();
+    };
+    return { store, service, side, close };
+  }
+
+  it('tries its reads again, as a catch-up does, and sends the states once the store answers', async () => {
+    const { store, service, side, close } = await failingStore('recovers', 30_000);
+    try {
+      const feed = await service.rocketUpdatesResumed(undefined, 1);
+      // A real failure of the store, as an operator could cause it: its event log gone from under it, and
+      // back once the first read has failed on it.
+      side.exec('ALTER TABLE events RENAME TO events_away');
+      const failures: unknown[] = [];
+      const read = store.readEvents.bind(store);
+      jest.spyOn(store, 'readEvents').mockImplementation(async (q) => {
+        try {
+          return await read(q);
+        } catch (e) {
+          if (failures.push(e) === 1) side.exec('ALTER TABLE events_away RENAME TO events');
+          throw e;
+        }
+      });
+      const got = await take(feed, 2);
+      expect(got.map((u) => [u.channel, u.rocket.lastMessageNumber, u.position])).toEqual([
+        ['b', 1, undefined],
+        ['a', 2, 3],
+      ]);
+      expect(failures).toEqual([expect.objectContaining({ message: 'no such table: events' })]);
+      await feed.return();
+    } finally {
+      await close();
+    }
+  });
+
+  it('ends with the store’s error once its reads failed for the limit', async () => {
+    const { service, side, close } = await failingStore('stays-down', 300);
+    try {
+      const feed = await service.rocketUpdatesResumed(undefined, 1);
+      side.exec('ALTER TABLE events RENAME TO events_away');
+      const started = performance.now();
+      await expect(feed.next()).rejects.toThrow('no such table: events');
+      // A lower bound only, on a clock started before the resync's: no speed of the machine can fail it.
+      expect(performance.now() - started).toBeGreaterThanOrEqual(300);
+      await feed.return();
+    } finally {
+      await close();
+    }
   });
 });
