@@ -5,7 +5,7 @@ import { finished, type Duplex } from 'node:stream';
 import { brotliCompress, brotliCompressSync, constants, gzip, gzipSync } from 'node:zlib';
 import type { Logger } from 'pino';
 import { errorDetails, isDomainError, isOverloadedError, type DomainErrorCode } from '../domain/errors';
-import { storeFaultOf } from '../store/faults';
+import { storeFaultOf, type StoreFault } from '../store/faults';
 
 /** A body refused before it is parsed, answered with `status` and `code` on every route. */
 export class BodyRefusedError extends Error {
@@ -297,7 +297,7 @@ export function sendError(res: ServerResponse, err: unknown, log?: Logger): void
   }
   const fault = storeFaultOf(err);
   if (fault !== undefined) {
-    log?.error({ err, requestId }, 'store fault');
+    if (log !== undefined) logStoreFault(log, fault, err, requestId);
     const headers: Record<string, string> = {};
     if (fault.retryAfterSeconds !== undefined) headers['retry-after'] = String(fault.retryAfterSeconds);
     sendJson(res, fault.status, { error: { code: fault.code, message: fault.message, requestId } }, headers);
@@ -310,6 +310,33 @@ export function sendError(res: ServerResponse, err: unknown, log?: Logger): void
     { error: { code: 'UNAVAILABLE', message: 'Unexpected error.', requestId } },
     { 'retry-after': '1' },
   );
+}
+
+/** A store fault of one kind is logged at most this often: it lasts until an operator acts, and every request meets it. */
+export const FAULT_LOG_EVERY_MS = 10_000;
+
+/** By logger (one an app): when each kind of store fault was last logged, and how many were not since. */
+const faultLogs = new WeakMap<Logger, Map<StoreFault['code'], { at: number; unlogged: number }>>();
+
+/**
+ * Logs a store fault at error as `store fault`, with the request id and the cause, at most once per
+ * FAULT_LOG_EVERY_MS for each kind, so that a full disk does not log a line (and a stack) for every write it
+ * refuses: each line says in `unlogged` how many were not logged since the one before.
+ */
+export function logStoreFault(log: Logger, fault: StoreFault, err: unknown, requestId: unknown): void {
+  let logs = faultLogs.get(log);
+  if (logs === undefined) {
+    logs = new Map<StoreFault['code'], { at: number; unlogged: number }>();
+    faultLogs.set(log, logs);
+  }
+  const now = performance.now();
+  const last = logs.get(fault.code);
+  if (last !== undefined && now - last.at < FAULT_LOG_EVERY_MS) {
+    last.unlogged++;
+    return;
+  }
+  log.error({ err, requestId, unlogged: last?.unlogged ?? 0 }, 'store fault');
+  logs.set(fault.code, { at: now, unlogged: 0 });
 }
 
 /** Compares two secrets in constant time (hashed first, so not even their lengths leak). */

@@ -760,6 +760,51 @@ describe('GraphQL over HTTP', () => {
       expect(r.body.errors?.[0]?.extensions?.code).toBe('PAYLOAD_TOO_LARGE');
     });
 
+    it('says a full disk as REST does, and logs it once a while, not for every write it refuses', async () => {
+      const full = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+      const failing = jest.spyOn(server.app.store, 'commit').mockRejectedValue(full);
+      const logged = jest.spyOn(server.app.log, 'error').mockImplementation(() => undefined);
+      try {
+        for (let i = 0; i < 3; i++) {
+          const r = await submit(messages('full').launched(1));
+          expect(r.body.errors).toEqual([
+            expect.objectContaining({
+              path: ['submitMessage'],
+              extensions: { code: 'STORAGE_FULL', retryAfterSeconds: 30 },
+            }),
+          ]);
+        }
+        const rest = await send(
+          `${server.http}/messages`,
+          'POST',
+          JSON.stringify({
+            metadata: {
+              channel: 'full',
+              messageNumber: 1,
+              messageTime: '2022-02-02T19:39:05Z',
+              messageType: 'RocketLaunched',
+            },
+            message: { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS' },
+          }),
+          { 'content-type': 'application/json' },
+        );
+        expect({ status: rest.status, retryAfter: rest.headers['retry-after'] }).toEqual({
+          status: 503,
+          retryAfter: '30',
+        });
+        // Four refusals, one line: the first (this server logged no full disk before).
+        expect(logged.mock.calls).toEqual([
+          [
+            expect.objectContaining({ err: full, unlogged: 0, requestId: expect.any(String) as unknown }),
+            'store fault',
+          ],
+        ]);
+      } finally {
+        failing.mockRestore();
+        logged.mockRestore();
+      }
+    });
+
     it('answers a mutation the store failed as REST does: UNAVAILABLE, retry, nothing recorded', async () => {
       const failing = jest
         .spyOn(server.app.store, 'commit')

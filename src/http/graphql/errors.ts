@@ -18,6 +18,7 @@ import type { Logger } from 'pino';
 import { domainErrorOf, relocated, toGraphQLError } from '../../../schema/errors';
 import { describe } from '../../domain/message';
 import { storeFaultOf, type StoreFault } from '../../store/faults';
+import { logStoreFault } from '../io';
 import { operationsOf } from './jit';
 
 /**
@@ -44,8 +45,8 @@ const loggedWithRequest = new WeakSet<object>();
 
 /**
  * The errors of an HTTP request's result that masking will hide, logged as REST logs them: `unexpected
- * error` (or `store fault`) with the request id its answer carries in `x-request-id`, so a user's report
- * leads to the line.
+ * error` (or `store fault`, see logStoreFault) with the request id its answer carries in `x-request-id`, so
+ * a user's report leads to the line.
  * Errors of graphql-ws operations (no request id) are left to yoga's logger.
  */
 function logUnexpected(log: Logger, errors: readonly GraphQLError[], requestId: string | undefined): void {
@@ -53,10 +54,9 @@ function logUnexpected(log: Logger, errors: readonly GraphQLError[], requestId: 
   for (const e of errors) {
     if (domainErrorOf(e) !== undefined || maskUnexpected(e, 'Unexpected error.', false) === e) continue;
     loggedWithRequest.add(e);
-    log.error(
-      { err: e.originalError ?? e, requestId },
-      storeFaultOf(e) === undefined ? 'unexpected error' : 'store fault',
-    );
+    const fault = storeFaultOf(e);
+    if (fault === undefined) log.error({ err: e.originalError ?? e, requestId }, 'unexpected error');
+    else logStoreFault(log, fault, e.originalError ?? e, requestId);
   }
 }
 
