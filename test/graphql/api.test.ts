@@ -760,6 +760,18 @@ describe('GraphQL over HTTP', () => {
       expect(r.body.errors?.[0]?.extensions?.code).toBe('PAYLOAD_TOO_LARGE');
     });
 
+    /** `POST /messages` of the launch of `channel`, as REST takes it. */
+    const launchOverRest = (channel: string) =>
+      send(
+        `${server.http}/messages`,
+        'POST',
+        JSON.stringify({
+          metadata: { channel, messageNumber: 1, messageTime: '2022-02-02T19:39:05Z', messageType: 'RocketLaunched' },
+          message: { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS' },
+        }),
+        { 'content-type': 'application/json' },
+      );
+
     it('says a full disk as REST does, and logs it once a while, not for every write it refuses', async () => {
       const full = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
       const failing = jest.spyOn(server.app.store, 'commit').mockRejectedValue(full);
@@ -774,20 +786,7 @@ describe('GraphQL over HTTP', () => {
             }),
           ]);
         }
-        const rest = await send(
-          `${server.http}/messages`,
-          'POST',
-          JSON.stringify({
-            metadata: {
-              channel: 'full',
-              messageNumber: 1,
-              messageTime: '2022-02-02T19:39:05Z',
-              messageType: 'RocketLaunched',
-            },
-            message: { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS' },
-          }),
-          { 'content-type': 'application/json' },
-        );
+        const rest = await launchOverRest('full');
         expect({ status: rest.status, retryAfter: rest.headers['retry-after'] }).toEqual({
           status: 503,
           retryAfter: '30',
@@ -819,20 +818,7 @@ describe('GraphQL over HTTP', () => {
             extensions: { code: 'UNAVAILABLE', retryAfterSeconds: 1, unexpected: true },
           }),
         ]);
-        const rest = await send(
-          `${server.http}/messages`,
-          'POST',
-          JSON.stringify({
-            metadata: {
-              channel: 'down',
-              messageNumber: 1,
-              messageTime: '2022-02-02T19:39:05Z',
-              messageType: 'RocketLaunched',
-            },
-            message: { type: 'Falcon-9', launchSpeed: 500, mission: 'ARTEMIS' },
-          }),
-          { 'content-type': 'application/json' },
-        );
+        const rest = await launchOverRest('down');
         expect(rest.status).toBe(503);
         expect(rest.headers['retry-after']).toBe('1');
       } finally {
